@@ -1,0 +1,1 @@
+//! A faithful emulator of Gameye's Session API.
