@@ -1,0 +1,382 @@
+//! The sessions the emulator runs: creation, placement, lifecycle, players.
+//!
+//! Every session ever created is kept (stopped ones too, for `/_emulator/sessions`); the active ones
+//! are indexed separately so a request never scans the stopped ones, and per-location counts and
+//! per-host port sets keep POST /session O(1) in the number of sessions.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::{
+    ports::HostPorts,
+    world::{Application, Location, Protocol},
+};
+
+/// The runtime status of a session, as the spec's `SessionStatus` spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Allocated; the game server is not listening yet.
+    Created,
+    /// The game server is up.
+    Running,
+    /// Stopped, by DELETE or TTL.
+    Exited,
+}
+
+/// Why a session stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// DELETE /session/{id}.
+    Requested,
+    /// Its `ttl` ran out.
+    TtlExpired,
+}
+
+/// A container port mapped to a host port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PortMapping {
+    /// `udp` or `tcp` (`type` on the wire).
+    #[serde(rename = "type")]
+    pub protocol: Protocol,
+    /// Port inside the container.
+    pub container: u16,
+    /// Port on the host machine.
+    pub host: u16,
+}
+
+/// The validated content of a POST /session body, resolved against the world.
+#[derive(Debug, Default)]
+pub struct NewSession {
+    /// Caller-chosen id, or `None` for a fresh UUIDv4.
+    pub id: Option<String>,
+    /// The tag to run (already resolved: exists for the image).
+    pub tag: String,
+    /// Extra container environment.
+    pub env: BTreeMap<String, String>,
+    /// Program arguments.
+    pub args: Vec<String>,
+    /// User labels.
+    pub labels: BTreeMap<String, String>,
+    /// Restart on failure (recorded only).
+    pub restart: bool,
+    /// Lifetime; forever when absent.
+    pub ttl: Option<Duration>,
+    /// Customer-provided identifier (recorded only).
+    pub external_id: Option<String>,
+}
+
+/// The `labels` map as the live API returns it: JSON documents encoded in strings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Labels {
+    /// The container environment (user env plus GAMEYE_* variables).
+    pub env: String,
+    /// The user's labels.
+    pub tags: String,
+    /// Gameye's own metadata.
+    pub gameye: String,
+}
+
+/// One session, active or stopped.
+#[derive(Debug)]
+pub struct Session {
+    /// Its id.
+    pub id: String,
+    /// Region.
+    pub location: String,
+    /// Image.
+    pub image: String,
+    /// Tag of the image.
+    pub tag: String,
+    /// Host machine.
+    pub host: IpAddr,
+    /// Mapped ports, in the image's order.
+    pub ports: Vec<PortMapping>,
+    /// Unix milliseconds of creation.
+    pub created_ms: i64,
+    /// Monotonic time of creation (wall-clock stop times are derived from it).
+    pub created_at: Instant,
+    /// When the status turns `running`.
+    pub running_at: Instant,
+    /// When the TTL stops it.
+    pub expires_at: Option<Instant>,
+    /// Unix milliseconds of the stop, once stopped.
+    pub stopped_at_ms: Option<i64>,
+    /// Why it stopped, once stopped.
+    pub stop_reason: Option<StopReason>,
+    /// User labels, for filters.
+    pub user_labels: BTreeMap<String, String>,
+    /// Labels as served (pre-encoded once: listing is frequent).
+    pub labels: Labels,
+    /// Program arguments (shown in the logs).
+    pub args: Vec<String>,
+    /// Joined players in joining order.
+    pub players: Vec<String>,
+    /// What happened since start, for the logs: (Unix ms, line).
+    pub events: Vec<(i64, String)>,
+}
+
+impl Session {
+    /// The status at `now`.
+    pub fn status(&self, now: Instant) -> Status {
+        if self.stopped_at_ms.is_some() {
+            Status::Exited
+        } else if now >= self.running_at {
+            Status::Running
+        } else {
+            Status::Created
+        }
+    }
+
+    /// Whether it is still active (not stopped).
+    pub fn is_active(&self) -> bool {
+        self.stopped_at_ms.is_none()
+    }
+}
+
+/// Why a session could not be created (the world lookups that answer 404 happen before).
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    /// The id was used by a session before, stopped or not (409).
+    IdInUse,
+    /// The location is full, or its hosts ran out of ports (420).
+    NoCapacity,
+}
+
+/// Why a session could not be stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopError {
+    /// Never existed (404).
+    NotFound,
+    /// Already stopped (409).
+    AlreadyStopped,
+}
+
+/// All sessions and the indexes that keep requests cheap.
+#[derive(Default)]
+pub struct Registry {
+    /// Every session ever, indexed by creation order.
+    sessions: Vec<Session>,
+    by_id: HashMap<String, usize>,
+    /// Active sessions, in creation order.
+    active: BTreeSet<usize>,
+    /// TTL deadlines of active sessions, earliest first.
+    expiries: BTreeSet<(Instant, usize)>,
+    per_location: HashMap<String, usize>,
+    hosts: HashMap<IpAddr, HostPorts>,
+}
+
+impl Registry {
+    /// Stops every session whose TTL ran out by `now`; called before every read or write so that
+    /// no timer task per session is needed.
+    pub fn reap(&mut self, now: Instant) {
+        while let Some(&(deadline, idx)) = self.expiries.first() {
+            if deadline > now {
+                break;
+            }
+            self.stop_idx(idx, StopReason::TtlExpired, now);
+        }
+    }
+
+    /// Number of active sessions in a location.
+    pub fn active_in(&self, location: &str) -> usize {
+        self.per_location.get(location).copied().unwrap_or(0)
+    }
+
+    /// Places and records a new session.
+    pub fn create(
+        &mut self,
+        location: &Location,
+        app: &Application,
+        mut req: NewSession,
+        now: Instant,
+        start_delay: Duration,
+        now_ms: i64,
+    ) -> Result<&Session, CreateError> {
+        let id = req.id.take().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if self.by_id.contains_key(&id) {
+            return Err(CreateError::IdInUse);
+        }
+        if self.active_in(&location.id) >= location.capacity {
+            return Err(CreateError::NoCapacity);
+        }
+        // Least-loaded host that still has enough free ports; ties go to the first listed.
+        let n = app.ports.len();
+        let host = location
+            .host_ips
+            .iter()
+            .filter(|ip| self.hosts.get(ip).is_none_or(|h| h.has_room_for(n)))
+            .min_by_key(|ip| self.hosts.get(ip).map_or(0, |h| h.sessions))
+            .copied()
+            .ok_or(CreateError::NoCapacity)?;
+        let usage = self.hosts.entry(host).or_default();
+        let host_ports = usage.allocate(n).ok_or(CreateError::NoCapacity)?;
+        usage.sessions += 1;
+        let ports: Vec<PortMapping> = app
+            .ports
+            .iter()
+            .zip(host_ports)
+            .map(|(p, host)| PortMapping { protocol: p.protocol, container: p.container, host })
+            .collect();
+
+        let labels = encode_labels(&id, host, location, app, &req, &ports);
+        let idx = self.sessions.len();
+        let expires_at = req.ttl.map(|ttl| now + ttl);
+        self.sessions.push(Session {
+            id: id.clone(),
+            location: location.id.clone(),
+            image: app.image.clone(),
+            tag: req.tag,
+            host,
+            ports,
+            created_ms: now_ms,
+            created_at: now,
+            running_at: now + start_delay,
+            expires_at,
+            stopped_at_ms: None,
+            stop_reason: None,
+            user_labels: req.labels,
+            labels,
+            args: req.args,
+            players: Vec::new(),
+            events: Vec::new(),
+        });
+        self.by_id.insert(id, idx);
+        self.active.insert(idx);
+        if let Some(deadline) = expires_at {
+            self.expiries.insert((deadline, idx));
+        }
+        *self.per_location.entry(location.id.clone()).or_default() += 1;
+        Ok(&self.sessions[idx])
+    }
+
+    /// Any session ever created with this id, stopped or not.
+    pub fn get(&self, id: &str) -> Option<&Session> {
+        self.by_id.get(id).map(|&i| &self.sessions[i])
+    }
+
+    /// The session with this id if it is still active.
+    pub fn get_active(&self, id: &str) -> Option<&Session> {
+        self.get(id).filter(|s| s.is_active())
+    }
+
+    /// Active sessions in creation order.
+    pub fn active(&self) -> impl Iterator<Item = &Session> {
+        self.active.iter().map(|&i| &self.sessions[i])
+    }
+
+    /// Every session ever, in creation order.
+    pub fn all(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.iter()
+    }
+
+    /// Stops an active session at the caller's request.
+    pub fn stop(&mut self, id: &str, now: Instant) -> Result<(), StopError> {
+        let &idx = self.by_id.get(id).ok_or(StopError::NotFound)?;
+        if !self.sessions[idx].is_active() {
+            return Err(StopError::AlreadyStopped);
+        }
+        self.stop_idx(idx, StopReason::Requested, now);
+        Ok(())
+    }
+
+    /// Adds players (once each) to an active session; `None` when it is not active.
+    pub fn join(&mut self, id: &str, players: Vec<String>, now_ms: i64) -> Option<&[String]> {
+        let session = self.active_mut(id)?;
+        for p in players {
+            if !session.players.contains(&p) {
+                session.events.push((now_ms, format!("player {p} joined")));
+                session.players.push(p);
+            }
+        }
+        Some(&session.players)
+    }
+
+    /// Removes players from an active session (absent ones are ignored); `None` when it is not active.
+    pub fn leave(&mut self, id: &str, players: &[String], now_ms: i64) -> Option<&[String]> {
+        let session = self.active_mut(id)?;
+        session.players.retain(|p| {
+            let leaving = players.contains(p);
+            if leaving {
+                session.events.push((now_ms, format!("player {p} left")));
+            }
+            !leaving
+        });
+        Some(&session.players)
+    }
+
+    fn active_mut(&mut self, id: &str) -> Option<&mut Session> {
+        let &idx = self.by_id.get(id)?;
+        Some(&mut self.sessions[idx]).filter(|s| s.is_active())
+    }
+
+    fn stop_idx(&mut self, idx: usize, reason: StopReason, now: Instant) {
+        let s = &mut self.sessions[idx];
+        // A TTL stop happened at the deadline, which may be earlier than the request that noticed it.
+        let at = match (reason, s.expires_at) {
+            (StopReason::TtlExpired, Some(deadline)) => deadline.min(now),
+            _ => now,
+        };
+        let stopped_at_ms = s.created_ms + at.saturating_duration_since(s.created_at).as_millis() as i64;
+        s.stopped_at_ms = Some(stopped_at_ms);
+        s.stop_reason = Some(reason);
+        let line = match reason {
+            StopReason::Requested => "received SIGTERM, shutting down",
+            StopReason::TtlExpired => "ttl expired, container killed",
+        };
+        s.events.push((stopped_at_ms, line.to_owned()));
+        if let Some(deadline) = s.expires_at {
+            self.expiries.remove(&(deadline, idx));
+        }
+        self.active.remove(&idx);
+        let s = &self.sessions[idx];
+        if let Some(n) = self.per_location.get_mut(&s.location) {
+            *n -= 1;
+        }
+        if let Some(h) = self.hosts.get_mut(&s.host) {
+            h.sessions -= 1;
+            h.release(s.ports.iter().map(|p| p.host));
+        }
+    }
+}
+
+fn encode_labels(
+    id: &str,
+    host: IpAddr,
+    location: &Location,
+    app: &Application,
+    req: &NewSession,
+    ports: &[PortMapping],
+) -> Labels {
+    let mut env = req.env.clone();
+    // Gameye's own variables win over the caller's, as in the real container.
+    env.insert("GAMEYE_SESSION_ID".to_owned(), id.to_owned());
+    env.insert("GAMEYE_HOST".to_owned(), host.to_string());
+    for p in ports {
+        env.insert(
+            format!("GAMEYE_PORT_{}_{}", p.protocol.as_str().to_uppercase(), p.container),
+            p.host.to_string(),
+        );
+    }
+    let mut gameye = serde_json::json!({
+        "image": app.image,
+        "tag": req.tag,
+        "location": location.id,
+        "restart": req.restart,
+    });
+    if let Some(ext) = &req.external_id {
+        gameye["external_id"] = ext.clone().into();
+    }
+    Labels {
+        env: serde_json::to_string(&env).unwrap_or_default(),
+        tags: serde_json::to_string(&req.labels).unwrap_or_default(),
+        gameye: gameye.to_string(),
+    }
+}
