@@ -1,1 +1,7 @@
 //! The outside world of gameye-bridge. Each module is one adapter; adapters do not know each other.
+
+pub mod config;
+pub mod gameye;
+pub mod http;
+pub mod runtime;
+pub mod store;

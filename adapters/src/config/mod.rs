@@ -1,0 +1,419 @@
+//! Configuration: compiled-in `config/default.toml` ← `--config` file ← Gameye's own `GAMEYE_API_*`
+//! variables ← `BRIDGE_<SECTION>__<KEY>` variables, merged by figment, validated once.
+//! Unknown keys anywhere are errors that name the key.
+
+mod lenient;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bridge::{CapExceeded, LatencyCap, MissingLatency, Objective, RegionPolicy};
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+pub use lenient::duration::parse as parse_duration;
+pub use secret::{Secret, ServiceUrl, redact_url};
+
+/// The compiled-in defaults; also the reference documentation of every key.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// Prefix of the bridge's own environment variables (`BRIDGE_HTTP__LISTEN`).
+pub const ENV_PREFIX: &str = "BRIDGE_";
+
+/// Gameye's env names, as its Nakama plugin reads them, and the keys they set.
+const GAMEYE_ENV: [(&str, &str); 6] = [
+    ("GAMEYE_API_URL", "url"),
+    ("GAMEYE_API_TOKEN", "token"),
+    ("GAMEYE_API_IMAGE", "image"),
+    ("GAMEYE_API_IMAGE_VERSION", "version"),
+    ("GAMEYE_API_REGION", "region"),
+    ("GAMEYE_API_TTL", "ttl"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { key, message: message.into() }
+    }
+}
+
+/// The whole effective configuration. `Debug` and `Serialize` never show secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub gameye: GameyeSettings,
+    pub redis: RedisSettings,
+    pub nats: NatsSettings,
+    pub placement: PlacementSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub tokens: Vec<Secret>,
+    pub body_limit: usize,
+    #[serde(with = "lenient::duration")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameyeSettings {
+    #[serde(deserialize_with = "lenient::string")]
+    pub url: String,
+    pub token: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emulate: Option<bool>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub emulator_world: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub image: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub version: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub region: String,
+    #[serde(with = "lenient::duration")]
+    pub ttl: Duration,
+    #[serde(with = "lenient::duration")]
+    pub connect_timeout: Duration,
+    #[serde(with = "lenient::duration")]
+    pub request_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: ServiceUrl,
+    #[serde(deserialize_with = "lenient::string")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    pub url: ServiceUrl,
+    #[serde(deserialize_with = "lenient::string")]
+    pub prefix: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub stream: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub consumer: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub credentials_file: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSettings {
+    pub objective: Objective,
+    pub default_order: Vec<String>,
+    pub preference_order: Vec<String>,
+    pub caps: Vec<LatencyCap>,
+    pub missing_latency: MissingLatency,
+    pub on_cap_exceeded: CapExceeded,
+    pub aliases: BTreeMap<String, String>,
+    #[serde(with = "lenient::duration")]
+    pub cooldown: Duration,
+    #[serde(with = "lenient::duration")]
+    pub deadline: Duration,
+    #[serde(with = "lenient::duration")]
+    pub locations_cache: Duration,
+    #[serde(with = "lenient::duration")]
+    pub latency_ttl: Duration,
+    #[serde(with = "lenient::duration")]
+    pub record_ttl: Duration,
+    #[serde(with = "lenient::duration")]
+    pub recovery_interval: Duration,
+}
+
+impl PlacementSettings {
+    /// The chooser's policy; `first_region` (`gameye.region`) leads the default order.
+    pub fn region_policy(&self, first_region: &str) -> RegionPolicy {
+        let mut default_order = Vec::with_capacity(self.default_order.len() + 1);
+        for location in std::iter::once(first_region).chain(self.default_order.iter().map(String::as_str)) {
+            if !location.is_empty() && !default_order.iter().any(|known| known == location) {
+                default_order.push(location.to_owned());
+            }
+        }
+        RegionPolicy {
+            objective: self.objective,
+            caps: self.caps.clone(),
+            missing_latency: self.missing_latency,
+            on_cap_exceeded: self.on_cap_exceeded,
+            preference_order: self.preference_order.clone(),
+            default_order,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    #[serde(deserialize_with = "lenient::string")]
+    pub level: String,
+}
+
+/// Where the Gameye API comes from, decided once from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GameyeBackend {
+    /// The configured `gameye.url`.
+    Remote,
+    /// The emulator embedded in this process.
+    Emulated,
+}
+
+impl Settings {
+    /// Loads defaults ← `file` ← process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Same as [`Settings::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            // Figment treats a missing file as empty; a named file that is not there is a mistake.
+            std::fs::File::open(path)
+                .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        figment = figment.merge(gameye_env(&env)).merge(bridge_env(&env));
+        let settings: Settings =
+            figment.extract().map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Whether the embedded emulator answers instead of a real Gameye.
+    pub fn gameye_backend(&self) -> GameyeBackend {
+        match self.gameye.emulate {
+            Some(true) => GameyeBackend::Emulated,
+            Some(false) => GameyeBackend::Remote,
+            None if self.gameye.url.is_empty() => GameyeBackend::Emulated,
+            None => GameyeBackend::Remote,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let production_like = !self.redis.url.is_empty() || !self.nats.url.is_empty();
+        match (self.gameye.emulate, self.gameye.url.is_empty()) {
+            (Some(false), true) => {
+                return Err(ConfigError::invalid(
+                    "gameye.url",
+                    "gameye.emulate = false needs a Gameye URL (GAMEYE_API_URL)",
+                ));
+            }
+            (None, true) if production_like => {
+                return Err(ConfigError::invalid(
+                    "gameye.url",
+                    "Redis or NATS is configured but no Gameye URL: set GAMEYE_API_URL, or \
+                     gameye.emulate = true to run against the emulator on purpose",
+                ));
+            }
+            _ => {}
+        }
+        if !self.gameye.url.is_empty() {
+            let url = reqwest::Url::parse(&self.gameye.url)
+                .map_err(|e| ConfigError::invalid("gameye.url", e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("gameye.url", "must be an http(s) URL"));
+            }
+            if self.gameye_backend() == GameyeBackend::Remote && self.gameye.token.is_empty() {
+                return Err(ConfigError::invalid(
+                    "gameye.token",
+                    "a Gameye URL needs an API token (GAMEYE_API_TOKEN)",
+                ));
+            }
+        }
+        if self.gameye.image.is_empty() {
+            return Err(ConfigError::invalid("gameye.image", "must not be empty"));
+        }
+        if self.gameye.ttl < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                "gameye.ttl",
+                "must be at least 1m (Gameye rounds up to minutes)",
+            ));
+        }
+        for (key, value) in [
+            ("gameye.connect_timeout", self.gameye.connect_timeout),
+            ("gameye.request_timeout", self.gameye.request_timeout),
+            ("placement.deadline", self.placement.deadline),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.http.tokens.iter().any(Secret::is_empty) {
+            return Err(ConfigError::invalid("http.tokens", "tokens must not be empty strings"));
+        }
+        if self.http.tokens.is_empty() && !self.http.listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "http.listen",
+                format!(
+                    "{} is not a loopback address and no http.tokens are configured: \
+                     refusing to serve an open API to the network",
+                    self.http.listen
+                ),
+            ));
+        }
+        if self.http.body_limit < 1024 {
+            return Err(ConfigError::invalid("http.body_limit", "must be at least 1024 bytes"));
+        }
+        if self.redis.prefix.is_empty() {
+            return Err(ConfigError::invalid("redis.prefix", "must not be empty"));
+        }
+        if self.nats.prefix.is_empty() || self.nats.prefix.contains([' ', '*', '>']) {
+            return Err(ConfigError::invalid("nats.prefix", "must be a non-empty subject token"));
+        }
+        if let Err(invalid) = self.placement.region_policy(&self.gameye.region).validate() {
+            return Err(ConfigError::Invalid {
+                key: "placement",
+                message: format!("placement.{}: {}", invalid.field, invalid.message),
+            });
+        }
+        for (key, value) in [
+            ("placement.cooldown", self.placement.cooldown),
+            ("placement.latency_ttl", self.placement.latency_ttl),
+            ("placement.record_ttl", self.placement.record_ttl),
+            ("placement.recovery_interval", self.placement.recovery_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted (for `check-config`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+/// Gameye's env names, taken as raw strings: GAMEYE_API_IMAGE_VERSION=1.10 must stay "1.10".
+fn gameye_env(env: &[(String, String)]) -> EnvProvider {
+    let mut dict = Dict::new();
+    for (name, key) in GAMEYE_ENV {
+        if let Some((_, value)) = env.iter().find(|(k, _)| k == name) {
+            insert_path(&mut dict, &["gameye", key], Value::from(value.clone()));
+        }
+    }
+    EnvProvider { name: "GAMEYE_API_* environment variables", dict }
+}
+
+/// `BRIDGE_HTTP__LISTEN=…` → `http.listen`; values parsed like figment's own `Env` provider
+/// (`true`, `8080`, `["a","b"]`, `"quoted strings"`).
+fn bridge_env(env: &[(String, String)]) -> EnvProvider {
+    let mut dict = Dict::new();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            continue;
+        }
+        let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+        let path: Vec<&str> = key.split('.').collect();
+        insert_path(&mut dict, &path, parsed);
+    }
+    EnvProvider { name: "BRIDGE_* environment variables", dict }
+}
+
+fn insert_path(dict: &mut Dict, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict.entry((*first).to_owned()).or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Environment variables handed in explicitly, so tests need not change the process's own.
+struct EnvProvider {
+    name: &'static str,
+    dict: Dict,
+}
+
+impl Provider for EnvProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name).interpolater(|_profile, keys| {
+            if keys.len() == 2
+                && keys[0] == "gameye"
+                && let Some((name, _)) = GAMEYE_ENV.iter().find(|(_, key)| *key == keys[1])
+            {
+                return format!("{name} or {ENV_PREFIX}GAMEYE__{}", keys[1].to_ascii_uppercase());
+            }
+            let joined: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
+            format!("{ENV_PREFIX}{}", joined.join("__"))
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let profile = e.profile.clone().unwrap_or_default();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match m.source {
+                    Some(ref source) => format!(" (in {source})"),
+                    None => format!(" (from {})", m.interpolate(&profile, &e.path)),
+                })
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("`{key}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests;

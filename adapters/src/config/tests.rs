@@ -1,0 +1,162 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Settings::load_from(None, env(pairs))
+}
+
+fn load_file(toml: &str, pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, toml).unwrap();
+    Settings::load_from(Some(&path), env(pairs))
+}
+
+#[test]
+fn defaults_need_nothing_and_use_the_emulator_on_loopback() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.http.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(settings.gameye_backend(), GameyeBackend::Emulated);
+    assert_eq!(settings.gameye.image, "demo-game");
+    assert_eq!(settings.gameye.ttl, Duration::from_secs(30 * 60));
+    assert_eq!(settings.placement.caps.len(), 3);
+    assert_eq!(settings.http.body_limit, 256 * 1024);
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() {
+    let settings = load_file(
+        "[http]\nlisten = \"127.0.0.1:9000\"\n[gameye]\nimage = \"from-file\"\n",
+        &[("BRIDGE_GAMEYE__IMAGE", "from-env")],
+    )
+    .unwrap();
+    assert_eq!(settings.http.listen.port(), 9000);
+    assert_eq!(settings.gameye.image, "from-env");
+}
+
+#[test]
+fn unknown_key_in_file_is_named() {
+    let error = load_file("[http]\nlisen = \"127.0.0.1:9000\"\n", &[]).unwrap_err().to_string();
+    assert!(error.contains("lisen"), "{error}");
+}
+
+#[test]
+fn unknown_section_in_file_is_named() {
+    let error = load_file("[htp]\nlisten = \"127.0.0.1:9000\"\n", &[]).unwrap_err().to_string();
+    assert!(error.contains("htp"), "{error}");
+}
+
+#[test]
+fn unknown_bridge_variable_is_named() {
+    let error = load(&[("BRIDGE_HTTP__LISTN", "127.0.0.1:1")]).unwrap_err().to_string();
+    assert!(error.contains("listn"), "{error}");
+    assert!(error.contains("BRIDGE_HTTP__LISTN"), "{error}");
+}
+
+#[test]
+fn bridge_variables_are_typed() {
+    let settings = load(&[
+        ("BRIDGE_HTTP__LISTEN", "127.0.0.1:9100"),
+        ("BRIDGE_HTTP__BODY_LIMIT", "4096"),
+        ("BRIDGE_HTTP__TOKENS", "[\"a\", \"b\"]"),
+        ("BRIDGE_PLACEMENT__OBJECTIVE", "mean"),
+        ("BRIDGE_GAMEYE__VERSION", "2"),
+    ])
+    .unwrap();
+    assert_eq!(settings.http.listen.port(), 9100);
+    assert_eq!(settings.http.body_limit, 4096);
+    assert_eq!(settings.http.tokens, vec![Secret::new("a"), Secret::new("b")]);
+    assert_eq!(settings.placement.objective, bridge::Objective::Mean);
+    assert_eq!(settings.gameye.version, "2");
+}
+
+#[test]
+fn gameye_env_names_are_taken_verbatim() {
+    let settings = load(&[
+        ("GAMEYE_API_URL", "https://api.sandbox-gameye.gameye.net"),
+        ("GAMEYE_API_TOKEN", "t0k3n"),
+        ("GAMEYE_API_IMAGE", "my-game"),
+        ("GAMEYE_API_IMAGE_VERSION", "1.10"),
+        ("GAMEYE_API_REGION", "us-east-1"),
+        ("GAMEYE_API_TTL", "2h30m"),
+    ])
+    .unwrap();
+    assert_eq!(settings.gameye_backend(), GameyeBackend::Remote);
+    assert_eq!(settings.gameye.token.expose(), "t0k3n");
+    assert_eq!(settings.gameye.image, "my-game");
+    assert_eq!(settings.gameye.version, "1.10");
+    assert_eq!(settings.gameye.region, "us-east-1");
+    assert_eq!(settings.gameye.ttl, Duration::from_secs(150 * 60));
+}
+
+#[test]
+fn bridge_variables_win_over_gameye_names() {
+    let settings = load(&[("GAMEYE_API_IMAGE", "a"), ("BRIDGE_GAMEYE__IMAGE", "b")]).unwrap();
+    assert_eq!(settings.gameye.image, "b");
+}
+
+#[test]
+fn redis_without_gameye_url_is_an_error_not_a_silent_fake() {
+    let error = load(&[("BRIDGE_REDIS__URL", "redis://127.0.0.1:6379")]).unwrap_err();
+    assert!(error.to_string().contains("gameye.url"), "{error}");
+    let error = load(&[("BRIDGE_NATS__URL", "nats://127.0.0.1:4222")]).unwrap_err();
+    assert!(error.to_string().contains("gameye.url"), "{error}");
+    let explicit =
+        load(&[("BRIDGE_REDIS__URL", "redis://127.0.0.1:6379"), ("BRIDGE_GAMEYE__EMULATE", "true")]).unwrap();
+    assert_eq!(explicit.gameye_backend(), GameyeBackend::Emulated);
+}
+
+#[test]
+fn gameye_url_needs_a_token() {
+    let error = load(&[("GAMEYE_API_URL", "https://example.test")]).unwrap_err();
+    assert!(error.to_string().contains("gameye.token"), "{error}");
+}
+
+#[test]
+fn open_api_on_a_public_address_is_refused() {
+    let error = load(&[("BRIDGE_HTTP__LISTEN", "0.0.0.0:8080")]).unwrap_err();
+    assert!(error.to_string().contains("http.listen"), "{error}");
+    let ok = load(&[("BRIDGE_HTTP__LISTEN", "0.0.0.0:8080"), ("BRIDGE_HTTP__TOKENS", "[\"s3cret\"]")]);
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let error = load(&[("BRIDGE_GAMEYE__TTL", "forever")]).unwrap_err().to_string();
+    assert!(error.contains("gameye.ttl"), "{error}");
+    let error = load(&[("BRIDGE_PLACEMENT__OBJECTIVE", "fastest")]).unwrap_err().to_string();
+    assert!(error.contains("placement.objective"), "{error}");
+    let error =
+        load_file("[placement]\ncaps = [{after_s = 10, max_ms = 50}, {after_s = 5, max_ms = 90}]\n", &[])
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("placement.caps"), "{error}");
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let error = Settings::load_from(Some(Path::new("/nonexistent/bridge.toml")), env(&[])).unwrap_err();
+    assert!(matches!(error, ConfigError::File { .. }));
+}
+
+#[test]
+fn redacted_toml_hides_every_secret() {
+    let settings = load(&[
+        ("GAMEYE_API_URL", "https://example.test"),
+        ("GAMEYE_API_TOKEN", "gameye-secret-token"),
+        ("BRIDGE_HTTP__TOKENS", "[\"bridge-secret-token\"]"),
+        ("BRIDGE_REDIS__URL", "redis://user:redis-password@127.0.0.1:6379"),
+    ])
+    .unwrap();
+    let shown = settings.to_redacted_toml();
+    for secret in ["gameye-secret-token", "bridge-secret-token", "redis-password"] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        assert!(!format!("{settings:?}").contains(secret), "{secret} leaked in Debug");
+    }
+    assert!(shown.contains("<redacted>"));
+    let reparsed: toml::Value = toml::from_str(&shown).unwrap();
+    assert_eq!(reparsed["gameye"]["url"].as_str(), Some("https://example.test"));
+}

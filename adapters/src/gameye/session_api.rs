@@ -1,0 +1,143 @@
+//! The core's `SessionApi` port over the Gameye client, with the short per-image cache of
+//! available locations (one request in flight per image).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bridge::ports::{
+    AvailableLocation, SessionApi, SessionApiError, SessionApiErrorKind, SessionSpec, StartedSession,
+};
+use uuid::Uuid;
+
+use super::{CreateSession, ErrorClass, GameyeClient, GameyeError, Port, Protocol};
+
+/// Gameye as the placement engine sees it.
+#[derive(Clone, Debug)]
+pub struct GameyeSessionApi {
+    client: GameyeClient,
+    locations: Arc<LocationCache>,
+}
+
+impl GameyeSessionApi {
+    /// `cache_for`: how long an available-locations answer is reused (zero: never, but concurrent
+    /// callers still share one request).
+    pub fn new(client: GameyeClient, cache_for: Duration) -> Self {
+        Self { client, locations: Arc::new(LocationCache { ttl: cache_for, entries: Mutex::default() }) }
+    }
+
+    pub fn client(&self) -> &GameyeClient {
+        &self.client
+    }
+}
+
+impl SessionApi for GameyeSessionApi {
+    async fn available_locations(&self, image: &str) -> Result<Vec<AvailableLocation>, SessionApiError> {
+        let entry = self.locations.entry(image);
+        if let Some(fresh) = entry.fresh(self.locations.ttl) {
+            return Ok(fresh);
+        }
+        let _only_fetcher = entry.fetching.lock().await;
+        // Whoever held the lock before us may have just fetched it.
+        if let Some(fresh) = entry.fresh(self.locations.ttl) {
+            return Ok(fresh);
+        }
+        let locations: Vec<AvailableLocation> = self
+            .client
+            .available_locations(image)
+            .await
+            .map_err(port_error)?
+            .into_iter()
+            .map(|location| AvailableLocation { id: location.id, ping_ips: location.ips })
+            .collect();
+        *entry.value.lock().expect("location cache poisoned") = Some((Instant::now(), locations.clone()));
+        Ok(locations)
+    }
+
+    fn invalidate_locations(&self, image: &str) {
+        *self.locations.entry(image).value.lock().expect("location cache poisoned") = None;
+    }
+
+    async fn create_session(&self, spec: &SessionSpec) -> Result<StartedSession, SessionApiError> {
+        let body = CreateSession {
+            id: Some(spec.session_id.to_string()),
+            location: spec.location.clone(),
+            image: spec.image.clone(),
+            tag: spec.version.clone(),
+            env: spec.env.clone(),
+            args: spec.args.clone(),
+            labels: spec.labels.clone(),
+            restart: None,
+            ttl: Some(spec.ttl),
+            external_id: None,
+        };
+        let created = self.client.create_session(&body).await.map_err(port_error)?;
+        Ok(StartedSession {
+            location: spec.location.clone(),
+            host: created.host,
+            ports: created.ports.into_iter().map(core_port).collect(),
+        })
+    }
+
+    async fn describe_session(&self, session_id: Uuid) -> Result<StartedSession, SessionApiError> {
+        let described = self.client.describe_session(&session_id.to_string()).await.map_err(port_error)?;
+        Ok(StartedSession {
+            location: described.session.location,
+            host: described.session.host,
+            ports: described.session.ports.into_iter().map(core_port).collect(),
+        })
+    }
+}
+
+fn core_port(port: Port) -> bridge::Port {
+    bridge::Port {
+        protocol: match port.protocol {
+            Protocol::Tcp => bridge::PortProtocol::Tcp,
+            Protocol::Udp => bridge::PortProtocol::Udp,
+        },
+        container: port.container,
+        host: port.host,
+    }
+}
+
+fn port_error(error: GameyeError) -> SessionApiError {
+    let kind = match error.class() {
+        ErrorClass::Unauthorized => SessionApiErrorKind::Unauthorized,
+        ErrorClass::QuotaExceeded => SessionApiErrorKind::QuotaExceeded,
+        ErrorClass::Forbidden => SessionApiErrorKind::Forbidden,
+        ErrorClass::NotFound => SessionApiErrorKind::NotFound,
+        ErrorClass::Conflict => SessionApiErrorKind::Conflict,
+        ErrorClass::NoCapacity => SessionApiErrorKind::NoCapacity,
+        ErrorClass::Invalid => SessionApiErrorKind::Invalid,
+        ErrorClass::Unavailable => SessionApiErrorKind::Unavailable,
+    };
+    SessionApiError { kind, status: error.status(), message: error.to_string() }
+}
+
+#[derive(Debug)]
+struct LocationCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Arc<CacheEntry>>>,
+}
+
+#[derive(Debug, Default)]
+struct CacheEntry {
+    value: Mutex<Option<(Instant, Vec<AvailableLocation>)>>,
+    /// Held while fetching, so concurrent misses for one image make one request.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl LocationCache {
+    fn entry(&self, image: &str) -> Arc<CacheEntry> {
+        self.entries.lock().expect("location cache poisoned").entry(image.to_owned()).or_default().clone()
+    }
+}
+
+impl CacheEntry {
+    fn fresh(&self, ttl: Duration) -> Option<Vec<AvailableLocation>> {
+        match &*self.value.lock().expect("location cache poisoned") {
+            Some((fetched, locations)) if fetched.elapsed() < ttl => Some(locations.clone()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `POST /v1/matches`, `GET /v1/matches/{match_id}`: the generic HTTP door of the placement engine.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bridge::placement::{Accepted, PlaceError, PlacementService, Progress};
+use bridge::ports::{Outcome, PlacementState};
+use bridge::{Assignment, Failure, FailureCode, FailureDetail, InvalidRequest, InvalidRequestKind};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio_util::task::TaskTracker;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, ErrorBody};
+
+/// The source name HTTP placements carry (it is part of the session id).
+pub const SOURCE: &str = "http";
+
+/// What the match handlers share.
+#[derive(Clone)]
+pub struct MatchesState {
+    pub service: Arc<dyn PlacementService>,
+    /// Placements answered 202 and finished in the background; awaited at shutdown.
+    pub background: TaskTracker,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PlaceQuery {
+    /// `false`: answer 202 at once and place in the background; poll `GET /v1/matches/{match_id}`.
+    #[serde(default = "default_wait")]
+    wait: bool,
+}
+
+fn default_wait() -> bool {
+    true
+}
+
+/// A placement's state, for polling.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MatchStatus {
+    pub match_id: String,
+    /// `pending`, `placed` or `failed`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Assignment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<FailureDetail>,
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub accepted_at: Option<OffsetDateTime>,
+}
+
+/// Places a match: picks the lowest-latency location, starts one Gameye session, answers with the
+/// connection details. Sending the same `match_id` again answers the same assignment.
+#[utoipa::path(
+    post, path = "/v1/matches", tag = "matches",
+    params(PlaceQuery),
+    request_body(content = bridge::MatchRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Placed", body = Assignment),
+        (status = 202, description = "Accepted; still being placed (`wait=false`, or another instance is on it)", body = MatchStatus),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 402, description = "Gameye quota exceeded", body = Failure),
+        (status = 404, description = "Gameye does not know the image, tag or location", body = Failure),
+        (status = 413, description = "Body larger than http.body_limit", body = ErrorBody),
+        (status = 422, description = "Invalid request (naming the field), or no location fits", body = ErrorBody),
+        (status = 502, description = "Gameye refused the bridge's token or kept failing", body = Failure),
+        (status = 503, description = "No capacity in any eligible location, or the state store is down", body = Failure),
+        (status = 504, description = "The placement deadline passed", body = Failure),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn place_match(
+    State(state): State<MatchesState>,
+    Query(query): Query<PlaceQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request = bridge::parse_match_request(&body).map_err(invalid_request)?;
+    let match_id = request.match_id.clone();
+    if query.wait {
+        let progress = state.service.place(SOURCE, request).await.map_err(store_unavailable)?;
+        return Ok(progress_response(&match_id, progress));
+    }
+    match state.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
+        Accepted::Owned(job) => {
+            let service = state.service.clone();
+            state.background.spawn(async move {
+                let match_id = job.match_id().to_owned();
+                if let Err(error) = service.finish(job).await {
+                    // The record stays pending; the recovery loop finishes it once the lease ends.
+                    tracing::warn!(%match_id, %error, "background placement could not record its outcome");
+                }
+            });
+            Ok(pending_response(&match_id))
+        }
+        Accepted::Known(progress) => Ok(progress_response(&match_id, progress)),
+    }
+}
+
+/// A placement's state: `pending`, `placed` (with the assignment) or `failed` (with the error).
+#[utoipa::path(
+    get, path = "/v1/matches/{match_id}", tag = "matches",
+    params(("match_id" = String, Path, description = "The matchmaker's match id")),
+    responses(
+        (status = 200, description = "Known match", body = MatchStatus),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown (or expired) match", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_match(
+    State(state): State<MatchesState>,
+    Path(match_id): Path<String>,
+) -> Result<Json<MatchStatus>, ApiError> {
+    let record = state
+        .service
+        .status(&match_id)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("no match `{match_id}`")))?;
+    let (status, assignment, error) = match record.state {
+        PlacementState::Pending { .. } => ("pending", None, None),
+        PlacementState::Placed { assignment } => ("placed", Some(assignment), None),
+        PlacementState::Failed { failure } => ("failed", None, Some(failure.error)),
+    };
+    Ok(Json(MatchStatus { match_id, status, assignment, error, accepted_at: Some(record.accepted_at) }))
+}
+
+fn progress_response(match_id: &str, progress: Progress) -> Response {
+    match progress {
+        Progress::Done(Outcome::Placed(assignment)) => (StatusCode::OK, Json(assignment)).into_response(),
+        Progress::Done(Outcome::Failed(failure)) => failure_response(failure),
+        Progress::Pending { .. } => pending_response(match_id),
+    }
+}
+
+fn pending_response(match_id: &str) -> Response {
+    let body = MatchStatus {
+        match_id: match_id.to_owned(),
+        status: "pending",
+        assignment: None,
+        error: None,
+        accepted_at: None,
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let location = format!("/v1/matches/{}", percent_encode_segment(match_id));
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The failure JSON of DESIGN §2, with a status that says who can fix it.
+pub fn failure_response(failure: Failure) -> Response {
+    let status = failure_status(failure.error.code);
+    let mut response = (status, Json(failure)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+pub fn failure_status(code: FailureCode) -> StatusCode {
+    match code {
+        FailureCode::NoCapacity => StatusCode::SERVICE_UNAVAILABLE,
+        FailureCode::NoLocation | FailureCode::InvalidRequest => StatusCode::UNPROCESSABLE_ENTITY,
+        FailureCode::QuotaExceeded => StatusCode::PAYMENT_REQUIRED,
+        FailureCode::NotFound => StatusCode::NOT_FOUND,
+        // Gameye refusing the bridge's own token is the operator's problem, not the caller's auth.
+        FailureCode::Unauthorized | FailureCode::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+        FailureCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
+pub fn invalid_request(invalid: InvalidRequest) -> ApiError {
+    let status = match invalid.kind {
+        InvalidRequestKind::Malformed => StatusCode::BAD_REQUEST,
+        InvalidRequestKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, "INVALID_REQUEST", invalid.to_string())
+}
+
+pub fn store_unavailable(error: PlaceError) -> ApiError {
+    tracing::error!(%error, "state store unavailable");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "STORE_UNAVAILABLE",
+        "the bridge's state store is unavailable; retry",
+    )
+}
+
+fn percent_encode_segment(segment: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x/").expect("static URL");
+    url.path_segments_mut().expect("http URL").push(segment);
+    url.path()[1..].to_owned()
+}

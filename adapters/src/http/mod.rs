@@ -1,0 +1,127 @@
+//! The HTTP door: router, shared middleware, health and metrics endpoints, graceful serving.
+
+mod auth;
+mod error;
+mod health;
+mod locations;
+mod matches;
+mod openapi;
+mod players;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use auth::ApiTokens;
+pub use error::{ApiError, ErrorBody, ErrorDetail, REQUEST_ID_HEADER, render_errors};
+pub use health::{GameyeTarget, Health, ReadinessCheck};
+pub use matches::{MatchesState, failure_response, failure_status};
+pub use openapi::{ApiDoc, document as openapi_document};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Everything the operational endpoints need.
+pub struct OpsState {
+    pub health: Health,
+    pub registry: Registry,
+}
+
+/// The router with `/healthz`, `/readyz`, `/metrics`, plus `api` (the `/v1` routes) behind the
+/// shared layers: request id, JSON errors, body limit, tracing.
+pub fn router(ops: OpsState, api: Router, body_limit: usize) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let registry = Arc::new(ops.registry);
+    let ops_routes = Router::new()
+        .route("/readyz", get(health::readyz))
+        .with_state(Arc::new(ops.health))
+        .route("/metrics", get(metrics).with_state(registry))
+        .route("/healthz", get(health::healthz))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
+    Router::new()
+        .merge(ops_routes)
+        .merge(api)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn(render_errors))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// `/v1` routes of the generic HTTP door, behind bearer-token authentication.
+pub fn v1_router(state: MatchesState, tokens: ApiTokens) -> Router {
+    use axum::routing::post;
+    Router::new()
+        .route("/v1/matches", post(matches::place_match))
+        .route("/v1/matches/{match_id}", get(matches::get_match))
+        .route("/v1/players/{player_id}/latencies", get(players::get_latencies).put(players::put_latencies))
+        .route("/v1/locations", get(locations::list_locations))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(tokens, auth::require_token))
+}
+
+/// Prometheus/OpenMetrics text exposition of every metric.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()).into_response(),
+    }
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+    TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), HttpError> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result.map_err(HttpError::Serve),
+        _ = stopping_rx => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.map_err(HttpError::Serve),
+        Err(_) => {
+            tracing::warn!(
+                grace_s = grace.as_secs(),
+                "in-flight requests did not finish in time; exiting anyway"
+            );
+            Ok(())
+        }
+    }
+}

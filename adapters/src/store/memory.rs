@@ -1,0 +1,320 @@
+//! The in-memory store: one process's state behind a mutex, with Redis's semantics emulated
+//! (records, latencies and cool-downs expire; expired entries are invisible and pruned lazily).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::{from_millis, lease_until_millis, to_millis};
+use bridge::ports::{
+    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementRecord, PlacementState,
+    PlacementStore, StoreError,
+};
+
+/// Every how many writes the whole store is swept for expired entries (besides the lazy removal
+/// of an expired entry met on the way).
+const SWEEP_EVERY: u64 = 256;
+
+/// The embedded single-instance store. Cheap to clone: clones share the same state.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    // Counts only: records hold match requests, whose `env` may carry secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemoryStore")
+            .field("placements", &inner.placements.len())
+            .field("latencies", &inner.latencies.len())
+            .field("cooldowns", &inner.cooldowns.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    placements: HashMap<String, Expiring<Placement>>,
+    latencies: HashMap<String, Expiring<BTreeMap<String, u32>>>,
+    /// Location → end of its cool-down.
+    cooldowns: HashMap<String, Instant>,
+    writes: u64,
+}
+
+struct Expiring<T> {
+    value: T,
+    expires_at: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// A placement record plus the fence it last had: the fence outlives the `Pending` state, so a
+/// takeover of a retryable failure still moves it forward.
+struct Placement {
+    record: PlacementRecord,
+    fence: u64,
+}
+
+/// `now + duration` on the monotonic clock, saturating far in the future.
+fn deadline(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave an entry half-written (every change is one
+        // insert or field assignment), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    /// Counts a write and now and then drops every expired entry.
+    fn wrote(&mut self, now: Instant) {
+        self.writes = self.writes.wrapping_add(1);
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
+            self.placements.retain(|_, entry| entry.live(now));
+            self.latencies.retain(|_, entry| entry.live(now));
+            self.cooldowns.retain(|_, until| *until > now);
+        }
+    }
+
+    /// The live placement for `match_id`; an expired one is removed on the way.
+    fn placement(&mut self, match_id: &str, now: Instant) -> Option<&mut Expiring<Placement>> {
+        if self.placements.get(match_id).is_some_and(|entry| !entry.live(now)) {
+            self.placements.remove(match_id);
+        }
+        self.placements.get_mut(match_id)
+    }
+}
+
+/// Whether `lease` owns `state`.
+fn owns(state: &PlacementState, lease: &Lease) -> bool {
+    matches!(state, PlacementState::Pending { owner, fence, .. } if *owner == lease.owner && *fence == lease.fence)
+}
+
+impl PlacementStore for MemoryStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let now = Instant::now();
+        let now_ms = to_millis(claim.now);
+        let lease_until = from_millis(lease_until_millis(claim.now, claim.lease_for));
+        let mut inner = self.lock();
+        inner.wrote(now);
+        let Some(entry) = inner.placement(&claim.match_id, now) else {
+            let record = PlacementRecord {
+                match_id: claim.match_id.clone(),
+                source: claim.source.clone(),
+                session_id: claim.session_id,
+                request: claim.request.clone(),
+                accepted_at: from_millis(now_ms),
+                state: PlacementState::Pending { owner: claim.owner.clone(), fence: 1, lease_until },
+            };
+            let lease = Lease { owner: claim.owner.clone(), fence: 1 };
+            let placement = Placement { record: record.clone(), fence: 1 };
+            let expires_at = deadline(now, claim.keep_for);
+            inner.placements.insert(claim.match_id.clone(), Expiring { value: placement, expires_at });
+            return Ok(ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: false });
+        };
+        match &entry.value.record.state {
+            PlacementState::Placed { assignment } => return Ok(ClaimOutcome::Placed(assignment.clone())),
+            PlacementState::Failed { failure } if !failure.error.retryable => {
+                return Ok(ClaimOutcome::Failed(failure.clone()));
+            }
+            PlacementState::Pending { owner, lease_until, .. } if to_millis(*lease_until) > now_ms => {
+                return Ok(ClaimOutcome::Held { owner: owner.clone(), lease_until: *lease_until });
+            }
+            // A retryable failure or an expired lease: take it over.
+            PlacementState::Failed { .. } | PlacementState::Pending { .. } => {}
+        }
+        let fence = entry.value.fence + 1;
+        entry.value.fence = fence;
+        entry.value.record.state = PlacementState::Pending { owner: claim.owner.clone(), fence, lease_until };
+        entry.expires_at = deadline(now, claim.keep_for);
+        let record = Box::new(entry.value.record.clone());
+        Ok(ClaimOutcome::Owned {
+            record,
+            lease: Lease { owner: claim.owner.clone(), fence },
+            taken_over: true,
+        })
+    }
+
+    async fn renew(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        now: OffsetDateTime,
+        lease_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.placement(match_id, Instant::now()) else { return Ok(false) };
+        if !owns(&entry.value.record.state, lease) {
+            return Ok(false);
+        }
+        entry.value.record.state = PlacementState::Pending {
+            owner: lease.owner.clone(),
+            fence: lease.fence,
+            lease_until: from_millis(lease_until_millis(now, lease_for)),
+        };
+        Ok(true)
+    }
+
+    async fn complete(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.wrote(now);
+        let Some(entry) = inner.placement(match_id, now) else { return Ok(false) };
+        if !owns(&entry.value.record.state, lease) {
+            return Ok(false);
+        }
+        entry.value.record.state = match outcome {
+            Outcome::Placed(assignment) => PlacementState::Placed { assignment: assignment.clone() },
+            Outcome::Failed(failure) => PlacementState::Failed { failure: failure.clone() },
+        };
+        entry.expires_at = deadline(now, keep_for);
+        Ok(true)
+    }
+
+    async fn get(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
+        let mut inner = self.lock();
+        Ok(inner.placement(match_id, Instant::now()).map(|entry| entry.value.record.clone()))
+    }
+
+    async fn expired_pending(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        let clock = Instant::now();
+        let now_ms = to_millis(now);
+        let mut inner = self.lock();
+        inner.placements.retain(|_, entry| entry.live(clock));
+        let mut expired: Vec<(i64, &String)> = inner
+            .placements
+            .iter()
+            .filter_map(|(match_id, entry)| match &entry.value.record.state {
+                PlacementState::Pending { lease_until, .. } if to_millis(*lease_until) <= now_ms => {
+                    Some((to_millis(*lease_until), match_id))
+                }
+                _ => None,
+            })
+            .collect();
+        expired.sort_unstable();
+        Ok(expired.into_iter().take(limit).map(|(_, match_id)| match_id.clone()).collect())
+    }
+}
+
+impl LatencyStore for MemoryStore {
+    async fn put_latencies(
+        &self,
+        player_id: &str,
+        latencies: &BTreeMap<String, u32>,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.wrote(now);
+        if latencies.is_empty() || keep_for.is_zero() {
+            inner.latencies.remove(player_id);
+        } else {
+            let entry = Expiring { value: latencies.clone(), expires_at: deadline(now, keep_for) };
+            inner.latencies.insert(player_id.to_owned(), entry);
+        }
+        Ok(())
+    }
+
+    async fn get_latencies(
+        &self,
+        player_ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, u32>>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let mut found = BTreeMap::new();
+        for player_id in player_ids {
+            match inner.latencies.get(player_id) {
+                Some(entry) if entry.live(now) => {
+                    found.insert(player_id.clone(), entry.value.clone());
+                }
+                Some(_) => {
+                    inner.latencies.remove(player_id);
+                }
+                None => {}
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl CooldownStore for MemoryStore {
+    async fn cool_down(&self, location: &str, for_: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.wrote(now);
+        if for_.is_zero() {
+            inner.cooldowns.remove(location);
+        } else {
+            inner.cooldowns.insert(location.to_owned(), deadline(now, for_));
+        }
+        Ok(())
+    }
+
+    async fn cooling(&self, locations: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let mut cooling = BTreeSet::new();
+        for location in locations {
+            match inner.cooldowns.get(location) {
+                Some(until) if *until > now => {
+                    cooling.insert(location.clone());
+                }
+                Some(_) => {
+                    inner.cooldowns.remove(location);
+                }
+                None => {}
+            }
+        }
+        Ok(cooling)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_shows_counts_not_requests() {
+        let store = MemoryStore::new();
+        let request = bridge::MatchRequest {
+            match_id: "m-1".into(),
+            env: BTreeMap::from([("API_KEY".into(), "hunter2".into())]),
+            ..Default::default()
+        };
+        let claim = Claim {
+            match_id: "m-1".into(),
+            source: "http".into(),
+            session_id: bridge::session_id("http", "m-1"),
+            request,
+            owner: "alpha".into(),
+            now: OffsetDateTime::UNIX_EPOCH,
+            lease_for: Duration::from_secs(10),
+            keep_for: Duration::from_secs(60),
+        };
+        assert!(matches!(store.claim(&claim).await.unwrap(), ClaimOutcome::Owned { .. }));
+        let debug = format!("{store:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("placements: 1"), "{debug}");
+    }
+}

@@ -1,0 +1,693 @@
+//! The Redis store: state shared by any number of bridge instances.
+//!
+//! # Key layout (Redis Cluster-ready)
+//!
+//! | key | type | contents | expires |
+//! | --- | --- | --- | --- |
+//! | `<prefix>:placement:{<match_id>}` | HASH | one placement record (fields below) | `keep_for` after its claim, takeover or completion |
+//! | `<prefix>:{placements}:pending` | ZSET | match id → `lease_until_ms` of pending records | as late as its longest-lived record |
+//! | `<prefix>:latency:{<player_id>}` | STRING | the player's latencies as JSON (`{"eu-west-1": 32}`) | `keep_for` |
+//! | `<prefix>:cooldown:{<location>}` | STRING | `1` | after the cool-down |
+//!
+//! Record fields: `match_id`, `source`, `session_id`, `request` (JSON), `accepted_at_ms`, `state`
+//! (`pending` / `placed` / `failed`), `fence` (kept across states, so a takeover of a retryable failure
+//! still raises it); while pending `owner` and `lease_until_ms`; when done `outcome` (the Assignment or
+//! Failure as JSON) and `retryable` (`1`/`0`, read by the claim script). Times are ms since the Unix
+//! epoch, taken from the caller's `now` (never Redis's `TIME`).
+//!
+//! **Hash tags.** Every key carries exactly one well-formed hash tag `{…}` so Redis Cluster places
+//! it by the id alone. Ids are arbitrary strings, so the tag holds the id with `%`, `{` and `}`
+//! percent-encoded (`%25`, `%7B`, `%7D`) — a tag then never contains a brace and decodes
+//! unambiguously; the empty id is written as a lone `%` (which no encoded id can be) so a tag is
+//! never empty (Redis would hash the whole key). The prefix may not contain braces at all. Members of
+//! the pending index are raw match ids (members are not keys).
+//!
+//! **Atomicity.** Every change to a record is one Lua script (`EVALSHA`, loaded again automatically
+//! after a Redis restart) on that one key. The pending index lives in another slot, so it is kept
+//! *outside* those scripts: an entry is added (if missing) before a claim, set to the real lease after
+//! it, moved on renewal and removed on completion. A stale entry is harmless — `expired_pending`
+//! checks each record and drops (or re-scores) entries whose record is gone, done or renewed, and the
+//! engine checks the record again before taking anything over. Reads across slots (latencies,
+//! cool-downs, index checks) are pipelines of single-key commands, never `MGET`.
+//!
+//! **Failures.** A [`ConnectionManager`] reconnects by itself; connection and response timeouts of 1 s
+//! and an overall 2 s bound per operation make a dead Redis an error (transient) rather than a hang.
+//! Connection, I/O and timeout errors are transient; script, type and data errors are permanent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{duration_millis, from_millis, lease_until_millis, to_millis};
+use bridge::ports::{
+    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementRecord, PlacementState,
+    PlacementStore, StoreError,
+};
+
+/// How long one connection attempt may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long Redis may take to answer one command.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The bound on one store operation as a whole (several round trips, reconnecting included).
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Index entries checked per round of `expired_pending`, at least.
+const MIN_SCAN: usize = 16;
+/// Rounds of `expired_pending` (each drops stale entries, so the next may find more).
+const SCAN_ROUNDS: usize = 4;
+
+struct Scripts {
+    claim: Script,
+    renew: Script,
+    complete: Script,
+    index_add: Script,
+    index_remove: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    claim: Script::new(include_str!("scripts/claim.lua")),
+    renew: Script::new(include_str!("scripts/renew.lua")),
+    complete: Script::new(include_str!("scripts/complete.lua")),
+    index_add: Script::new(include_str!("scripts/index_add.lua")),
+    index_remove: Script::new(include_str!("scripts/index_remove.lua")),
+});
+
+/// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    keys: Keys,
+}
+
+impl fmt::Debug for RedisStore {
+    // The connection's Debug would show the URL, which may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.keys.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, `rediss://…`) and writes every
+    /// key under `prefix` (non-empty, no `{` or `}`). Fails if Redis cannot be reached now; once
+    /// connected, the store reconnects by itself whenever the connection is lost.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(StoreError::permanent(format!(
+                "Redis key prefix {prefix:?} must be non-empty and contain no `{{` or `}}` (they would \
+                 break the keys' hash tags)"
+            )));
+        }
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError::permanent(format!("invalid Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
+        Ok(Self { connection, keys: Keys { prefix: prefix.to_owned() } })
+    }
+
+    /// Whether Redis answers (`PING`), for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let pong: String = bounded("ping", redis::cmd("PING").query_async(&mut connection)).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::permanent(format!("redis ping: unexpected answer {pong:?}")))
+        }
+    }
+
+    /// The prefix of every key this store writes.
+    pub fn prefix(&self) -> &str {
+        &self.keys.prefix
+    }
+
+    /// Puts `match_id` into the pending index at `lease_until_ms` (only if missing when `only_new`),
+    /// making the index live at least `ttl_ms`. Returns whether the entry was new.
+    async fn index_add(
+        &self,
+        match_id: &str,
+        lease_until_ms: i64,
+        ttl_ms: i64,
+        only_new: bool,
+    ) -> Result<bool, RedisError> {
+        if ttl_ms <= 0 {
+            return Ok(false);
+        }
+        let mut connection = self.connection.clone();
+        SCRIPTS
+            .index_add
+            .key(self.keys.pending())
+            .arg(match_id)
+            .arg(lease_until_ms)
+            .arg(ttl_ms)
+            .arg(if only_new { "NX" } else { "" })
+            .invoke_async(&mut connection)
+            .await
+    }
+
+    /// Removes `match_id` from the pending index; with `score`, only if its entry still has it.
+    async fn index_remove(&self, match_id: &str, score: Option<&str>) -> Result<(), RedisError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = SCRIPTS
+            .index_remove
+            .key(self.keys.pending())
+            .arg(match_id)
+            .arg(score.unwrap_or(""))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_inner(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let now_ms = to_millis(claim.now);
+        let lease_until_ms = lease_until_millis(claim.now, claim.lease_for);
+        let keep_ms = duration_millis(claim.keep_for);
+        let request = serde_json::to_string(&claim.request)
+            .map_err(|e| StoreError::permanent(format!("cannot encode the match request: {e}")))?;
+
+        // Index first: a claimant that dies right after its claim still leaves an entry to recover.
+        let indexed =
+            self.index_add(&claim.match_id, lease_until_ms, keep_ms, true).await.map_err(err("claim"))?;
+
+        let mut connection = self.connection.clone();
+        let (tag, pttl, fields): (String, i64, HashMap<String, String>) = SCRIPTS
+            .claim
+            .key(self.keys.placement(&claim.match_id))
+            .arg(now_ms)
+            .arg(lease_until_ms)
+            .arg(keep_ms)
+            .arg(&claim.owner)
+            .arg(&claim.match_id)
+            .arg(&claim.source)
+            .arg(claim.session_id.to_string())
+            .arg(request)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(err("claim"))?;
+        let Some((record, fence)) = parse_record(fields)? else {
+            return Err(StoreError::permanent("redis claim: the claim script returned no record"));
+        };
+
+        let outcome = match (tag.as_str(), &record.state) {
+            ("created" | "taken_over", PlacementState::Pending { owner, .. }) => {
+                self.index_add(&claim.match_id, lease_until_ms, pttl, false).await.map_err(err("claim"))?;
+                let lease = Lease { owner: owner.clone(), fence };
+                ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: tag == "taken_over" }
+            }
+            ("existing", PlacementState::Pending { owner, lease_until, .. }) => {
+                // Someone holds it: make sure the index shows their lease, not ours.
+                self.index_add(&claim.match_id, to_millis(*lease_until), pttl, false)
+                    .await
+                    .map_err(err("claim"))?;
+                ClaimOutcome::Held { owner: owner.clone(), lease_until: *lease_until }
+            }
+            ("existing", PlacementState::Placed { assignment }) => {
+                self.drop_own_entry(claim, indexed, lease_until_ms).await?;
+                ClaimOutcome::Placed(assignment.clone())
+            }
+            ("existing", PlacementState::Failed { failure }) => {
+                self.drop_own_entry(claim, indexed, lease_until_ms).await?;
+                ClaimOutcome::Failed(failure.clone())
+            }
+            (tag, _) => {
+                return Err(StoreError::permanent(format!("redis claim: unexpected script answer {tag:?}")));
+            }
+        };
+        Ok(outcome)
+    }
+
+    /// Takes back the index entry this claim added for a record that turned out to be done.
+    async fn drop_own_entry(&self, claim: &Claim, indexed: bool, score: i64) -> Result<(), StoreError> {
+        if indexed {
+            let score = score.to_string();
+            self.index_remove(&claim.match_id, Some(&score)).await.map_err(err("claim"))?;
+        }
+        Ok(())
+    }
+
+    async fn renew_inner(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        now: OffsetDateTime,
+        lease_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let lease_until_ms = lease_until_millis(now, lease_for);
+        let mut connection = self.connection.clone();
+        let (renewed, pttl): (bool, i64) = SCRIPTS
+            .renew
+            .key(self.keys.placement(match_id))
+            .arg(&lease.owner)
+            .arg(lease.fence)
+            .arg(lease_until_ms)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(err("renew"))?;
+        if renewed {
+            self.index_add(match_id, lease_until_ms, pttl, false).await.map_err(err("renew"))?;
+        }
+        Ok(renewed)
+    }
+
+    async fn complete_inner(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        let (state, json, retryable) = match outcome {
+            Outcome::Placed(assignment) => ("placed", serde_json::to_string(assignment), false),
+            Outcome::Failed(failure) => ("failed", serde_json::to_string(failure), failure.error.retryable),
+        };
+        let json = json.map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
+        let mut connection = self.connection.clone();
+        let written: bool = SCRIPTS
+            .complete
+            .key(self.keys.placement(match_id))
+            .arg(&lease.owner)
+            .arg(lease.fence)
+            .arg(state)
+            .arg(json)
+            .arg(if retryable { "1" } else { "0" })
+            .arg(duration_millis(keep_for))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(err("complete"))?;
+        if written {
+            self.index_remove(match_id, None).await.map_err(err("complete"))?;
+        }
+        Ok(written)
+    }
+
+    async fn get_inner(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
+        let mut connection = self.connection.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.placement(match_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(err("get"))?;
+        Ok(parse_record(fields)?.map(|(record, _)| record))
+    }
+
+    async fn expired_pending_inner(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let now_ms = to_millis(now);
+        let mut connection = self.connection.clone();
+        let mut found: Vec<(i64, String)> = Vec::new();
+        let mut seen = HashSet::new();
+        for _ in 0..SCAN_ROUNDS {
+            if found.len() >= limit {
+                break;
+            }
+            let want = (limit - found.len()).max(MIN_SCAN);
+            let entries: Vec<(String, String)> = redis::cmd("ZRANGEBYSCORE")
+                .arg(self.keys.pending())
+                .arg("-inf")
+                .arg(now_ms)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(found.len())
+                .arg(want)
+                .query_async(&mut connection)
+                .await
+                .map_err(err("expired_pending"))?;
+            let mut pipe = redis::pipe();
+            for (match_id, _) in &entries {
+                pipe.cmd("HMGET").arg(self.keys.placement(match_id)).arg("state").arg("lease_until_ms");
+            }
+            let states: Vec<(Option<String>, Option<i64>)> = if entries.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut connection).await.map_err(err("expired_pending"))?
+            };
+            for ((match_id, score), (state, lease_until_ms)) in entries.iter().zip(states) {
+                match (state.as_deref(), lease_until_ms) {
+                    (Some("pending"), Some(lease_until_ms)) if lease_until_ms <= now_ms => {
+                        if seen.insert(match_id.clone()) {
+                            found.push((lease_until_ms, match_id.clone()));
+                        }
+                    }
+                    (Some("pending"), Some(lease_until_ms)) => {
+                        // Renewed since the entry was written: move it to its real lease.
+                        let () = redis::cmd("ZADD")
+                            .arg(self.keys.pending())
+                            .arg("XX")
+                            .arg(lease_until_ms)
+                            .arg(match_id)
+                            .exec_async(&mut connection)
+                            .await
+                            .map_err(err("expired_pending"))?;
+                    }
+                    _ => {
+                        // Gone (expired) or done: the entry is stale.
+                        self.index_remove(match_id, Some(score)).await.map_err(err("expired_pending"))?;
+                    }
+                }
+            }
+            if entries.len() < want {
+                break; // the range is exhausted
+            }
+            // Otherwise the stale entries just dropped made room: the next round starts after the
+            // live ones (which stay in range) and may find more.
+        }
+        found.sort_unstable();
+        Ok(found.into_iter().take(limit).map(|(_, match_id)| match_id).collect())
+    }
+
+    async fn put_latencies_inner(
+        &self,
+        player_id: &str,
+        latencies: &BTreeMap<String, u32>,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.latency(player_id);
+        let keep_ms = duration_millis(keep_for);
+        let mut connection = self.connection.clone();
+        let command = if latencies.is_empty() || keep_ms == 0 {
+            redis::cmd("DEL").arg(key).to_owned()
+        } else {
+            let json = serde_json::to_string(latencies)
+                .map_err(|e| StoreError::permanent(format!("cannot encode latencies: {e}")))?;
+            redis::cmd("SET").arg(key).arg(json).arg("PX").arg(keep_ms).to_owned()
+        };
+        command.exec_async(&mut connection).await.map_err(err("put_latencies"))
+    }
+
+    async fn get_latencies_inner(
+        &self,
+        player_ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, u32>>, StoreError> {
+        let players: BTreeSet<&String> = player_ids.iter().collect();
+        if players.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for player_id in &players {
+            pipe.cmd("GET").arg(self.keys.latency(player_id));
+        }
+        let mut connection = self.connection.clone();
+        let values: Vec<Option<String>> =
+            pipe.query_async(&mut connection).await.map_err(err("get_latencies"))?;
+        let mut found = BTreeMap::new();
+        for (player_id, value) in players.into_iter().zip(values) {
+            let Some(json) = value else { continue };
+            let latencies: BTreeMap<String, u32> = serde_json::from_str(&json).map_err(|e| {
+                StoreError::permanent(format!("unreadable latencies stored for player {player_id:?}: {e}"))
+            })?;
+            if !latencies.is_empty() {
+                found.insert(player_id.clone(), latencies);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn cool_down_inner(&self, location: &str, for_: Duration) -> Result<(), StoreError> {
+        let key = self.keys.cooldown(location);
+        let ms = duration_millis(for_);
+        let mut connection = self.connection.clone();
+        let command = if ms == 0 {
+            redis::cmd("DEL").arg(key).to_owned()
+        } else {
+            redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms).to_owned()
+        };
+        command.exec_async(&mut connection).await.map_err(err("cool_down"))
+    }
+
+    async fn cooling_inner(&self, locations: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        let locations: BTreeSet<&String> = locations.iter().collect();
+        if locations.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let mut pipe = redis::pipe();
+        for location in &locations {
+            pipe.cmd("EXISTS").arg(self.keys.cooldown(location));
+        }
+        let mut connection = self.connection.clone();
+        let exists: Vec<bool> = pipe.query_async(&mut connection).await.map_err(err("cooling"))?;
+        Ok(locations
+            .into_iter()
+            .zip(exists)
+            .filter(|(_, cooling)| *cooling)
+            .map(|(l, _)| l.clone())
+            .collect())
+    }
+}
+
+impl PlacementStore for RedisStore {
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        bounded_store("claim", self.claim_inner(claim)).await
+    }
+
+    async fn renew(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        now: OffsetDateTime,
+        lease_for: Duration,
+    ) -> Result<bool, StoreError> {
+        bounded_store("renew", self.renew_inner(match_id, lease, now, lease_for)).await
+    }
+
+    async fn complete(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        bounded_store("complete", self.complete_inner(match_id, lease, outcome, keep_for)).await
+    }
+
+    async fn get(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
+        bounded_store("get", self.get_inner(match_id)).await
+    }
+
+    async fn expired_pending(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        bounded_store("expired_pending", self.expired_pending_inner(now, limit)).await
+    }
+}
+
+impl LatencyStore for RedisStore {
+    async fn put_latencies(
+        &self,
+        player_id: &str,
+        latencies: &BTreeMap<String, u32>,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        bounded_store("put_latencies", self.put_latencies_inner(player_id, latencies, keep_for)).await
+    }
+
+    async fn get_latencies(
+        &self,
+        player_ids: &[String],
+    ) -> Result<BTreeMap<String, BTreeMap<String, u32>>, StoreError> {
+        bounded_store("get_latencies", self.get_latencies_inner(player_ids)).await
+    }
+}
+
+impl CooldownStore for RedisStore {
+    async fn cool_down(&self, location: &str, for_: Duration) -> Result<(), StoreError> {
+        bounded_store("cool_down", self.cool_down_inner(location, for_)).await
+    }
+
+    async fn cooling(&self, locations: &[String]) -> Result<BTreeSet<String>, StoreError> {
+        bounded_store("cooling", self.cooling_inner(locations)).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn placement(&self, match_id: &str) -> String {
+        format!("{}:placement:{{{}}}", self.prefix, hash_tag(match_id))
+    }
+
+    fn pending(&self) -> String {
+        format!("{}:{{placements}}:pending", self.prefix)
+    }
+
+    fn latency(&self, player_id: &str) -> String {
+        format!("{}:latency:{{{}}}", self.prefix, hash_tag(player_id))
+    }
+
+    fn cooldown(&self, location: &str) -> String {
+        format!("{}:cooldown:{{{}}}", self.prefix, hash_tag(location))
+    }
+}
+
+/// The contents of an id's hash tag: the id with `%`, `{` and `}` percent-encoded, so the tag is
+/// closed by the one `}` that follows it; the empty id becomes `%` so the tag is never empty.
+fn hash_tag(id: &str) -> String {
+    if id.is_empty() {
+        return "%".to_owned();
+    }
+    let mut tag = String::with_capacity(id.len());
+    for c in id.chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            c => tag.push(c),
+        }
+    }
+    tag
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+/// A record from its HASH fields (`None` for an absent key), with its fence.
+fn parse_record(mut fields: HashMap<String, String>) -> Result<Option<(PlacementRecord, u64)>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let match_id = fields.get("match_id").cloned().unwrap_or_default();
+    let corrupt = |what: &str| StoreError::permanent(format!("placement record {match_id:?}: {what}"));
+    let mut take = |name: &str| fields.remove(name).ok_or_else(|| corrupt(&format!("no field `{name}`")));
+    let millis = |value: String, name: &str| {
+        value.parse::<i64>().map_err(|_| corrupt(&format!("field `{name}` is not a number")))
+    };
+    let session_id = take("session_id")?;
+    let request = take("request")?;
+    let accepted_at_ms = take("accepted_at_ms")?;
+    let source = take("source")?;
+    let fence = take("fence")?;
+    let state = take("state")?;
+    let state = match state.as_str() {
+        "pending" => {
+            let owner = take("owner")?;
+            let lease_until_ms = take("lease_until_ms")?;
+            PlacementState::Pending {
+                owner,
+                fence: fence.parse().map_err(|_| corrupt("field `fence` is not a number"))?,
+                lease_until: from_millis(millis(lease_until_ms, "lease_until_ms")?),
+            }
+        }
+        "placed" => PlacementState::Placed {
+            assignment: serde_json::from_str(&take("outcome")?)
+                .map_err(|e| corrupt(&format!("unreadable assignment: {e}")))?,
+        },
+        "failed" => PlacementState::Failed {
+            failure: serde_json::from_str(&take("outcome")?)
+                .map_err(|e| corrupt(&format!("unreadable failure: {e}")))?,
+        },
+        other => return Err(corrupt(&format!("unknown state {other:?}"))),
+    };
+    let record = PlacementRecord {
+        session_id: Uuid::parse_str(&session_id).map_err(|_| corrupt("field `session_id` is not a UUID"))?,
+        request: serde_json::from_str(&request).map_err(|e| corrupt(&format!("unreadable request: {e}")))?,
+        accepted_at: from_millis(millis(accepted_at_ms, "accepted_at_ms")?),
+        source,
+        state,
+        match_id: match_id.clone(),
+    };
+    let fence = fence.parse().map_err(|_| corrupt("field `fence` is not a number"))?;
+    Ok(Some((record, fence)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and time bounds
+
+/// Maps a Redis error to the core's terms: connection trouble and timeouts may pass (transient);
+/// script, type and data errors will not (permanent).
+fn store_error(operation: &str, error: &RedisError) -> StoreError {
+    let transient = error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                )
+        );
+    let message = format!("redis {operation}: {error}");
+    if transient { StoreError::transient(message) } else { StoreError::permanent(message) }
+}
+
+fn err(operation: &'static str) -> impl Fn(RedisError) -> StoreError {
+    move |error| store_error(operation, &error)
+}
+
+/// Runs one Redis call within [`OPERATION_TIMEOUT`].
+async fn bounded<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    bounded_store(operation, async { call.await.map_err(err(operation)) }).await
+}
+
+/// Runs one store operation within [`OPERATION_TIMEOUT`]; running out of time is transient.
+async fn bounded_store<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, call).await.unwrap_or_else(|_| {
+        Err(StoreError::transient(format!("redis {operation}: no answer within {OPERATION_TIMEOUT:?}")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_tags_never_contain_braces_and_never_collide() {
+        let ids = ["m-1", "{m}", "a}b{c", "%7B", "{", "}", "%", "", "a:b:{c}", "{}"];
+        let tags: Vec<String> = ids.iter().map(|id| hash_tag(id)).collect();
+        for tag in &tags {
+            assert!(!tag.is_empty() && !tag.contains(['{', '}']), "{tag:?}");
+        }
+        let distinct: HashSet<&String> = tags.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{tags:?}");
+        assert_eq!(hash_tag("a}b{c%"), "a%7Db%7Bc%25");
+    }
+
+    #[test]
+    fn keys_carry_the_prefix_and_one_hash_tag() {
+        let keys = Keys { prefix: "gb".to_owned() };
+        assert_eq!(keys.placement("x{y}:z"), "gb:placement:{x%7By%7D:z}");
+        assert_eq!(keys.pending(), "gb:{placements}:pending");
+        assert_eq!(keys.latency("p"), "gb:latency:{p}");
+        assert_eq!(keys.cooldown("eu-west-1"), "gb:cooldown:{eu-west-1}");
+    }
+
+    #[test]
+    fn connection_errors_are_transient_and_script_errors_permanent() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(store_error("get", &refused).transient);
+        let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(store_error("get", &timeout).transient);
+        let wrong_type = RedisError::from((ErrorKind::UnexpectedReturnType, "wrong type"));
+        assert!(!store_error("get", &wrong_type).transient);
+    }
+}

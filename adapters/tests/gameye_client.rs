@@ -1,0 +1,271 @@
+//! The typed Gameye client against the emulator over real HTTP, including every injected fault.
+
+use std::time::Duration;
+
+use adapters::config::Secret;
+use adapters::gameye::*;
+use gameye_emulator::{DEFAULT_TOKEN, RunningEmulator, World};
+use serde_json::json;
+
+async fn emulator_with(world: World) -> RunningEmulator {
+    gameye_emulator::start(world, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+async fn emulator() -> RunningEmulator {
+    emulator_with(World::default()).await
+}
+
+fn client_for(emulator: &RunningEmulator, token: &str) -> GameyeClient {
+    client_with_timeout(emulator, token, Duration::from_secs(5))
+}
+
+fn client_with_timeout(emulator: &RunningEmulator, token: &str, timeout: Duration) -> GameyeClient {
+    let config = GameyeClientConfig {
+        base_url: emulator.url(),
+        token: Secret::new(token),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: timeout,
+        pool_max_idle: 8,
+    };
+    GameyeClient::new(&config, None).unwrap()
+}
+
+async fn set_faults(emulator: &RunningEmulator, rules: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(format!("{}/_emulator/faults", emulator.url()))
+        .json(&rules)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "setting faults: {}", response.status());
+}
+
+fn create(id: &str, location: &str) -> CreateSession {
+    CreateSession {
+        id: Some(id.to_owned()),
+        location: location.to_owned(),
+        image: "demo-game".to_owned(),
+        ttl: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn create_describe_list_join_leave_stop_round_trip() {
+    let emulator = emulator().await;
+    let client = client_for(&emulator, DEFAULT_TOKEN);
+    let mut body = create("11111111-1111-4111-8111-111111111111", "eu-west-1");
+    body.labels.insert("gameye-bridge.match".into(), "m-1".into());
+    body.env.insert("MODE".into(), "ranked".into());
+
+    let created = client.create_session(&body).await.unwrap();
+    assert_eq!(created.id.as_deref(), Some("11111111-1111-4111-8111-111111111111"));
+    assert!(!created.host.is_empty());
+    assert_eq!(created.ports.len(), 2);
+    assert!(created.ports.iter().all(|p| (20000..=30000).contains(&p.host)));
+
+    let described = client.describe_session("11111111-1111-4111-8111-111111111111").await.unwrap();
+    assert_eq!(described.session.location, "eu-west-1");
+    assert_eq!(described.session.tag.as_deref(), Some("1.0.0"), "highest-priority tag by default");
+    let mut described_ports = described.session.ports.clone();
+    let mut created_ports = created.ports.clone();
+    described_ports.sort_by_key(|p| p.container);
+    created_ports.sort_by_key(|p| p.container);
+    assert_eq!(described_ports, created_ports, "port map and port array describe the same ports");
+    assert_eq!(described.session.labels.user.get("gameye-bridge.match").map(String::as_str), Some("m-1"));
+    assert!(described.session.created > 1_600_000_000_000, "created is in milliseconds");
+
+    let mut filter = ListFilter { all: true, ..Default::default() };
+    filter.labels.insert("gameye-bridge.match".into(), "m-1".into());
+    let listed = client.list_sessions(&filter).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    filter.labels.insert("gameye-bridge.match".into(), "other".into());
+    assert!(client.list_sessions(&filter).await.unwrap().is_empty());
+
+    let players = vec!["p1".to_owned(), "p2".to_owned()];
+    assert_eq!(client.join_players(&created_id(&created), &players).await.unwrap().count, 2);
+    assert_eq!(client.join_players(&created_id(&created), &players).await.unwrap().count, 2, "idempotent");
+    let left = client.leave_players(&created_id(&created), &players[..1]).await.unwrap();
+    assert_eq!(left.count, 1, "leave sends `session`, which the live API needs");
+    let described = client.describe_session(&created_id(&created)).await.unwrap();
+    assert_eq!(described.players.joined, vec!["p2".to_owned()]);
+
+    assert_eq!(client.stop_session(&created_id(&created)).await.unwrap(), StopOutcome::Stopped);
+    assert_eq!(client.stop_session(&created_id(&created)).await.unwrap(), StopOutcome::AlreadyGone, "409");
+    assert_eq!(client.stop_session("never-existed").await.unwrap(), StopOutcome::AlreadyGone, "404");
+    let error = client.describe_session(&created_id(&created)).await.unwrap_err();
+    assert_eq!(error.status(), Some(404));
+}
+
+fn created_id(created: &SessionCreated) -> String {
+    created.id.clone().unwrap()
+}
+
+#[tokio::test]
+async fn available_locations_and_tags() {
+    let emulator = emulator().await;
+    let client = client_for(&emulator, DEFAULT_TOKEN);
+    let locations = client.available_locations("demo-game").await.unwrap();
+    let ids: Vec<_> = locations.iter().map(|l| l.id.as_str()).collect();
+    for expected in ["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-northeast-1"] {
+        assert!(ids.contains(&expected), "{ids:?}");
+    }
+    assert!(locations.iter().all(|l| !l.ips.is_empty()));
+    assert_eq!(client.available_locations("no-such-game").await.unwrap_err().class(), ErrorClass::NotFound);
+    assert!(client.tag_exists("eu-west-1", "demo-game", "1.0.0").await.unwrap());
+    assert!(!client.tag_exists("eu-west-1", "demo-game", "9.9.9").await.unwrap());
+    assert!(!client.tag_exists("eu-west-1", "no-such-game", "1.0.0").await.unwrap(), "404 means not there");
+}
+
+#[tokio::test]
+async fn each_status_is_classified() {
+    let emulator = emulator().await;
+    let client = client_for(&emulator, DEFAULT_TOKEN);
+
+    // 401: wrong token, not retryable, token never in the error text.
+    let error = client_for(&emulator, "wrong-token").available_locations("demo-game").await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.class(), error.is_retryable()),
+        (Some(401), ErrorClass::Unauthorized, false)
+    );
+    assert!(!error.to_string().contains("wrong-token"));
+    assert!(error.response().and_then(|r| r.identifier.clone()).is_some(), "ErrorResponse kept");
+
+    // 404: unknown location / image / tag.
+    let error = client.create_session(&create("s-404", "mars-1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.class(), error.is_retryable()),
+        (Some(404), ErrorClass::NotFound, false)
+    );
+    let mut unknown_tag = create("s-404b", "eu-west-1");
+    unknown_tag.tag = Some("0.0.0-nope".into());
+    assert_eq!(client.create_session(&unknown_tag).await.unwrap_err().status(), Some(404));
+
+    // 409: id reused.
+    client.create_session(&create("s-409", "eu-west-1")).await.unwrap();
+    let error = client.create_session(&create("s-409", "eu-west-1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.class(), error.is_retryable()),
+        (Some(409), ErrorClass::Conflict, false)
+    );
+
+    // 422: Gameye rejects empty env values.
+    let mut invalid = create("s-422", "eu-west-1");
+    invalid.env.insert("EMPTY".into(), String::new());
+    let error = client.create_session(&invalid).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.class(), error.is_retryable()),
+        (Some(422), ErrorClass::Invalid, false)
+    );
+    assert!(!error.response().unwrap().violations.is_empty());
+
+    // 402 quota, 420 capacity, 5xx: injected.
+    for (status, class, retryable) in [
+        (402, ErrorClass::QuotaExceeded, false),
+        (420, ErrorClass::NoCapacity, true),
+        (500, ErrorClass::Unavailable, true),
+        (503, ErrorClass::Unavailable, true),
+        (504, ErrorClass::Unavailable, true),
+    ] {
+        set_faults(&emulator, json!([{"operation": "session-run", "status": status, "probability": 1.0}]))
+            .await;
+        let error = client.create_session(&create(&format!("s-{status}"), "eu-west-1")).await.unwrap_err();
+        assert_eq!((error.status(), error.class(), error.is_retryable()), (Some(status), class, retryable));
+        assert!(error.response().is_some(), "{status} carried an ErrorResponse");
+    }
+}
+
+#[tokio::test]
+async fn forbidden_when_the_token_lacks_the_scope() {
+    let mut world = World::default();
+    world.tokens.push(gameye_emulator::world::Token {
+        token: "read-only".into(),
+        scopes: vec![gameye_emulator::world::Scope::SessionRead],
+    });
+    let emulator = emulator_with(world).await;
+    let client = client_for(&emulator, "read-only");
+    let error = client.create_session(&create("s-403", "eu-west-1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.class(), error.is_retryable()),
+        (Some(403), ErrorClass::Forbidden, false)
+    );
+    assert!(client.list_sessions(&ListFilter::default()).await.is_ok());
+}
+
+#[tokio::test]
+async fn non_json_error_bodies_keep_their_status() {
+    let emulator = emulator().await;
+    let client = client_for(&emulator, DEFAULT_TOKEN);
+    set_faults(
+        &emulator,
+        json!([{"operation": "session-list", "status": 502, "probability": 1.0, "non_json": true}]),
+    )
+    .await;
+    let error = client.list_sessions(&ListFilter::default()).await.unwrap_err();
+    assert_eq!(error.status(), Some(502));
+    assert!(error.response().is_none());
+    assert!(error.is_retryable());
+    assert!(error.to_string().contains("non-JSON"), "{error}");
+}
+
+#[tokio::test]
+async fn hung_and_slow_answers_time_out_and_are_retryable() {
+    let emulator = emulator().await;
+    let client = client_with_timeout(&emulator, DEFAULT_TOKEN, Duration::from_millis(300));
+    set_faults(&emulator, json!([{"operation": "describe-session", "hang": true, "probability": 1.0}])).await;
+    let error = client.describe_session("whatever").await.unwrap_err();
+    assert!(matches!(error, GameyeError::Timeout { .. }), "{error:?}");
+    assert!(error.is_retryable());
+
+    set_faults(
+        &emulator,
+        json!([{"operation": "get-available-locations", "delay_ms": 100, "probability": 1.0}]),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    client.available_locations("demo-game").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(100), "the delay was injected");
+}
+
+#[tokio::test]
+async fn location_specific_capacity_fault_leaves_other_locations_alone() {
+    let emulator = emulator().await;
+    let client = client_for(&emulator, DEFAULT_TOKEN);
+    set_faults(
+        &emulator,
+        json!([{"operation": "session-run", "location": "eu-west-1", "status": 420, "probability": 1.0}]),
+    )
+    .await;
+    assert_eq!(client.create_session(&create("a", "eu-west-1")).await.unwrap_err().status(), Some(420));
+    assert!(client.create_session(&create("b", "eu-central-1")).await.is_ok());
+}
+
+#[tokio::test]
+async fn unreachable_gameye_is_retryable() {
+    let emulator = emulator().await;
+    let url = emulator.url();
+    emulator.shutdown().await;
+    let config = GameyeClientConfig {
+        base_url: url,
+        token: Secret::new(DEFAULT_TOKEN),
+        connect_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_secs(1),
+        pool_max_idle: 1,
+    };
+    let error = GameyeClient::new(&config, None).unwrap().available_locations("demo-game").await.unwrap_err();
+    assert!(matches!(error, GameyeError::Unreachable { .. }), "{error:?}");
+    assert!(error.is_retryable());
+}
+
+#[test]
+fn token_is_not_in_debug_output() {
+    let config = GameyeClientConfig {
+        base_url: "https://api.sandbox-gameye.gameye.net".into(),
+        token: Secret::new("top-secret"),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        pool_max_idle: 1,
+    };
+    let client = GameyeClient::new(&config, None).unwrap();
+    assert!(!format!("{client:?} {config:?}").contains("top-secret"));
+}

@@ -1,0 +1,266 @@
+//! One owner's attempt at placing a match: choose, create, fail over, retry — within the deadline.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use super::engine::Engine;
+use super::{MATCH_LABEL, SOURCE_LABEL};
+use crate::ports::{
+    Clock, Outcome, PlacementRecord, SessionApi, SessionApiError, SessionApiErrorKind, SessionSpec,
+    StartedSession, StateStore,
+};
+use crate::{Assignment, Failure, FailureCode, MatchRequest, RegionInput, choose_region};
+
+/// Why the attempt is still going round: remembered to name the failure if the deadline passes.
+enum Setback {
+    Unavailable(SessionApiError),
+}
+
+impl<A, S, C> Engine<A, S, C>
+where
+    A: SessionApi,
+    S: StateStore,
+    C: Clock,
+{
+    /// Never errors: every way of not placing is a [`Failure`] with its code.
+    pub(super) async fn attempt(&self, record: &PlacementRecord) -> Outcome {
+        let request = &record.request;
+        let started = self.clock.now();
+        let deadline_at = started + self.settings.deadline;
+        let image = request.image.clone().unwrap_or_else(|| self.settings.default_image.clone());
+        let latencies = self.player_latencies(request).await;
+        let requested = request.locations.as_deref().map(|l| self.settings.aliases.map_locations(l));
+        let age = request
+            .requested_at
+            .map(|at| (started - at).try_into().unwrap_or_default())
+            .unwrap_or(Duration::ZERO);
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_min)
+            .with_max_delay(self.settings.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut setback: Option<Setback> = None;
+        let fail = |code: FailureCode, message: String| {
+            Outcome::Failed(Failure::new(&request.match_id, code, message))
+        };
+
+        loop {
+            if let Some(Setback::Unavailable(error)) = &setback {
+                let now = self.clock.now();
+                let pause = backoff.next().unwrap_or(self.settings.retry_max);
+                if now + pause >= deadline_at {
+                    return fail(
+                        FailureCode::UpstreamUnavailable,
+                        format!("Gameye kept failing until the placement deadline: {error}"),
+                    );
+                }
+                self.clock.sleep(pause).await;
+            }
+
+            let available = match self.api.available_locations(&image).await {
+                Ok(available) => available.into_iter().map(|location| location.id).collect::<Vec<_>>(),
+                Err(error) if error.kind == SessionApiErrorKind::Unavailable => {
+                    setback = Some(Setback::Unavailable(error));
+                    continue;
+                }
+                Err(error) => {
+                    return fail(code_for(error.kind), format!("listing locations for `{image}`: {error}"));
+                }
+            };
+            let cooling: HashSet<String> = match self.store.cooling(&available).await {
+                Ok(cooling) => cooling.into_iter().collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read location cool-downs; trying every location");
+                    HashSet::new()
+                }
+            };
+            let input = RegionInput {
+                available: &available,
+                requested: requested.as_deref(),
+                cooling: &cooling,
+                player_latencies: &latencies,
+                match_age: age,
+            };
+            let choice = match choose_region(input, &self.settings.policy) {
+                Ok(choice) => choice,
+                Err(no_location) => {
+                    return Outcome::Failed(Failure::no_location(&request.match_id, &no_location));
+                }
+            };
+
+            for ranked in choice.ranked() {
+                let spec = self.spec(record, &image, &ranked.location);
+                match self.api.create_session(&spec).await {
+                    Ok(started) => {
+                        let started = self.fill_ports(record, started).await;
+                        return Outcome::Placed(self.assignment(
+                            record,
+                            &image,
+                            started,
+                            !ranked.within_cap,
+                            &latencies,
+                        ));
+                    }
+                    Err(error) => match error.kind {
+                        SessionApiErrorKind::Conflict => {
+                            // An earlier attempt of this very placement created it: use that session.
+                            match self.api.describe_session(record.session_id).await {
+                                Ok(existing) => {
+                                    let within_cap = choice
+                                        .ranked()
+                                        .iter()
+                                        .find(|r| r.location == existing.location)
+                                        .is_none_or(|r| r.within_cap);
+                                    return Outcome::Placed(self.assignment(
+                                        record,
+                                        &image,
+                                        existing,
+                                        !within_cap,
+                                        &latencies,
+                                    ));
+                                }
+                                Err(describe) if describe.kind == SessionApiErrorKind::NotFound => {
+                                    return fail(
+                                        FailureCode::NotFound,
+                                        format!(
+                                            "session {} was started by an earlier attempt and has ended since",
+                                            record.session_id
+                                        ),
+                                    );
+                                }
+                                Err(describe) => {
+                                    setback = Some(Setback::Unavailable(describe));
+                                    break;
+                                }
+                            }
+                        }
+                        SessionApiErrorKind::NoCapacity => {
+                            if let Err(store_error) =
+                                self.store.cool_down(&ranked.location, self.settings.cooldown).await
+                            {
+                                tracing::warn!(%store_error, location = %ranked.location, "cannot record a cool-down");
+                            }
+                            self.api.invalidate_locations(&image);
+                            tracing::info!(match_id = %record.match_id, location = %ranked.location, "no capacity; trying the next location");
+                            continue;
+                        }
+                        SessionApiErrorKind::Unavailable => {
+                            setback = Some(Setback::Unavailable(error));
+                            break;
+                        }
+                        SessionApiErrorKind::NotFound => {
+                            self.api.invalidate_locations(&image);
+                            return fail(FailureCode::NotFound, format!("Gameye: {error}"));
+                        }
+                        kind => return fail(code_for(kind), format!("Gameye: {error}")),
+                    },
+                }
+            }
+            if setback.is_none() {
+                // Every ranked location answered 420.
+                return fail(
+                    FailureCode::NoCapacity,
+                    "every eligible location is out of capacity".to_owned(),
+                );
+            }
+        }
+    }
+
+    fn spec(&self, record: &PlacementRecord, image: &str, location: &str) -> SessionSpec {
+        let request = &record.request;
+        let mut labels = request.labels.clone();
+        labels.insert(MATCH_LABEL.to_owned(), record.match_id.clone());
+        labels.insert(SOURCE_LABEL.to_owned(), record.source.clone());
+        SessionSpec {
+            session_id: record.session_id,
+            location: location.to_owned(),
+            image: image.to_owned(),
+            version: request.version.clone().or_else(|| self.settings.default_version.clone()),
+            env: request.env.clone(),
+            args: request.args.clone(),
+            labels,
+            ttl: request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl),
+        }
+    }
+
+    /// Gameye has been seen answering 201 with `ports: []`; describe has the real mapping.
+    async fn fill_ports(&self, record: &PlacementRecord, started: StartedSession) -> StartedSession {
+        if !started.ports.is_empty() {
+            return started;
+        }
+        match self.api.describe_session(record.session_id).await {
+            Ok(described) if !described.ports.is_empty() => {
+                StartedSession { ports: described.ports, ..started }
+            }
+            _ => started,
+        }
+    }
+
+    fn assignment(
+        &self,
+        record: &PlacementRecord,
+        image: &str,
+        session: StartedSession,
+        latency_cap_exceeded: bool,
+        latencies: &[BTreeMap<String, u32>],
+    ) -> Assignment {
+        let players: Vec<String> = record.request.players.iter().map(|p| p.id.clone()).collect();
+        let latency_ms = players
+            .iter()
+            .zip(latencies)
+            .filter_map(|(player, known)| known.get(&session.location).map(|ms| (player.clone(), *ms)))
+            .collect();
+        Assignment {
+            match_id: record.match_id.clone(),
+            session_id: record.session_id,
+            image: image.to_owned(),
+            location: session.location,
+            host: session.host,
+            ports: session.ports,
+            players,
+            latency_ms,
+            placed_at: self.clock.now(),
+            latency_cap_exceeded,
+        }
+    }
+
+    /// Each player's latencies (alias-mapped), from the request or else the latency store.
+    async fn player_latencies(&self, request: &MatchRequest) -> Vec<BTreeMap<String, u32>> {
+        let missing: Vec<String> =
+            request.players.iter().filter(|p| p.latencies.is_empty()).map(|p| p.id.clone()).collect();
+        let stored = if missing.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.store.get_latencies(&missing).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read stored latencies; placing without them");
+                BTreeMap::new()
+            })
+        };
+        request
+            .players
+            .iter()
+            .map(|player| {
+                let reported = if player.latencies.is_empty() {
+                    stored.get(&player.id).cloned().unwrap_or_default()
+                } else {
+                    player.latencies.clone()
+                };
+                self.settings.aliases.map_latencies(&reported)
+            })
+            .collect()
+    }
+}
+
+fn code_for(kind: SessionApiErrorKind) -> FailureCode {
+    match kind {
+        SessionApiErrorKind::Unauthorized | SessionApiErrorKind::Forbidden => FailureCode::Unauthorized,
+        SessionApiErrorKind::QuotaExceeded => FailureCode::QuotaExceeded,
+        SessionApiErrorKind::NotFound => FailureCode::NotFound,
+        SessionApiErrorKind::Invalid | SessionApiErrorKind::Conflict => FailureCode::InvalidRequest,
+        SessionApiErrorKind::NoCapacity => FailureCode::NoCapacity,
+        SessionApiErrorKind::Unavailable => FailureCode::UpstreamUnavailable,
+    }
+}

@@ -1,0 +1,274 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::EngineSettings;
+use crate::ports::{
+    Claim, ClaimOutcome, Clock, Lease, Outcome, PlacementRecord, PlacementState, SessionApi, StateStore,
+    StoreError,
+};
+use crate::{FailureCode, ValidatedMatch, session_id};
+
+/// The engine could not do its part because the bridge's own state store failed. Nothing was
+/// promised to anyone: the door answers 503 / NAKs, and the source sends the match again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a match stands for the door that asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Done(Outcome),
+    /// Another owner (or a background task) is still placing it.
+    Pending {
+        lease_until: OffsetDateTime,
+    },
+}
+
+/// The answer to [`Engine::accept`].
+#[derive(Debug)]
+pub enum Accepted {
+    /// The caller owns the placement: run [`Engine::finish`] with this job (in the background).
+    Owned(Job),
+    /// Nothing to do: it is done, or someone else is on it.
+    Known(Progress),
+}
+
+/// An owned placement, ready to run.
+#[derive(Debug)]
+pub struct Job {
+    pub(super) record: Box<PlacementRecord>,
+    pub(super) lease: Lease,
+    pub(super) taken_over: bool,
+}
+
+impl Job {
+    pub fn match_id(&self) -> &str {
+        &self.record.match_id
+    }
+}
+
+/// What a finished placement looked like, for metrics and logs.
+#[derive(Debug, Clone)]
+pub struct PlacementReport<'a> {
+    pub match_id: &'a str,
+    pub source: &'a str,
+    /// `placed`, `failed`, or `duplicate` (answered from the record without touching Gameye).
+    pub outcome: &'static str,
+    pub code: Option<FailureCode>,
+    pub location: Option<&'a str>,
+    pub elapsed: Duration,
+    pub taken_over: bool,
+}
+
+/// Told about every placement the engine finishes (metrics).
+pub trait PlacementObserver: Send + Sync + 'static {
+    fn finished(&self, report: &PlacementReport<'_>);
+}
+
+/// The placement engine. Cheap to share behind an `Arc`; every method may run concurrently, on
+/// any number of instances sharing the store.
+pub struct Engine<A, S, C> {
+    pub(super) api: A,
+    pub(super) store: S,
+    pub(super) clock: C,
+    pub(super) settings: EngineSettings,
+    observer: Option<Arc<dyn PlacementObserver>>,
+}
+
+impl<A, S, C> Engine<A, S, C>
+where
+    A: SessionApi,
+    S: StateStore,
+    C: Clock,
+{
+    pub fn new(api: A, store: S, clock: C, settings: EngineSettings) -> Self {
+        Self { api, store, clock, settings, observer: None }
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn PlacementObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn api(&self) -> &A {
+        &self.api
+    }
+
+    /// Places a match and waits for the outcome (up to the deadline when another owner holds it).
+    pub async fn place(&self, source: &str, request: ValidatedMatch) -> Result<Progress, PlaceError> {
+        let match_id = request.match_id.clone();
+        match self.accept(source, request).await? {
+            Accepted::Owned(job) => self.finish(job).await.map(Progress::Done),
+            Accepted::Known(Progress::Pending { .. }) => self.wait_for(&match_id).await,
+            Accepted::Known(done) => Ok(done),
+        }
+    }
+
+    /// Claims a match without placing it: the record exists (durably, with a lease) when this
+    /// returns, so a door may answer "accepted" and place in the background.
+    pub async fn accept(&self, source: &str, request: ValidatedMatch) -> Result<Accepted, PlaceError> {
+        let request = request.into_request();
+        let claim = Claim {
+            match_id: request.match_id.clone(),
+            source: source.to_owned(),
+            session_id: session_id(source, &request.match_id),
+            request,
+            owner: self.settings.owner.clone(),
+            now: self.clock.now(),
+            lease_for: self.settings.lease_for(),
+            keep_for: self.settings.keep_for,
+        };
+        self.claim(&claim).await
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<Accepted, PlaceError> {
+        Ok(match self.store.claim(claim).await? {
+            ClaimOutcome::Owned { record, lease, taken_over } => {
+                Accepted::Owned(Job { record, lease, taken_over })
+            }
+            ClaimOutcome::Placed(assignment) => {
+                self.report_duplicate(claim, Some(&assignment.location), None);
+                Accepted::Known(Progress::Done(Outcome::Placed(assignment)))
+            }
+            ClaimOutcome::Failed(failure) => {
+                self.report_duplicate(claim, None, Some(failure.error.code));
+                Accepted::Known(Progress::Done(Outcome::Failed(failure)))
+            }
+            ClaimOutcome::Held { lease_until, .. } => Accepted::Known(Progress::Pending { lease_until }),
+        })
+    }
+
+    /// Runs an owned placement to its outcome and records it. If ownership was lost meanwhile
+    /// (this instance stalled past its lease), the new owner's recorded outcome is returned.
+    pub async fn finish(&self, job: Job) -> Result<Outcome, PlaceError> {
+        let started = self.clock.now();
+        let outcome = self.attempt(&job.record).await;
+        let written =
+            self.store.complete(&job.record.match_id, &job.lease, &outcome, self.settings.keep_for).await?;
+        let outcome = if written {
+            outcome
+        } else {
+            tracing::warn!(match_id = %job.record.match_id, "lost the placement lease; using the new owner's outcome");
+            match self.store.get(&job.record.match_id).await? {
+                Some(PlacementRecord { state: PlacementState::Placed { assignment }, .. }) => {
+                    Outcome::Placed(assignment)
+                }
+                Some(PlacementRecord { state: PlacementState::Failed { failure }, .. }) => {
+                    Outcome::Failed(failure)
+                }
+                // Still pending under the new owner: our own outcome is right too (same session id).
+                _ => outcome,
+            }
+        };
+        if let Some(observer) = &self.observer {
+            let (label, code, location) = match &outcome {
+                Outcome::Placed(a) => ("placed", None, Some(a.location.as_str())),
+                Outcome::Failed(f) => ("failed", Some(f.error.code), None),
+            };
+            observer.finished(&PlacementReport {
+                match_id: &job.record.match_id,
+                source: &job.record.source,
+                outcome: label,
+                code,
+                location,
+                elapsed: (self.clock.now() - started).try_into().unwrap_or_default(),
+                taken_over: job.taken_over,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Waits for a pending placement owned elsewhere; takes it over if its owner's lease runs out.
+    /// Gives up (answering `Pending`) after one deadline.
+    pub async fn wait_for(&self, match_id: &str) -> Result<Progress, PlaceError> {
+        let give_up = self.clock.now() + self.settings.deadline;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let Some(record) = self.store.get(match_id).await? else {
+                // Expired between claim and now: nothing to wait for.
+                return Ok(Progress::Pending { lease_until: self.clock.now() });
+            };
+            let lease_until = match record.state {
+                PlacementState::Placed { assignment } => {
+                    return Ok(Progress::Done(Outcome::Placed(assignment)));
+                }
+                PlacementState::Failed { failure } => return Ok(Progress::Done(Outcome::Failed(failure))),
+                PlacementState::Pending { lease_until, .. } => lease_until,
+            };
+            let now = self.clock.now();
+            if lease_until <= now {
+                match self.claim(&self.takeover_claim(record)).await? {
+                    Accepted::Owned(job) => return self.finish(job).await.map(Progress::Done),
+                    Accepted::Known(Progress::Done(outcome)) => return Ok(Progress::Done(outcome)),
+                    Accepted::Known(Progress::Pending { .. }) => {}
+                }
+            }
+            if now >= give_up {
+                return Ok(Progress::Pending { lease_until });
+            }
+            self.clock.sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Finishes placements whose owner died (lease expired while pending). Returns how many it ran.
+    pub async fn recover(&self, limit: usize) -> Result<usize, PlaceError> {
+        let mut finished = 0;
+        for match_id in self.store.expired_pending(self.clock.now(), limit).await? {
+            let Some(record) = self.store.get(&match_id).await? else { continue };
+            if !matches!(record.state, PlacementState::Pending { .. }) {
+                continue;
+            }
+            if let Accepted::Owned(job) = self.claim(&self.takeover_claim(record)).await? {
+                tracing::info!(match_id = %job.record.match_id, "recovering a placement left by a stopped owner");
+                self.finish(job).await?;
+                finished += 1;
+            }
+        }
+        Ok(finished)
+    }
+
+    /// The record's current state, for polling doors.
+    pub async fn status(&self, match_id: &str) -> Result<Option<PlacementRecord>, PlaceError> {
+        Ok(self.store.get(match_id).await?)
+    }
+
+    fn takeover_claim(&self, record: PlacementRecord) -> Claim {
+        Claim {
+            match_id: record.match_id,
+            source: record.source,
+            session_id: record.session_id,
+            request: record.request,
+            owner: self.settings.owner.clone(),
+            now: self.clock.now(),
+            lease_for: self.settings.lease_for(),
+            keep_for: self.settings.keep_for,
+        }
+    }
+
+    fn report_duplicate(&self, claim: &Claim, location: Option<&str>, code: Option<FailureCode>) {
+        if let Some(observer) = &self.observer {
+            observer.finished(&PlacementReport {
+                match_id: &claim.match_id,
+                source: &claim.source,
+                outcome: "duplicate",
+                code,
+                location,
+                elapsed: Duration::ZERO,
+                taken_over: false,
+            });
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The placement engine (DESIGN §3): claim the match, choose a region, create exactly one Gameye
+//! session, record the outcome before anyone hears of it.
+
+mod attempt;
+mod engine;
+mod service;
+mod settings;
+
+pub use engine::{Accepted, Engine, Job, PlaceError, PlacementObserver, PlacementReport, Progress};
+pub use service::{BoxFuture, PlacementService};
+pub use settings::EngineSettings;
+
+/// Label keys the bridge puts on every session it starts, so the reconciler can find them.
+pub const MATCH_LABEL: &str = "gameye-bridge.match";
+pub const SOURCE_LABEL: &str = "gameye-bridge.source";
+
+#[cfg(test)]
+mod tests;

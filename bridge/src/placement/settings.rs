@@ -1,0 +1,36 @@
+use std::time::Duration;
+
+use crate::{LocationAliases, RegionPolicy};
+
+/// What the engine is configured with (from `[placement]` and `[gameye]`).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub policy: RegionPolicy,
+    pub aliases: LocationAliases,
+    /// Image for requests that name none.
+    pub default_image: String,
+    /// Tag for requests that name none; `None` lets Gameye pick its highest-priority tag.
+    pub default_version: Option<String>,
+    pub default_ttl: Duration,
+    /// How long a location that answered 420 is skipped.
+    pub cooldown: Duration,
+    /// Time budget of one placement, retries included.
+    pub deadline: Duration,
+    /// How long stored player latencies are kept.
+    pub latency_keep_for: Duration,
+    /// How long placement records are kept.
+    pub keep_for: Duration,
+    /// This instance's name in leases.
+    pub owner: String,
+    /// First and longest pause between retries of an unavailable Gameye (jittered, exponential).
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl EngineSettings {
+    /// How long a claim is exclusive: the whole deadline plus a margin, so an owner never needs to
+    /// renew, and a crashed owner's work is taken over soon after its deadline passed.
+    pub fn lease_for(&self) -> Duration {
+        self.deadline + Duration::from_secs(5)
+    }
+}

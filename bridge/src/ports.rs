@@ -1,0 +1,274 @@
+//! The engine's view of the outside world. The `adapters` crate implements these traits (Gameye
+//! over HTTP; Redis and in-memory state); the engine never names an implementation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Assignment, Failure, MatchRequest, Port};
+
+// ---------------------------------------------------------------------------------------------
+// Gameye
+
+/// What the engine asks Gameye to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    pub session_id: Uuid,
+    pub location: String,
+    pub image: String,
+    pub version: Option<String>,
+    /// Container environment: may hold secrets, never log it.
+    pub env: BTreeMap<String, String>,
+    pub args: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub ttl: Duration,
+}
+
+/// A session Gameye runs (or has just started), as far as players need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedSession {
+    pub location: String,
+    pub host: String,
+    pub ports: Vec<Port>,
+}
+
+/// A location that can host an image now, with the addresses clients ping to measure latency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AvailableLocation {
+    pub id: String,
+    pub ping_ips: Vec<String>,
+}
+
+/// How a Gameye call failed, in the terms the engine decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionApiErrorKind {
+    Unauthorized,
+    QuotaExceeded,
+    Forbidden,
+    NotFound,
+    /// The id is taken (POST) — an earlier attempt of this very placement won.
+    Conflict,
+    /// 420: this location cannot take the session now.
+    NoCapacity,
+    /// Gameye rejected the request (422 and other 4xx).
+    Invalid,
+    /// 5xx, timeouts, unreachable: retry with backoff.
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SessionApiError {
+    pub kind: SessionApiErrorKind,
+    /// Gameye's HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+/// The Gameye Session API operations placement needs.
+pub trait SessionApi: Send + Sync + 'static {
+    /// Locations that can host `image` now (may be served from a short cache).
+    fn available_locations(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Vec<AvailableLocation>, SessionApiError>> + Send;
+
+    /// Forgets any cached answer for `image` (after a 404 or 420).
+    fn invalidate_locations(&self, image: &str);
+
+    /// `POST /session` with the spec's fixed id.
+    fn create_session(
+        &self,
+        spec: &SessionSpec,
+    ) -> impl Future<Output = Result<StartedSession, SessionApiError>> + Send;
+
+    /// `GET /session/{id}`: used when a create answered 409 (an earlier attempt won) or omitted ports.
+    fn describe_session(
+        &self,
+        session_id: Uuid,
+    ) -> impl Future<Output = Result<StartedSession, SessionApiError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+/// A state-store failure. `transient` failures (connection lost, timeout) may succeed on retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state store: {message}")]
+pub struct StoreError {
+    pub message: String,
+    pub transient: bool,
+}
+
+impl StoreError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: true }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), transient: false }
+    }
+}
+
+/// Proof of owning a pending placement. `fence` grows with every takeover, so a previous owner
+/// that wakes up late cannot overwrite the new owner's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub fence: u64,
+}
+
+/// Where a placement stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PlacementState {
+    /// Someone owns it until `lease_until`; after that anyone may take it over.
+    Pending {
+        owner: String,
+        fence: u64,
+        #[serde(with = "time::serde::rfc3339")]
+        lease_until: OffsetDateTime,
+    },
+    Placed {
+        assignment: Assignment,
+    },
+    Failed {
+        failure: Failure,
+    },
+}
+
+/// Everything known about one match's placement, keyed by match id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRecord {
+    pub match_id: String,
+    /// The door that first accepted the match (`http`, `nats`, `sns`, `nakama`).
+    pub source: String,
+    pub session_id: Uuid,
+    /// The request as first accepted; a takeover places this, not a later duplicate's copy.
+    pub request: MatchRequest,
+    #[serde(with = "time::serde::rfc3339")]
+    pub accepted_at: OffsetDateTime,
+    pub state: PlacementState,
+}
+
+/// A door's bid to place a match.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub match_id: String,
+    pub source: String,
+    pub session_id: Uuid,
+    pub request: MatchRequest,
+    pub owner: String,
+    pub now: OffsetDateTime,
+    /// How long the claim is exclusive before others may take it over.
+    pub lease_for: Duration,
+    /// How long the record is kept at all (it expires afterwards).
+    pub keep_for: Duration,
+}
+
+/// What a [`Claim`] achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The caller owns the placement: a new record, or one taken over (expired lease, or an earlier
+    /// failure that was retryable). Place `record.request`.
+    Owned { record: Box<PlacementRecord>, lease: Lease, taken_over: bool },
+    /// Placed before: answer with the stored assignment, touch nothing.
+    Placed(Assignment),
+    /// Failed for good before: answer with the stored failure.
+    Failed(Failure),
+    /// Someone else is placing it right now.
+    Held { owner: String, lease_until: OffsetDateTime },
+}
+
+/// The final word on a placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Placed(Assignment),
+    Failed(Failure),
+}
+
+/// Placement records. Every change is atomic per match.
+pub trait PlacementStore: Send + Sync + 'static {
+    /// Creates the record or reports what exists (see [`ClaimOutcome`]).
+    fn claim(&self, claim: &Claim) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+
+    /// Extends the lease if `lease` still owns the pending record. `false`: ownership was lost.
+    fn renew(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        now: OffsetDateTime,
+        lease_for: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Writes the outcome if `lease` still owns the pending record. `false`: ownership was lost
+    /// (another instance took over; its outcome stands).
+    fn complete(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn get(&self, match_id: &str)
+    -> impl Future<Output = Result<Option<PlacementRecord>, StoreError>> + Send;
+
+    /// Pending placements whose lease ran out before `now` (work a crashed owner left behind), at most `limit`.
+    fn expired_pending(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// Latencies players reported ahead of their matches (`PUT /v1/players/{id}/latencies`).
+pub trait LatencyStore: Send + Sync + 'static {
+    /// Replaces the player's latencies; they expire after `keep_for`.
+    fn put_latencies(
+        &self,
+        player_id: &str,
+        latencies: &BTreeMap<String, u32>,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The stored latencies of those players that have any.
+    fn get_latencies(
+        &self,
+        player_ids: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, BTreeMap<String, u32>>, StoreError>> + Send;
+}
+
+/// Locations that answered 420 recently, shared by every instance.
+pub trait CooldownStore: Send + Sync + 'static {
+    fn cool_down(
+        &self,
+        location: &str,
+        for_: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Which of `locations` are cooling down now.
+    fn cooling(
+        &self,
+        locations: &[String],
+    ) -> impl Future<Output = Result<BTreeSet<String>, StoreError>> + Send;
+}
+
+/// Everything the engine keeps: one backend implements all three.
+pub trait StateStore: PlacementStore + LatencyStore + CooldownStore {}
+
+impl<T: PlacementStore + LatencyStore + CooldownStore> StateStore for T {}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+/// Wall-clock time and waiting, so the engine stays runtime-agnostic and testable.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> OffsetDateTime;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}

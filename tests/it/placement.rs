@@ -1,0 +1,431 @@
+//! The placement engine end to end: HTTP door → engine → Redis + Gameye emulator over HTTP.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::stack::{API_TOKEN, Stack, match_with, start_bridge};
+
+fn session_id(match_id: &str) -> String {
+    bridge::session_id("http", match_id).to_string()
+}
+
+#[tokio::test]
+async fn chooses_the_location_by_latency_table_and_objective() {
+    let stack = Stack::start().await;
+    // Minimax: eu-central-1 (worst 50) beats eu-west-1 (worst 58, though its mean is lower).
+    let body = match_with(
+        "m-minimax",
+        &[&[("eu-west-1", 10), ("eu-central-1", 45)], &[("eu-west-1", 58), ("eu-central-1", 50)]],
+    );
+    let (status, assignment) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["location"], "eu-central-1");
+    assert_eq!(assignment["session_id"], session_id("m-minimax"));
+    assert_eq!(assignment["latency_ms"], json!({"p0": 45, "p1": 50}));
+    assert_eq!(assignment["players"], json!(["p0", "p1"]));
+    assert!(
+        assignment["ports"].as_array().unwrap().iter().any(|p| p["container"] == 7777 && p["type"] == "udp")
+    );
+    assert!(assignment.get("latency_cap_exceeded").is_none());
+
+    // The emulator really runs it there, with the bridge's labels.
+    let sessions = stack.emulator_sessions().await;
+    let created = sessions.iter().find(|s| s["id"] == session_id("m-minimax")).expect("session created");
+    assert_eq!(created["location"], "eu-central-1");
+    assert_eq!(sessions.len(), 1);
+
+    // A player without a figure for eu-west-1 rules it out (missing_latency = exclude).
+    let body = match_with("m-missing", &[&[("us-east-1", 90), ("eu-west-1", 5)], &[("us-east-1", 95)]]);
+    let (status, assignment) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["location"], "us-east-1");
+    assert_eq!(assignment["latency_cap_exceeded"], true, "95 ms is above the 60 ms cap of a new match");
+}
+
+#[tokio::test]
+async fn mean_objective_and_default_order_without_latencies() {
+    let stack =
+        Stack::start_with(&[("BRIDGE_PLACEMENT__OBJECTIVE", "mean"), ("GAMEYE_API_REGION", "us-west-2")])
+            .await;
+    let body = match_with(
+        "m-mean",
+        &[&[("eu-west-1", 10), ("eu-central-1", 45)], &[("eu-west-1", 58), ("eu-central-1", 50)]],
+    );
+    let (_, assignment) = stack.post_match(&body).await;
+    assert_eq!(assignment["location"], "eu-west-1", "mean 34 beats mean 47.5");
+
+    let (status, assignment) =
+        stack.post_match(&json!({"match_id": "m-none", "players": [{"id": "a"}]})).await;
+    assert_eq!(status, 200);
+    assert_eq!(assignment["location"], "us-west-2", "GAMEYE_API_REGION leads the default order");
+}
+
+#[tokio::test]
+async fn no_capacity_fails_over_to_the_next_location_and_cools_it_down() {
+    let stack = Stack::start().await;
+    stack
+        .set_faults(
+            json!([{"operation": "session-run", "location": "eu-west-1", "status": 420, "probability": 1.0}]),
+        )
+        .await;
+    let table: &[&[(&str, u32)]] = &[&[("eu-west-1", 10), ("eu-central-1", 20), ("us-east-1", 90)]];
+    let (status, first) = stack.post_match(&match_with("m-420-a", table)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["location"], "eu-central-1");
+
+    // eu-west-1 now cools down: the next match does not even try it.
+    let (_, second) = stack.post_match(&match_with("m-420-b", table)).await;
+    assert_eq!(second["location"], "eu-central-1");
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gameye_bridge_gameye_calls_total{")
+                && l.contains("session-run")
+                && l.contains("\"420\"")
+        })
+        .expect("420s counted");
+    assert!(refused.ends_with(" 1"), "eu-west-1 tried once, then cooled down: {refused}");
+    assert!(metrics.contains("gameye_bridge_placements_total{outcome=\"placed\""), "{metrics}");
+
+    // Every location full → NO_CAPACITY, retryable, 503.
+    stack.set_faults(json!([{"operation": "session-run", "status": 420, "probability": 1.0}])).await;
+    let (status, failure) = stack.post_match(&match_with("m-420-c", table)).await;
+    assert_eq!(status, 503, "{failure}");
+    assert_eq!(failure["error"]["code"], "NO_CAPACITY");
+    assert_eq!(failure["error"]["retryable"], true);
+}
+
+#[tokio::test]
+async fn the_same_match_fifty_times_at_once_makes_one_session() {
+    let stack = Stack::start().await;
+    // A slow Gameye keeps every duplicate in flight together.
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 300, "probability": 1.0}])).await;
+    let body = match_with("m-dup", &[&[("eu-west-1", 20)]]);
+    let answers = join_all((0..50).map(|_| stack.post_match(&body))).await;
+    for (status, assignment) in &answers {
+        assert_eq!(*status, 200, "{assignment}");
+        assert_eq!(assignment, &answers[0].1, "every duplicate gets the identical assignment");
+    }
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_session_left_by_a_crashed_attempt_is_found_again_with_409() {
+    let stack = Stack::start().await;
+    // An earlier attempt created the session and died before recording it.
+    let created: Value = reqwest::Client::new()
+        .post(format!("{}/session", stack.emulator.url()))
+        .bearer_auth(gameye_emulator::DEFAULT_TOKEN)
+        .json(&json!({"id": session_id("m-crash"), "location": "us-east-1", "image": "demo-game"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (status, assignment) =
+        stack.post_match(&match_with("m-crash", &[&[("eu-west-1", 20), ("us-east-1", 30)]])).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["session_id"], session_id("m-crash"));
+    assert_eq!(assignment["location"], "us-east-1", "the existing session is used, not a new one");
+    assert_eq!(assignment["host"], created["host"]);
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_killed_instance_mid_placement_is_finished_by_another_without_a_second_session() {
+    let mut stack = Stack::start_with(&[("BRIDGE_PLACEMENT__DEADLINE", "2s")]).await;
+    // Gameye answers slowly, so the first instance dies with its POST in flight.
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let body = match_with("m-kill", &[&[("eu-west-1", 20)]]);
+    let request =
+        stack.http.post(stack.url("/v1/matches?wait=false")).bearer_auth(API_TOKEN).json(&body).send();
+    let (status, accepted) = {
+        let response = request.await.unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 202, "{accepted}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.bridge.signal("KILL");
+
+    let second = start_bridge(
+        &stack.emulator,
+        &stack.redis,
+        &[("BRIDGE_PLACEMENT__DEADLINE", "2s"), ("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "500ms")],
+    )
+    .await;
+    stack.bridge = second;
+    let status = stack.wait_placed("m-kill", Duration::from_secs(20)).await;
+    assert_eq!(status["status"], "placed", "{status}");
+    assert_eq!(status["assignment"]["session_id"], session_id("m-kill"));
+    assert_eq!(stack.emulator_sessions().await.len(), 1, "one session, though two instances tried");
+}
+
+#[tokio::test]
+async fn bursts_of_5xx_are_retried_within_the_deadline() {
+    let stack = Stack::start().await;
+    stack
+        .set_faults(json!([
+            {"operation": "session-run", "status": 503, "probability": 0.3},
+            {"operation": "session-run", "status": 502, "probability": 0.1, "non_json": true},
+            {"operation": "get-available-locations", "status": 500, "probability": 0.1}
+        ]))
+        .await;
+    let bodies: Vec<Value> =
+        (0..20).map(|i| match_with(&format!("m-5xx-{i}"), &[&[("eu-west-1", 20)]])).collect();
+    let answers = join_all(bodies.iter().map(|body| stack.post_match(body))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    assert_eq!(stack.emulator_sessions().await.len(), 20);
+}
+
+#[tokio::test]
+async fn gameye_outage_beyond_the_deadline_fails_with_upstream_unavailable() {
+    let stack = Stack::start_with(&[("BRIDGE_PLACEMENT__DEADLINE", "1s")]).await;
+    stack.set_faults(json!([{"operation": "session-run", "status": 503, "probability": 1.0}])).await;
+    let (status, failure) = stack.post_match(&match_with("m-down", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 502, "{failure}");
+    assert_eq!(failure["error"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(failure["error"]["retryable"], true);
+    // A retry after the outage places it.
+    stack.set_faults(json!([])).await;
+    let (status, _) = stack.post_match(&match_with("m-down", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn permanent_gameye_refusals_fail_with_their_codes() {
+    let stack = Stack::start().await;
+    let (status, failure) = stack
+        .post_match(&json!({"match_id": "m-img", "image": "no-such-game", "players": [{"id": "a"}]}))
+        .await;
+    assert_eq!((status, failure["error"]["code"].as_str()), (404, Some("NOT_FOUND")), "{failure}");
+
+    stack.set_faults(json!([{"operation": "session-run", "status": 402, "probability": 1.0}])).await;
+    let (status, failure) = stack.post_match(&match_with("m-402", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!((status, failure["error"]["code"].as_str()), (402, Some("QUOTA_EXCEEDED")), "{failure}");
+    assert_eq!(failure["error"]["retryable"], false);
+    // A duplicate of a permanently failed match gets the same failure, without calling Gameye.
+    stack.set_faults(json!([])).await;
+    let (status, again) = stack.post_match(&match_with("m-402", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!((status, &again), (402, &failure));
+    assert!(stack.emulator_sessions().await.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_error_and_stores_nothing() {
+    let stack = Stack::start().await;
+    let post_raw = |body: Vec<u8>, token: Option<&'static str>| {
+        let mut request =
+            stack.http.post(stack.url("/v1/matches")).body(body).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    // (body, bearer token, expected status, expected code, text the message must contain)
+    type Case = (Vec<u8>, Option<&'static str>, u16, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
+        (b"{not json".to_vec(), Some(API_TOKEN), 400, "INVALID_REQUEST", ""),
+        (br#"{"match_id": "m-bad"}"#.to_vec(), Some(API_TOKEN), 422, "INVALID_REQUEST", "players"),
+        (
+            br#"{"match_id": "m-bad", "players": []}"#.to_vec(),
+            Some(API_TOKEN),
+            422,
+            "INVALID_REQUEST",
+            "players",
+        ),
+        (
+            br#"{"match_id": "", "players": [{"id": "a"}]}"#.to_vec(),
+            Some(API_TOKEN),
+            422,
+            "INVALID_REQUEST",
+            "match_id",
+        ),
+        (
+            br#"{"match_id": "m-bad", "players": [{"id": "a"}], "locaitons": []}"#.to_vec(),
+            Some(API_TOKEN),
+            422,
+            "INVALID_REQUEST",
+            "locaitons",
+        ),
+        (
+            br#"{"match_id": "m-bad", "players": [{"id": "a", "latencies": {"eu-west-1": -4}}]}"#.to_vec(),
+            Some(API_TOKEN),
+            422,
+            "INVALID_REQUEST",
+            "players[0].latencies",
+        ),
+        (
+            br#"{"match_id": "m-bad", "players": [{"id": "a"}, {"id": "a"}]}"#.to_vec(),
+            Some(API_TOKEN),
+            422,
+            "INVALID_REQUEST",
+            "players[1].id",
+        ),
+        (
+            br#"{"match_id": "m-bad", "players": [{"id": "a"}], "ttl": "forever"}"#.to_vec(),
+            Some(API_TOKEN),
+            422,
+            "INVALID_REQUEST",
+            "ttl",
+        ),
+        (vec![b' '; 300 * 1024], Some(API_TOKEN), 413, "PAYLOAD_TOO_LARGE", ""),
+        (br#"{"match_id": "m-bad", "players": [{"id": "a"}]}"#.to_vec(), None, 401, "UNAUTHORIZED", ""),
+        (
+            br#"{"match_id": "m-bad", "players": [{"id": "a"}]}"#.to_vec(),
+            Some("wrong"),
+            401,
+            "UNAUTHORIZED",
+            "",
+        ),
+    ];
+    for (body, token, status, code, field) in cases {
+        let (got, answer) = post_raw(body, token).await;
+        assert_eq!(got, status, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "message names `{field}`: {answer}"
+        );
+        assert!(answer["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{answer}");
+    }
+    let (status, _) = stack.get("/v1/matches/m-bad").await;
+    assert_eq!(status, 404, "nothing was stored");
+    assert!(stack.emulator_sessions().await.is_empty(), "nothing reached Gameye");
+}
+
+#[tokio::test]
+async fn wait_false_answers_202_and_polling_finds_the_assignment() {
+    let stack = Stack::start().await;
+    let response = stack
+        .http
+        .post(stack.url("/v1/matches?wait=false"))
+        .bearer_auth(API_TOKEN)
+        .json(&match_with("m-async/1", &[&[("eu-west-1", 20)]]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["location"], "/v1/matches/m-async%2F1");
+    let placed = stack.wait_placed("m-async%2F1", Duration::from_secs(10)).await;
+    assert_eq!(placed["status"], "placed");
+    assert_eq!(placed["assignment"]["location"], "eu-west-1");
+    // The synchronous door answers the stored assignment for the same match.
+    let (status, assignment) = stack.post_match(&match_with("m-async/1", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 200);
+    assert_eq!(assignment, placed["assignment"]);
+}
+
+#[tokio::test]
+async fn stored_latencies_fill_in_for_players_without_them() {
+    let stack = Stack::start().await;
+    for (player, latencies) in
+        [("alice", json!({"us-east-1": 20, "eu-west-1": 80})), ("bob", json!({"us-east-1": 25}))]
+    {
+        let response = stack
+            .http
+            .put(stack.url(&format!("/v1/players/{player}/latencies")))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"latencies": latencies}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let (status, stored) = stack.get("/v1/players/alice/latencies").await;
+    assert_eq!((status, &stored["latencies"]), (200, &json!({"us-east-1": 20, "eu-west-1": 80})));
+    let (status, _) = stack.get("/v1/players/nobody/latencies").await;
+    assert_eq!(status, 404);
+
+    let body = json!({"match_id": "m-stored", "players": [{"id": "alice"}, {"id": "bob"}]});
+    let (status, assignment) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["location"], "us-east-1");
+    assert_eq!(assignment["latency_ms"], json!({"alice": 20, "bob": 25}));
+
+    let response = stack
+        .http
+        .put(stack.url("/v1/players/alice/latencies"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"latencies": {"eu-west-1": 70000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+}
+
+#[tokio::test]
+async fn locations_list_the_ping_addresses() {
+    let stack = Stack::start().await;
+    let (status, body) = stack.get("/v1/locations").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["image"], "demo-game");
+    let locations = body["locations"].as_array().unwrap();
+    assert_eq!(locations.len(), 5);
+    assert!(locations.iter().all(|l| !l["ping_ips"].as_array().unwrap().is_empty()));
+    let (status, _) = stack.get("/v1/locations?image=no-such-game").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let stack = Stack::start().await;
+    let doc: Value = stack.http.get(stack.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let routes = [
+        ("post", "/v1/matches"),
+        ("get", "/v1/matches/{match_id}"),
+        ("put", "/v1/players/{player_id}/latencies"),
+        ("get", "/v1/players/{player_id}/latencies"),
+        ("get", "/v1/locations"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+    for (method, path) in routes {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from /openapi.json");
+    }
+    let documented: usize =
+        doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, routes.len(), "a documented route this test does not know");
+    // Every documented route exists (answers something other than the unknown-route 404).
+    for (method, path) in routes {
+        let concrete = path.replace("{match_id}", "m-x").replace("{player_id}", "p-x");
+        let response = stack
+            .http
+            .request(method.to_uppercase().parse().unwrap(), stack.url(&concrete))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_ne!(body["error"]["message"], "no such route", "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_reports_redis_and_notices_it_stopping() {
+    let mut stack = Stack::start().await;
+    let (status, ready) = stack.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready["checks"].as_array().unwrap().iter().any(|c| c["name"] == "redis" && c["ok"] == true));
+    stack.redis.stop();
+    let (status, ready) = stack.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    let (status, body) = stack.post_match(&match_with("m-no-redis", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "STORE_UNAVAILABLE");
+    assert!(stack.emulator_sessions().await.is_empty(), "nothing placed without a record");
+    stack.redis.restart();
+    let (status, _) = stack.post_match(&match_with("m-no-redis", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 200, "works again once Redis is back");
+}

@@ -1,0 +1,737 @@
+//! The state-store contract: one suite, run against the in-memory store and against Redis (a real
+//! `redis-server` per test), both through the `StateStore` enum the binary uses. Redis-only tests
+//! below check the key layout, TTLs, and behaviour when Redis stops and comes back.
+//!
+//! Times: each test picks a whole-millisecond `t0` and passes `t0 + offset` as the caller's `now`,
+//! so lease arithmetic is exact; expiry (`keep_for`, cool-downs) runs on the stores' own clocks and
+//! is tested with short durations and real sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use adapters::store::{MemoryStore, RedisStore, StateStore};
+use bridge::ports::{
+    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementState, PlacementStore,
+    StoreError,
+};
+use bridge::{Assignment, Failure, FailureCode, MatchRequest, Player, Port, PortProtocol};
+
+use crate::harness::RedisServer;
+
+const LEASE: Duration = Duration::from_secs(10);
+const KEEP: Duration = Duration::from_secs(3600);
+const PREFIX: &str = "it-store";
+
+struct Fixture {
+    store: StateStore,
+    /// A whole-millisecond "now" for the test's leases.
+    t0: SystemTime,
+    /// Keeps Redis running for the test (Redis fixtures only).
+    redis: Option<RedisServer>,
+}
+
+impl Fixture {
+    fn memory() -> Self {
+        Self { store: StateStore::Memory(MemoryStore::new()), t0: whole_ms_now(), redis: None }
+    }
+
+    async fn redis() -> Self {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), PREFIX).await.expect("connect to redis");
+        Self { store: StateStore::Redis(store), t0: whole_ms_now(), redis: Some(server) }
+    }
+
+    /// `t0 + ms`.
+    fn at(&self, ms: i64) -> SystemTime {
+        if ms >= 0 {
+            self.t0 + Duration::from_millis(ms as u64)
+        } else {
+            self.t0 - Duration::from_millis(ms.unsigned_abs())
+        }
+    }
+
+    /// Milliseconds from `t0` to `time`.
+    fn offset(&self, time: impl Into<SystemTime>) -> i64 {
+        let time = time.into();
+        match time.duration_since(self.t0) {
+            Ok(after) => after.as_millis() as i64,
+            Err(before) => -(before.duration().as_millis() as i64),
+        }
+    }
+
+    /// A claim of `match_id` by `owner` at `t0 + at_ms`, from the `http` door, carrying `copy`.
+    fn claim(&self, match_id: &str, owner: &str, at_ms: i64) -> Claim {
+        self.claim_from("http", match_id, owner, at_ms, "first")
+    }
+
+    fn claim_from(&self, source: &str, match_id: &str, owner: &str, at_ms: i64, copy: &str) -> Claim {
+        Claim {
+            match_id: match_id.to_owned(),
+            source: source.to_owned(),
+            session_id: bridge::session_id(source, match_id),
+            request: request(match_id, copy),
+            owner: owner.to_owned(),
+            now: self.at(at_ms).into(),
+            lease_for: LEASE,
+            keep_for: KEEP,
+        }
+    }
+
+    /// Claims and expects ownership; returns the lease.
+    async fn own(&self, claim: &Claim) -> Lease {
+        match self.store.claim(claim).await.expect("claim") {
+            ClaimOutcome::Owned { lease, .. } => lease,
+            other => panic!("expected to own {:?}, got {other:?}", claim.match_id),
+        }
+    }
+
+    fn assignment(&self, match_id: &str, location: &str) -> Assignment {
+        Assignment {
+            match_id: match_id.to_owned(),
+            session_id: bridge::session_id("http", match_id),
+            image: "demo-game".to_owned(),
+            location: location.to_owned(),
+            host: "203.0.113.7".to_owned(),
+            ports: vec![Port { protocol: PortProtocol::Udp, container: 7777, host: 20001 }],
+            players: vec!["p1".to_owned()],
+            latency_ms: BTreeMap::from([("p1".to_owned(), 31)]),
+            placed_at: self.at(1500).into(),
+            latency_cap_exceeded: false,
+        }
+    }
+}
+
+fn whole_ms_now() -> SystemTime {
+    let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// A request that says which copy it is (in a label), so a test can tell the stored one apart.
+fn request(match_id: &str, copy: &str) -> MatchRequest {
+    MatchRequest {
+        match_id: match_id.to_owned(),
+        players: vec![Player { id: "p1".to_owned(), ..Player::default() }],
+        labels: BTreeMap::from([("copy".to_owned(), copy.to_owned())]),
+        ..MatchRequest::default()
+    }
+}
+
+fn ids(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Runs each contract test against both stores.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::memory()).await;
+                }
+            )*
+        }
+
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    fresh_claim_owns_a_new_record,
+    duplicate_claim_while_held_is_held,
+    completed_placement_is_answered_with_the_same_assignment,
+    failure_for_good_is_answered,
+    retryable_failure_is_taken_over_with_the_original_request,
+    expired_lease_is_taken_over_and_the_old_lease_is_fenced_out,
+    renew_extends_the_lease_only_for_the_owner,
+    expired_pending_lists_expired_pending_records_oldest_first,
+    records_latencies_and_cooldowns_expire,
+    latencies_are_replaced_and_only_known_players_returned,
+    cooling_lists_the_locations_cooling_down,
+    concurrent_claims_have_exactly_one_owner,
+    ids_with_braces_and_colons_are_kept_apart,
+);
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+
+async fn fresh_claim_owns_a_new_record(fx: Fixture) {
+    assert_eq!(fx.store.get("m-1").await.unwrap(), None);
+    let claim = fx.claim("m-1", "alpha", 0);
+    let ClaimOutcome::Owned { record, lease, taken_over } = fx.store.claim(&claim).await.unwrap() else {
+        panic!("a fresh claim must own the record");
+    };
+    assert!(!taken_over);
+    assert_eq!(lease, Lease { owner: "alpha".into(), fence: 1 });
+    assert_eq!(record.match_id, "m-1");
+    assert_eq!(record.source, "http");
+    assert_eq!(record.session_id, bridge::session_id("http", "m-1"));
+    assert_eq!(record.request, request("m-1", "first"));
+    assert_eq!(fx.offset(record.accepted_at), 0);
+    let PlacementState::Pending { owner, fence, lease_until } = &record.state else {
+        panic!("a fresh record is pending: {:?}", record.state);
+    };
+    assert_eq!((owner.as_str(), *fence, fx.offset(*lease_until)), ("alpha", 1, 10_000));
+    assert_eq!(fx.store.get("m-1").await.unwrap().as_ref(), Some(&*record), "get returns what claim made");
+    assert_eq!(fx.store.get("m-2").await.unwrap(), None, "other matches are untouched");
+}
+
+async fn duplicate_claim_while_held_is_held(fx: Fixture) {
+    fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let before = fx.store.get("m-1").await.unwrap();
+    for (owner, at) in [("beta", 1_000), ("alpha", 2_000), ("beta", 9_999)] {
+        let outcome = fx.store.claim(&fx.claim_from("nats", "m-1", owner, at, "second")).await.unwrap();
+        let ClaimOutcome::Held { owner: holder, lease_until } = outcome else {
+            panic!("a claim at +{at} ms while alpha holds the lease must be Held, got {outcome:?}");
+        };
+        assert_eq!((holder.as_str(), fx.offset(lease_until)), ("alpha", 10_000));
+    }
+    assert_eq!(fx.store.get("m-1").await.unwrap(), before, "Held changes nothing");
+}
+
+async fn completed_placement_is_answered_with_the_same_assignment(fx: Fixture) {
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let assignment = fx.assignment("m-1", "eu-west-1");
+    assert!(fx.store.complete("m-1", &lease, &Outcome::Placed(assignment.clone()), KEEP).await.unwrap());
+
+    let record = fx.store.get("m-1").await.unwrap().expect("record kept");
+    assert_eq!(record.state, PlacementState::Placed { assignment: assignment.clone() });
+    assert_eq!(record.request, request("m-1", "first"), "the request is kept with the outcome");
+
+    // Any later claim (even long after the lease) answers with the stored assignment.
+    for (owner, at) in [("beta", 1_000), ("alpha", 60_000)] {
+        let outcome = fx.store.claim(&fx.claim_from("sns", "m-1", owner, at, "again")).await.unwrap();
+        assert_eq!(outcome, ClaimOutcome::Placed(assignment.clone()));
+    }
+    assert_eq!(fx.store.get("m-1").await.unwrap(), Some(record), "a duplicate changes nothing");
+
+    // A second completion (or one with the same lease after it) is refused.
+    let other = Outcome::Placed(fx.assignment("m-1", "us-east-1"));
+    assert!(!fx.store.complete("m-1", &lease, &other, KEEP).await.unwrap());
+    assert!(!fx.store.renew("m-1", &lease, fx.at(2_000).into(), LEASE).await.unwrap());
+    let stored = fx.store.get("m-1").await.unwrap().unwrap().state;
+    assert_eq!(stored, PlacementState::Placed { assignment });
+}
+
+async fn failure_for_good_is_answered(fx: Fixture) {
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let failure = Failure::new("m-1", FailureCode::NotFound, "no such image");
+    assert!(!failure.error.retryable);
+    assert!(fx.store.complete("m-1", &lease, &Outcome::Failed(failure.clone()), KEEP).await.unwrap());
+
+    let outcome = fx.store.claim(&fx.claim("m-1", "beta", 60_000)).await.unwrap();
+    assert_eq!(outcome, ClaimOutcome::Failed(failure.clone()));
+    let record = fx.store.get("m-1").await.unwrap().unwrap();
+    assert_eq!(record.state, PlacementState::Failed { failure });
+}
+
+async fn retryable_failure_is_taken_over_with_the_original_request(fx: Fixture) {
+    let first = fx.claim_from("http", "m-1", "alpha", 0, "first");
+    let lease = fx.own(&first).await;
+    let failure = Failure::new("m-1", FailureCode::NoCapacity, "everything full");
+    assert!(failure.error.retryable);
+    assert!(fx.store.complete("m-1", &lease, &Outcome::Failed(failure), KEEP).await.unwrap());
+
+    // A later duplicate from another door, with its own copy of the request, before the old lease ran out.
+    let second = fx.claim_from("nats", "m-1", "beta", 1_000, "second");
+    let ClaimOutcome::Owned { record, lease: new_lease, taken_over } = fx.store.claim(&second).await.unwrap()
+    else {
+        panic!("a retryable failure must be taken over");
+    };
+    assert!(taken_over);
+    assert_eq!(new_lease, Lease { owner: "beta".into(), fence: 2 });
+    assert_eq!(record.request, request("m-1", "first"), "the ORIGINAL request is placed");
+    assert_eq!(record.source, "http");
+    assert_eq!(record.session_id, first.session_id);
+    assert_eq!(fx.offset(record.accepted_at), 0);
+    assert_eq!(
+        record.state,
+        PlacementState::Pending { owner: "beta".into(), fence: 2, lease_until: fx.at(11_000).into() }
+    );
+    assert_eq!(fx.store.get("m-1").await.unwrap().as_ref(), Some(&*record));
+
+    // Now beta holds it; alpha's old lease is worthless.
+    let third = fx.store.claim(&fx.claim("m-1", "gamma", 2_000)).await.unwrap();
+    assert_eq!(third, ClaimOutcome::Held { owner: "beta".into(), lease_until: fx.at(11_000).into() });
+    assert!(!fx.store.renew("m-1", &lease, fx.at(2_000).into(), LEASE).await.unwrap());
+}
+
+async fn expired_lease_is_taken_over_and_the_old_lease_is_fenced_out(fx: Fixture) {
+    let old = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    // Exactly at lease_until the lease has run out (lease_until <= now).
+    let takeover = fx.claim_from("nats", "m-1", "beta", 10_000, "second");
+    let ClaimOutcome::Owned { record, lease, taken_over } = fx.store.claim(&takeover).await.unwrap() else {
+        panic!("an expired lease must be taken over");
+    };
+    assert!(taken_over);
+    assert_eq!(lease, Lease { owner: "beta".into(), fence: old.fence + 1 });
+    assert_eq!(record.request, request("m-1", "first"), "the stored request, not the claim's");
+    assert_eq!(record.source, "http");
+
+    // The old owner wakes up: it can neither renew nor complete.
+    assert!(!fx.store.renew("m-1", &old, fx.at(10_500).into(), LEASE).await.unwrap());
+    let stale = Outcome::Placed(fx.assignment("m-1", "us-east-1"));
+    assert!(!fx.store.complete("m-1", &old, &stale, KEEP).await.unwrap());
+    // Not even with the new owner's name but the old fence.
+    let forged = Lease { owner: "beta".into(), fence: old.fence };
+    assert!(!fx.store.complete("m-1", &forged, &stale, KEEP).await.unwrap());
+    let state = fx.store.get("m-1").await.unwrap().unwrap().state;
+    assert_eq!(
+        state,
+        PlacementState::Pending { owner: "beta".into(), fence: 2, lease_until: fx.at(20_000).into() }
+    );
+
+    // The new owner's outcome stands.
+    let placed = fx.assignment("m-1", "eu-west-1");
+    assert!(fx.store.complete("m-1", &lease, &Outcome::Placed(placed.clone()), KEEP).await.unwrap());
+    assert_eq!(
+        fx.store.claim(&fx.claim("m-1", "alpha", 30_000)).await.unwrap(),
+        ClaimOutcome::Placed(placed)
+    );
+
+    // A takeover of a takeover keeps counting.
+    fx.own(&fx.claim("m-2", "alpha", 0)).await;
+    fx.own(&fx.claim("m-2", "beta", 10_000)).await;
+    let third = fx.own(&fx.claim("m-2", "gamma", 20_000)).await;
+    assert_eq!(third, Lease { owner: "gamma".into(), fence: 3 });
+}
+
+async fn renew_extends_the_lease_only_for_the_owner(fx: Fixture) {
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    assert!(fx.store.renew("m-1", &lease, fx.at(5_000).into(), LEASE).await.unwrap());
+    let state = fx.store.get("m-1").await.unwrap().unwrap().state;
+    assert_eq!(
+        state,
+        PlacementState::Pending { owner: "alpha".into(), fence: 1, lease_until: fx.at(15_000).into() }
+    );
+
+    // Past the original lease but inside the renewed one: still held.
+    let held = fx.store.claim(&fx.claim("m-1", "beta", 12_000)).await.unwrap();
+    assert_eq!(held, ClaimOutcome::Held { owner: "alpha".into(), lease_until: fx.at(15_000).into() });
+
+    // Wrong owner, wrong fence, unknown match: refused, nothing changes.
+    let not_owner = Lease { owner: "beta".into(), fence: 1 };
+    let wrong_fence = Lease { owner: "alpha".into(), fence: 2 };
+    assert!(!fx.store.renew("m-1", &not_owner, fx.at(13_000).into(), LEASE).await.unwrap());
+    assert!(!fx.store.renew("m-1", &wrong_fence, fx.at(13_000).into(), LEASE).await.unwrap());
+    assert!(!fx.store.renew("m-unknown", &lease, fx.at(13_000).into(), LEASE).await.unwrap());
+    let state = fx.store.get("m-1").await.unwrap().unwrap().state;
+    assert_eq!(
+        state,
+        PlacementState::Pending { owner: "alpha".into(), fence: 1, lease_until: fx.at(15_000).into() }
+    );
+
+    // Once the renewed lease is over, it is taken over.
+    let ClaimOutcome::Owned { taken_over: true, .. } =
+        fx.store.claim(&fx.claim("m-1", "beta", 15_000)).await.unwrap()
+    else {
+        panic!("the renewed lease ran out at +15 s");
+    };
+}
+
+async fn expired_pending_lists_expired_pending_records_oldest_first(fx: Fixture) {
+    assert_eq!(fx.store.expired_pending(fx.at(0).into(), 10).await.unwrap(), Vec::<String>::new());
+    fx.own(&fx.claim("m-b", "alpha", 2_000)).await; // lease until +12 s
+    fx.own(&fx.claim("m-a", "alpha", 0)).await; // lease until +10 s
+    fx.own(&fx.claim("m-late", "alpha", 20_000)).await; // lease until +30 s
+    let done = fx.own(&fx.claim("m-done", "alpha", 0)).await; // completed: never listed
+    let placed = Outcome::Placed(fx.assignment("m-done", "eu-west-1"));
+    assert!(fx.store.complete("m-done", &done, &placed, KEEP).await.unwrap());
+    let failed = fx.own(&fx.claim("m-failed", "alpha", 0)).await; // failed (retryable): not pending
+    let failure = Outcome::Failed(Failure::new("m-failed", FailureCode::NoCapacity, "full"));
+    assert!(fx.store.complete("m-failed", &failed, &failure, KEEP).await.unwrap());
+
+    let expired = |at: i64, limit: usize| {
+        let store = fx.store.clone();
+        let now = fx.at(at);
+        async move { store.expired_pending(now.into(), limit).await.unwrap() }
+    };
+    assert_eq!(expired(9_999, 10).await, Vec::<String>::new(), "nothing has run out yet");
+    assert_eq!(expired(10_000, 10).await, ids(&["m-a"]), "lease_until <= now counts as run out");
+    assert_eq!(expired(15_000, 10).await, ids(&["m-a", "m-b"]));
+    assert_eq!(expired(15_000, 1).await, ids(&["m-a"]), "at most `limit`, oldest first");
+    assert_eq!(expired(40_000, 10).await, ids(&["m-a", "m-b", "m-late"]));
+    assert_eq!(expired(40_000, 0).await, Vec::<String>::new());
+
+    // Renewing moves a record out; completing removes it; taking over moves it to the new lease.
+    let m_b = Lease { owner: "alpha".into(), fence: 1 };
+    assert!(fx.store.renew("m-b", &m_b, fx.at(35_000).into(), LEASE).await.unwrap()); // until +45 s
+    assert_eq!(expired(40_000, 10).await, ids(&["m-a", "m-late"]));
+    let m_late = Lease { owner: "alpha".into(), fence: 1 };
+    let placed = Outcome::Placed(fx.assignment("m-late", "eu-west-1"));
+    assert!(fx.store.complete("m-late", &m_late, &placed, KEEP).await.unwrap());
+    assert_eq!(expired(40_000, 10).await, ids(&["m-a"]));
+    fx.own(&fx.claim("m-a", "beta", 40_000)).await; // until +50 s
+    assert_eq!(expired(40_000, 10).await, Vec::<String>::new());
+    assert_eq!(expired(60_000, 10).await, ids(&["m-b", "m-a"]), "ordered by lease end");
+}
+
+async fn records_latencies_and_cooldowns_expire(fx: Fixture) {
+    let short = Duration::from_millis(300);
+    let mut pending = fx.claim("m-pending", "alpha", 0);
+    pending.keep_for = short;
+    pending.lease_for = Duration::from_millis(50);
+    fx.own(&pending).await;
+    let done = fx.own(&fx.claim("m-done", "alpha", 0)).await;
+    let placed = Outcome::Placed(fx.assignment("m-done", "eu-west-1"));
+    assert!(
+        fx.store.complete("m-done", &done, &placed, short).await.unwrap(),
+        "keep_for reset on completion"
+    );
+    fx.own(&fx.claim("m-kept", "alpha", 0)).await; // kept for an hour
+    let latencies = BTreeMap::from([("eu-west-1".to_owned(), 20)]);
+    fx.store.put_latencies("p-short", &latencies, short).await.unwrap();
+    fx.store.put_latencies("p-long", &latencies, KEEP).await.unwrap();
+    fx.store.cool_down("eu-west-1", short).await.unwrap();
+    fx.store.cool_down("us-east-1", KEEP).await.unwrap();
+
+    // Everything is there before it expires.
+    assert!(fx.store.get("m-pending").await.unwrap().is_some());
+    assert!(fx.store.get("m-done").await.unwrap().is_some());
+    assert_eq!(
+        fx.store.expired_pending(fx.at(60_000).into(), 10).await.unwrap(),
+        ids(&["m-pending", "m-kept"])
+    );
+    let players = ids(&["p-short", "p-long"]);
+    assert_eq!(fx.store.get_latencies(&players).await.unwrap().len(), 2);
+    let locations = ids(&["eu-west-1", "us-east-1"]);
+    assert_eq!(fx.store.cooling(&locations).await.unwrap().len(), 2);
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    assert_eq!(fx.store.get("m-pending").await.unwrap(), None);
+    assert_eq!(fx.store.get("m-done").await.unwrap(), None);
+    assert!(fx.store.get("m-kept").await.unwrap().is_some(), "only the short-lived ones expire");
+    assert_eq!(fx.store.expired_pending(fx.at(60_000).into(), 10).await.unwrap(), ids(&["m-kept"]));
+    assert_eq!(fx.store.get_latencies(&players).await.unwrap().keys().collect::<Vec<_>>(), ["p-long"]);
+    assert_eq!(fx.store.cooling(&locations).await.unwrap(), BTreeSet::from(["us-east-1".to_owned()]));
+
+    // An expired record is gone for good: the next claim starts afresh.
+    let ClaimOutcome::Owned { lease, taken_over, record } =
+        fx.store.claim(&fx.claim_from("nats", "m-done", "beta", 1_000, "second")).await.unwrap()
+    else {
+        panic!("an expired record must be claimable afresh");
+    };
+    assert_eq!((lease.fence, taken_over), (1, false));
+    assert_eq!(record.request, request("m-done", "second"));
+}
+
+async fn latencies_are_replaced_and_only_known_players_returned(fx: Fixture) {
+    let first = BTreeMap::from([("eu-west-1".to_owned(), 20), ("us-east-1".to_owned(), 90)]);
+    let second = BTreeMap::from([("ap-northeast-1".to_owned(), 150)]);
+    fx.store.put_latencies("p1", &first, KEEP).await.unwrap();
+    fx.store.put_latencies("p2", &first, KEEP).await.unwrap();
+    fx.store.put_latencies("p1", &second, KEEP).await.unwrap();
+
+    let found = fx.store.get_latencies(&ids(&["p1", "p2", "p3", "p1"])).await.unwrap();
+    assert_eq!(found, BTreeMap::from([("p1".to_owned(), second.clone()), ("p2".to_owned(), first.clone())]));
+    assert_eq!(fx.store.get_latencies(&[]).await.unwrap(), BTreeMap::new());
+    assert_eq!(fx.store.get_latencies(&ids(&["p3"])).await.unwrap(), BTreeMap::new());
+
+    // An empty report replaces the old one with nothing.
+    fx.store.put_latencies("p2", &BTreeMap::new(), KEEP).await.unwrap();
+    let found = fx.store.get_latencies(&ids(&["p1", "p2"])).await.unwrap();
+    assert_eq!(found, BTreeMap::from([("p1".to_owned(), second)]));
+}
+
+async fn cooling_lists_the_locations_cooling_down(fx: Fixture) {
+    let all = ids(&["eu-west-1", "us-east-1", "ap-northeast-1"]);
+    assert_eq!(fx.store.cooling(&all).await.unwrap(), BTreeSet::new());
+    fx.store.cool_down("eu-west-1", Duration::from_secs(30)).await.unwrap();
+    fx.store.cool_down("us-west-2", Duration::from_secs(30)).await.unwrap();
+    let cooling = fx.store.cooling(&all).await.unwrap();
+    assert_eq!(cooling, BTreeSet::from(["eu-west-1".to_owned()]), "only the asked-for locations");
+    assert_eq!(fx.store.cooling(&[]).await.unwrap(), BTreeSet::new());
+    // A zero cool-down ends one.
+    fx.store.cool_down("eu-west-1", Duration::ZERO).await.unwrap();
+    assert_eq!(fx.store.cooling(&all).await.unwrap(), BTreeSet::new());
+}
+
+async fn concurrent_claims_have_exactly_one_owner(fx: Fixture) {
+    let claims: Vec<Claim> = (0..50).map(|i| fx.claim("m-race", &format!("owner-{i}"), 0)).collect();
+    let tasks: Vec<_> = claims
+        .into_iter()
+        .map(|claim| {
+            let store = fx.store.clone();
+            tokio::spawn(async move { store.claim(&claim).await.unwrap() })
+        })
+        .collect();
+    let outcomes: Vec<ClaimOutcome> = futures::future::try_join_all(tasks).await.unwrap();
+    let owners: Vec<&Lease> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            ClaimOutcome::Owned { lease, .. } => Some(lease),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(owners.len(), 1, "exactly one owner among 50 simultaneous claims: {outcomes:?}");
+    let winner = owners[0].clone();
+    assert_eq!(winner.fence, 1);
+    for outcome in &outcomes {
+        match outcome {
+            ClaimOutcome::Owned { .. } => {}
+            ClaimOutcome::Held { owner, .. } => assert_eq!(owner, &winner.owner),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let PlacementState::Pending { owner, .. } = fx.store.get("m-race").await.unwrap().unwrap().state else {
+        panic!("still pending");
+    };
+    assert_eq!(owner, winner.owner);
+
+    // The same when 50 claimants race to take over an expired lease.
+    let claims: Vec<Claim> = (0..50).map(|i| fx.claim("m-race", &format!("late-{i}"), 20_000)).collect();
+    let tasks: Vec<_> = claims
+        .into_iter()
+        .map(|claim| {
+            let store = fx.store.clone();
+            tokio::spawn(async move { store.claim(&claim).await.unwrap() })
+        })
+        .collect();
+    let outcomes = futures::future::try_join_all(tasks).await.unwrap();
+    let taken: Vec<_> = outcomes.iter().filter(|o| matches!(o, ClaimOutcome::Owned { .. })).collect();
+    assert_eq!(taken.len(), 1, "exactly one takeover: {outcomes:?}");
+    let ClaimOutcome::Owned { lease, taken_over: true, .. } = taken[0] else { panic!("a takeover") };
+    assert_eq!(lease.fence, 2);
+}
+
+async fn ids_with_braces_and_colons_are_kept_apart(fx: Fixture) {
+    // Includes ids that look like another id's encoding, and ones that would break a naive hash tag.
+    let match_ids = ["{m}", "%7Bm%7D", "m", "a}b{c:d", "}{", "x:{y}:z", "{}", ""];
+    let mut leases = Vec::new();
+    for (i, match_id) in match_ids.iter().enumerate() {
+        let claim = fx.claim(match_id, &format!("owner-{i}"), 0);
+        let ClaimOutcome::Owned { record, lease, taken_over: false } = fx.store.claim(&claim).await.unwrap()
+        else {
+            panic!("{match_id:?} must be a record of its own");
+        };
+        assert_eq!(record.match_id, *match_id);
+        leases.push(lease);
+    }
+    for ((match_id, lease), i) in match_ids.iter().zip(&leases).zip(0..) {
+        let assignment = fx.assignment(match_id, &format!("loc-{i}"));
+        assert!(fx.store.complete(match_id, lease, &Outcome::Placed(assignment), KEEP).await.unwrap());
+    }
+    for (i, match_id) in match_ids.iter().enumerate() {
+        let outcome = fx.store.claim(&fx.claim(match_id, "late", 1_000)).await.unwrap();
+        assert_eq!(
+            outcome,
+            ClaimOutcome::Placed(fx.assignment(match_id, &format!("loc-{i}"))),
+            "{match_id:?}"
+        );
+        let record = fx.store.get(match_id).await.unwrap().unwrap();
+        assert_eq!(record.match_id, *match_id);
+    }
+
+    let players = ids(&["{p}", "%7Bp%7D", "p:}{", ""]);
+    for (i, player) in players.iter().enumerate() {
+        let latencies = BTreeMap::from([(format!("loc-{i}"), i as u32)]);
+        fx.store.put_latencies(player, &latencies, KEEP).await.unwrap();
+    }
+    let found = fx.store.get_latencies(&players).await.unwrap();
+    assert_eq!(found.len(), players.len());
+    for (i, player) in players.iter().enumerate() {
+        assert_eq!(found[player], BTreeMap::from([(format!("loc-{i}"), i as u32)]));
+    }
+
+    fx.store.cool_down("{eu}:1", Duration::from_secs(30)).await.unwrap();
+    let cooling = fx.store.cooling(&ids(&["{eu}:1", "%7Beu%7D:1", "eu:1"])).await.unwrap();
+    assert_eq!(cooling, BTreeSet::from(["{eu}:1".to_owned()]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis only
+
+/// Every key the store wrote, with its remaining time to live (ms).
+async fn keys_and_ttls(url: &str) -> BTreeMap<String, i64> {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut connection).await.unwrap();
+    let mut ttls = BTreeMap::new();
+    for key in keys {
+        let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
+        ttls.insert(key, ttl);
+    }
+    ttls
+}
+
+/// Redis Cluster's hash tag of `key`: the text between the first `{` and the first `}` after it,
+/// if that is non-empty.
+fn cluster_hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_are_prefixed_tagged_and_all_expire() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    // One of everything, with awkward ids; one pending record stays in the pending index.
+    fx.own(&fx.claim("a}b{c:d", "alpha", 0)).await;
+    let lease = fx.own(&fx.claim("{m}", "alpha", 0)).await;
+    let placed = Outcome::Placed(fx.assignment("{m}", "eu-west-1"));
+    assert!(fx.store.complete("{m}", &lease, &placed, KEEP).await.unwrap());
+    fx.own(&fx.claim("", "alpha", 0)).await;
+    let latencies = BTreeMap::from([("eu-west-1".to_owned(), 20)]);
+    fx.store.put_latencies("p:{1}", &latencies, KEEP).await.unwrap();
+    fx.store.cool_down("eu}west", Duration::from_secs(30)).await.unwrap();
+
+    let ttls = keys_and_ttls(&url).await;
+    let keys: BTreeSet<&str> = ttls.keys().map(String::as_str).collect();
+    let expected = BTreeSet::from([
+        "it-store:placement:{a%7Db%7Bc:d}",
+        "it-store:placement:{%7Bm%7D}",
+        "it-store:placement:{%}",
+        "it-store:{placements}:pending",
+        "it-store:latency:{p:%7B1%7D}",
+        "it-store:cooldown:{eu%7Dwest}",
+    ]);
+    assert_eq!(keys, expected);
+    for (key, ttl) in &ttls {
+        assert!(key.starts_with("it-store:"), "{key} lacks the prefix");
+        let tag = cluster_hash_tag(key).unwrap_or_else(|| panic!("{key} has no hash tag"));
+        assert_eq!(key.matches('{').count() + key.matches('}').count(), 2, "{key}: exactly one tag");
+        assert!(key.ends_with(&format!("{{{tag}}}")) || tag == "placements", "{key}: the id is the tag");
+        assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+    }
+    // The pending index lives at least as long as the records it lists.
+    let index_ttl = ttls["it-store:{placements}:pending"];
+    assert!(index_ttl >= ttls["it-store:placement:{a%7Db%7Bc:d}"] - 1_000, "{ttls:?}");
+    assert!(index_ttl > KEEP.as_millis() as i64 - 60_000, "{ttls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pending_index_follows_the_records() {
+    let fx = Fixture::redis().await;
+    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let index = "it-store:{placements}:pending";
+    let mut members = async || -> Vec<(String, i64)> {
+        ::redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    };
+    let t0 = fx.t0.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    assert_eq!(members().await, [("m-1".to_owned(), t0 + 10_000)], "claimed: indexed at lease_until");
+    assert!(fx.store.renew("m-1", &lease, fx.at(5_000).into(), LEASE).await.unwrap());
+    assert_eq!(members().await, [("m-1".to_owned(), t0 + 15_000)], "renewed: moved");
+    let held = fx.store.claim(&fx.claim("m-1", "beta", 1_000)).await.unwrap();
+    assert!(matches!(held, ClaimOutcome::Held { .. }));
+    assert_eq!(members().await, [("m-1".to_owned(), t0 + 15_000)], "a Held claim leaves the holder's lease");
+    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
+    assert!(fx.store.complete("m-1", &lease, &placed, KEEP).await.unwrap());
+    assert_eq!(members().await, [], "completed: removed");
+    let duplicate = fx.store.claim(&fx.claim("m-1", "beta", 1_000)).await.unwrap();
+    assert!(matches!(duplicate, ClaimOutcome::Placed(_)));
+    assert_eq!(members().await, [], "a duplicate of a placed match leaves no entry behind");
+
+    // An entry whose record expired is dropped by the next scan.
+    let mut short = fx.claim("m-2", "alpha", 0);
+    short.keep_for = Duration::from_millis(300);
+    fx.own(&short).await;
+    assert_eq!(members().await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(fx.store.expired_pending(fx.at(60_000).into(), 10).await.unwrap(), Vec::<String>::new());
+    assert_eq!(members().await, [], "stale entry removed");
+}
+
+/// Retries `call` until it succeeds or `within` passes.
+async fn eventually<T, F: AsyncFnMut() -> Result<T, StoreError>>(within: Duration, mut call: F) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) if Instant::now() < deadline => {
+                assert!(error.transient, "only transient errors while Redis comes back: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("still failing after {within:?}: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_fast_and_transiently_then_recovers_after_restart() {
+    let mut fx = Fixture::redis().await;
+    fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    fx.store.ping().await.unwrap();
+
+    fx.redis.as_mut().unwrap().stop();
+    // Several rounds: the first call notices the dropped connection, later ones fail to reconnect.
+    for round in 0..3 {
+        let started = Instant::now();
+        let errors: Vec<StoreError> = vec![
+            fx.store.claim(&fx.claim("m-2", "alpha", 0)).await.unwrap_err(),
+            fx.store.get("m-1").await.unwrap_err(),
+            fx.store.expired_pending(fx.at(0).into(), 10).await.unwrap_err(),
+            fx.store.cooling(&ids(&["eu-west-1"])).await.unwrap_err(),
+            fx.store.put_latencies("p1", &BTreeMap::new(), KEEP).await.unwrap_err(),
+            fx.store.ping().await.unwrap_err(),
+        ];
+        let elapsed = started.elapsed();
+        for error in &errors {
+            assert!(error.transient, "round {round}: a dead Redis is a transient failure: {error}");
+        }
+        assert!(elapsed < Duration::from_secs(15), "round {round}: six calls took {elapsed:?}");
+        // Each single call is bounded too.
+        let started = Instant::now();
+        assert!(fx.store.get("m-1").await.is_err());
+        assert!(started.elapsed() < Duration::from_millis(2_500), "one call took {:?}", started.elapsed());
+    }
+
+    fx.redis.as_mut().unwrap().restart();
+    // The same store, not rebuilt, works again (its scripts are loaded again too): Redis kept nothing,
+    // so the match is claimed afresh.
+    let store = fx.store.clone();
+    let claim = fx.claim("m-1", "beta", 1_000);
+    let outcome = eventually(Duration::from_secs(10), async || store.claim(&claim).await).await;
+    let ClaimOutcome::Owned { lease, taken_over: false, .. } = outcome else {
+        panic!("a restarted (empty) Redis has no record: {outcome:?}");
+    };
+    assert!(fx.store.renew("m-1", &lease, fx.at(2_000).into(), LEASE).await.unwrap());
+    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
+    assert!(fx.store.complete("m-1", &lease, &placed, KEEP).await.unwrap());
+    fx.store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_connect_refuses_bad_prefixes_and_unreachable_servers() {
+    let server = RedisServer::start();
+    for prefix in ["", "a{b", "a}b"] {
+        let error = RedisStore::connect(&server.url(), prefix).await.unwrap_err();
+        assert!(!error.transient, "{prefix:?}: {error}");
+    }
+    let error = RedisStore::connect("not a url", PREFIX).await.unwrap_err();
+    assert!(!error.transient, "{error}");
+
+    let mut stopped = RedisServer::start();
+    let url = stopped.url();
+    stopped.stop();
+    let started = Instant::now();
+    let error = RedisStore::connect(&url, PREFIX).await.unwrap_err();
+    assert!(error.transient, "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "connect took {:?}", started.elapsed());
+
+    // The enum's constructors: an empty URL is the in-memory store.
+    let memory = StateStore::from_url("", PREFIX).await.unwrap();
+    assert_eq!(memory.kind(), "memory");
+    memory.ping().await.unwrap();
+    let redis = StateStore::from_url(&server.url(), PREFIX).await.unwrap();
+    assert_eq!(redis.kind(), "redis");
+    redis.ping().await.unwrap();
+}
