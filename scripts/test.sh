@@ -25,5 +25,8 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
+# The Nakama example module: tsc against the project's typings, then its Node test against the bridge.
+bash scripts/nakama-example-test.sh
+
 # The emulator against Gameye's official OpenAPI document (read from ../shared, never copied).
 bash scripts/conformance.sh

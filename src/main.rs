@@ -10,11 +10,15 @@ use std::time::Duration;
 use adapters::config::{GameyeBackend, LogFormat, Settings};
 use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSessionApi};
 use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsState, ReadinessCheck};
+use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, SignatureVerifier};
+use adapters::nats::NatsDoor;
 use adapters::runtime::{PlacementMetrics, TokioClock, run_recovery};
+use adapters::sns::{ImageChoice, ResultsWebhook, SnsConfig, SnsDoor, SnsMetrics, WebhookSecret};
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use anyhow::Context;
 use bridge::LocationAliases;
 use bridge::placement::{Engine, EngineSettings};
+use bridge::ports::OutcomeSink;
 use clap::{Parser, Subcommand};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -161,19 +165,39 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .context("connecting to Redis (redis.url)")?;
         StateStore::Redis(redis)
     };
-    if !settings.nats.url.is_empty() {
-        tracing::warn!("nats.url is set, but this build has no NATS door yet: it is not used");
+    // The NATS door connects (retrying in the background) before the engine exists: the engine
+    // announces every door's outcomes through its sink.
+    let nats = if settings.nats.url.is_empty() {
+        None
+    } else {
+        Some(NatsDoor::connect(&settings.nats, &mut registry).await.context("setting up NATS (nats.url)")?)
+    };
+    let mut sinks: Vec<Arc<dyn OutcomeSink>> = Vec::new();
+    if let Some(door) = &nats {
+        sinks.push(door.sink());
+    }
+    // Nakama placements are also pushed to Nakama's RPC when nakama.rpc_url is set.
+    let nakama_metrics = NakamaMetrics::register(&mut registry);
+    let nakama_users = RecentMatchUsers::default();
+    if let Some(sink) =
+        NakamaRpcSink::from_settings(&settings.nakama, nakama_users.clone(), Some(nakama_metrics.clone()))?
+    {
+        tracing::info!(rpc = %settings.nakama.rpc_id, "Nakama placements are pushed to Nakama's RPC");
+        sinks.push(Arc::new(sink));
+    }
+    // SNS placements' outcomes are POSTed, signed, to sns.results_webhook.url when it is set.
+    if let Some(sink) = sns_results_webhook(&settings)? {
+        sinks.push(sink);
     }
     let placement_metrics = PlacementMetrics::register(&mut registry);
-    let engine = Arc::new(
-        Engine::new(
-            GameyeSessionApi::new(gameye.clone(), settings.placement.locations_cache),
-            store.clone(),
-            TokioClock,
-            engine_settings(&settings),
-        )
-        .with_observer(placement_metrics.clone()),
-    );
+    let engine = Engine::new(
+        GameyeSessionApi::new(gameye.clone(), settings.placement.locations_cache),
+        store.clone(),
+        TokioClock,
+        engine_settings(&settings),
+    )
+    .with_observer(placement_metrics.clone());
+    let engine = Arc::new(sinks.into_iter().fold(engine, Engine::with_sink));
     let stop_background = CancellationToken::new();
     let recovery = tokio::spawn(run_recovery(
         engine.clone(),
@@ -182,6 +206,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         stop_background.clone(),
     ));
     let background_placements = TaskTracker::new();
+    let stop_nats = CancellationToken::new();
+    let nats_probe = nats.as_ref().map(NatsDoor::probe);
+    let nats = nats.map(|door| door.start(engine.clone(), stop_nats.clone()));
 
     let probe_client = gameye.clone();
     let probe_image = settings.gameye.image.clone();
@@ -198,6 +225,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             async move { store.ping().await.map_err(|e| e.to_string()) }
         }));
     }
+    if let Some(probe) = nats_probe {
+        checks.push(ReadinessCheck::new("nats", move || {
+            let probe = probe.clone();
+            async move { probe.check() }
+        }));
+    }
     let health = Health {
         checks,
         gameye: GameyeTarget {
@@ -207,11 +240,33 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         probe_timeout: settings.gameye.request_timeout,
     };
-    let api = http::v1_router(
-        MatchesState { service: engine, background: background_placements.clone() },
-        ApiTokens::new(settings.http.tokens.clone()),
+    let tokens = ApiTokens::new(settings.http.tokens.clone());
+    // The SNS webhook is authenticated by SNS's signature (no token); ticket polling by token.
+    let sns_door = SnsDoor::new(
+        sns_config(&settings),
+        engine.clone(),
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        background_placements.clone(),
+        SnsMetrics::register(&mut registry),
     );
-    let app = http::router(OpsState { health, registry }, api, settings.http.body_limit);
+    let sns_routes = http::sns_router(Arc::new(sns_door), tokens.clone());
+    let nakama_door = http::NakamaDoor {
+        service: engine.clone(),
+        background: background_placements.clone(),
+        rules: Arc::new(HookRules::from_settings(&settings.nakama)),
+        users: nakama_users,
+        metrics: nakama_metrics,
+    };
+    let nakama_auth = http::NakamaAuth {
+        tokens: tokens.clone(),
+        verifier: SignatureVerifier::new(&settings.nakama.hmac_secret, settings.nakama.signature_max_age),
+    };
+    // The Nakama routes carry their own authentication (bearer token or hook signature).
+    let api =
+        http::v1_router(MatchesState { service: engine, background: background_placements.clone() }, tokens)
+            .merge(http::nakama_router(nakama_door, nakama_auth));
+    let app = http::router(OpsState { health, registry }, api.merge(sns_routes), settings.http.body_limit);
 
     let listener = http::bind(settings.http.listen).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
@@ -219,8 +274,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!(%addr, "no http.tokens configured: the API is open, so it listens on loopback only");
     }
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "gameye-bridge listening");
-    http::serve(listener, app, shutdown_signal(), settings.http.shutdown_grace).await?;
+    // The signal also stops NATS pulling at once, while HTTP drains.
+    let signal = {
+        let stop_nats = stop_nats.clone();
+        async move {
+            shutdown_signal().await;
+            stop_nats.cancel();
+        }
+    };
+    http::serve(listener, app, signal, settings.http.shutdown_grace).await?;
     stop_background.cancel();
+    if let Some(nats) = nats {
+        nats.shutdown(settings.http.shutdown_grace).await;
+    }
     background_placements.close();
     if tokio::time::timeout(settings.http.shutdown_grace, background_placements.wait()).await.is_err() {
         tracing::warn!(
@@ -251,6 +317,42 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
         retry_min: Duration::from_millis(100),
         retry_max: Duration::from_secs(2),
     }
+}
+
+/// The SNS door's settings from `[sns]` (and the placement record lifetime for ticket statuses).
+fn sns_config(settings: &Settings) -> SnsConfig {
+    let sns = &settings.sns;
+    SnsConfig {
+        topics: sns.topics.clone(),
+        pinned_cert_dir: Some(PathBuf::from(&sns.pinned_cert_dir)).filter(|dir| !dir.as_os_str().is_empty()),
+        cert_cache_ttl: sns.cert_cache_ttl,
+        max_age: sns.max_age,
+        auto_confirm: sns.auto_confirm,
+        insecure_skip_verify: sns.insecure_skip_verify,
+        configurations: sns
+            .configurations
+            .iter()
+            .map(|(arn, choice)| {
+                let version = Some(choice.version.clone()).filter(|v| !v.is_empty());
+                (arn.clone(), ImageChoice { image: choice.image.clone(), version })
+            })
+            .collect(),
+        keep_for: settings.placement.record_ttl,
+        fetch_timeout: sns.fetch_timeout,
+    }
+}
+
+/// The Standard Webhooks sink for SNS placements, when `sns.results_webhook.url` is set.
+fn sns_results_webhook(settings: &Settings) -> anyhow::Result<Option<Arc<dyn bridge::ports::OutcomeSink>>> {
+    let webhook = &settings.sns.results_webhook;
+    if webhook.url.is_empty() {
+        return Ok(None);
+    }
+    let secret = WebhookSecret::parse(webhook.secret.expose()).map_err(anyhow::Error::msg)?;
+    let sink = ResultsWebhook::new(webhook.url.expose(), secret, webhook.timeout, vec!["sns".to_owned()])
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!("SNS placements' outcomes are POSTed to sns.results_webhook.url");
+    Ok(Some(Arc::new(sink)))
 }
 
 /// Names this process in placement leases: host (when known), pid and a random suffix.

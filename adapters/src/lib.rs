@@ -3,5 +3,8 @@
 pub mod config;
 pub mod gameye;
 pub mod http;
+pub mod nakama;
+pub mod nats;
 pub mod runtime;
+pub mod sns;
 pub mod store;

@@ -9,6 +9,7 @@ pub mod placement;
 pub mod ports;
 pub mod region;
 pub mod request;
+pub mod seats;
 pub mod session_id;
 
 pub use assignment::{Assignment, Port, PortProtocol};
@@ -21,5 +22,9 @@ pub use region::{
 pub use request::{
     InvalidRequest, InvalidRequestKind, MatchRequest, ParseTtlError, Player, Ttl, ValidatedMatch,
     parse_match_request,
+};
+pub use seats::{
+    BackfillCandidate, BackfillPlayer, BackfillQuery, NewSession, RankedSession, Reservation, SeatError,
+    SessionInfo, SessionSeats, SessionStatus, choose_backfill,
 };
 pub use session_id::{SESSION_NAMESPACE, session_id};

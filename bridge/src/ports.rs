@@ -265,6 +265,216 @@ pub trait StateStore: PlacementStore + LatencyStore + CooldownStore {}
 impl<T: PlacementStore + LatencyStore + CooldownStore> StateStore for T {}
 
 // ---------------------------------------------------------------------------------------------
+// Announcing outcomes
+
+/// A place outcomes are announced to besides the door's own answer: NATS subjects, a signed
+/// webhook, Nakama's RPC. Object-safe, so wiring can hold any mix of them.
+pub trait OutcomeSink: Send + Sync + 'static {
+    /// A short name for logs and metrics (`nats`, `webhook`, `nakama`).
+    fn name(&self) -> &'static str;
+
+    /// Whether placements accepted by this door (`http`, `nats`, `sns`, `nakama`) go here.
+    fn wants(&self, source: &str) -> bool;
+
+    /// Delivers once; the engine retries transient failures with backoff.
+    fn deliver<'a>(
+        &'a self,
+        source: &'a str,
+        outcome: &'a Outcome,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+}
+
+/// An announcement that did not get through. `permanent`: retrying cannot help (bad credentials,
+/// unknown RPC): reported loudly once instead of retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct DeliveryError {
+    pub sink: String,
+    pub message: String,
+    pub permanent: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// What doors remember (the SNS door: message ids seen, matchmaking tickets' statuses)
+
+/// Deliveries a door has already acted on, so an at-least-once source's redelivery has no second
+/// effect. Object-safe, so a door can hold it without naming the store.
+pub trait DeliveryLog: Send + Sync + 'static {
+    /// Records `key` for `keep_for`; `true` when it was not recorded already (act on it), `false`
+    /// for a duplicate. Atomic: of two concurrent calls with one key, exactly one gets `true`.
+    fn first_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>>;
+
+    /// Records `key` for `keep_for` whether or not it was recorded (extends a short first hold
+    /// once the delivery has been acted on).
+    fn keep_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+    /// Forgets `key`, so a delivery that could not be processed is processed when it comes again.
+    fn forget_delivery<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+}
+
+/// Where a matchmaking ticket stands, as its matchmaker (FlexMatch) last told, and as the
+/// bridge's own placement of its match moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketState {
+    Searching,
+    /// Matched; the match is being placed (or its placement is recorded under `match_id`).
+    Placing,
+    Placed,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+/// One matchmaking ticket's last known status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketStatus {
+    pub ticket_id: String,
+    pub status: TicketState,
+    /// The match the ticket ended up in, once matchmaking succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_id: Option<String>,
+    /// The matchmaker's event that set this status (`MatchmakingSucceeded`, `MatchmakingTimedOut`, …).
+    pub event: String,
+    /// The matchmaker's reason, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Matchmaking tickets' statuses, for polling (`GET /v1/tickets/{ticket_id}`). Object-safe.
+pub trait TicketStore: Send + Sync + 'static {
+    /// Replaces the ticket's status; it expires after `keep_for`.
+    fn put_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+    fn get_ticket_status<'a>(
+        &'a self,
+        ticket_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seats (DESIGN §4): the seat ledger's rules are `crate::seats`; a store applies them atomically
+// per session and keeps the records (with a time to live, refreshed on every change).
+
+/// A seat operation's effect together with the session as it stands right after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatChange<T> {
+    pub outcome: T,
+    pub session: crate::seats::SessionSeats,
+}
+
+/// Reserved seats in one session, picked by [`SeatStore::reserve_best`].
+pub type BackfillReserved = SeatChange<crate::seats::Reserved>;
+
+/// Sessions' seats. Every operation is atomic per session and all-or-nothing; `now` is the
+/// caller's clock (reservation expiry), record time to live runs on the store's clock.
+/// `Ok(Err(SeatError))` is a refusal (nothing changed); `Err(StoreError)` a store failure.
+pub trait SeatStore: Send + Sync + 'static {
+    /// Records a session at placement; its own players hold one reservation (id made by the
+    /// store). The record lives `keep_for` after its last change. An existing or ended session is
+    /// left alone: `AlreadyExists` / `Ended`.
+    fn create_session(
+        &self,
+        new: &crate::seats::NewSession,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<crate::seats::SessionSeats>, StoreError>> + Send;
+
+    /// The session at `now` (expired reservations left out). An ended session is returned with
+    /// status `ended` and no seats while its record lives; `None` when unknown or expired.
+    fn get_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<crate::seats::SessionSeats>, StoreError>> + Send;
+
+    /// Sessions not ended (of `image`, when given), at `now`, in session id order: the backfill
+    /// candidates and `GET /v1/sessions`.
+    fn list_sessions(
+        &self,
+        image: Option<&str>,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<crate::seats::SessionSeats>, StoreError>> + Send;
+
+    /// `created → running`; idempotent.
+    fn mark_running(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<crate::seats::SessionSeats>, StoreError>> + Send;
+
+    fn join_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Joined>>, StoreError>> + Send;
+
+    fn leave_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Left>>, StoreError>> + Send;
+
+    /// Reserves seats for all `players` for `ttl` (reservation id made by the store).
+    fn reserve_seats(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Reserved>>, StoreError>>
+    + Send;
+
+    /// Tries [`SeatStore::reserve_seats`] in each candidate in turn (best first, see
+    /// [`crate::seats::choose_backfill`]) and answers with the first that succeeded; `None` when
+    /// none could take all `players`. Each attempt is atomic in its session.
+    fn reserve_best(
+        &self,
+        candidates: &[Uuid],
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<BackfillReserved>, StoreError>> + Send;
+
+    /// Drops the session's reservations expired at `now`, reporting them in reservation id order.
+    fn expire_reservations(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> impl Future<
+        Output = Result<
+            crate::seats::SeatResult<SeatChange<Vec<crate::seats::ExpiredReservation>>>,
+            StoreError,
+        >,
+    > + Send;
+
+    /// Releases every seat; the session is no longer listed and refuses everything afterwards.
+    fn end_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Ended>>, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Time
 
 /// Wall-clock time and waiting, so the engine stays runtime-agnostic and testable.

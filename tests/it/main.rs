@@ -4,6 +4,10 @@ mod harness;
 mod stack;
 
 mod cli;
+mod nakama;
+mod nats;
 mod placement;
+mod seats_contract;
 mod servers;
+mod sns;
 mod store_contract;

@@ -387,6 +387,10 @@ async fn openapi_document_lists_every_route() {
         ("put", "/v1/players/{player_id}/latencies"),
         ("get", "/v1/players/{player_id}/latencies"),
         ("get", "/v1/locations"),
+        ("post", "/v1/nakama/matched"),
+        ("post", "/v1/nakama/events"),
+        ("post", "/v1/webhooks/sns"),
+        ("get", "/v1/tickets/{ticket_id}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
@@ -399,7 +403,8 @@ async fn openapi_document_lists_every_route() {
     assert_eq!(documented, routes.len(), "a documented route this test does not know");
     // Every documented route exists (answers something other than the unknown-route 404).
     for (method, path) in routes {
-        let concrete = path.replace("{match_id}", "m-x").replace("{player_id}", "p-x");
+        let concrete =
+            path.replace("{match_id}", "m-x").replace("{player_id}", "p-x").replace("{ticket_id}", "t-x");
         let response = stack
             .http
             .request(method.to_uppercase().parse().unwrap(), stack.url(&concrete))
@@ -426,6 +431,29 @@ async fn readiness_reports_redis_and_notices_it_stopping() {
     assert_eq!(body["error"]["code"], "STORE_UNAVAILABLE");
     assert!(stack.emulator_sessions().await.is_empty(), "nothing placed without a record");
     stack.redis.restart();
-    let (status, _) = stack.post_match(&match_with("m-no-redis", &[&[("eu-west-1", 20)]])).await;
-    assert_eq!(status, 200, "works again once Redis is back");
+    // The connection manager notices the new server on the first command and reconnects; from
+    // then on placements work again without restarting the bridge.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = stack.post_match(&match_with("m-no-redis", &[&[("eu-west-1", 20)]])).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "still failing 10 s after Redis came back: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn configured_aliases_map_reported_location_names() {
+    let stack =
+        Stack::start_with(&[("BRIDGE_PLACEMENT__ALIASES", r#"{europe = "eu-central-1", us = "us-east-1"}"#)])
+            .await;
+    let body = json!({"match_id": "m-alias", "locations": ["europe", "us"],
+                      "players": [{"id": "a", "latencies": {"europe": 30, "us": 80}}]});
+    let (status, assignment) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["location"], "eu-central-1");
+    assert_eq!(assignment["latency_ms"], json!({"a": 30}));
 }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub nats: NatsSettings,
     pub placement: PlacementSettings,
+    pub sns: SnsSettings,
+    pub nakama: NakamaSettings,
     pub log: LogSettings,
 }
 
@@ -118,6 +120,124 @@ pub struct NatsSettings {
     pub consumer: String,
     #[serde(deserialize_with = "lenient::string")]
     pub credentials_file: String,
+    /// NKey seed (`SU…`) to authenticate with.
+    pub nkey: Secret,
+    pub token: Secret,
+    #[serde(deserialize_with = "lenient::string")]
+    pub user: String,
+    pub password: Secret,
+    pub tls_required: bool,
+    #[serde(deserialize_with = "lenient::string")]
+    pub tls_ca_file: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub tls_cert_file: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub tls_key_file: String,
+    /// Stream capturing `<prefix>.match.assigned.>` and `.failed.>`; empty: results on core NATS only.
+    #[serde(deserialize_with = "lenient::string")]
+    pub results_stream: String,
+    #[serde(with = "lenient::duration")]
+    pub results_max_age: Duration,
+    pub max_deliver: i64,
+    #[serde(with = "lenient::duration")]
+    pub ack_wait: Duration,
+    #[serde(with = "lenient::duration")]
+    pub nak_delay: Duration,
+    /// Messages (and requests) one instance works on at once.
+    pub concurrency: usize,
+    #[serde(deserialize_with = "lenient::string")]
+    pub request_queue_group: String,
+    /// Doors whose outcomes are announced on NATS (`*`: all); the NATS door's own always are.
+    pub announce_sources: Vec<String>,
+}
+
+impl NatsSettings {
+    /// Doors `announce_sources` may name (plus `*`).
+    pub const SOURCES: [&'static str; 4] = ["http", "nats", "sns", "nakama"];
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // JetStream names become subject tokens of its API: no dots, spaces or wildcards.
+        let bad_name = |name: &str| name.is_empty() || name.contains(['.', ' ', '*', '>', '/', '\\']);
+        if bad_name(&self.stream) {
+            return Err(ConfigError::invalid(
+                "nats.stream",
+                "must be a non-empty name without . * > / \\ or spaces",
+            ));
+        }
+        if bad_name(&self.consumer) {
+            return Err(ConfigError::invalid(
+                "nats.consumer",
+                "must be a non-empty name without . * > / \\ or spaces",
+            ));
+        }
+        if !self.results_stream.is_empty() && bad_name(&self.results_stream) {
+            return Err(ConfigError::invalid(
+                "nats.results_stream",
+                "must be empty or a name without . * > / \\ or spaces",
+            ));
+        }
+        if !self.results_stream.is_empty() && self.results_stream == self.stream {
+            return Err(ConfigError::invalid("nats.results_stream", "must differ from nats.stream"));
+        }
+        if self.request_queue_group.is_empty() || self.request_queue_group.contains([' ', '*', '>']) {
+            return Err(ConfigError::invalid(
+                "nats.request_queue_group",
+                "must be a non-empty subject token",
+            ));
+        }
+        if self.max_deliver < 1 {
+            return Err(ConfigError::invalid("nats.max_deliver", "must be at least 1"));
+        }
+        if self.ack_wait < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("nats.ack_wait", "must be at least 1s"));
+        }
+        if self.concurrency == 0 || self.concurrency > 10_000 {
+            return Err(ConfigError::invalid("nats.concurrency", "must be from 1 to 10000"));
+        }
+        if self.results_max_age.is_zero() {
+            return Err(ConfigError::invalid("nats.results_max_age", "must be greater than zero"));
+        }
+        if let Some(unknown) =
+            self.announce_sources.iter().find(|s| *s != "*" && !Self::SOURCES.contains(&s.as_str()))
+        {
+            return Err(ConfigError::invalid(
+                "nats.announce_sources",
+                format!("unknown door `{unknown}` (known: *, {})", Self::SOURCES.join(", ")),
+            ));
+        }
+        if self.tls_cert_file.is_empty() != self.tls_key_file.is_empty() {
+            return Err(ConfigError::invalid(
+                "nats.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            ));
+        }
+        if self.password.is_empty() != self.user.is_empty() {
+            return Err(ConfigError::invalid("nats.user", "user and password go together"));
+        }
+        let methods = [
+            !self.credentials_file.is_empty(),
+            !self.nkey.is_empty(),
+            !self.token.is_empty(),
+            !self.user.is_empty(),
+        ];
+        if methods.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError::invalid(
+                "nats.credentials_file",
+                "set at most one of credentials_file, nkey, token, user/password",
+            ));
+        }
+        for (key, path) in [
+            ("nats.credentials_file", &self.credentials_file),
+            ("nats.tls_ca_file", &self.tls_ca_file),
+            ("nats.tls_cert_file", &self.tls_cert_file),
+            ("nats.tls_key_file", &self.tls_key_file),
+        ] {
+            if !self.url.is_empty() && !path.is_empty() && !Path::new(path).is_file() {
+                return Err(ConfigError::invalid(key, format!("{path} is not a readable file")));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,6 +282,39 @@ impl PlacementSettings {
             default_order,
         }
     }
+}
+
+/// The Nakama door: how hook calls are read and authenticated, and where results are pushed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NakamaSettings {
+    /// Nakama's base URL for the push path (`http://nakama:7350`). Empty: no push, the hook's
+    /// HTTP response is the only answer.
+    pub rpc_url: ServiceUrl,
+    /// The module RPC the push calls (`POST <rpc_url>/v2/rpc/<rpc_id>?unwrap`).
+    #[serde(deserialize_with = "lenient::string")]
+    pub rpc_id: String,
+    /// Nakama's `runtime.http_key`, sent as Basic auth on the push.
+    pub http_key: Secret,
+    /// Shared secret of the hook's HMAC signature header (the alternative to a bearer token).
+    pub hmac_secret: Secret,
+    /// How far a signed request's timestamp may be from now (replay window).
+    #[serde(with = "lenient::duration")]
+    pub signature_max_age: Duration,
+    /// Name of the numeric entry properties holding latencies; `{location}` stands for the location.
+    #[serde(deserialize_with = "lenient::string")]
+    pub latency_property_pattern: String,
+    /// String entry property naming the player's team (the party id is used when it is absent).
+    #[serde(deserialize_with = "lenient::string")]
+    pub team_property: String,
+    /// String entry properties copied into the session's labels (`nakama_<key>`).
+    pub label_allowlist: Vec<String>,
+    /// Seats per Nakama session when the hook names none. Unset: the per-image default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_players: Option<u32>,
+    /// Timeout of one push to Nakama.
+    #[serde(with = "lenient::duration")]
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,12 +448,15 @@ impl Settings {
         if self.nats.prefix.is_empty() || self.nats.prefix.contains([' ', '*', '>']) {
             return Err(ConfigError::invalid("nats.prefix", "must be a non-empty subject token"));
         }
+        self.nats.validate()?;
         if let Err(invalid) = self.placement.region_policy(&self.gameye.region).validate() {
             return Err(ConfigError::Invalid {
                 key: "placement",
                 message: format!("placement.{}: {}", invalid.field, invalid.message),
             });
         }
+        self.nakama.validate()?;
+        self.sns.validate(self.http.listen)?;
         for (key, value) in [
             ("placement.cooldown", self.placement.cooldown),
             ("placement.latency_ttl", self.placement.latency_ttl),
@@ -317,6 +473,51 @@ impl Settings {
     /// The effective configuration as TOML, secrets redacted (for `check-config`).
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+impl NakamaSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.rpc_url.is_empty() {
+            let url = reqwest::Url::parse(self.rpc_url.expose())
+                .map_err(|e| ConfigError::invalid("nakama.rpc_url", e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("nakama.rpc_url", "must be an http(s) URL"));
+            }
+            if self.rpc_id.is_empty() || self.rpc_id.contains(['/', '?', '#', ' ']) {
+                return Err(ConfigError::invalid("nakama.rpc_id", "must be a non-empty RPC id"));
+            }
+            if self.http_key.is_empty() {
+                return Err(ConfigError::invalid(
+                    "nakama.http_key",
+                    "nakama.rpc_url needs Nakama's runtime.http_key",
+                ));
+            }
+        }
+        if self.latency_property_pattern.matches("{location}").count() != 1 {
+            return Err(ConfigError::invalid(
+                "nakama.latency_property_pattern",
+                "must contain `{location}` exactly once, e.g. \"latency_{location}\"",
+            ));
+        }
+        if self.team_property.is_empty() {
+            return Err(ConfigError::invalid("nakama.team_property", "must not be empty"));
+        }
+        if self.label_allowlist.iter().any(|key| key.is_empty() || key.len() > 64) {
+            return Err(ConfigError::invalid("nakama.label_allowlist", "keys must be 1-64 characters"));
+        }
+        if self.max_players == Some(0) {
+            return Err(ConfigError::invalid("nakama.max_players", "must be at least 1 when set"));
+        }
+        for (key, value) in [
+            ("nakama.signature_max_age", self.signature_max_age),
+            ("nakama.request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -413,6 +614,138 @@ fn describe_figment_error(error: figment::Error) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The SNS door (AWS GameLift FlexMatch events over Amazon SNS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnsSettings {
+    /// TopicArns whose messages are accepted; empty: every SNS message is refused.
+    pub topics: Vec<String>,
+    /// Directory of pinned signing certificates, each named like the last path segment of its
+    /// SigningCertURL (`SimpleNotificationService-<hash>.pem`). Empty: none; fetched from AWS.
+    #[serde(deserialize_with = "lenient::string")]
+    pub pinned_cert_dir: String,
+    /// How long a fetched certificate is reused.
+    #[serde(with = "lenient::duration")]
+    pub cert_cache_ttl: Duration,
+    /// Messages older than this (by their `Timestamp`) are refused.
+    #[serde(with = "lenient::duration")]
+    pub max_age: Duration,
+    /// Confirm subscriptions by visiting SubscribeURL; off: log the URL for an operator.
+    pub auto_confirm: bool,
+    /// Accept messages without checking signatures. Loopback `http.listen` only; loudly logged.
+    pub insecure_skip_verify: bool,
+    /// Bound on a certificate fetch or a subscription confirmation.
+    #[serde(with = "lenient::duration")]
+    pub fetch_timeout: Duration,
+    pub results_webhook: ResultsWebhookSettings,
+    /// Image (and version) per matchmaking configuration ARN; others use `gameye.image`/`version`.
+    pub configurations: BTreeMap<String, SnsImage>,
+}
+
+/// Where SNS placements' outcomes are POSTed (Standard Webhooks signing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsWebhookSettings {
+    /// Empty: no webhook.
+    pub url: ServiceUrl,
+    /// `whsec_<base64>` or any string; signs `webhook-signature`.
+    pub secret: Secret,
+    #[serde(with = "lenient::duration")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnsImage {
+    #[serde(deserialize_with = "lenient::string")]
+    pub image: String,
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub version: String,
+}
+
+impl SnsSettings {
+    fn validate(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        for topic in &self.topics {
+            let parts: Vec<&str> = topic.splitn(6, ':').collect();
+            let well_formed = parts.len() == 6
+                && parts[0] == "arn"
+                && parts[1].starts_with("aws")
+                && parts[2] == "sns"
+                && parts.iter().skip(3).all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+            if !well_formed {
+                return Err(ConfigError::invalid(
+                    "sns.topics",
+                    format!("{topic:?} is not an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
+                ));
+            }
+        }
+        if !self.pinned_cert_dir.is_empty() && !Path::new(&self.pinned_cert_dir).is_dir() {
+            return Err(ConfigError::invalid(
+                "sns.pinned_cert_dir",
+                format!("{} is not a directory", self.pinned_cert_dir),
+            ));
+        }
+        for (key, value) in [
+            ("sns.cert_cache_ttl", self.cert_cache_ttl),
+            ("sns.max_age", self.max_age),
+            ("sns.fetch_timeout", self.fetch_timeout),
+            ("sns.results_webhook.timeout", self.results_webhook.timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.insecure_skip_verify && !listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "sns.insecure_skip_verify",
+                format!(
+                    "refusing to accept unsigned SNS messages on {listen}, which is not a loopback \
+                     address: anyone could start game servers"
+                ),
+            ));
+        }
+        let webhook = &self.results_webhook;
+        if !webhook.url.is_empty() {
+            let url = reqwest::Url::parse(webhook.url.expose())
+                .map_err(|e| ConfigError::invalid("sns.results_webhook.url", e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("sns.results_webhook.url", "must be an http(s) URL"));
+            }
+            if webhook.secret.is_empty() {
+                return Err(ConfigError::invalid(
+                    "sns.results_webhook.secret",
+                    "a results webhook needs a signing secret (whsec_<base64> or any string)",
+                ));
+            }
+        }
+        if let Some(encoded) = webhook.secret.expose().strip_prefix("whsec_") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(encoded);
+            if !decoded.is_ok_and(|key| !key.is_empty()) {
+                return Err(ConfigError::invalid(
+                    "sns.results_webhook.secret",
+                    "a whsec_ secret must be non-empty base64 after the prefix",
+                ));
+            }
+        }
+        for (arn, choice) in &self.configurations {
+            if !arn.starts_with("arn:") {
+                return Err(ConfigError::invalid(
+                    "sns.configurations",
+                    format!("{arn:?} is not a matchmaking configuration ARN"),
+                ));
+            }
+            if choice.image.is_empty() {
+                return Err(ConfigError::invalid(
+                    "sns.configurations",
+                    format!("{arn:?}: image must not be empty"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -160,3 +160,41 @@ fn redacted_toml_hides_every_secret() {
     let reparsed: toml::Value = toml::from_str(&shown).unwrap();
     assert_eq!(reparsed["gameye"]["url"].as_str(), Some("https://example.test"));
 }
+
+#[test]
+fn nats_keys_have_defaults_and_are_validated() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.nats.stream, "GAMEYE_MATCHES");
+    assert_eq!(settings.nats.results_stream, "GAMEYE_RESULTS");
+    assert_eq!(settings.nats.max_deliver, 5);
+    assert_eq!(settings.nats.ack_wait, Duration::from_secs(30));
+    assert_eq!(settings.nats.announce_sources, ["*"]);
+    let nats = [
+        ("GAMEYE_API_URL", "https://example.test"),
+        ("GAMEYE_API_TOKEN", "t"),
+        ("BRIDGE_NATS__URL", "nats://127.0.0.1:4222"),
+    ];
+    for (key, value, named) in [
+        ("BRIDGE_NATS__MAX_DELIVER", "0", "nats.max_deliver"),
+        ("BRIDGE_NATS__ACK_WAIT", "100ms", "nats.ack_wait"),
+        ("BRIDGE_NATS__CONCURRENCY", "0", "nats.concurrency"),
+        ("BRIDGE_NATS__STREAM", "a.b", "nats.stream"),
+        ("BRIDGE_NATS__RESULTS_STREAM", "GAMEYE_MATCHES", "nats.results_stream"),
+        ("BRIDGE_NATS__ANNOUNCE_SOURCES", "[\"htp\"]", "nats.announce_sources"),
+        ("BRIDGE_NATS__TLS_CERT_FILE", "/etc/hostname", "nats.tls_cert_file"),
+        ("BRIDGE_NATS__CREDENTIALS_FILE", "/nonexistent.creds", "nats.credentials_file"),
+        ("BRIDGE_NATS__USER", "bridge", "nats.user"),
+    ] {
+        let mut pairs = nats.to_vec();
+        pairs.push((key, value));
+        let error = load(&pairs).unwrap_err().to_string();
+        assert!(error.contains(named), "{key}={value}: {error}");
+    }
+    let mut both = nats.to_vec();
+    both.extend([("BRIDGE_NATS__TOKEN", "secret-nats-token"), ("BRIDGE_NATS__NKEY", "SUxxx")]);
+    assert!(load(&both).unwrap_err().to_string().contains("at most one"));
+    let mut token = nats.to_vec();
+    token.push(("BRIDGE_NATS__TOKEN", "secret-nats-token"));
+    let settings = load(&token).unwrap();
+    assert!(!settings.to_redacted_toml().contains("secret-nats-token"));
+}

@@ -38,26 +38,9 @@ fn describe(body: &Option<Box<ErrorResponse>>, raw: &str) -> String {
     }
 }
 
-/// What a failed call means for the caller, independent of how it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// 401: the token is wrong.
-    Unauthorized,
-    /// 402: the account's quota is used up.
-    QuotaExceeded,
-    /// 403: the token lacks the scope.
-    Forbidden,
-    /// 404: session, location, image or tag unknown.
-    NotFound,
-    /// 409: the id is taken, or the session is already stopped.
-    Conflict,
-    /// 420: no capacity in that location (or rate limited); try elsewhere or later.
-    NoCapacity,
-    /// 400/422: Gameye rejected the request.
-    Invalid,
-    /// 5xx, timeouts, connection failures, unreadable answers: try again.
-    Unavailable,
-}
+/// What a failed call means for the caller: the core's own classification, so the placement
+/// engine and the client can never disagree about it.
+pub use bridge::ports::SessionApiErrorKind as ErrorClass;
 
 impl GameyeError {
     /// The HTTP status Gameye answered, if it answered at all.

@@ -5,12 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bridge::ports::{
-    AvailableLocation, SessionApi, SessionApiError, SessionApiErrorKind, SessionSpec, StartedSession,
-};
+use bridge::ports::{AvailableLocation, SessionApi, SessionApiError, SessionSpec, StartedSession};
 use uuid::Uuid;
 
-use super::{CreateSession, ErrorClass, GameyeClient, GameyeError, Port, Protocol};
+use super::{CreateSession, GameyeClient, GameyeError, Port, Protocol};
 
 /// Gameye as the placement engine sees it.
 #[derive(Clone, Debug)]
@@ -101,17 +99,7 @@ fn core_port(port: Port) -> bridge::Port {
 }
 
 fn port_error(error: GameyeError) -> SessionApiError {
-    let kind = match error.class() {
-        ErrorClass::Unauthorized => SessionApiErrorKind::Unauthorized,
-        ErrorClass::QuotaExceeded => SessionApiErrorKind::QuotaExceeded,
-        ErrorClass::Forbidden => SessionApiErrorKind::Forbidden,
-        ErrorClass::NotFound => SessionApiErrorKind::NotFound,
-        ErrorClass::Conflict => SessionApiErrorKind::Conflict,
-        ErrorClass::NoCapacity => SessionApiErrorKind::NoCapacity,
-        ErrorClass::Invalid => SessionApiErrorKind::Invalid,
-        ErrorClass::Unavailable => SessionApiErrorKind::Unavailable,
-    };
-    SessionApiError { kind, status: error.status(), message: error.to_string() }
+    SessionApiError { kind: error.class(), status: error.status(), message: error.to_string() }
 }
 
 #[derive(Debug)]

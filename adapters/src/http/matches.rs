@@ -83,18 +83,14 @@ pub async fn place_match(
     let match_id = request.match_id.clone();
     if query.wait {
         let progress = state.service.place(SOURCE, request).await.map_err(store_unavailable)?;
+        if let Progress::Done(outcome) = &progress {
+            announce_in_background(&state, outcome.clone());
+        }
         return Ok(progress_response(&match_id, progress));
     }
     match state.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
         Accepted::Owned(job) => {
-            let service = state.service.clone();
-            state.background.spawn(async move {
-                let match_id = job.match_id().to_owned();
-                if let Err(error) = service.finish(job).await {
-                    // The record stays pending; the recovery loop finishes it once the lease ends.
-                    tracing::warn!(%match_id, %error, "background placement could not record its outcome");
-                }
-            });
+            state.background.spawn(state.service.clone().finish_and_announce(SOURCE.to_owned(), job));
             Ok(pending_response(&match_id))
         }
         Accepted::Known(progress) => Ok(progress_response(&match_id, progress)),
@@ -128,6 +124,15 @@ pub async fn get_match(
         PlacementState::Failed { failure } => ("failed", None, Some(failure.error)),
     };
     Ok(Json(MatchStatus { match_id, status, assignment, error, accepted_at: Some(record.accepted_at) }))
+}
+
+/// The caller has its answer already; sinks (NATS subjects, webhooks) hear of it off the request path.
+fn announce_in_background(state: &MatchesState, outcome: Outcome) {
+    let service = state.service.clone();
+    state.background.spawn(async move {
+        // Failures are logged by the engine; the caller was answered either way.
+        let _ = service.announce(SOURCE, &outcome).await;
+    });
 }
 
 fn progress_response(match_id: &str, progress: Progress) -> Response {

@@ -5,8 +5,10 @@ mod error;
 mod health;
 mod locations;
 mod matches;
+mod nakama;
 mod openapi;
 mod players;
+mod sns;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +29,9 @@ pub use auth::ApiTokens;
 pub use error::{ApiError, ErrorBody, ErrorDetail, REQUEST_ID_HEADER, render_errors};
 pub use health::{GameyeTarget, Health, ReadinessCheck};
 pub use matches::{MatchesState, failure_response, failure_status};
+pub use nakama::{NakamaAuth, NakamaDoor, nakama_router};
 pub use openapi::{ApiDoc, document as openapi_document};
+pub use sns::sns_router;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

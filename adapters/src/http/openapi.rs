@@ -1,9 +1,9 @@
 //! `GET /openapi.json`: the bridge's own HTTP API, generated from the handlers and their types.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ErrorBody, health, locations, matches, players};
+use super::{ErrorBody, health, locations, matches, nakama, players, sns};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,10 @@ use super::{ErrorBody, health, locations, matches, players};
         players::put_latencies,
         players::get_latencies,
         locations::list_locations,
+        nakama::matched,
+        nakama::events,
+        sns::receive,
+        sns::get_ticket,
         health::healthz,
         health::readyz,
         super::metrics,
@@ -27,6 +31,8 @@ use super::{ErrorBody, health, locations, matches, players};
         (name = "matches", description = "Place matches and poll their state"),
         (name = "players", description = "Latencies reported ahead of matches"),
         (name = "locations", description = "Where games can run, and what to ping"),
+        (name = "nakama", description = "Nakama's matchmaker-matched hook and events"),
+        (name = "sns", description = "AWS GameLift FlexMatch events over Amazon SNS, and ticket polling"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -40,6 +46,16 @@ impl Modify for BearerAuth {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The Nakama routes also take `x-bridge-signature: sha256=<hex HMAC-SHA256 of
+        // "<x-bridge-timestamp>.<body>">` with `nakama.hmac_secret`.
+        components.add_security_scheme(
+            "nakama_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-bridge-signature",
+                "sha256=<hex HMAC-SHA256(nakama.hmac_secret, \"<x-bridge-timestamp>.<body>\")>, \
+                 with x-bridge-timestamp: <unix seconds>",
+            ))),
         );
     }
 }

@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 
 use super::{from_millis, lease_until_millis, to_millis};
 use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementRecord, PlacementState,
-    PlacementStore, StoreError,
+    Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
+    PlacementState, PlacementStore, StoreError, TicketStatus, TicketStore,
 };
 
 /// Every how many writes the whole store is swept for expired entries (besides the lazy removal
@@ -22,6 +22,8 @@ const SWEEP_EVERY: u64 = 256;
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Sessions' seats (`SeatStore`, in `seats_memory.rs`).
+    pub(super) seats: super::seats_memory::SeatsMemory,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -32,6 +34,7 @@ impl fmt::Debug for MemoryStore {
             .field("placements", &inner.placements.len())
             .field("latencies", &inner.latencies.len())
             .field("cooldowns", &inner.cooldowns.len())
+            .field("seat_sessions", &self.seats.len())
             .finish()
     }
 }
@@ -42,6 +45,9 @@ struct Inner {
     latencies: HashMap<String, Expiring<BTreeMap<String, u32>>>,
     /// Location → end of its cool-down.
     cooldowns: HashMap<String, Instant>,
+    /// Delivery keys a door acted on (`DeliveryLog`) → when they are forgotten.
+    deliveries: HashMap<String, Instant>,
+    tickets: HashMap<String, Expiring<TicketStatus>>,
     writes: u64,
 }
 
@@ -88,6 +94,8 @@ impl Inner {
             self.placements.retain(|_, entry| entry.live(now));
             self.latencies.retain(|_, entry| entry.live(now));
             self.cooldowns.retain(|_, until| *until > now);
+            self.deliveries.retain(|_, until| *until > now);
+            self.tickets.retain(|_, entry| entry.live(now));
         }
     }
 
@@ -287,6 +295,88 @@ impl CooldownStore for MemoryStore {
             }
         }
         Ok(cooling)
+    }
+}
+
+impl DeliveryLog for MemoryStore {
+    fn first_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            inner.wrote(now);
+            if inner.deliveries.get(key).is_some_and(|until| *until > now) {
+                return Ok(false);
+            }
+            inner.deliveries.insert(key.to_owned(), deadline(now, keep_for));
+            Ok(true)
+        })
+    }
+
+    fn keep_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            inner.wrote(now);
+            inner.deliveries.insert(key.to_owned(), deadline(now, keep_for));
+            Ok(())
+        })
+    }
+
+    fn forget_delivery<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.lock().deliveries.remove(key);
+            Ok(())
+        })
+    }
+}
+
+impl TicketStore for MemoryStore {
+    fn put_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            inner.wrote(now);
+            if keep_for.is_zero() {
+                inner.tickets.remove(&status.ticket_id);
+            } else {
+                let entry = Expiring { value: status.clone(), expires_at: deadline(now, keep_for) };
+                inner.tickets.insert(status.ticket_id.clone(), entry);
+            }
+            Ok(())
+        })
+    }
+
+    fn get_ticket_status<'a>(
+        &'a self,
+        ticket_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            match inner.tickets.get(ticket_id) {
+                Some(entry) if entry.live(now) => Ok(Some(entry.value.clone())),
+                Some(_) => {
+                    inner.tickets.remove(ticket_id);
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! State stores: placement records, reported latencies and location cool-downs (the core's
-//! [`PlacementStore`], [`LatencyStore`] and [`CooldownStore`]).
+//! [`PlacementStore`], [`LatencyStore`] and [`CooldownStore`]), and sessions' seats ([`SeatStore`],
+//! in `seats_memory.rs` and `seats_redis.rs`).
 //!
 //! Two implementations with identical semantics, chosen at start-up and put behind the closed enum
 //! [`StateStore`] so the engine stays generic over one concrete type:
@@ -14,15 +15,22 @@
 
 mod memory;
 mod redis;
+mod seats_memory;
+mod seats_redis;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
+pub use bridge::ports::{BackfillReserved, SeatChange, SeatStore};
 pub use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementRecord, PlacementState,
-    PlacementStore, StoreError,
+    Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
+    PlacementState, PlacementStore, StoreError, TicketState, TicketStatus, TicketStore,
+};
+pub use bridge::seats::{
+    Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
 };
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -165,6 +173,181 @@ impl CooldownStore for StateStore {
         match self {
             Self::Memory(store) => store.cooling(locations).await,
             Self::Redis(store) => store.cooling(locations).await,
+        }
+    }
+}
+
+impl DeliveryLog for StateStore {
+    fn first_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        match self {
+            Self::Memory(store) => store.first_delivery(key, keep_for),
+            Self::Redis(store) => store.first_delivery(key, keep_for),
+        }
+    }
+
+    fn keep_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        match self {
+            Self::Memory(store) => store.keep_delivery(key, keep_for),
+            Self::Redis(store) => store.keep_delivery(key, keep_for),
+        }
+    }
+
+    fn forget_delivery<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        match self {
+            Self::Memory(store) => store.forget_delivery(key),
+            Self::Redis(store) => store.forget_delivery(key),
+        }
+    }
+}
+
+impl TicketStore for StateStore {
+    fn put_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        match self {
+            Self::Memory(store) => store.put_ticket_status(status, keep_for),
+            Self::Redis(store) => store.put_ticket_status(status, keep_for),
+        }
+    }
+
+    fn get_ticket_status<'a>(
+        &'a self,
+        ticket_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>> {
+        match self {
+            Self::Memory(store) => store.get_ticket_status(ticket_id),
+            Self::Redis(store) => store.get_ticket_status(ticket_id),
+        }
+    }
+}
+
+impl SeatStore for StateStore {
+    async fn create_session(
+        &self,
+        new: &NewSession,
+        keep_for: Duration,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        match self {
+            Self::Memory(store) => store.create_session(new, keep_for).await,
+            Self::Redis(store) => store.create_session(new, keep_for).await,
+        }
+    }
+
+    async fn get_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionSeats>, StoreError> {
+        match self {
+            Self::Memory(store) => store.get_session(session_id, now).await,
+            Self::Redis(store) => store.get_session(session_id, now).await,
+        }
+    }
+
+    async fn list_sessions(
+        &self,
+        image: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        match self {
+            Self::Memory(store) => store.list_sessions(image, now).await,
+            Self::Redis(store) => store.list_sessions(image, now).await,
+        }
+    }
+
+    async fn mark_running(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        match self {
+            Self::Memory(store) => store.mark_running(session_id, now).await,
+            Self::Redis(store) => store.mark_running(session_id, now).await,
+        }
+    }
+
+    async fn join_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
+        match self {
+            Self::Memory(store) => store.join_players(session_id, players, now).await,
+            Self::Redis(store) => store.join_players(session_id, players, now).await,
+        }
+    }
+
+    async fn leave_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
+        match self {
+            Self::Memory(store) => store.leave_players(session_id, players, now).await,
+            Self::Redis(store) => store.leave_players(session_id, players, now).await,
+        }
+    }
+
+    async fn reserve_seats(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Reserved>>, StoreError> {
+        match self {
+            Self::Memory(store) => store.reserve_seats(session_id, players, ttl, now).await,
+            Self::Redis(store) => store.reserve_seats(session_id, players, ttl, now).await,
+        }
+    }
+
+    async fn reserve_best(
+        &self,
+        candidates: &[Uuid],
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<BackfillReserved>, StoreError> {
+        match self {
+            Self::Memory(store) => store.reserve_best(candidates, players, ttl, now).await,
+            Self::Redis(store) => store.reserve_best(candidates, players, ttl, now).await,
+        }
+    }
+
+    async fn expire_reservations(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Vec<ExpiredReservation>>>, StoreError> {
+        match self {
+            Self::Memory(store) => store.expire_reservations(session_id, now).await,
+            Self::Redis(store) => store.expire_reservations(session_id, now).await,
+        }
+    }
+
+    async fn end_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
+        match self {
+            Self::Memory(store) => store.end_session(session_id, now).await,
+            Self::Redis(store) => store.end_session(session_id, now).await,
         }
     }
 }

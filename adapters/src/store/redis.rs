@@ -8,6 +8,8 @@
 //! | `<prefix>:{placements}:pending` | ZSET | match id → `lease_until_ms` of pending records | as late as its longest-lived record |
 //! | `<prefix>:latency:{<player_id>}` | STRING | the player's latencies as JSON (`{"eu-west-1": 32}`) | `keep_for` |
 //! | `<prefix>:cooldown:{<location>}` | STRING | `1` | after the cool-down |
+//! | `<prefix>:delivery:{<key>}` | STRING | `1`: a door acted on this delivery (SNS `MessageId`) | `keep_for` |
+//! | `<prefix>:ticket:{<ticket_id>}` | STRING | a matchmaking ticket's status as JSON | `keep_for` |
 //!
 //! Record fields: `match_id`, `source`, `session_id`, `request` (JSON), `accepted_at_ms`, `state`
 //! (`pending` / `placed` / `failed`), `fence` (kept across states, so a takeover of a retryable failure
@@ -47,8 +49,8 @@ use uuid::Uuid;
 
 use super::{duration_millis, from_millis, lease_until_millis, to_millis};
 use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementRecord, PlacementState,
-    PlacementStore, StoreError,
+    Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
+    PlacementState, PlacementStore, StoreError, TicketStatus, TicketStore,
 };
 
 /// How long one connection attempt may take.
@@ -81,7 +83,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    pub(super) connection: ConnectionManager,
     keys: Keys,
 }
 
@@ -512,6 +514,97 @@ impl CooldownStore for RedisStore {
     }
 }
 
+impl DeliveryLog for RedisStore {
+    fn first_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        let mut connection = self.connection.clone();
+        let key = self.keys.delivery(key);
+        let ms = duration_millis(keep_for).max(1);
+        Box::pin(bounded("first_delivery", async move {
+            // SET NX answers OK when it wrote, nil when the key existed.
+            let written: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .query_async(&mut connection)
+                .await?;
+            Ok(written.is_some())
+        }))
+    }
+
+    fn keep_delivery<'a>(
+        &'a self,
+        key: &'a str,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        let mut connection = self.connection.clone();
+        let key = self.keys.delivery(key);
+        let ms = duration_millis(keep_for).max(1);
+        Box::pin(bounded("keep_delivery", async move {
+            redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms).exec_async(&mut connection).await
+        }))
+    }
+
+    fn forget_delivery<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        let mut connection = self.connection.clone();
+        let key = self.keys.delivery(key);
+        Box::pin(bounded("forget_delivery", async move {
+            redis::cmd("DEL").arg(key).exec_async(&mut connection).await
+        }))
+    }
+}
+
+impl TicketStore for RedisStore {
+    fn put_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
+        let mut connection = self.connection.clone();
+        let key = self.keys.ticket(&status.ticket_id);
+        let ms = duration_millis(keep_for);
+        Box::pin(bounded_store("put_ticket_status", async move {
+            let command = if ms == 0 {
+                redis::cmd("DEL").arg(key).to_owned()
+            } else {
+                let json = serde_json::to_string(status)
+                    .map_err(|e| StoreError::permanent(format!("cannot encode a ticket status: {e}")))?;
+                redis::cmd("SET").arg(key).arg(json).arg("PX").arg(ms).to_owned()
+            };
+            command.exec_async(&mut connection).await.map_err(err("put_ticket_status"))
+        }))
+    }
+
+    fn get_ticket_status<'a>(
+        &'a self,
+        ticket_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>> {
+        let mut connection = self.connection.clone();
+        let key = self.keys.ticket(ticket_id);
+        Box::pin(bounded_store("get_ticket_status", async move {
+            let json: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .map_err(err("get_ticket_status"))?;
+            json.map(|json| {
+                serde_json::from_str(&json).map_err(|e| {
+                    StoreError::permanent(format!("unreadable status stored for ticket {ticket_id:?}: {e}"))
+                })
+            })
+            .transpose()
+        }))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys
 
@@ -536,11 +629,19 @@ impl Keys {
     fn cooldown(&self, location: &str) -> String {
         format!("{}:cooldown:{{{}}}", self.prefix, hash_tag(location))
     }
+
+    fn delivery(&self, key: &str) -> String {
+        format!("{}:delivery:{{{}}}", self.prefix, hash_tag(key))
+    }
+
+    fn ticket(&self, ticket_id: &str) -> String {
+        format!("{}:ticket:{{{}}}", self.prefix, hash_tag(ticket_id))
+    }
 }
 
 /// The contents of an id's hash tag: the id with `%`, `{` and `}` percent-encoded, so the tag is
 /// closed by the one `}` that follows it; the empty id becomes `%` so the tag is never empty.
-fn hash_tag(id: &str) -> String {
+pub(super) fn hash_tag(id: &str) -> String {
     if id.is_empty() {
         return "%".to_owned();
     }
@@ -613,7 +714,7 @@ fn parse_record(mut fields: HashMap<String, String>) -> Result<Option<(Placement
 
 /// Maps a Redis error to the core's terms: connection trouble and timeouts may pass (transient);
 /// script, type and data errors will not (permanent).
-fn store_error(operation: &str, error: &RedisError) -> StoreError {
+pub(super) fn store_error(operation: &str, error: &RedisError) -> StoreError {
     let transient = error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
@@ -634,7 +735,7 @@ fn store_error(operation: &str, error: &RedisError) -> StoreError {
     if transient { StoreError::transient(message) } else { StoreError::permanent(message) }
 }
 
-fn err(operation: &'static str) -> impl Fn(RedisError) -> StoreError {
+pub(super) fn err(operation: &'static str) -> impl Fn(RedisError) -> StoreError {
     move |error| store_error(operation, &error)
 }
 
@@ -647,7 +748,7 @@ async fn bounded<T>(
 }
 
 /// Runs one store operation within [`OPERATION_TIMEOUT`]; running out of time is transient.
-async fn bounded_store<T>(
+pub(super) async fn bounded_store<T>(
     operation: &'static str,
     call: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
@@ -679,6 +780,8 @@ mod tests {
         assert_eq!(keys.pending(), "gb:{placements}:pending");
         assert_eq!(keys.latency("p"), "gb:latency:{p}");
         assert_eq!(keys.cooldown("eu-west-1"), "gb:cooldown:{eu-west-1}");
+        assert_eq!(keys.delivery("sns:m{1}"), "gb:delivery:{sns:m%7B1%7D}");
+        assert_eq!(keys.ticket("t-1"), "gb:ticket:{t-1}");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use super::EngineSettings;
 use crate::ports::{
-    Claim, ClaimOutcome, Clock, Lease, Outcome, PlacementRecord, PlacementState, SessionApi, StateStore,
-    StoreError,
+    Claim, ClaimOutcome, Clock, DeliveryError, Lease, Outcome, OutcomeSink, PlacementRecord, PlacementState,
+    SessionApi, StateStore, StoreError,
 };
 use crate::{FailureCode, ValidatedMatch, session_id};
 
@@ -77,6 +77,7 @@ pub struct Engine<A, S, C> {
     pub(super) clock: C,
     pub(super) settings: EngineSettings,
     observer: Option<Arc<dyn PlacementObserver>>,
+    sinks: Vec<Arc<dyn OutcomeSink>>,
 }
 
 impl<A, S, C> Engine<A, S, C>
@@ -86,7 +87,57 @@ where
     C: Clock,
 {
     pub fn new(api: A, store: S, clock: C, settings: EngineSettings) -> Self {
-        Self { api, store, clock, settings, observer: None }
+        Self { api, store, clock, settings, observer: None, sinks: Vec::new() }
+    }
+
+    /// Adds a place outcomes are announced to (see [`Engine::announce`]).
+    pub fn with_sink(mut self, sink: Arc<dyn OutcomeSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Announces an outcome to every sink that wants placements from `source`, retrying transient
+    /// failures with backoff for up to one placement deadline per sink. Doors call this after they
+    /// have the outcome (a duplicate's stored outcome too, so a lost announcement is made good by the
+    /// redelivery) and acknowledge their source only when it succeeded.
+    pub async fn announce(&self, source: &str, outcome: &Outcome) -> Result<(), DeliveryError> {
+        let mut first_error = None;
+        for sink in self.sinks.iter().filter(|sink| sink.wants(source)) {
+            if let Err(error) = self.deliver_with_retries(sink.as_ref(), source, outcome).await {
+                tracing::warn!(sink = sink.name(), %error, "announcement failed");
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn deliver_with_retries(
+        &self,
+        sink: &dyn OutcomeSink,
+        source: &str,
+        outcome: &Outcome,
+    ) -> Result<(), DeliveryError> {
+        use backon::{BackoffBuilder, ExponentialBuilder};
+        let give_up = self.clock.now() + self.settings.deadline;
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_min)
+            .with_max_delay(self.settings.retry_max)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            match sink.deliver(source, outcome).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.permanent => return Err(error),
+                Err(error) => {
+                    let pause = delays.next().unwrap_or(self.settings.retry_max);
+                    if self.clock.now() + pause >= give_up {
+                        return Err(error);
+                    }
+                    self.clock.sleep(pause).await;
+                }
+            }
+        }
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn PlacementObserver>) -> Self {
@@ -233,7 +284,10 @@ where
             }
             if let Accepted::Owned(job) = self.claim(&self.takeover_claim(record)).await? {
                 tracing::info!(match_id = %job.record.match_id, "recovering a placement left by a stopped owner");
-                self.finish(job).await?;
+                let source = job.record.source.clone();
+                let outcome = self.finish(job).await?;
+                // The door that accepted it is gone: announce here, or its sinks never hear of it.
+                let _ = self.announce(&source, &outcome).await;
                 finished += 1;
             }
         }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use super::engine::{Accepted, Engine, Job, PlaceError, Progress};
 use crate::ValidatedMatch;
 use crate::ports::{
-    AvailableLocation, Clock, Outcome, PlacementRecord, SessionApi, SessionApiError, StateStore,
+    AvailableLocation, Clock, DeliveryError, Outcome, PlacementRecord, SessionApi, SessionApiError,
+    StateStore,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,7 +34,31 @@ pub trait PlacementService: Send + Sync + 'static {
     /// Runs an accepted job to its outcome; `'static`, so a door can spawn it.
     fn finish(self: Arc<Self>, job: Job) -> BoxFuture<'static, Result<Outcome, PlaceError>>;
 
+    /// What a door that answered "accepted" spawns: finish the job, then announce the outcome.
+    /// Failures are logged; a job whose outcome could not be recorded stays pending and the
+    /// recovery loop finishes it once its lease ends.
+    fn finish_and_announce(self: Arc<Self>, source: String, job: Job) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let match_id = job.match_id().to_owned();
+            match self.clone().finish(job).await {
+                Ok(outcome) => {
+                    let _ = self.announce(&source, &outcome).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%match_id, %error, "background placement could not record its outcome")
+                }
+            }
+        })
+    }
+
     fn status<'a>(&'a self, match_id: &'a str) -> BoxFuture<'a, Result<Option<PlacementRecord>, PlaceError>>;
+
+    /// Announces an outcome to the configured sinks that want `source` (see [`Engine::announce`]).
+    fn announce<'a>(
+        &'a self,
+        source: &'a str,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
 
     /// Stores a player's latencies for later matches that arrive without them.
     fn put_latencies<'a>(
@@ -88,6 +113,14 @@ where
 
     fn status<'a>(&'a self, match_id: &'a str) -> BoxFuture<'a, Result<Option<PlacementRecord>, PlaceError>> {
         Box::pin(Engine::status(self, match_id))
+    }
+
+    fn announce<'a>(
+        &'a self,
+        source: &'a str,
+        outcome: &'a Outcome,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(Engine::announce(self, source, outcome))
     }
 
     fn put_latencies<'a>(

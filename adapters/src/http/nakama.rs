@@ -1,0 +1,285 @@
+//! `POST /v1/nakama/matched`, `POST /v1/nakama/events`: the Nakama door. Reading and checking what
+//! Nakama sends lives in [`crate::nakama`]; this file is the HTTP around it, including the
+//! authentication that accepts either the bearer token or a hook signature.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bridge::Assignment;
+use bridge::placement::{Accepted, PlacementService, Progress};
+use bridge::ports::Outcome;
+use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
+use utoipa::{IntoParams, ToSchema};
+
+use super::matches::{failure_response, invalid_request, store_unavailable};
+use super::{ApiError, ApiTokens, ErrorBody, auth};
+use crate::nakama::{
+    EventsAccepted, HookRules, NakamaMetrics, RecentMatchUsers, SIGNATURE_HEADER, SOURCE, SignatureVerifier,
+    TIMESTAMP_HEADER, parse_events, read_hook,
+};
+
+/// What the Nakama handlers share.
+#[derive(Clone)]
+pub struct NakamaDoor {
+    pub service: Arc<dyn PlacementService>,
+    /// Background placements (`wait=false`) and announcements; awaited at shutdown.
+    pub background: TaskTracker,
+    pub rules: Arc<HookRules>,
+    /// Shared with the push sink, so a failure can be pushed to the users it concerns.
+    pub users: RecentMatchUsers,
+    pub metrics: NakamaMetrics,
+}
+
+/// The bearer tokens, and the hook signature verifier when `nakama.hmac_secret` is set.
+#[derive(Clone)]
+pub struct NakamaAuth {
+    pub tokens: ApiTokens,
+    pub verifier: Option<SignatureVerifier>,
+}
+
+/// The Nakama routes, behind their own authentication (token or signature).
+pub fn nakama_router(door: NakamaDoor, auth: NakamaAuth) -> Router {
+    Router::new()
+        .route("/v1/nakama/matched", post(matched))
+        .route("/v1/nakama/events", post(events))
+        .with_state(door)
+        .layer(axum::middleware::from_fn_with_state(auth, require_token_or_signature))
+}
+
+/// Middleware: a request carrying a signature header is judged by its signature alone; any other
+/// by the bearer token, exactly like the rest of `/v1`.
+async fn require_token_or_signature(
+    State(auth): State<NakamaAuth>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !request.headers().contains_key(SIGNATURE_HEADER) {
+        return auth::require_token(State(auth.tokens), request, next).await;
+    }
+    let Some(verifier) = auth.verifier else {
+        return unauthorized("hook signatures are not enabled here (nakama.hmac_secret is empty)");
+    };
+    let headers = request.headers();
+    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (timestamp, signature) = (header_text(TIMESTAMP_HEADER), header_text(SIGNATURE_HEADER));
+    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+        return unauthorized("a signed request needs both x-bridge-timestamp and x-bridge-signature");
+    };
+    let (parts, body) = request.into_parts();
+    // Read through axum's extractor so an oversized body is the usual 413.
+    let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &()).await {
+        Ok(body) => body,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Err(error) = verifier.verify(&timestamp, &signature, &body, now) {
+        tracing::warn!(%error, "refused a signed Nakama request");
+        return unauthorized("the request signature is not valid");
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+fn unauthorized(message: &str) -> Response {
+    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).into_response()
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WaitQuery {
+    /// `false`: answer 202 with the match id at once; the outcome goes to Nakama's RPC (push path)
+    /// and to `GET /v1/matches/{match_id}`.
+    #[serde(default = "default_wait")]
+    wait: bool,
+}
+
+fn default_wait() -> bool {
+    true
+}
+
+/// A Nakama match accepted but not placed yet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NakamaPending {
+    pub match_id: String,
+    /// Always `pending`.
+    pub status: String,
+}
+
+/// One matchmaker entry as Nakama's Go runtime serializes it. The JS runtime's camelCase form
+/// (`presence.userId`, `partyId`) and Lua's snake_case are accepted too.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct HookEntry {
+    ticket: Option<String>,
+    presence: HookPresence,
+    /// String and numeric properties; numeric ones named by `nakama.latency_property_pattern` are latencies.
+    properties: Option<BTreeMap<String, serde_json::Value>>,
+    party_id: Option<String>,
+    /// Unix nanoseconds; the earliest becomes the match's `requested_at`.
+    create_time: Option<i64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct HookPresence {
+    user_id: String,
+    session_id: Option<String>,
+    username: Option<String>,
+    node: Option<String>,
+}
+
+/// The envelope form of a hook call. A bare JSON list of entries is accepted as well.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct HookEnvelope {
+    entries: Vec<HookEntry>,
+    /// Default: `nakama-` + a hash of the sorted ticket ids, so a retried call is idempotent.
+    match_id: Option<String>,
+    latencies: Option<Vec<HookLatency>>,
+    max_players: Option<u32>,
+    image: Option<String>,
+    version: Option<String>,
+    /// Container environment; may hold secrets, never logged.
+    env: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+    locations: Option<Vec<String>>,
+    ttl: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)] // documentation only
+struct HookLatency {
+    user_id: String,
+    region: String,
+    latency_ms: f64,
+}
+
+/// Places the match a Nakama matchmaker-matched hook reports. Synchronous by default, because a
+/// TS/Lua hook can only make a blocking `nk.httpRequest`: the answer is the assignment or the
+/// failure. The outcome is also pushed to Nakama's RPC when `nakama.rpc_url` is set.
+#[utoipa::path(
+    post, path = "/v1/nakama/matched", tag = "nakama",
+    params(WaitQuery),
+    request_body(content = HookEnvelope, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Placed", body = Assignment),
+        (status = 202, description = "Accepted (`wait=false`), or still being placed elsewhere", body = NakamaPending),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Neither a valid bearer token nor a valid signature", body = ErrorBody),
+        (status = 402, description = "Gameye quota exceeded", body = bridge::Failure),
+        (status = 413, description = "Body larger than http.body_limit", body = ErrorBody),
+        (status = 422, description = "Malformed entries (naming the field), or no location fits", body = ErrorBody),
+        (status = 502, description = "Gameye refused the bridge's token or kept failing", body = bridge::Failure),
+        (status = 503, description = "No capacity, or the state store is down", body = bridge::Failure),
+        (status = 504, description = "The placement deadline passed", body = bridge::Failure),
+    ),
+    security(("bearer" = []), ("nakama_signature" = []))
+)]
+pub async fn matched(
+    State(door): State<NakamaDoor>,
+    Query(query): Query<WaitQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let hook = read_hook(&body).map_err(invalid_request)?;
+    let users = hook.user_ids();
+    let request = hook.into_match(&door.rules).map_err(invalid_request)?;
+    let match_id = request.match_id.clone();
+    door.users.remember(&match_id, users);
+    if query.wait {
+        let progress = door.service.place(SOURCE, request).await.map_err(store_unavailable)?;
+        if let Progress::Done(outcome) = &progress {
+            announce_in_background(&door, outcome.clone());
+        }
+        return Ok(progress_response(&match_id, progress));
+    }
+    match door.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
+        Accepted::Owned(job) => {
+            let service = door.service.clone();
+            door.background.spawn(async move {
+                let match_id = job.match_id().to_owned();
+                match service.clone().finish(job).await {
+                    // The engine logs an announcement that fails for good.
+                    Ok(outcome) => {
+                        let _ = service.announce(SOURCE, &outcome).await;
+                    }
+                    // The record stays pending; the recovery loop finishes it once the lease ends.
+                    Err(error) => {
+                        tracing::warn!(%match_id, %error, "background Nakama placement failed to record")
+                    }
+                }
+            });
+            Ok(pending_response(&match_id))
+        }
+        Accepted::Known(Progress::Done(outcome)) => {
+            // A retried call of a finished match: announce again, so a lost push is made good.
+            announce_in_background(&door, outcome.clone());
+            Ok(progress_response(&match_id, Progress::Done(outcome)))
+        }
+        Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
+    }
+}
+
+fn announce_in_background(door: &NakamaDoor, outcome: Outcome) {
+    let service = door.service.clone();
+    door.background.spawn(async move {
+        let _ = service.announce(SOURCE, &outcome).await;
+    });
+}
+
+fn progress_response(match_id: &str, progress: Progress) -> Response {
+    match progress {
+        Progress::Done(Outcome::Placed(assignment)) => (StatusCode::OK, Json(assignment)).into_response(),
+        Progress::Done(Outcome::Failed(failure)) => failure_response(failure),
+        Progress::Pending { .. } => pending_response(match_id),
+    }
+}
+
+fn pending_response(match_id: &str) -> Response {
+    let body = NakamaPending { match_id: match_id.to_owned(), status: "pending".to_owned() };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let mut location = reqwest::Url::parse("http://x/v1/matches/").expect("static URL");
+    location.path_segments_mut().expect("http URL").pop_if_empty().push(match_id);
+    if let Ok(value) = HeaderValue::from_str(location.path()) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Nakama events naming users: session end (a player left Nakama) and custom events. Until seat
+/// tracking lands they are recorded (log and `gameye_bridge_nakama_events_total`), not applied.
+#[utoipa::path(
+    post, path = "/v1/nakama/events", tag = "nakama",
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "`{\"events\": [{\"name\": \"session_end\", \"user_id\": \"…\"}]}`, a list of events, or one event"),
+    responses(
+        (status = 202, description = "Recorded", body = EventsAccepted),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Neither a valid bearer token nor a valid signature", body = ErrorBody),
+        (status = 422, description = "An event without a name or users (naming it)", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("nakama_signature" = []))
+)]
+pub async fn events(State(door): State<NakamaDoor>, body: Bytes) -> Result<Response, ApiError> {
+    let events = parse_events(&body).map_err(invalid_request)?;
+    let mut users = 0;
+    for event in &events {
+        door.metrics.event(event);
+        users += event.users().count();
+        tracing::info!(
+            event = %event.name,
+            kind = event.kind(),
+            users = event.users().count(),
+            match_id = event.match_id.as_deref().unwrap_or(""),
+            "Nakama event recorded (seats are not tracked yet: nothing else changes)"
+        );
+    }
+    let accepted = EventsAccepted { accepted: events.len(), users, applied: false };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}

@@ -1,0 +1,370 @@
+//! The durable door: `<prefix>.match.found` through a JetStream work-queue stream and one durable
+//! pull consumer shared by every instance. A message is acknowledged only once its outcome is
+//! recorded (by the engine) and announced (by the sinks); everything else is redelivered.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use bridge::placement::{PlacementService, Progress};
+use bridge::ports::Outcome;
+use bridge::{Failure, FailureCode, FailureDetail};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::metrics::NatsMetrics;
+use super::sink::{DeadLetter, NatsOutcomeSink};
+use super::subjects::{Subjects, usable_match_id};
+use super::{NatsError, SOURCE};
+use crate::config::NatsSettings;
+
+/// Restarts of the consumer loop wait this long at first, doubling up to [`MAX_RESTART_DELAY`].
+const MIN_RESTART_DELAY: Duration = Duration::from_millis(200);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
+/// The server sends heartbeats this often while it has nothing for a pull; two missed → rebuild.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// What became of one message.
+#[derive(Debug)]
+enum Verdict {
+    /// Placed and announced: double-ack.
+    Ack,
+    /// Answered for good (invalid, or a permanent failure published): TERM, no redelivery.
+    Term { result: &'static str },
+    /// Not done yet (store down, owned elsewhere, not announced, retryable failure): NAK with
+    /// delay, or the dead-letter subject on the last delivery.
+    Retry { match_id: Option<String>, error: FailureDetail },
+    /// Cannot be answered on a `failed` subject (no usable match id), or a retryable failure on
+    /// its last delivery: dead-letter subject, then TERM.
+    Dead { match_id: Option<String>, error: FailureDetail },
+    /// Shutdown grace ran out mid-placement: NAK at once, so another instance takes it now.
+    Aborted,
+}
+
+/// The consumer loop and the handling of each message.
+pub(crate) struct MatchConsumer {
+    pub jetstream: jetstream::Context,
+    pub settings: NatsSettings,
+    pub subjects: Subjects,
+    pub service: Arc<dyn PlacementService>,
+    pub sink: Arc<NatsOutcomeSink>,
+    pub metrics: Arc<NatsMetrics>,
+    /// True while a pull subscription is established (for `/readyz`).
+    pub ready: Arc<AtomicBool>,
+    /// In-flight messages across rebuilds of the pull subscription.
+    pub permits: Arc<Semaphore>,
+}
+
+impl MatchConsumer {
+    /// Runs until `stop`, rebuilding stream, consumer and pull subscription after any error with
+    /// capped backoff. Handlers are spawned on `handlers`; `abort` tells them the grace is over.
+    pub async fn run(
+        self: Arc<Self>,
+        stop: CancellationToken,
+        abort: CancellationToken,
+        handlers: TaskTracker,
+    ) {
+        let mut delay = MIN_RESTART_DELAY;
+        loop {
+            let started = Instant::now();
+            let result = self.consume(&stop, &abort, &handlers).await;
+            self.ready.store(false, Ordering::Relaxed);
+            let error = match result {
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            self.metrics.restarted("consumer");
+            if started.elapsed() > Duration::from_secs(60) {
+                delay = MIN_RESTART_DELAY;
+            }
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "NATS match consumer stopped; rebuilding it");
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(MAX_RESTART_DELAY);
+        }
+    }
+
+    /// Creates (if absent) the streams and the durable consumer.
+    pub async fn ensure(&self) -> Result<consumer::PullConsumer, NatsError> {
+        let matches = self
+            .jetstream
+            .get_or_create_stream(stream::Config {
+                name: self.settings.stream.clone(),
+                subjects: vec![self.subjects.match_found()],
+                storage: stream::StorageType::File,
+                // Work-queue semantics: each match to one consumer, deleted once acknowledged.
+                retention: stream::RetentionPolicy::WorkQueue,
+                description: Some("gameye-bridge: matches to place".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Stream {
+                stream: self.settings.stream.clone(),
+                message: e.to_string(),
+            })?;
+        if !self.settings.results_stream.is_empty() {
+            self.jetstream
+                .get_or_create_stream(stream::Config {
+                    name: self.settings.results_stream.clone(),
+                    subjects: self.subjects.results(),
+                    storage: stream::StorageType::File,
+                    max_age: self.settings.results_max_age,
+                    description: Some("gameye-bridge: assignments, failures and dead letters".to_owned()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| NatsError::Stream {
+                    stream: self.settings.results_stream.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        // Create-or-update: changed ack_wait / max_deliver apply on the next start.
+        matches
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(self.settings.consumer.clone()),
+                description: Some("gameye-bridge instances".to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.settings.ack_wait,
+                max_deliver: self.settings.max_deliver,
+                filter_subject: self.subjects.match_found(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| NatsError::Consumer {
+                consumer: self.settings.consumer.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn consume(
+        self: &Arc<Self>,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+        handlers: &TaskTracker,
+    ) -> Result<(), NatsError> {
+        let consumer_error =
+            |message: String| NatsError::Consumer { consumer: self.settings.consumer.clone(), message };
+        let consumer = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            consumer = self.ensure() => consumer?,
+        };
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(self.settings.concurrency)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| consumer_error(e.to_string()))?;
+        self.ready.store(true, Ordering::Relaxed);
+        tracing::info!(stream = %self.settings.stream, consumer = %self.settings.consumer, "NATS match consumer running");
+        loop {
+            // A free slot first, then a message: nothing waits in our hands unprocessed.
+            let permit = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            match next {
+                None => return Err(consumer_error("the pull subscription ended".to_owned())),
+                Some(Err(error)) => return Err(consumer_error(error.to_string())),
+                Some(Ok(message)) => {
+                    let this = self.clone();
+                    let abort = abort.clone();
+                    handlers.spawn(async move {
+                        let _permit = permit;
+                        this.handle(message, abort).await;
+                    });
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, message: jetstream::Message, abort: CancellationToken) {
+        let _in_flight = self.metrics.in_flight("consumer");
+        let (delivered, stream_sequence) =
+            message.info().map(|info| (info.delivered, info.stream_sequence)).unwrap_or((1, 0));
+        let last = delivered >= self.settings.max_deliver;
+        let verdict = tokio::select! {
+            verdict = with_progress(&message, self.settings.ack_wait / 3, self.decide(&message, last)) => verdict,
+            _ = abort.cancelled() => Verdict::Aborted,
+        };
+        self.settle(&message, verdict, last, delivered, stream_sequence).await;
+    }
+
+    /// Everything up to (not including) the acknowledgement.
+    async fn decide(&self, message: &jetstream::Message, last: bool) -> Verdict {
+        let request = match bridge::parse_match_request(&message.payload) {
+            Ok(request) => request,
+            Err(invalid) => {
+                let Some(match_id) = match_id_of(message) else {
+                    return Verdict::Dead {
+                        match_id: None,
+                        error: detail(
+                            FailureCode::InvalidRequest,
+                            format!("{invalid} (and no usable match_id)"),
+                            false,
+                        ),
+                    };
+                };
+                let failure = Failure::invalid_request(&match_id, &invalid);
+                return match self.sink.publish(SOURCE, &Outcome::Failed(failure.clone())).await {
+                    Ok(()) => Verdict::Term { result: "invalid" },
+                    Err(error) => Verdict::Retry {
+                        match_id: Some(match_id),
+                        error: detail(
+                            FailureCode::InvalidRequest,
+                            format!("{}; not announced: {error}", failure.error.message),
+                            false,
+                        ),
+                    },
+                };
+            }
+        };
+        let match_id = request.match_id.clone();
+        let outcome = match self.service.place(SOURCE, request).await {
+            Ok(Progress::Done(outcome)) => outcome,
+            Ok(Progress::Pending { lease_until }) => {
+                return Verdict::Retry {
+                    match_id: Some(match_id),
+                    error: detail(
+                        FailureCode::DeadlineExceeded,
+                        format!("still being placed by another owner (lease until {lease_until})"),
+                        true,
+                    ),
+                };
+            }
+            Err(error) => {
+                return Verdict::Retry {
+                    match_id: Some(match_id),
+                    error: detail(FailureCode::UpstreamUnavailable, format!("the bridge's {error}"), true),
+                };
+            }
+        };
+        // A retryable failure is placed again by the redelivery (the engine takes over retryable
+        // failures); the matchmaker hears of it only when the deliveries run out.
+        if let Outcome::Failed(failure) = &outcome
+            && failure.error.retryable
+            && !last
+        {
+            return Verdict::Retry { match_id: Some(match_id), error: failure.error.clone() };
+        }
+        match self.service.announce(SOURCE, &outcome).await {
+            Ok(()) => {}
+            // Another sink that can never succeed (bad credentials) must not hold NATS matches hostage.
+            Err(error) if error.permanent => {
+                tracing::error!(%match_id, %error, "a sink refused the announcement for good; acknowledging anyway")
+            }
+            Err(error) => {
+                return Verdict::Retry {
+                    match_id: Some(match_id),
+                    error: detail(
+                        FailureCode::UpstreamUnavailable,
+                        format!("outcome not announced: {error}"),
+                        true,
+                    ),
+                };
+            }
+        }
+        match outcome {
+            Outcome::Placed(_) => Verdict::Ack,
+            Outcome::Failed(failure) if failure.error.retryable => {
+                Verdict::Dead { match_id: Some(match_id), error: failure.error }
+            }
+            Outcome::Failed(_) => Verdict::Term { result: "failed" },
+        }
+    }
+
+    async fn settle(
+        &self,
+        message: &jetstream::Message,
+        verdict: Verdict,
+        last: bool,
+        delivered: i64,
+        sequence: u64,
+    ) {
+        let final_ack = |kind: AckKind| async move {
+            // Double ack: the server confirms, so a lost ack shows up here instead of as a surprise redelivery.
+            if let Err(error) = message.double_ack_with(kind).await {
+                tracing::warn!(%error, "acknowledgement not confirmed; JetStream may redeliver (answered from the record)");
+                self.metrics.handled("found", "ack_error");
+            }
+        };
+        match verdict {
+            Verdict::Ack => {
+                final_ack(AckKind::Ack).await;
+                self.metrics.handled("found", "acked");
+            }
+            Verdict::Term { result } => {
+                final_ack(AckKind::Term).await;
+                self.metrics.handled("found", result);
+            }
+            Verdict::Retry { match_id, error } if !last => {
+                tracing::info!(match_id = match_id.as_deref().unwrap_or(""), delivered, reason = %error.message, "NAK: will be redelivered");
+                if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await {
+                    tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
+                }
+                self.metrics.handled("found", "nak");
+            }
+            Verdict::Retry { match_id, error } | Verdict::Dead { match_id, error } => {
+                tracing::warn!(match_id = match_id.as_deref().unwrap_or(""), delivered, reason = %error.message, "giving up on a match: dead letter");
+                let dead = DeadLetter {
+                    match_id,
+                    error,
+                    deliveries: delivered,
+                    stream_sequence: sequence,
+                    payload: String::from_utf8_lossy(&message.payload).into_owned(),
+                };
+                if let Err(error) = self.sink.publish_dead(&dead).await {
+                    tracing::error!(%error, "dead letter not published");
+                }
+                final_ack(AckKind::Term).await;
+                self.metrics.handled("found", "dead");
+            }
+            Verdict::Aborted => {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                self.metrics.handled("found", "aborted");
+            }
+        }
+    }
+}
+
+/// Runs `work`, telling JetStream "still working" every `every` so a slow placement is not redelivered.
+async fn with_progress<F: Future>(message: &jetstream::Message, every: Duration, work: F) -> F::Output {
+    let every = every.max(Duration::from_millis(200));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = ticks.tick() => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(%error, "progress ack not sent");
+                }
+            }
+        }
+    }
+}
+
+/// The match id of a payload that failed validation: its `match_id` if usable, else the
+/// `Nats-Msg-Id` header (publishers set it to the match id).
+fn match_id_of(message: &jetstream::Message) -> Option<String> {
+    let from_body = serde_json::from_slice::<serde_json::Value>(&message.payload)
+        .ok()
+        .and_then(|body| body.get("match_id")?.as_str().map(str::to_owned));
+    let from_header =
+        message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|value| value.as_str().to_owned());
+    from_body.into_iter().chain(from_header).find(|id| usable_match_id(id))
+}
+
+fn detail(code: FailureCode, message: String, retryable: bool) -> FailureDetail {
+    FailureDetail { code, message, retryable }
+}

@@ -1,0 +1,89 @@
+//! The NATS subjects of the contract (DESIGN §1), all under the configurable `nats.prefix`.
+
+/// Every subject the NATS door uses, derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// Durable inbound matches (JetStream): `<prefix>.match.found`.
+    pub fn match_found(&self) -> String {
+        format!("{}.match.found", self.prefix)
+    }
+
+    /// Core-NATS request/reply: `<prefix>.match.request`.
+    pub fn match_request(&self) -> String {
+        format!("{}.match.request", self.prefix)
+    }
+
+    /// Matches given up on after `max_deliver` deliveries, or unreadable enough to have no match id.
+    pub fn match_dead(&self) -> String {
+        format!("{}.match.dead", self.prefix)
+    }
+
+    /// `{player_id, latencies}` reports for the latency store.
+    pub fn player_latency(&self) -> String {
+        format!("{}.player.latency", self.prefix)
+    }
+
+    /// `<prefix>.match.assigned.<match_id>`. Match ids are validated to hold no whitespace, `*` or
+    /// `>`; a `.` in an id adds tokens, which `<prefix>.match.assigned.>` still captures.
+    pub fn assigned(&self, match_id: &str) -> String {
+        format!("{}.match.assigned.{match_id}", self.prefix)
+    }
+
+    pub fn failed(&self, match_id: &str) -> String {
+        format!("{}.match.failed.{match_id}", self.prefix)
+    }
+
+    /// Everything a results stream captures: assignments, failures and dead letters.
+    pub fn results(&self) -> Vec<String> {
+        vec![
+            format!("{}.match.assigned.>", self.prefix),
+            format!("{}.match.failed.>", self.prefix),
+            self.match_dead(),
+        ]
+    }
+}
+
+/// Whether `match_id` (taken from a payload that failed validation) is safe to put in a subject:
+/// the same rules as a valid request's id, so a garbage id cannot publish to a wildcard or an
+/// unrelated subject.
+pub fn usable_match_id(match_id: &str) -> bool {
+    !match_id.is_empty()
+        && match_id.chars().count() <= 128
+        && !match_id.chars().any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
+        && !match_id.starts_with('.')
+        && !match_id.ends_with('.')
+        && !match_id.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_prefix() {
+        let subjects = Subjects::new("acme");
+        assert_eq!(subjects.match_found(), "acme.match.found");
+        assert_eq!(subjects.match_request(), "acme.match.request");
+        assert_eq!(subjects.assigned("m-1"), "acme.match.assigned.m-1");
+        assert_eq!(subjects.failed("m-1"), "acme.match.failed.m-1");
+        assert_eq!(subjects.player_latency(), "acme.player.latency");
+        assert_eq!(subjects.results(), ["acme.match.assigned.>", "acme.match.failed.>", "acme.match.dead"]);
+    }
+
+    #[test]
+    fn unusable_ids_are_refused() {
+        assert!(usable_match_id("m-123"));
+        assert!(usable_match_id("a.b"));
+        for bad in ["", "a b", "a*", ">", "a\nb", ".a", "a.", "a..b", &"x".repeat(129)] {
+            assert!(!usable_match_id(bad), "{bad:?}");
+        }
+    }
+}

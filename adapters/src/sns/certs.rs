@@ -1,0 +1,242 @@
+//! SNS signing certificates: which URLs may be fetched at all, a pinned-certificate directory, and a
+//! cache by URL with a TTL (a rotated certificate gets a new URL, so caching by URL is safe).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::Url;
+use time::OffsetDateTime;
+use x509_cert::Certificate;
+use x509_cert::der::Decode;
+
+/// Largest certificate document accepted from the network.
+const MAX_CERT_BYTES: usize = 64 * 1024;
+/// rsaEncryption.
+const RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+
+/// Which URLs the bridge may visit on a message's behalf (SigningCertURL, SubscribeURL). Anything
+/// else is a server-side request forgery hole: `http://169.254.169.254/…`, `localhost`, other hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlPolicy {
+    /// Production and the only policy configuration can produce: `https`, host
+    /// `sns.<region>.amazonaws.com[.cn]`, default port, no credentials.
+    Aws,
+    /// Unit tests only: SubscribeURL may be `http://127.0.0.1:<port>` (a local fake SNS);
+    /// certificate URLs still follow [`UrlPolicy::Aws`]. Not constructible outside this crate's tests.
+    #[cfg(test)]
+    LoopbackForTests { port: u16 },
+}
+
+/// Why a URL may not be visited.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {url:?} is not an Amazon SNS URL: {reason}")]
+pub struct UrlRejected {
+    pub what: &'static str,
+    pub url: String,
+    pub reason: &'static str,
+}
+
+impl UrlPolicy {
+    /// Checks a SigningCertURL (`.pem` path required).
+    pub fn check_cert_url(&self, url: &str) -> Result<Url, UrlRejected> {
+        let parsed = UrlPolicy::Aws.check(url, "SigningCertURL")?;
+        if !parsed.path().ends_with(".pem") {
+            return Err(UrlRejected {
+                what: "SigningCertURL",
+                url: url.to_owned(),
+                reason: "path must end in .pem",
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// Checks a SubscribeURL before it is visited.
+    pub fn check_subscribe_url(&self, url: &str) -> Result<Url, UrlRejected> {
+        self.check(url, "SubscribeURL")
+    }
+
+    fn check(&self, url: &str, what: &'static str) -> Result<Url, UrlRejected> {
+        let reject = |reason| UrlRejected { what, url: url.to_owned(), reason };
+        let parsed = Url::parse(url).map_err(|_| reject("not a URL"))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(reject("credentials in the URL"));
+        }
+        match self {
+            Self::Aws => {
+                if parsed.scheme() != "https" {
+                    return Err(reject("scheme must be https"));
+                }
+                if parsed.port().is_some() {
+                    return Err(reject("no explicit port allowed"));
+                }
+                // An IP address (169.254.169.254, [::1]) can never match the name rule.
+                if !parsed.host_str().is_some_and(is_sns_host) {
+                    return Err(reject("host must be sns.<region>.amazonaws.com[.cn]"));
+                }
+            }
+            #[cfg(test)]
+            Self::LoopbackForTests { port } => {
+                if parsed.scheme() != "http"
+                    || parsed.host_str() != Some("127.0.0.1")
+                    || parsed.port() != Some(*port)
+                {
+                    return Err(reject("not the test's fake SNS"));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// `^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$`.
+pub fn is_sns_host(host: &str) -> bool {
+    let Some(rest) = host.strip_prefix("sns.") else { return false };
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))
+        .unwrap_or_default();
+    !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// What verification needs of a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningCert {
+    /// PKCS#1 `RSAPublicKey`, DER.
+    pub rsa_public_key: Vec<u8>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl SigningCert {
+    /// Reads the first certificate of a PEM document.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(pem).map_err(|_| "not PEM text".to_owned())?;
+        let begin = "-----BEGIN CERTIFICATE-----";
+        let end = "-----END CERTIFICATE-----";
+        let start = text.find(begin).ok_or("no BEGIN CERTIFICATE line")? + begin.len();
+        let stop = text[start..].find(end).ok_or("no END CERTIFICATE line")? + start;
+        let body: String = text[start..stop].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| format!("certificate is not base64: {e}"))?;
+        Self::from_der(&der)
+    }
+
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        let cert = Certificate::from_der(der).map_err(|e| format!("unreadable certificate: {e}"))?;
+        let tbs = &cert.tbs_certificate;
+        let spki = &tbs.subject_public_key_info;
+        if spki.algorithm.oid.to_string() != RSA_ENCRYPTION {
+            return Err(format!("certificate key is not RSA ({})", spki.algorithm.oid));
+        }
+        let key = spki.subject_public_key.as_bytes().ok_or("certificate key has unused bits")?;
+        let time = |t: x509_cert::time::Time| {
+            let since_epoch = t.to_unix_duration();
+            OffsetDateTime::from_unix_timestamp(since_epoch.as_secs() as i64)
+                .map_err(|_| "certificate validity out of range".to_owned())
+        };
+        Ok(Self {
+            rsa_public_key: key.to_vec(),
+            not_before: time(tbs.validity.not_before)?,
+            not_after: time(tbs.validity.not_after)?,
+        })
+    }
+}
+
+/// Why a certificate could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    #[error(transparent)]
+    Rejected(#[from] UrlRejected),
+    /// The network or AWS failed: worth SNS's retry.
+    #[error("cannot fetch the signing certificate {url}: {message}")]
+    Unavailable { url: String, message: String },
+    #[error("the signing certificate {url} is unusable: {message}")]
+    Invalid { url: String, message: String },
+}
+
+/// Certificates by URL: the pinned directory first (a file named like the URL's last path
+/// segment), then the network; kept for `ttl`.
+pub struct CertCache {
+    policy: UrlPolicy,
+    pinned_dir: Option<PathBuf>,
+    ttl: Duration,
+    client: reqwest::Client,
+    entries: Mutex<HashMap<String, (Instant, Arc<SigningCert>)>>,
+}
+
+impl CertCache {
+    pub fn new(
+        policy: UrlPolicy,
+        pinned_dir: Option<PathBuf>,
+        ttl: Duration,
+        fetch_timeout: Duration,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(fetch_timeout)
+            .build()
+            .unwrap_or_default();
+        Self { policy, pinned_dir, ttl, client, entries: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn policy(&self) -> &UrlPolicy {
+        &self.policy
+    }
+
+    /// The certificate at `url`, after checking `url` against the policy (before any fetch).
+    pub async fn get(&self, url: &str) -> Result<Arc<SigningCert>, CertError> {
+        let parsed = self.policy.check_cert_url(url)?;
+        if let Some((at, cert)) = self.lock().get(url)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(cert.clone());
+        }
+        let invalid = |message: String| CertError::Invalid { url: url.to_owned(), message };
+        let pem = match self.pinned(&parsed) {
+            Some(path) => {
+                std::fs::read(&path).map_err(|e| invalid(format!("pinned file {}: {e}", path.display())))?
+            }
+            None => self.fetch(parsed).await?,
+        };
+        let cert = Arc::new(SigningCert::from_pem(&pem).map_err(invalid)?);
+        self.lock().insert(url.to_owned(), (Instant::now(), cert.clone()));
+        Ok(cert)
+    }
+
+    /// The pinned file for this URL, if the directory has one.
+    fn pinned(&self, url: &Url) -> Option<PathBuf> {
+        let dir = self.pinned_dir.as_ref()?;
+        let name = url.path_segments()?.next_back()?;
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return None;
+        }
+        let path = dir.join(name);
+        path.is_file().then_some(path)
+    }
+
+    async fn fetch(&self, url: Url) -> Result<Vec<u8>, CertError> {
+        let text = url.to_string();
+        let unavailable = |message: String| CertError::Unavailable { url: text.clone(), message };
+        tracing::info!(url = %text, "fetching an SNS signing certificate");
+        let mut response = self.client.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_CERT_BYTES {
+                return Err(CertError::Invalid { url: text.clone(), message: "larger than 64 KiB".into() });
+            }
+        }
+        Ok(body)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<SigningCert>)>> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

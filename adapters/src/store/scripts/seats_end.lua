@@ -1,0 +1,26 @@
+-- Ends a session: every seat released, status `ended` (every later operation is refused). The
+-- record stays as a tombstone for keep_ms, so a late create cannot bring the session back.
+-- ARGV  1 now_ms
+-- Tags  ok (detail: `j:<p>` per joined player, `r:<id>` per live reservation), not_found, ended
+local s = load()
+if not s then
+  return refuse('not_found')
+end
+if s.meta.status == 'ended' then
+  return refuse('ended')
+end
+local detail = {}
+for p in pairs(s.joined) do
+  table.insert(detail, 'j:' .. p)
+  redis.call('HDEL', key, 'j:' .. p)
+end
+for rid in pairs(s.res) do
+  table.insert(detail, 'r:' .. rid)
+  redis.call('HDEL', key, 'r:' .. rid)
+end
+for _, e in ipairs(s.expired) do
+  redis.call('HDEL', key, 'r:' .. e[1])
+end
+redis.call('HSET', key, 'status', 'ended')
+redis.call('PEXPIRE', key, s.meta.keep_ms)
+return done(detail, 0)

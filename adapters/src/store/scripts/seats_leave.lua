@@ -1,0 +1,24 @@
+-- Players leave or give up their reserved seats.
+-- ARGV  1 now_ms, 2.. players (distinct)
+-- Tags  ok (detail: `l:<p>` left, `x:<p>` reservation released), not_found, ended
+local s = load()
+if not s then
+  return refuse('not_found')
+end
+if s.meta.status == 'ended' then
+  return refuse('ended')
+end
+local detail = {}
+for i = 2, #ARGV do
+  local p = ARGV[i]
+  if s.joined[p] then
+    redis.call('HDEL', key, 'j:' .. p)
+    s.joined[p] = nil
+    s.njoined = s.njoined - 1
+    table.insert(detail, 'l:' .. p)
+  elseif s.holder[p] then
+    unreserve(s, p)
+    table.insert(detail, 'x:' .. p)
+  end
+end
+return done(detail, touch(s))

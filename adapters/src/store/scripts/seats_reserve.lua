@@ -1,0 +1,40 @@
+-- Reserves seats for all players or none; players holding a reservation here move into the new one.
+-- ARGV  1 now_ms, 2 reservation id, 3 expires_ms, 4.. players (distinct)
+-- Tags  ok (detail: `m:<p>` moved from another reservation), not_found, ended, no_players,
+--       already_joined (detail: the joined players), no_seats (detail: open, needed)
+local s = load()
+if not s then
+  return refuse('not_found')
+end
+if s.meta.status == 'ended' then
+  return refuse('ended')
+end
+if #ARGV < 4 then
+  return refuse('no_players')
+end
+local players, joined, moved, needed = {}, {}, {}, 0
+for i = 4, #ARGV do
+  local p = ARGV[i]
+  table.insert(players, p)
+  if s.joined[p] then
+    table.insert(joined, p)
+  elseif s.holder[p] then
+    table.insert(moved, p)
+  else
+    needed = needed + 1
+  end
+end
+if #joined > 0 then
+  return refuse('already_joined', joined)
+end
+local open = open_seats(s)
+if needed > open then
+  return refuse('no_seats', { fmt(open), fmt(needed) })
+end
+local detail = {}
+for _, p in ipairs(moved) do
+  unreserve(s, p)
+  table.insert(detail, 'm:' .. p)
+end
+redis.call('HSET', key, 'r:' .. ARGV[2], ARGV[3] .. '|' .. cjson.encode(players))
+return done(detail, touch(s))

@@ -1,0 +1,234 @@
+//! Seats in memory: the core ledger's operations applied to records behind a mutex, with the same
+//! rounding (times to whole milliseconds) and expiry rules as the Redis store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::memory::MemoryStore;
+use super::{duration_millis, from_millis, to_millis};
+use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
+use bridge::seats::{
+    Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
+};
+
+/// Every how many writes all records are swept for expired ones.
+const SWEEP_EVERY: u64 = 256;
+
+/// The seat records of a [`MemoryStore`] (a field of it; clones share them).
+#[derive(Clone, Default)]
+pub(super) struct SeatsMemory {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<Uuid, Record>,
+    writes: u64,
+}
+
+struct Record {
+    seats: SessionSeats,
+    keep_for: Duration,
+    expires_at: Instant,
+}
+
+impl SeatsMemory {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every change is applied to a copy and stored at once, so a poisoned lock is consistent.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many records are held (live or not yet swept), for `Debug`.
+    pub(super) fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+}
+
+/// Times in the stores' millisecond resolution, so both stores answer alike.
+fn ms(now: OffsetDateTime) -> OffsetDateTime {
+    from_millis(to_millis(now))
+}
+
+fn ms_duration(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration_millis(duration)).unwrap_or(u64::MAX))
+}
+
+fn deadline(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl Inner {
+    fn live(&mut self, session_id: Uuid, clock: Instant) -> Option<&mut Record> {
+        if self.sessions.get(&session_id).is_some_and(|r| r.expires_at <= clock) {
+            self.sessions.remove(&session_id);
+        }
+        self.sessions.get_mut(&session_id)
+    }
+
+    /// Applies `change` to a copy of the session's seats at `now`; stores it (refreshing the
+    /// record's time to live) only when it succeeded.
+    fn change<T>(
+        &mut self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+        change: impl FnOnce(&mut SessionSeats, OffsetDateTime) -> SeatResult<T>,
+    ) -> SeatResult<SeatChange<T>> {
+        let clock = Instant::now();
+        self.writes = self.writes.wrapping_add(1);
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
+            self.sessions.retain(|_, r| r.expires_at > clock);
+        }
+        let now = ms(now);
+        let record = self.live(session_id, clock).ok_or(SeatError::NotFound)?;
+        let mut seats = record.seats.clone();
+        let outcome = change(&mut seats, now)?;
+        record.seats = seats.clone();
+        record.expires_at = deadline(clock, record.keep_for);
+        Ok(SeatChange { outcome, session: seats })
+    }
+}
+
+impl SeatsMemory {
+    fn create(&self, new: &NewSession, keep_for: Duration) -> SeatResult<SessionSeats> {
+        let clock = Instant::now();
+        let mut inner = self.lock();
+        if let Some(record) = inner.live(new.session_id, clock) {
+            return Err(if record.seats.status == bridge::SessionStatus::Ended {
+                SeatError::Ended
+            } else {
+                SeatError::AlreadyExists
+            });
+        }
+        let new =
+            NewSession { now: ms(new.now), reservation_ttl: ms_duration(new.reservation_ttl), ..new.clone() };
+        let seats = SessionSeats::create(&new, Uuid::new_v4())?;
+        let keep_for = ms_duration(keep_for);
+        let record = Record { seats: seats.clone(), keep_for, expires_at: deadline(clock, keep_for) };
+        inner.sessions.insert(new.session_id, record);
+        Ok(seats)
+    }
+}
+
+impl SeatStore for MemoryStore {
+    async fn create_session(
+        &self,
+        new: &NewSession,
+        keep_for: Duration,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        if duration_millis(keep_for) == 0 {
+            return Err(StoreError::permanent("seats: a session record must be kept for more than 0 ms"));
+        }
+        Ok(self.seats.create(new, keep_for))
+    }
+
+    async fn get_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionSeats>, StoreError> {
+        let mut inner = self.seats.lock();
+        Ok(inner.live(session_id, Instant::now()).map(|r| r.seats.at(ms(now))))
+    }
+
+    async fn list_sessions(
+        &self,
+        image: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        let clock = Instant::now();
+        let now = ms(now);
+        let inner = self.seats.lock();
+        let mut found: Vec<SessionSeats> = inner
+            .sessions
+            .values()
+            .filter(|r| r.expires_at > clock && r.seats.status != bridge::SessionStatus::Ended)
+            .filter(|r| image.is_none_or(|image| r.seats.info.image == image))
+            .map(|r| r.seats.at(now))
+            .collect();
+        found.sort_by_key(|s| s.session_id);
+        Ok(found)
+    }
+
+    async fn mark_running(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        let mut inner = self.seats.lock();
+        Ok(inner
+            .change(session_id, now, |s, now| {
+                s.expire(now);
+                s.mark_running()
+            })
+            .map(|c| c.session))
+    }
+
+    async fn join_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
+        Ok(self.seats.lock().change(session_id, now, |s, now| s.join(players, now)))
+    }
+
+    async fn leave_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
+        Ok(self.seats.lock().change(session_id, now, |s, now| s.leave(players, now)))
+    }
+
+    async fn reserve_seats(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Reserved>>, StoreError> {
+        let ttl = ms_duration(ttl);
+        Ok(self.seats.lock().change(session_id, now, |s, now| s.reserve(Uuid::new_v4(), players, ttl, now)))
+    }
+
+    async fn reserve_best(
+        &self,
+        candidates: &[Uuid],
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<BackfillReserved>, StoreError> {
+        for session_id in candidates {
+            if let Ok(reserved) = self.reserve_seats(*session_id, players, ttl, now).await? {
+                return Ok(Some(reserved));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn expire_reservations(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Vec<ExpiredReservation>>>, StoreError> {
+        Ok(self.seats.lock().change(session_id, now, |s, now| {
+            if s.status == bridge::SessionStatus::Ended {
+                return Err(SeatError::Ended);
+            }
+            Ok(s.expire(now))
+        }))
+    }
+
+    async fn end_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
+        Ok(self.seats.lock().change(session_id, now, |s, now| s.end(now)))
+    }
+}

@@ -1,0 +1,664 @@
+//! Seats in Redis: one HASH per session, changed only by single-key Lua scripts that apply the
+//! core ledger's rules (`bridge::seats`), plus two indexes for listing.
+//!
+//! # Keys
+//!
+//! | key | type | contents | expires |
+//! | --- | --- | --- | --- |
+//! | `<prefix>:seats:{<session_id>}` | HASH | the session's seats (fields below) | `keep_for` after its last change |
+//! | `<prefix>:{seats}:sessions` | ZSET | session id → first-indexed ms, every session | at least 2 × `keep_for` past its last refresh |
+//! | `<prefix>:seats-image:{<image>}` | ZSET | the same, per image (backfill candidates) | likewise |
+//!
+//! Record fields: `session_id`, `capacity`, `status` (`created`/`running`/`ended`), `image`,
+//! `version` (JSON: `null` or a string), `location`, `labels` and `metadata` (JSON), `keep_ms`,
+//! `indexed_until_ms`; one `j:<player>` = `1` per joined player; one `r:<reservation_id>` =
+//! `<expires_ms>|<players as a JSON array>` per reservation. Times are ms since the Unix epoch
+//! from the caller's `now`. Every script first treats reservations with `expires_ms <= now` as
+//! gone (and deletes them when it changes the record), so expiry needs no timer.
+//!
+//! **Atomicity.** Each operation is one script on the one session key (so one cluster slot).
+//! `reserve_best` tries the ranked candidates one script at a time; each attempt is atomic in its
+//! session, which is what "never more players + reservations than capacity" needs.
+//!
+//! **Indexes** live in other slots, so they are maintained beside the scripts: a session is added
+//! just before its record is created, and again whenever a script reports that the record could
+//! outlive the indexes (the record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`,
+//! on Redis's clock like the TTLs, so this costs a round trip about once per `keep_for`, not per
+//! operation); it is removed when the session ends, and `list_sessions` re-reads every listed
+//! record and drops entries whose record is gone or ended. A failed index refresh after a change
+//! is logged, not reported (the change is made).
+//!
+//! **Ended sessions** keep their record as a tombstone (`status` `ended`, no seats) for `keep_for`,
+//! so a late create cannot bring them back; every operation on them answers `Ended`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::redis::{RedisStore, bounded_store, err, hash_tag, store_error};
+use super::{duration_millis, from_millis, to_millis};
+use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
+use bridge::seats::{
+    Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
+    SessionInfo, SessionSeats, SessionStatus,
+};
+
+macro_rules! seat_script {
+    ($file:literal) => {
+        Script::new(concat!(include_str!("scripts/seats_lib.lua"), include_str!($file)))
+    };
+}
+
+struct SeatScripts {
+    create: Script,
+    join: Script,
+    leave: Script,
+    reserve: Script,
+    expire: Script,
+    running: Script,
+    end: Script,
+    index: Script,
+}
+
+static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
+    create: seat_script!("scripts/seats_create.lua"),
+    join: seat_script!("scripts/seats_join.lua"),
+    leave: seat_script!("scripts/seats_leave.lua"),
+    reserve: seat_script!("scripts/seats_reserve.lua"),
+    expire: seat_script!("scripts/seats_expire.lua"),
+    running: seat_script!("scripts/seats_running.lua"),
+    end: seat_script!("scripts/seats_end.lua"),
+    index: Script::new(include_str!("scripts/seats_index.lua")),
+});
+
+/// A script's answer: tag (`ok` or why nothing changed), detail, the record after a change, and how
+/// long the indexes must live from now (0: no refresh needed).
+type Reply = (String, Vec<String>, HashMap<String, String>, i64);
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+
+pub(super) fn seats_key(prefix: &str, session_id: Uuid) -> String {
+    format!("{prefix}:seats:{{{}}}", hash_tag(&session_id.to_string()))
+}
+
+pub(super) fn all_index(prefix: &str) -> String {
+    format!("{prefix}:{{seats}}:sessions")
+}
+
+pub(super) fn image_index(prefix: &str, image: &str) -> String {
+    format!("{prefix}:seats-image:{{{}}}", hash_tag(image))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+fn corrupt(session: &str, what: &str) -> StoreError {
+    StoreError::permanent(format!("seats record {session:?}: {what}"))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::permanent(format!("cannot encode seats: {e}")))
+}
+
+/// A reservation's stored value `<expires_ms>|<players JSON>`.
+fn parse_reservation(session: &str, value: &str) -> Result<Reservation, StoreError> {
+    let (expires, players) =
+        value.split_once('|').ok_or_else(|| corrupt(session, "a reservation without expiry"))?;
+    let expires: i64 =
+        expires.parse().map_err(|_| corrupt(session, "a reservation expiry is not a number"))?;
+    let players: BTreeSet<String> = serde_json::from_str(players)
+        .map_err(|e| corrupt(session, &format!("unreadable reservation players: {e}")))?;
+    Ok(Reservation { players, expires_at: from_millis(expires) })
+}
+
+fn reservation_value(reservation: &Reservation) -> Result<String, StoreError> {
+    Ok(format!("{}|{}", to_millis(reservation.expires_at), json(&reservation.players)?))
+}
+
+/// The record's fields for a new session.
+fn record_fields(seats: &SessionSeats, keep_ms: i64) -> Result<Vec<String>, StoreError> {
+    let mut fields = vec![
+        "session_id".to_owned(),
+        seats.session_id.to_string(),
+        "capacity".to_owned(),
+        seats.capacity.to_string(),
+        "status".to_owned(),
+        seats.status.as_str().to_owned(),
+        "image".to_owned(),
+        seats.info.image.clone(),
+        "version".to_owned(),
+        json(&seats.info.version)?,
+        "location".to_owned(),
+        seats.info.location.clone(),
+        "labels".to_owned(),
+        json(&seats.info.labels)?,
+        "metadata".to_owned(),
+        json(&seats.info.metadata)?,
+        "keep_ms".to_owned(),
+        keep_ms.to_string(),
+    ];
+    for player in &seats.joined {
+        fields.extend([format!("j:{player}"), "1".to_owned()]);
+    }
+    for (id, reservation) in &seats.reservations {
+        fields.extend([format!("r:{id}"), reservation_value(reservation)?]);
+    }
+    Ok(fields)
+}
+
+/// A session's seats from its HASH fields (`None` for an absent key).
+fn parse_seats(mut fields: HashMap<String, String>) -> Result<Option<SessionSeats>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let session = fields.get("session_id").cloned().unwrap_or_default();
+    let mut take =
+        |name: &str| fields.remove(name).ok_or_else(|| corrupt(&session, &format!("no field `{name}`")));
+    let session_id =
+        Uuid::parse_str(&take("session_id")?).map_err(|_| corrupt(&session, "bad session id"))?;
+    let capacity = take("capacity")?.parse().map_err(|_| corrupt(&session, "capacity is not a number"))?;
+    let status = SessionStatus::parse(&take("status")?).ok_or_else(|| corrupt(&session, "unknown status"))?;
+    let image = take("image")?;
+    let location = take("location")?;
+    let unreadable = |what: &str, e: serde_json::Error| corrupt(&session, &format!("unreadable {what}: {e}"));
+    let version = serde_json::from_str(&take("version")?).map_err(|e| unreadable("version", e))?;
+    let labels = serde_json::from_str(&take("labels")?).map_err(|e| unreadable("labels", e))?;
+    let metadata = serde_json::from_str(&take("metadata")?).map_err(|e| unreadable("metadata", e))?;
+    let mut seats = SessionSeats {
+        session_id,
+        capacity,
+        status,
+        info: SessionInfo { image, version, location, labels, metadata },
+        joined: BTreeSet::new(),
+        reservations: BTreeMap::new(),
+    };
+    for (field, value) in fields {
+        if let Some(player) = field.strip_prefix("j:") {
+            seats.joined.insert(player.to_owned());
+        } else if let Some(id) = field.strip_prefix("r:") {
+            let id = Uuid::parse_str(id).map_err(|_| corrupt(&session, "bad reservation id"))?;
+            seats.reservations.insert(id, parse_reservation(&session, &value)?);
+        }
+    }
+    Ok(Some(seats))
+}
+
+/// Players with a one-letter kind prefix (`n:alice`), grouped by kind.
+fn by_kind(detail: &[String]) -> HashMap<char, BTreeSet<String>> {
+    let mut kinds: HashMap<char, BTreeSet<String>> = HashMap::new();
+    for entry in detail {
+        let mut chars = entry.chars();
+        if let (Some(kind), Some(':')) = (chars.next(), chars.next()) {
+            kinds.entry(kind).or_default().insert(chars.as_str().to_owned());
+        }
+    }
+    kinds
+}
+
+fn number(detail: &[String], index: usize) -> u32 {
+    detail.get(index).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// The refusal a script's tag stands for.
+fn refusal(tag: &str, detail: &[String]) -> Result<SeatError, StoreError> {
+    Ok(match tag {
+        "not_found" => SeatError::NotFound,
+        "ended" => SeatError::Ended,
+        "exists" => SeatError::AlreadyExists,
+        "full" => SeatError::SessionFull {
+            open: number(detail, 0),
+            needed: number(detail, 1),
+            capacity: number(detail, 2),
+        },
+        "no_seats" => SeatError::NoSeats { open: number(detail, 0), needed: number(detail, 1) },
+        "already_joined" => SeatError::AlreadyJoined { players: detail.iter().cloned().collect() },
+        "no_players" => SeatError::NoPlayers,
+        other => {
+            return Err(StoreError::permanent(format!("redis seats: unexpected script answer {other:?}")));
+        }
+    })
+}
+
+fn distinct(players: &[String]) -> BTreeSet<&String> {
+    players.iter().collect()
+}
+
+fn positive_keep(keep_for: Duration) -> Result<i64, StoreError> {
+    match duration_millis(keep_for) {
+        0 => Err(StoreError::permanent("seats: a session record must be kept for more than 0 ms")),
+        ms => Ok(ms),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+impl RedisStore {
+    /// Runs `script` on the session's record with `args`; on success parses the record, refreshes
+    /// the indexes when asked to, and hands the detail to `outcome`.
+    async fn seat_op<T>(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        session_id: Uuid,
+        args: Vec<String>,
+        now_ms: i64,
+        outcome: impl FnOnce(&[String]) -> Result<T, StoreError>,
+    ) -> Result<SeatResult<SeatChange<T>>, StoreError> {
+        let mut invocation = script.key(seats_key(self.prefix(), session_id));
+        invocation.arg(now_ms);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        let (tag, detail, fields, index_ttl): Reply =
+            invocation.invoke_async(&mut connection).await.map_err(err(operation))?;
+        if tag != "ok" {
+            return Ok(Err(refusal(&tag, &detail)?));
+        }
+        let session = parse_seats(fields)?.ok_or_else(|| {
+            StoreError::permanent(format!("redis {operation}: the script returned no record"))
+        })?;
+        // The change is made: an index that could not be updated is logged, not failed (the
+        // indexes are re-checked on every read, and refreshed again within `keep_for`).
+        if index_ttl > 0
+            && let Err(error) = self.index_session(session_id, &session.info.image, now_ms, index_ttl).await
+        {
+            tracing::warn!(%session_id, error = %store_error(operation, &error), "seats index not refreshed");
+        }
+        if session.status == SessionStatus::Ended
+            && let Err(error) = self.unindex_session(&session).await
+        {
+            tracing::warn!(%session_id, error = %store_error(operation, &error), "ended session left in the index");
+        }
+        let outcome = outcome(&detail)?;
+        Ok(Ok(SeatChange { outcome, session: session.at(from_millis(now_ms)) }))
+    }
+
+    /// Adds the session to both indexes (if missing) and makes them live at least `ttl_ms`.
+    async fn index_session(
+        &self,
+        session_id: Uuid,
+        image: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> redis::RedisResult<()> {
+        let member = session_id.to_string();
+        for index in [all_index(self.prefix()), image_index(self.prefix(), image)] {
+            let mut connection = self.connection.clone();
+            let _: i64 = SCRIPTS
+                .index
+                .key(index)
+                .arg(&member)
+                .arg(now_ms)
+                .arg(ttl_ms)
+                .invoke_async(&mut connection)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn unindex_session(&self, session: &SessionSeats) -> redis::RedisResult<()> {
+        let member = session.session_id.to_string();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(all_index(self.prefix())).arg(&member).ignore();
+        pipe.cmd("ZREM").arg(image_index(self.prefix(), &session.info.image)).arg(&member).ignore();
+        let mut connection = self.connection.clone();
+        pipe.exec_async(&mut connection).await
+    }
+
+    async fn create_session_inner(
+        &self,
+        new: &NewSession,
+        keep_for: Duration,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        let keep_ms = positive_keep(keep_for)?;
+        let now_ms = to_millis(new.now);
+        let rounded = NewSession {
+            now: from_millis(now_ms),
+            reservation_ttl: Duration::from_millis(duration_millis(new.reservation_ttl) as u64),
+            ..new.clone()
+        };
+        let seats = match SessionSeats::create(&rounded, Uuid::new_v4()) {
+            Ok(seats) => seats,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let mut args = vec![keep_ms.to_string()];
+        args.extend(record_fields(&seats, keep_ms)?);
+        // Index first: a session created but never indexed would be missed by backfill. An entry
+        // left by a refused create is dropped by the next listing if it is stale.
+        self.index_session(new.session_id, &new.info.image, now_ms, keep_ms.saturating_mul(2))
+            .await
+            .map_err(err("create_session"))?;
+        let change =
+            self.seat_op("create_session", &SCRIPTS.create, new.session_id, args, now_ms, |_| Ok(())).await?;
+        Ok(change.map(|change| change.session))
+    }
+
+    async fn get_session_inner(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionSeats>, StoreError> {
+        let mut connection = self.connection.clone();
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(seats_key(self.prefix(), session_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(err("get_session"))?;
+        Ok(parse_seats(fields)?.map(|seats| seats.at(from_millis(to_millis(now)))))
+    }
+
+    async fn list_sessions_inner(
+        &self,
+        image: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        let now = from_millis(to_millis(now));
+        let index = match image {
+            Some(image) => image_index(self.prefix(), image),
+            None => all_index(self.prefix()),
+        };
+        let mut connection = self.connection.clone();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(err("list_sessions"))?;
+        let ids: Vec<(String, Option<Uuid>)> =
+            members.into_iter().map(|m| (m.clone(), Uuid::parse_str(&m).ok())).collect();
+        let mut pipe = redis::pipe();
+        for (_, id) in &ids {
+            pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
+        }
+        let records: Vec<HashMap<String, String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut connection).await.map_err(err("list_sessions"))?
+        };
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
+        for ((member, _), fields) in ids.into_iter().zip(records) {
+            match parse_seats(fields)? {
+                Some(seats)
+                    if seats.status != SessionStatus::Ended
+                        && image.is_none_or(|image| seats.info.image == image) =>
+                {
+                    found.push(seats.at(now));
+                }
+                _ => stale.push(member),
+            }
+        }
+        if !stale.is_empty() {
+            redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&stale)
+                .exec_async(&mut connection)
+                .await
+                .map_err(err("list_sessions"))?;
+        }
+        found.sort_by_key(|seats| seats.session_id);
+        Ok(found)
+    }
+
+    async fn mark_running_inner(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        let change = self
+            .seat_op("mark_running", &SCRIPTS.running, session_id, Vec::new(), to_millis(now), |_| Ok(()))
+            .await?;
+        Ok(change.map(|change| change.session))
+    }
+
+    async fn join_players_inner(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
+        let args = distinct(players).into_iter().cloned().collect();
+        self.seat_op("join_players", &SCRIPTS.join, session_id, args, to_millis(now), |detail| {
+            let mut kinds = by_kind(detail);
+            let from_reservations = kinds.remove(&'r').unwrap_or_default();
+            let mut joined = kinds.remove(&'n').unwrap_or_default();
+            joined.extend(from_reservations.iter().cloned());
+            Ok(Joined { joined, from_reservations, already_joined: kinds.remove(&'a').unwrap_or_default() })
+        })
+        .await
+    }
+
+    async fn leave_players_inner(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
+        let args = distinct(players).into_iter().cloned().collect();
+        self.seat_op("leave_players", &SCRIPTS.leave, session_id, args, to_millis(now), |detail| {
+            let mut kinds = by_kind(detail);
+            Ok(Left {
+                left: kinds.remove(&'l').unwrap_or_default(),
+                released: kinds.remove(&'x').unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn reserve_seats_inner(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Reserved>>, StoreError> {
+        let players: BTreeSet<String> = players.iter().cloned().collect();
+        let now_ms = to_millis(now);
+        let expires_ms = now_ms.saturating_add(duration_millis(ttl));
+        let reservation_id = Uuid::new_v4();
+        let mut args = vec![reservation_id.to_string(), expires_ms.to_string()];
+        args.extend(players.iter().cloned());
+        self.seat_op("reserve_seats", &SCRIPTS.reserve, session_id, args, now_ms, |detail| {
+            Ok(Reserved {
+                reservation_id,
+                players,
+                expires_at: from_millis(expires_ms),
+                moved: by_kind(detail).remove(&'m').unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn expire_reservations_inner(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Vec<ExpiredReservation>>>, StoreError> {
+        let session = session_id.to_string();
+        self.seat_op(
+            "expire_reservations",
+            &SCRIPTS.expire,
+            session_id,
+            Vec::new(),
+            to_millis(now),
+            |detail| {
+                let mut expired = detail
+                    .chunks(2)
+                    .map(|pair| {
+                        let [id, value] = pair else { return Err(corrupt(&session, "odd expiry answer")) };
+                        Ok(ExpiredReservation {
+                            reservation_id: Uuid::parse_str(id)
+                                .map_err(|_| corrupt(&session, "bad reservation id"))?,
+                            reservation: parse_reservation(&session, value)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                // In reservation id order, like the core's answer.
+                expired.sort_by_key(|e| e.reservation_id);
+                Ok(expired)
+            },
+        )
+        .await
+    }
+
+    async fn end_session_inner(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
+        let session = session_id.to_string();
+        self.seat_op("end_session", &SCRIPTS.end, session_id, Vec::new(), to_millis(now), |detail| {
+            let mut kinds = by_kind(detail);
+            let reservations = kinds
+                .remove(&'r')
+                .unwrap_or_default()
+                .iter()
+                .map(|id| Uuid::parse_str(id).map_err(|_| corrupt(&session, "bad reservation id")))
+                .collect::<Result<_, _>>()?;
+            Ok(Ended { players: kinds.remove(&'j').unwrap_or_default(), reservations })
+        })
+        .await
+    }
+}
+
+impl SeatStore for RedisStore {
+    async fn create_session(
+        &self,
+        new: &NewSession,
+        keep_for: Duration,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        bounded_store("create_session", self.create_session_inner(new, keep_for)).await
+    }
+
+    async fn get_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionSeats>, StoreError> {
+        bounded_store("get_session", self.get_session_inner(session_id, now)).await
+    }
+
+    async fn list_sessions(
+        &self,
+        image: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        bounded_store("list_sessions", self.list_sessions_inner(image, now)).await
+    }
+
+    async fn mark_running(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        bounded_store("mark_running", self.mark_running_inner(session_id, now)).await
+    }
+
+    async fn join_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
+        bounded_store("join_players", self.join_players_inner(session_id, players, now)).await
+    }
+
+    async fn leave_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
+        bounded_store("leave_players", self.leave_players_inner(session_id, players, now)).await
+    }
+
+    async fn reserve_seats(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Reserved>>, StoreError> {
+        bounded_store("reserve_seats", self.reserve_seats_inner(session_id, players, ttl, now)).await
+    }
+
+    async fn reserve_best(
+        &self,
+        candidates: &[Uuid],
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<BackfillReserved>, StoreError> {
+        for session_id in candidates {
+            if let Ok(reserved) = self.reserve_seats(*session_id, players, ttl, now).await? {
+                return Ok(Some(reserved));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn expire_reservations(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Vec<ExpiredReservation>>>, StoreError> {
+        bounded_store("expire_reservations", self.expire_reservations_inner(session_id, now)).await
+    }
+
+    async fn end_session(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
+        bounded_store("end_session", self.end_session_inner(session_id, now)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix_and_one_hash_tag() {
+        let id = Uuid::from_u128(1);
+        assert_eq!(seats_key("gb", id), format!("gb:seats:{{{id}}}"));
+        assert_eq!(all_index("gb"), "gb:{seats}:sessions");
+        assert_eq!(image_index("gb", "game{1}"), "gb:seats-image:{game%7B1%7D}");
+    }
+
+    #[test]
+    fn records_round_trip_through_their_fields() {
+        let mut seats = SessionSeats {
+            session_id: Uuid::from_u128(7),
+            capacity: 8,
+            status: SessionStatus::Running,
+            info: SessionInfo {
+                image: "game".into(),
+                version: Some("1.10".into()),
+                location: "eu".into(),
+                labels: BTreeMap::from([("mode".into(), "x|y".into())]),
+                metadata: serde_json::json!({"host": "203.0.113.7", "ports": [7777]}),
+            },
+            joined: BTreeSet::from(["j:odd|name".to_owned(), String::new()]),
+            reservations: BTreeMap::new(),
+        };
+        let reservation = Reservation {
+            players: BTreeSet::from(["a/b".to_owned(), "\"q\"".to_owned()]),
+            expires_at: from_millis(1_795_255_205_123),
+        };
+        seats.reservations.insert(Uuid::from_u128(9), reservation);
+        let fields = record_fields(&seats, 60_000).unwrap();
+        let map: HashMap<String, String> =
+            fields.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+        assert_eq!(parse_seats(map).unwrap(), Some(seats));
+        assert_eq!(parse_seats(HashMap::new()).unwrap(), None);
+    }
+}

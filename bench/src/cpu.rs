@@ -1,0 +1,95 @@
+//! Where the CPU went during a phase: each process's user+system time from `/proc/<pid>/stat`, and
+//! the whole machine's busy time from `/proc/stat` (so load from outside the bench shows up too).
+
+use std::time::Instant;
+
+/// A process to account for: a name and a pid (`None`: this process).
+pub type Tracked = (&'static str, Option<u32>);
+
+/// CPU time counters at one moment.
+#[derive(Clone, Debug)]
+pub struct CpuSnapshot {
+    at: Instant,
+    /// Per tracked process, clock ticks of user+system time.
+    processes: Vec<(&'static str, u64)>,
+    /// Machine-wide busy ticks (every CPU).
+    busy: u64,
+}
+
+/// Cores used on average during a phase, per process and by everything else on the machine.
+#[derive(Clone, Debug)]
+pub struct CpuUsage {
+    pub processes: Vec<(&'static str, f64)>,
+    pub other: f64,
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// utime + stime of a process, in ticks (0 when unreadable).
+fn process_ticks(pid: Option<u32>) -> u64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let Ok(stat) = std::fs::read_to_string(path) else { return 0 };
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, i.e. 12 and 13 after the state (field 3).
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Busy ticks of the whole machine: the `cpu` line of /proc/stat less idle and iowait.
+fn machine_busy_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0 };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    total.saturating_sub(idle)
+}
+
+impl CpuSnapshot {
+    pub fn take(tracked: &[Tracked]) -> Self {
+        Self {
+            at: Instant::now(),
+            processes: tracked.iter().map(|&(name, pid)| (name, process_ticks(pid))).collect(),
+            busy: machine_busy_ticks(),
+        }
+    }
+
+    /// Average cores used from `self` until `later`.
+    pub fn usage_until(&self, later: &CpuSnapshot) -> CpuUsage {
+        let seconds = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let hz = ticks_per_second();
+        let cores = |ticks: u64| ticks as f64 / hz / seconds;
+        let mut ours = 0;
+        let processes = self
+            .processes
+            .iter()
+            .zip(&later.processes)
+            .map(|(&(name, before), &(_, after))| {
+                let used = after.saturating_sub(before);
+                ours += used;
+                (name, cores(used))
+            })
+            .collect();
+        let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours));
+        CpuUsage { processes, other }
+    }
+}
+
+impl CpuUsage {
+    /// `bench 0.71, bridge 0.80, emulator 0.31, redis 0.12, other 0.02`
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self.processes.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
+        parts.push(format!("other {:.2}", self.other));
+        parts.join(", ")
+    }
+}

@@ -1,0 +1,354 @@
+//! `gameye-bench`: starts its own redis-server, gameye-emulator and gameye-bridge on loopback ports,
+//! drives load and prints the results as Markdown (progress goes to stderr).
+//!
+//! Scenarios (all by default):
+//! 1. `raw`: closed loop, C workers `POST /session` straight at the emulator.
+//! 2. `bridge`: closed loop, C workers `POST /v1/matches` (distinct matches) at the bridge; its ratio to (1).
+//! 3. `latency`: open loop at a fraction (½) of the bridge's rate from (2), at the bridge and then at the
+//!    emulator; the difference of the p99s is the latency the bridge adds.
+//! 4. `slow`: the emulator answers `POST /session` after 500 ms; N (5,000) placements released together.
+
+mod cpu;
+mod load;
+mod procs;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+
+use cpu::CpuSnapshot;
+use load::Endpoint;
+use procs::{BRIDGE_TOKEN, BridgeTimes, EMULATOR_TOKEN, Stack, StackOptions};
+use report::{Machine, Report};
+
+/// Benchmarks gameye-bridge against the Gameye emulator (all traffic on 127.0.0.1).
+#[derive(Parser, Debug)]
+#[command(name = "gameye-bench", version)]
+struct Cli {
+    /// Which scenario to run.
+    #[arg(value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// Closed-loop workers (scenarios raw and bridge).
+    #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    /// Measured time of each phase.
+    #[arg(short, long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each phase.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Fixed rate (requests/s) of the latency scenario; default: --load-fraction of the bridge's rate
+    /// measured in this run (the bridge scenario runs first when needed).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Fraction of the bridge's measured maximum rate used by the latency scenario.
+    #[arg(long, default_value_t = 0.5)]
+    load_fraction: f64,
+    /// Most requests in flight in the open loop (the generator waits beyond it; latency still counts
+    /// from the scheduled time).
+    #[arg(long, default_value_t = 512)]
+    max_in_flight: usize,
+    /// Placements released together in the slow scenario.
+    #[arg(long, default_value_t = 5000)]
+    burst: usize,
+    /// Delay the emulator adds to POST /session in the slow scenario.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    slow_delay: Duration,
+    /// Client timeout of each request (the slow scenario's included).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Host machines of the emulator's location (5,000 sessions each).
+    #[arg(long, default_value_t = 100)]
+    emulator_hosts: usize,
+    /// Directory of gameye-bridge and gameye-emulator (default: next to this binary, else target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The redis-server binary.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// Keep the processes' logs (their directory is printed).
+    #[arg(long)]
+    keep_logs: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Every scenario, in order.
+    All,
+    /// (1) Raw emulator rate.
+    Raw,
+    /// (2) Bridge rate (with the ratio to raw when raw runs too).
+    Bridge,
+    /// (3) Added latency at half load (runs bridge first unless --rate is given).
+    Latency,
+    /// (4) 5,000 placements at once against a slow Gameye.
+    Slow,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    validate(&cli)?;
+    let nofile = raise_open_files_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli, nofile))
+}
+
+fn validate(cli: &Cli) -> Result<()> {
+    if cli.duration.is_zero() || cli.duration > Duration::from_secs(600) {
+        bail!("--duration must be within (0, 10 min]");
+    }
+    if cli.warmup > Duration::from_secs(60) {
+        bail!("--warmup must be at most 1 min");
+    }
+    if cli.rate.is_some_and(|rate| !(rate > 0.0 && rate <= 1_000_000.0)) {
+        bail!("--rate must be within (0, 1e6]");
+    }
+    if !(cli.load_fraction > 0.0 && cli.load_fraction <= 1.0) {
+        bail!("--load-fraction must be within (0, 1]");
+    }
+    if cli.burst == 0 || cli.burst > 50_000 {
+        bail!("--burst must be within 1..=50000");
+    }
+    if cli.max_in_flight == 0 || cli.max_in_flight > 50_000 {
+        bail!("--max-in-flight must be within 1..=50000");
+    }
+    if cli.slow_delay > Duration::from_secs(30) {
+        bail!("--slow-delay must be at most 30 s");
+    }
+    Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit (children inherit it); returns (soft, hard).
+fn raise_open_files_limit() -> (u64, u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return (0, 0);
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+fn bin_dir(cli: &Cli) -> PathBuf {
+    if let Some(dir) = &cli.bin_dir {
+        return dir.clone();
+    }
+    let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from));
+    match beside {
+        Some(dir) if dir.join("gameye-bridge").is_file() => dir,
+        _ => PathBuf::from("target/release"),
+    }
+}
+
+fn client(pool: usize, timeout: Duration) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .pool_idle_timeout(Duration::from_secs(120))
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
+    let scenario = cli.scenario;
+    let run_raw = matches!(scenario, Scenario::All | Scenario::Raw);
+    let run_bridge = matches!(scenario, Scenario::All | Scenario::Bridge)
+        || (scenario == Scenario::Latency && cli.rate.is_none());
+    let run_latency = matches!(scenario, Scenario::All | Scenario::Latency);
+    let run_slow = matches!(scenario, Scenario::All | Scenario::Slow);
+
+    // Open files: the slow scenario's client holds `burst` connections, the bridge twice that.
+    let needed = 2 * cli.burst as u64 + 1_000;
+    if run_slow && nofile.0 < needed {
+        eprintln!(
+            "warning: open-files limit {} is below the {needed} the slow scenario needs (raise `ulimit -n` or lower --burst)",
+            nofile.0
+        );
+    }
+
+    let concurrency = usize::from(cli.concurrency);
+    let bridge_env = vec![
+        // Keep every connection the burst opens to Gameye (the default keeps 64 idle).
+        ("BRIDGE_GAMEYE__POOL_MAX_IDLE".to_owned(), cli.burst.max(concurrency).to_string()),
+    ];
+    let options = StackOptions {
+        bin_dir: bin_dir(&cli),
+        redis_server: cli.redis_server.clone(),
+        emulator_hosts: cli.emulator_hosts,
+        bridge_env: bridge_env.clone(),
+    };
+    let http = client(cli.max_in_flight.max(concurrency), cli.request_timeout)?;
+
+    eprintln!("starting redis-server, gameye-emulator and gameye-bridge from {}", options.bin_dir.display());
+    let mut stack = Stack::start(&options, &http).await?;
+    eprintln!(
+        "emulator {}, bridge {}, logs in {}",
+        stack.emulator_url,
+        stack.bridge_url,
+        stack.dir.path().display()
+    );
+
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut report = Report::new(command, Machine::detect(nofile), &cli_settings(&cli, &bridge_env, &stack));
+    let outcome = tokio::select! {
+        outcome = scenarios(&cli, &mut stack, &http, &mut report, [run_raw, run_bridge, run_latency, run_slow]) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let alive = stack.check_alive();
+    let logs = stack.stop(cli.keep_logs || outcome.is_err()).await;
+    if let Some(dir) = logs {
+        eprintln!("process logs kept in {}", dir.display());
+    }
+    // Whatever was measured is printed, even when a later phase failed.
+    if !report.is_empty() {
+        print!("{}", report.markdown());
+    }
+    outcome?;
+    alive.context("a process under test died during the run")?;
+    Ok(())
+}
+
+fn cli_settings(cli: &Cli, bridge_env: &[(String, String)], stack: &Stack) -> Vec<String> {
+    let mut settings = vec![
+        format!(
+            "closed loop: {} workers, {} measured after a {} warm-up",
+            cli.concurrency,
+            humantime::format_duration(cli.duration),
+            humantime::format_duration(cli.warmup)
+        ),
+        format!(
+            "open loop: {} of the bridge's rate{}, at most {} in flight",
+            cli.load_fraction,
+            cli.rate.map(|r| format!(" (fixed: {r}/s)")).unwrap_or_default(),
+            cli.max_in_flight
+        ),
+        format!(
+            "slow Gameye: {} placements at once, POST /session delayed {}, client timeout {}",
+            cli.burst,
+            humantime::format_duration(cli.slow_delay),
+            humantime::format_duration(cli.request_timeout)
+        ),
+        format!(
+            "emulator world: one location ({}) of {} hosts, capacity {} sessions, sessions running at once",
+            load::LOCATION,
+            cli.emulator_hosts,
+            stack.emulator_capacity
+        ),
+    ];
+    let env: Vec<String> = bridge_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    settings.push(format!(
+        "bridge: Redis store, Gameye = the emulator, log level warn, {} (other settings default)",
+        env.join(" ")
+    ));
+    settings
+}
+
+async fn scenarios(
+    cli: &Cli,
+    stack: &mut Stack,
+    http: &reqwest::Client,
+    report: &mut Report,
+    [run_raw, run_bridge, run_latency, run_slow]: [bool; 4],
+) -> Result<()> {
+    let concurrency = usize::from(cli.concurrency);
+    let emulator = Endpoint::Emulator { url: stack.emulator_url.clone(), token: EMULATOR_TOKEN.to_owned() };
+    let bridge_url = stack.bridge_url.clone();
+    let bridge = |prefix: &str| Endpoint::Bridge {
+        url: bridge_url.clone(),
+        token: BRIDGE_TOKEN.to_owned(),
+        prefix: format!("bench-{prefix}"),
+    };
+
+    let tracked = stack.tracked();
+    let cpu = || CpuSnapshot::take(&tracked);
+
+    if run_raw {
+        eprintln!("1. raw emulator: {concurrency} workers for {:?}", cli.duration);
+        let before = cpu();
+        let stats = load::closed_loop(http, &emulator, concurrency, cli.warmup, cli.duration).await;
+        report.cpu("1", before.usage_until(&cpu()));
+        eprintln!("   {:.0}/s", stats.rate());
+        report.raw = Some(stats);
+        stack.check_alive()?;
+        settle().await;
+    }
+    if run_bridge {
+        eprintln!("2. bridge: {concurrency} workers for {:?}", cli.duration);
+        let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
+        let stats = load::closed_loop(http, &bridge("rate"), concurrency, cli.warmup, cli.duration).await;
+        report.cpu("2", before.usage_until(&cpu()));
+        report.bridge_side("2", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
+        eprintln!("   {:.0}/s", stats.rate());
+        report.bridge = Some(stats);
+        stack.check_alive()?;
+        settle().await;
+    }
+    if run_latency {
+        let rate = match (cli.rate, &report.bridge) {
+            (Some(rate), _) => rate,
+            (None, Some(bridge)) if bridge.rate() > 0.0 => bridge.rate() * cli.load_fraction,
+            (None, bridge) => bail!(
+                "the bridge placed nothing in the bridge scenario (errors: {}); no rate for the latency scenario",
+                bridge.as_ref().map(|b| b.error_summary()).unwrap_or_default()
+            ),
+        };
+        eprintln!("3. added latency: open loop at {rate:.0}/s for {:?}, bridge then emulator", cli.duration);
+        let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
+        let through_bridge =
+            load::open_loop(http, &bridge("latency"), rate, cli.warmup, cli.duration, cli.max_in_flight)
+                .await;
+        report.cpu("3a", before.usage_until(&cpu()));
+        report.bridge_side("3a", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
+        stack.check_alive()?;
+        settle().await;
+        let before = cpu();
+        let direct =
+            load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
+        report.cpu("3b", before.usage_until(&cpu()));
+        eprintln!(
+            "   p99 bridge {:?}, emulator {:?}",
+            through_bridge.stats.quantile(0.99),
+            direct.stats.quantile(0.99)
+        );
+        report.latency = Some(report::Latency { rate, bridge: through_bridge, emulator: direct });
+        stack.check_alive()?;
+        settle().await;
+    }
+    if run_slow {
+        eprintln!(
+            "4. slow Gameye: {} placements at once, POST /session after {:?}",
+            cli.burst, cli.slow_delay
+        );
+        let delay_ms = u64::try_from(cli.slow_delay.as_millis()).unwrap_or(u64::MAX);
+        let rules =
+            serde_json::json!([{ "operation": "session-run", "probability": 1.0, "delay_ms": delay_ms }]);
+        procs::set_faults(http, &stack.emulator_url, Some(rules)).await?;
+        // Its own client: one connection per request, all opened at once.
+        let burst_client = client(cli.burst, cli.request_timeout)?;
+        let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
+        let stats = load::burst(&burst_client, &bridge("slow"), cli.burst).await;
+        report.cpu("4", before.usage_until(&cpu()));
+        report.bridge_side("4", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
+        procs::set_faults(http, &stack.emulator_url, None).await?;
+        eprintln!("   {} ok of {} in {:?}", stats.stats.ok, cli.burst, stats.stats.elapsed);
+        report.slow = Some(report::Slow { count: cli.burst, delay: cli.slow_delay, stats });
+        stack.check_alive()?;
+    }
+    Ok(())
+}
+
+/// A short pause between phases, so one phase's stragglers do not land in the next.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,349 @@
+//! The processes under test: a private `redis-server`, `gameye-emulator` and `gameye-bridge`, each on a
+//! free loopback port, with logs in a temp dir. Stopped with SIGTERM (then SIGKILL) when the bench
+//! ends, and killed on drop if it fails half-way.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::load::LOCATION;
+
+/// The emulator's token (its default world).
+pub const EMULATOR_TOKEN: &str = "emulator-token";
+/// The bridge's API token in the bench.
+pub const BRIDGE_TOKEN: &str = "bench-token";
+
+/// How the stack is started.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Where `gameye-bridge` and `gameye-emulator` are.
+    pub bin_dir: PathBuf,
+    pub redis_server: PathBuf,
+    /// Host machines of the bench's location in the emulator (each holds 5,000 two-port sessions).
+    pub emulator_hosts: usize,
+    /// `BRIDGE_*` settings passed to the bridge (name, value).
+    pub bridge_env: Vec<(String, String)>,
+}
+
+/// One child process and its log file.
+pub struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self> {
+        let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Self { name, child, log })
+    }
+
+    /// An error naming the process and the end of its log if it has exited.
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}); the end of its log:\n{}", self.name, tail(&self.log, 20));
+        }
+        Ok(())
+    }
+
+    /// Polls `ready` until it says yes, for up to `within`.
+    async fn wait_ready<F, Fut>(&mut self, within: Duration, mut ready: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let give_up = Instant::now() + within;
+        loop {
+            self.check_alive()?;
+            if ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= give_up {
+                bail!(
+                    "{} did not become ready within {within:?}; the end of its log:\n{}",
+                    self.name,
+                    tail(&self.log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A command with a clean environment: no RUST_LOG, BRIDGE_* or GAMEYE_* of the caller's leaks in.
+fn clean_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the child binds it right after).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The binary `name` in `bin_dir`, or a clear error saying how to build it.
+pub fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = bin_dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} not found; build the release binaries first: \
+             cargo build --release -p bench -p gameye-bridge -p gameye-emulator (or pass --bin-dir)",
+            path.display()
+        )
+    }
+}
+
+/// The bench's emulator world: the default image and token, one location ([`LOCATION`]) big enough
+/// for every session a run creates, sessions running at once.
+fn world_toml(hosts: usize) -> String {
+    let mut ips = Vec::with_capacity(hosts);
+    for i in 0..hosts {
+        // Documentation ranges (RFC 5737), never routed: 203.0.113.0/24 and then 198.51.100.0/24.
+        let (net, host) = if i < 254 { ("203.0.113", i + 1) } else { ("198.51.100", i - 253) };
+        ips.push(format!("\"{net}.{host}\""));
+    }
+    let mut toml = String::new();
+    let _ = writeln!(toml, "# Written by gameye-bench.\nstart_delay = \"0s\"\nseed = 1\n");
+    let _ = writeln!(toml, "[[locations]]\nid = \"{LOCATION}\"\nping_ips = [\"192.0.2.10\"]");
+    let _ = writeln!(toml, "host_ips = [{}]", ips.join(", "));
+    let _ = writeln!(toml, "capacity = {}", hosts * 5_000);
+    toml
+}
+
+/// Redis, emulator and bridge, running.
+pub struct Stack {
+    pub emulator_url: String,
+    pub bridge_url: String,
+    /// Sessions the emulator's location holds.
+    pub emulator_capacity: usize,
+    pub dir: tempfile::TempDir,
+    redis: Proc,
+    emulator: Proc,
+    bridge: Proc,
+}
+
+impl Stack {
+    pub async fn start(options: &StackOptions, http: &reqwest::Client) -> Result<Stack> {
+        let bridge_bin = binary(&options.bin_dir, "gameye-bridge")?;
+        let emulator_bin = binary(&options.bin_dir, "gameye-emulator")?;
+        if options.emulator_hosts == 0 || options.emulator_hosts > 508 {
+            bail!("--emulator-hosts must be within 1..=508");
+        }
+        let dir = tempfile::Builder::new().prefix("gameye-bench-").tempdir()?;
+
+        let redis_port = free_port()?;
+        let mut command = clean_command(&options.redis_server);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .arg("--dir")
+            .arg(dir.path());
+        let mut redis =
+            Proc::spawn("redis-server", command, dir.path().join("redis.log")).with_context(|| {
+                format!("{} (install redis-server or pass --redis-server)", options.redis_server.display())
+            })?;
+        redis.wait_ready(Duration::from_secs(10), || redis_ping(redis_port)).await?;
+
+        let world = dir.path().join("world.toml");
+        std::fs::write(&world, world_toml(options.emulator_hosts))?;
+        let emulator_port = free_port()?;
+        let emulator_url = format!("http://127.0.0.1:{emulator_port}");
+        let mut command = clean_command(&emulator_bin);
+        command.arg("--listen").arg(format!("127.0.0.1:{emulator_port}")).arg("--config").arg(&world);
+        command.env("RUST_LOG", "warn");
+        let mut emulator = Proc::spawn("gameye-emulator", command, dir.path().join("emulator.log"))?;
+        let probe = format!("{emulator_url}/available-location/demo-game");
+        emulator.wait_ready(Duration::from_secs(10), || http_ok(http, &probe, Some(EMULATOR_TOKEN))).await?;
+
+        let bridge_port = free_port()?;
+        let bridge_url = format!("http://127.0.0.1:{bridge_port}");
+        let mut command = clean_command(&bridge_bin);
+        command
+            .args(["serve", "--listen", &format!("127.0.0.1:{bridge_port}")])
+            .env("GAMEYE_API_URL", &emulator_url)
+            .env("GAMEYE_API_TOKEN", EMULATOR_TOKEN)
+            .env("BRIDGE_REDIS__URL", format!("redis://127.0.0.1:{redis_port}/0"))
+            .env("BRIDGE_HTTP__TOKENS", format!("[\"{BRIDGE_TOKEN}\"]"))
+            .env("BRIDGE_LOG__LEVEL", "warn");
+        for (name, value) in &options.bridge_env {
+            command.env(name, value);
+        }
+        let mut bridge = Proc::spawn("gameye-bridge", command, dir.path().join("bridge.log"))?;
+        let probe = format!("{bridge_url}/readyz");
+        bridge.wait_ready(Duration::from_secs(15), || http_ok(http, &probe, None)).await?;
+        check_bridge_wiring(http, &probe, &emulator_url).await?;
+
+        Ok(Stack {
+            emulator_url,
+            bridge_url,
+            emulator_capacity: options.emulator_hosts * 5_000,
+            dir,
+            redis,
+            emulator,
+            bridge,
+        })
+    }
+
+    /// The processes whose CPU time is accounted per phase (the bench itself first).
+    pub fn tracked(&self) -> Vec<crate::cpu::Tracked> {
+        vec![
+            ("bench", None),
+            ("bridge", self.bridge.child.id()),
+            ("emulator", self.emulator.child.id()),
+            ("redis", self.redis.child.id()),
+        ]
+    }
+
+    /// Whether all three still run.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.redis.check_alive()?;
+        self.emulator.check_alive()?;
+        self.bridge.check_alive()
+    }
+
+    /// Stops the bridge, then the emulator and Redis. With `keep_logs`, the logs stay and their
+    /// directory is returned.
+    pub async fn stop(self, keep_logs: bool) -> Option<PathBuf> {
+        self.bridge.stop().await;
+        self.emulator.stop().await;
+        self.redis.stop().await;
+        keep_logs.then(|| self.dir.keep())
+    }
+}
+
+/// `/readyz` must show the bench's emulator as a remote Gameye and a Redis check: a bridge that fell
+/// back to its embedded emulator or in-memory state would measure something else.
+async fn check_bridge_wiring(http: &reqwest::Client, readyz: &str, emulator_url: &str) -> Result<()> {
+    let report: serde_json::Value = http
+        .get(readyz)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .json()
+        .await
+        .context("reading /readyz")?;
+    let backend = report["gameye"]["backend"].as_str().unwrap_or_default();
+    let url = report["gameye"]["url"].as_str().unwrap_or_default();
+    let checks = report["checks"].as_array().cloned().unwrap_or_default();
+    let has_redis = checks.iter().any(|c| c["name"].as_str().is_some_and(|n| n.contains("redis")));
+    if backend != "remote" || !url.starts_with(emulator_url) || !has_redis {
+        bail!("the bridge is not wired to the bench's emulator and Redis; its /readyz: {report}");
+    }
+    Ok(())
+}
+
+async fn redis_ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(&answer == b"+PONG\r\n")
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Ok(true)))
+}
+
+async fn http_ok(http: &reqwest::Client, url: &str, token: Option<&str>) -> bool {
+    let mut request = http.get(url).timeout(Duration::from_secs(1));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    matches!(request.send().await, Ok(response) if response.status().is_success())
+}
+
+/// `PUT /_emulator/faults` (`rules` a JSON list) or, with `None`, `DELETE /_emulator/faults`.
+pub async fn set_faults(
+    http: &reqwest::Client,
+    emulator_url: &str,
+    rules: Option<serde_json::Value>,
+) -> Result<()> {
+    let url = format!("{emulator_url}/_emulator/faults");
+    let request = match rules {
+        Some(rules) => http.put(url).json(&rules),
+        None => http.delete(url),
+    };
+    let response = request.timeout(Duration::from_secs(5)).send().await.context("setting emulator faults")?;
+    if !response.status().is_success() {
+        bail!("the emulator refused the fault rules: HTTP {}", response.status());
+    }
+    Ok(())
+}
+
+/// Sums and counts of two of the bridge's histograms, from `GET /metrics`: Gameye `session-run` call
+/// latency and placement duration (claim to recorded outcome, `placed`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BridgeTimes {
+    pub gameye_run: (f64, f64),
+    pub placement: (f64, f64),
+}
+
+impl BridgeTimes {
+    pub async fn scrape(http: &reqwest::Client, bridge_url: &str) -> Result<Self> {
+        let text = http
+            .get(format!("{bridge_url}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .text()
+            .await
+            .context("reading the bridge's /metrics")?;
+        let value = |name: &str, label: &str| {
+            text.lines()
+                .find(|line| line.starts_with(name) && line.contains(label))
+                .and_then(|line| line.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let run = "gameye_bridge_gameye_call_duration_seconds";
+        let placement = "gameye_bridge_placement_duration_seconds";
+        let (run_label, placed_label) = ("operation=\"session-run\"", "outcome=\"placed\"");
+        Ok(Self {
+            gameye_run: (value(&format!("{run}_sum"), run_label), value(&format!("{run}_count"), run_label)),
+            placement: (
+                value(&format!("{placement}_sum"), placed_label),
+                value(&format!("{placement}_count"), placed_label),
+            ),
+        })
+    }
+
+    /// Mean Gameye call and placement durations between `self` (earlier) and `later`.
+    pub fn means_until(&self, later: &BridgeTimes) -> (Duration, Duration) {
+        let mean = |(s0, c0): (f64, f64), (s1, c1): (f64, f64)| {
+            if c1 > c0 { Duration::from_secs_f64(((s1 - s0) / (c1 - c0)).max(0.0)) } else { Duration::ZERO }
+        };
+        (mean(self.gameye_run, later.gameye_run), mean(self.placement, later.placement))
+    }
+}

@@ -1,0 +1,272 @@
+//! The Markdown results block.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::cpu::CpuUsage;
+use crate::load::{BurstStats, OpenStats, Stats};
+
+/// The bridge should sustain at least this share of the raw emulator rate.
+const RATE_TARGET: f64 = 0.40;
+/// The bridge should add less than this to the p99 at half load.
+const ADDED_LATENCY_TARGET: Duration = Duration::from_millis(2);
+
+/// Where the numbers were taken.
+pub struct Machine {
+    pub date: String,
+    pub cpus: usize,
+    pub model: String,
+    /// Open-files limit (soft, hard) of the bench and its children.
+    pub nofile: (u64, u64),
+    /// /proc/loadavg's 1, 5 and 15 minute averages when the bench started.
+    pub loadavg: String,
+}
+
+impl Machine {
+    pub fn detect(nofile: (u64, u64)) -> Self {
+        let date = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| "unknown".to_owned());
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let loadavg = std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        Self { date, cpus, model, nofile, loadavg }
+    }
+}
+
+pub struct Latency {
+    pub rate: f64,
+    pub bridge: OpenStats,
+    pub emulator: OpenStats,
+}
+
+pub struct Slow {
+    pub count: usize,
+    pub delay: Duration,
+    pub stats: BurstStats,
+}
+
+pub struct Report {
+    command: String,
+    machine: Machine,
+    settings: Vec<String>,
+    pub raw: Option<Stats>,
+    pub bridge: Option<Stats>,
+    pub latency: Option<Latency>,
+    pub slow: Option<Slow>,
+    /// Per bridge phase: mean Gameye `session-run` call and mean placement duration, from the bridge's metrics.
+    bridge_side: Vec<(&'static str, Duration, Duration)>,
+    /// Per phase: cores used by each process and by the rest of the machine.
+    cpu: Vec<(&'static str, CpuUsage)>,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn signed_ms(later: Duration, earlier: Duration) -> String {
+    let diff = later.as_secs_f64() - earlier.as_secs_f64();
+    format!("{:+.2} ms", diff * 1000.0)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "**met**" } else { "**missed**" }
+}
+
+impl Report {
+    pub fn new(command: String, machine: Machine, settings: &[String]) -> Self {
+        Self {
+            command,
+            machine,
+            settings: settings.to_vec(),
+            raw: None,
+            bridge: None,
+            latency: None,
+            slow: None,
+            bridge_side: Vec::new(),
+            cpu: Vec::new(),
+        }
+    }
+
+    pub fn bridge_side(&mut self, phase: &'static str, (gameye, placement): (Duration, Duration)) {
+        self.bridge_side.push((phase, gameye, placement));
+    }
+
+    pub fn cpu(&mut self, phase: &'static str, usage: CpuUsage) {
+        self.cpu.push((phase, usage));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_none() && self.bridge.is_none() && self.latency.is_none() && self.slow.is_none()
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        let _ = writeln!(out, "### gameye-bench results\n");
+        let _ = writeln!(out, "- command: `{}`", self.command);
+        let _ = writeln!(out, "- date: {}", m.date);
+        let _ = writeln!(
+            out,
+            "- machine: {} CPUs ({}), open files {} (hard {}); load generator, bridge, emulator and Redis share them; \
+             load average at start {}",
+            m.cpus, m.model, m.nofile.0, m.nofile.1, m.loadavg
+        );
+        for setting in &self.settings {
+            let _ = writeln!(out, "- {setting}");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| scenario | ok | errors | rate | p50 | p99 | max | target | result |");
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+        let row = |out: &mut String, name: &str, s: &Stats, rate: String, target: &str, result: &str| {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {rate} | {} | {} | {} | {target} | {result} |",
+                s.ok,
+                s.error_count(),
+                ms(s.quantile(0.5)),
+                ms(s.quantile(0.99)),
+                ms(s.max())
+            );
+        };
+        if let Some(raw) = &self.raw {
+            row(
+                &mut out,
+                "1. emulator `POST /session`, closed loop",
+                raw,
+                format!("{:.0}/s", raw.rate()),
+                "—",
+                "—",
+            );
+        }
+        if let Some(bridge) = &self.bridge {
+            let rate = format!("{:.0}/s", bridge.rate());
+            match &self.raw {
+                Some(raw) if raw.rate() > 0.0 => {
+                    let ratio = bridge.rate() / raw.rate();
+                    row(
+                        &mut out,
+                        "2. bridge `POST /v1/matches`, closed loop",
+                        bridge,
+                        format!("{rate} ({:.1}% of 1)", ratio * 100.0),
+                        "≥ 40% of 1",
+                        verdict(ratio >= RATE_TARGET),
+                    );
+                }
+                _ => row(
+                    &mut out,
+                    "2. bridge `POST /v1/matches`, closed loop",
+                    bridge,
+                    rate,
+                    "≥ 40% of 1",
+                    "raw not run",
+                ),
+            }
+        }
+        if let Some(latency) = &self.latency {
+            let rate = format!("{:.0}/s", latency.rate);
+            row(&mut out, "3a. bridge, open loop", &latency.bridge.stats, rate.clone(), "", "");
+            row(&mut out, "3b. emulator, open loop", &latency.emulator.stats, rate, "", "");
+            let (b, e) = (&latency.bridge.stats, &latency.emulator.stats);
+            let added = b.quantile(0.99).saturating_sub(e.quantile(0.99));
+            let _ = writeln!(
+                out,
+                "| 3. added latency (3a − 3b) | | | | {} | {} | | p99 < 2 ms | {} |",
+                signed_ms(b.quantile(0.5), e.quantile(0.5)),
+                signed_ms(b.quantile(0.99), e.quantile(0.99)),
+                verdict(added < ADDED_LATENCY_TARGET && b.error_count() == 0)
+            );
+        }
+        if let Some(slow) = &self.slow {
+            let s = &slow.stats.stats;
+            row(
+                &mut out,
+                &format!(
+                    "4. bridge, {} at once, Gameye +{}",
+                    slow.count,
+                    humantime::format_duration(slow.delay)
+                ),
+                s,
+                format!("all in {:.2} s", s.elapsed.as_secs_f64()),
+                &format!("all {} succeed", slow.count),
+                verdict(s.ok == slow.count as u64),
+            );
+        }
+        let _ = writeln!(out);
+        self.details(&mut out);
+        out
+    }
+
+    fn details(&self, out: &mut String) {
+        let _ = writeln!(out, "Details:");
+        if let Some(raw) = &self.raw {
+            let _ = writeln!(out, "- 1: errors: {}", raw.error_summary());
+        }
+        if let Some(bridge) = &self.bridge {
+            let _ = writeln!(out, "- 2: errors: {}", bridge.error_summary());
+        }
+        if let Some(latency) = &self.latency {
+            for (name, o) in [("3a (bridge)", &latency.bridge), ("3b (emulator)", &latency.emulator)] {
+                let _ = writeln!(
+                    out,
+                    "- {name}: {} scheduled, {} not sent; errors: {}; latency from the scheduled time p50 {} / p99 {}; \
+                     from the actual send p50 {} / p99 {}; send lag behind schedule p50 {} / p99 {}",
+                    o.scheduled,
+                    o.not_sent,
+                    o.stats.error_summary(),
+                    ms(o.stats.quantile(0.5)),
+                    ms(o.stats.quantile(0.99)),
+                    ms(o.service_quantile(0.5)),
+                    ms(o.service_quantile(0.99)),
+                    ms(o.lag_quantile(0.5)),
+                    ms(o.lag_quantile(0.99)),
+                );
+            }
+        }
+        if let Some(slow) = &self.slow {
+            let s = &slow.stats.stats;
+            let _ = writeln!(
+                out,
+                "- 4: {} of {} placed, {} distinct sessions; errors/timeouts: {}; release to last answer {:.2} s; \
+                 latency min {} / p10 {} / p50 {} / p90 {} / max {}",
+                s.ok,
+                slow.count,
+                slow.stats.distinct_sessions,
+                s.error_summary(),
+                s.elapsed.as_secs_f64(),
+                ms(s.quantile(0.0)),
+                ms(s.quantile(0.1)),
+                ms(s.quantile(0.5)),
+                ms(s.quantile(0.9)),
+                ms(s.max()),
+            );
+        }
+        for (phase, gameye, placement) in &self.bridge_side {
+            let _ = writeln!(
+                out,
+                "- {phase}, inside the bridge (its /metrics, means): Gameye `POST /session` call {}, \
+                 placement after its claim (choose, Gameye call, record the outcome) {}",
+                ms(*gameye),
+                ms(*placement)
+            );
+        }
+        for (phase, usage) in &self.cpu {
+            let _ = writeln!(
+                out,
+                "- {phase}, CPU cores used on average (of {}): {}",
+                self.machine.cpus,
+                usage.summary()
+            );
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! One session's seats and the operations on them (see the module documentation for the rules).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::backfill::BackfillCandidate;
+
+/// Where a session stands. Backfill only considers `running` sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// Placed at Gameye, not yet seen running.
+    Created,
+    Running,
+    /// Stopped, expired or gone: seats released, every operation refused.
+    Ended,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Ended => "ended",
+        }
+    }
+
+    /// The status named `name` (`created`, `running`, `ended`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "created" => Some(Self::Created),
+            "running" => Some(Self::Running),
+            "ended" => Some(Self::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// What a session is, fixed at creation: what backfill filters on, plus `metadata`, an opaque JSON
+/// value the seat ledger stores and returns untouched (connection details such as host and ports,
+/// the match id, whatever the caller needs to answer a backfill with).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub location: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+/// Seats held for players who have not joined yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub players: BTreeSet<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl Reservation {
+    /// Live while `expires_at > now`.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// A session to record at placement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub session_id: Uuid,
+    pub capacity: u32,
+    /// `created` or `running` (an `ended` session cannot be created).
+    pub status: SessionStatus,
+    pub info: SessionInfo,
+    /// The match's own players: they hold one reservation (if any) from now until they join or
+    /// it expires after `reservation_ttl`.
+    pub players: Vec<String>,
+    pub reservation_ttl: Duration,
+    pub now: OffsetDateTime,
+}
+
+/// One session's seats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSeats {
+    pub session_id: Uuid,
+    pub capacity: u32,
+    pub status: SessionStatus,
+    pub info: SessionInfo,
+    pub joined: BTreeSet<String>,
+    pub reservations: BTreeMap<Uuid, Reservation>,
+}
+
+/// Why an operation changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeatError {
+    /// No such session (never created, or its record expired). Only stores say this.
+    #[error("no such session")]
+    NotFound,
+    /// The session exists already (or ended): a second create changes nothing.
+    #[error("the session exists already")]
+    AlreadyExists,
+    #[error("the session has ended")]
+    Ended,
+    /// A join needs more free seats than there are.
+    #[error("the session is full: {needed} players need a free seat, {open} of {capacity} are open")]
+    SessionFull { capacity: u32, open: u32, needed: u32 },
+    /// A reservation needs more free seats than there are.
+    #[error("not enough open seats: {needed} needed, {open} open")]
+    NoSeats { open: u32, needed: u32 },
+    /// A reservation for players already playing in this session.
+    #[error("already joined: {}", players.iter().cloned().collect::<Vec<_>>().join(", "))]
+    AlreadyJoined { players: BTreeSet<String> },
+    #[error("a reservation needs at least one player")]
+    NoPlayers,
+}
+
+/// An operation's answer: what it did, or why it did nothing.
+pub type SeatResult<T> = Result<T, SeatError>;
+
+/// What a join did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// Players who joined now (the ones Gameye is told about), reserved or not.
+    pub joined: BTreeSet<String>,
+    /// Those of `joined` who consumed a reservation.
+    pub from_reservations: BTreeSet<String>,
+    /// Players who had joined before: nothing changed for them.
+    pub already_joined: BTreeSet<String>,
+}
+
+/// What a leave did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Left {
+    /// Joined players who left (the ones Gameye is told about).
+    pub left: BTreeSet<String>,
+    /// Players whose reserved seat was released.
+    pub released: BTreeSet<String>,
+}
+
+/// A reservation made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub reservation_id: Uuid,
+    pub players: BTreeSet<String>,
+    pub expires_at: OffsetDateTime,
+    /// Players who held another reservation in this session and were moved into this one.
+    pub moved: BTreeSet<String>,
+}
+
+/// A reservation dropped because it expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredReservation {
+    pub reservation_id: Uuid,
+    pub reservation: Reservation,
+}
+
+/// What ending a session released.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// Players who were joined.
+    pub players: BTreeSet<String>,
+    /// Reservations that were live.
+    pub reservations: BTreeSet<Uuid>,
+}
+
+/// `now + ttl`, saturating.
+fn after(now: OffsetDateTime, ttl: Duration) -> OffsetDateTime {
+    now.checked_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl SessionSeats {
+    /// A session's seats at placement: its own players (deduplicated) hold one reservation with
+    /// id `reservation_id`, unless there are none.
+    pub fn create(new: &NewSession, reservation_id: Uuid) -> SeatResult<Self> {
+        if new.status == SessionStatus::Ended {
+            return Err(SeatError::Ended);
+        }
+        let players: BTreeSet<String> = new.players.iter().cloned().collect();
+        if count(players.len()) > new.capacity {
+            return Err(SeatError::SessionFull {
+                capacity: new.capacity,
+                open: new.capacity,
+                needed: count(players.len()),
+            });
+        }
+        let mut reservations = BTreeMap::new();
+        if !players.is_empty() {
+            let expires_at = after(new.now, new.reservation_ttl);
+            reservations.insert(reservation_id, Reservation { players, expires_at });
+        }
+        Ok(Self {
+            session_id: new.session_id,
+            capacity: new.capacity,
+            status: new.status,
+            info: new.info.clone(),
+            joined: BTreeSet::new(),
+            reservations,
+        })
+    }
+
+    /// Players in reservations live at `now`.
+    pub fn reserved(&self, now: OffsetDateTime) -> u32 {
+        count(self.live_reservations(now).map(|(_, r)| r.players.len()).sum())
+    }
+
+    /// capacity − joined − reserved (at `now`); 0 for an ended session.
+    pub fn open_seats(&self, now: OffsetDateTime) -> u32 {
+        if self.status == SessionStatus::Ended {
+            return 0;
+        }
+        self.capacity.saturating_sub(count(self.joined.len())).saturating_sub(self.reserved(now))
+    }
+
+    /// The reservations live at `now`.
+    pub fn live_reservations(&self, now: OffsetDateTime) -> impl Iterator<Item = (&Uuid, &Reservation)> {
+        self.reservations.iter().filter(move |(_, r)| r.is_live(now))
+    }
+
+    /// The live reservation holding `player`, if any.
+    pub fn reservation_of(&self, player: &str, now: OffsetDateTime) -> Option<Uuid> {
+        self.live_reservations(now).find(|(_, r)| r.players.contains(player)).map(|(id, _)| *id)
+    }
+
+    /// This session as it stands at `now`: expired reservations left out.
+    pub fn at(&self, now: OffsetDateTime) -> Self {
+        let mut seats = self.clone();
+        seats.reservations.retain(|_, r| r.is_live(now));
+        seats
+    }
+
+    /// What backfill choice needs to know about this session at `now`.
+    pub fn backfill_candidate(&self, now: OffsetDateTime) -> BackfillCandidate {
+        BackfillCandidate {
+            session_id: self.session_id,
+            image: self.info.image.clone(),
+            version: self.info.version.clone(),
+            location: self.info.location.clone(),
+            labels: self.info.labels.clone(),
+            status: self.status,
+            open_seats: self.open_seats(now),
+        }
+    }
+
+    fn refuse_ended(&self) -> SeatResult<()> {
+        if self.status == SessionStatus::Ended { Err(SeatError::Ended) } else { Ok(()) }
+    }
+
+    /// Removes `player` from whichever reservation holds them (dropping it when it empties).
+    fn unreserve(&mut self, player: &str) -> bool {
+        let Some(id) = self.reservations.iter().find(|(_, r)| r.players.contains(player)).map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let reservation = self.reservations.get_mut(&id).expect("found above");
+        reservation.players.remove(player);
+        if reservation.players.is_empty() {
+            self.reservations.remove(&id);
+        }
+        true
+    }
+
+    /// Drops the reservations expired at `now` and reports them, in reservation id order.
+    pub fn expire(&mut self, now: OffsetDateTime) -> Vec<ExpiredReservation> {
+        let expired: Vec<Uuid> =
+            self.reservations.iter().filter(|(_, r)| !r.is_live(now)).map(|(id, _)| *id).collect();
+        expired
+            .into_iter()
+            .filter_map(|id| {
+                self.reservations
+                    .remove(&id)
+                    .map(|reservation| ExpiredReservation { reservation_id: id, reservation })
+            })
+            .collect()
+    }
+
+    /// `players` join (see the module documentation).
+    pub fn join(&mut self, players: &[String], now: OffsetDateTime) -> SeatResult<Joined> {
+        self.refuse_ended()?;
+        self.expire(now);
+        let players: BTreeSet<String> = players.iter().cloned().collect();
+        let (already_joined, new): (BTreeSet<String>, BTreeSet<String>) =
+            players.into_iter().partition(|p| self.joined.contains(p));
+        let from_reservations: BTreeSet<String> =
+            new.iter().filter(|p| self.reservation_of(p, now).is_some()).cloned().collect();
+        let needed = count(new.len() - from_reservations.len());
+        let open = self.open_seats(now);
+        if needed > open {
+            return Err(SeatError::SessionFull { capacity: self.capacity, open, needed });
+        }
+        for player in &from_reservations {
+            self.unreserve(player);
+        }
+        self.joined.extend(new.iter().cloned());
+        Ok(Joined { joined: new, from_reservations, already_joined })
+    }
+
+    /// `players` leave or give up their reserved seats (see the module documentation).
+    pub fn leave(&mut self, players: &[String], now: OffsetDateTime) -> SeatResult<Left> {
+        self.refuse_ended()?;
+        self.expire(now);
+        let mut outcome = Left::default();
+        for player in players {
+            if self.joined.remove(player) {
+                outcome.left.insert(player.clone());
+            } else if self.unreserve(player) {
+                outcome.released.insert(player.clone());
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Reserves seats for all `players` or none, for `ttl` (see the module documentation).
+    pub fn reserve(
+        &mut self,
+        reservation_id: Uuid,
+        players: &[String],
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> SeatResult<Reserved> {
+        self.refuse_ended()?;
+        self.expire(now);
+        let players: BTreeSet<String> = players.iter().cloned().collect();
+        if players.is_empty() {
+            return Err(SeatError::NoPlayers);
+        }
+        let joined: BTreeSet<String> = players.intersection(&self.joined).cloned().collect();
+        if !joined.is_empty() {
+            return Err(SeatError::AlreadyJoined { players: joined });
+        }
+        let moved: BTreeSet<String> =
+            players.iter().filter(|p| self.reservation_of(p, now).is_some()).cloned().collect();
+        let needed = count(players.len() - moved.len());
+        let open = self.open_seats(now);
+        if needed > open {
+            return Err(SeatError::NoSeats { open, needed });
+        }
+        for player in &moved {
+            self.unreserve(player);
+        }
+        let expires_at = after(now, ttl);
+        self.reservations.insert(reservation_id, Reservation { players: players.clone(), expires_at });
+        Ok(Reserved { reservation_id, players, expires_at, moved })
+    }
+
+    /// `created → running`; idempotent.
+    pub fn mark_running(&mut self) -> SeatResult<()> {
+        self.refuse_ended()?;
+        self.status = SessionStatus::Running;
+        Ok(())
+    }
+
+    /// Releases every seat; the session refuses everything afterwards.
+    pub fn end(&mut self, now: OffsetDateTime) -> SeatResult<Ended> {
+        self.refuse_ended()?;
+        self.expire(now);
+        let outcome = Ended {
+            players: std::mem::take(&mut self.joined),
+            reservations: std::mem::take(&mut self.reservations).into_keys().collect(),
+        };
+        self.status = SessionStatus::Ended;
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,804 @@
+//! The seat-store contract: one suite, run against the in-memory store and against Redis (a real
+//! `redis-server` per test), both through the `StateStore` enum. Redis-only tests below check the
+//! key layout, TTLs and the session indexes.
+//!
+//! Times: each test picks a whole-millisecond `t0` and passes `t0 + offset` as `now`, so
+//! reservation expiry is exact; record expiry (`keep_for`) runs on the stores' own clocks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use adapters::store::{MemoryStore, RedisStore, StateStore};
+use bridge::ports::{SeatChange, SeatStore};
+use bridge::seats::{
+    BackfillPlayer, BackfillQuery, NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus,
+    choose_backfill,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::harness::RedisServer;
+
+const KEEP: Duration = Duration::from_secs(3600);
+const RESERVE: Duration = Duration::from_secs(60);
+const PREFIX: &str = "it-seats";
+
+struct Fixture {
+    store: StateStore,
+    t0: OffsetDateTime,
+    redis: Option<RedisServer>,
+}
+
+impl Fixture {
+    fn memory() -> Self {
+        Self { store: StateStore::Memory(MemoryStore::new()), t0: whole_ms_now(), redis: None }
+    }
+
+    async fn redis() -> Self {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url(), PREFIX).await.expect("connect to redis");
+        Self { store: StateStore::Redis(store), t0: whole_ms_now(), redis: Some(server) }
+    }
+
+    /// `t0 + ms`.
+    fn at(&self, ms: i64) -> OffsetDateTime {
+        self.t0 + time::Duration::milliseconds(ms)
+    }
+
+    fn new_session(&self, n: u128, capacity: u32, own: &[&str]) -> NewSession {
+        NewSession {
+            session_id: sid(n),
+            capacity,
+            status: SessionStatus::Running,
+            info: info("game", "eu-west-1"),
+            players: ids(own),
+            reservation_ttl: RESERVE,
+            now: self.t0,
+        }
+    }
+
+    /// Creates session `n` (running) with `capacity` seats and its own players reserved for 60 s.
+    async fn create(&self, n: u128, capacity: u32, own: &[&str]) -> SessionSeats {
+        self.store.create_session(&self.new_session(n, capacity, own), KEEP).await.unwrap().unwrap()
+    }
+
+    async fn get(&self, n: u128, at_ms: i64) -> SessionSeats {
+        self.store.get_session(sid(n), self.at(at_ms)).await.unwrap().expect("the session exists")
+    }
+
+    async fn join(
+        &self,
+        n: u128,
+        players: &[&str],
+        at_ms: i64,
+    ) -> Result<SeatChange<bridge::seats::Joined>, SeatError> {
+        self.store.join_players(sid(n), &ids(players), self.at(at_ms)).await.unwrap()
+    }
+
+    async fn leave(
+        &self,
+        n: u128,
+        players: &[&str],
+        at_ms: i64,
+    ) -> Result<SeatChange<bridge::seats::Left>, SeatError> {
+        self.store.leave_players(sid(n), &ids(players), self.at(at_ms)).await.unwrap()
+    }
+
+    async fn reserve(
+        &self,
+        n: u128,
+        players: &[&str],
+        ttl_ms: u64,
+        at_ms: i64,
+    ) -> Result<SeatChange<bridge::seats::Reserved>, SeatError> {
+        let ttl = Duration::from_millis(ttl_ms);
+        self.store.reserve_seats(sid(n), &ids(players), ttl, self.at(at_ms)).await.unwrap()
+    }
+}
+
+fn whole_ms_now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let ms = now.unix_timestamp_nanos() / 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(ms * 1_000_000).unwrap()
+}
+
+fn sid(n: u128) -> Uuid {
+    Uuid::from_u128(0x5ea7_0000_0000_0000_0000_0000_0000_0000 + n)
+}
+
+fn info(image: &str, location: &str) -> SessionInfo {
+    SessionInfo {
+        image: image.to_owned(),
+        version: Some("1.10".to_owned()),
+        location: location.to_owned(),
+        labels: BTreeMap::from([("mode".to_owned(), "ranked".to_owned())]),
+        metadata: serde_json::json!({"host": "203.0.113.7", "ports": [{"container": 7777, "host": 20001}]}),
+    }
+}
+
+fn ids(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Every player holding a live reservation.
+fn reserved_players(seats: &SessionSeats) -> BTreeSet<String> {
+    seats.reservations.values().flat_map(|r| r.players.iter().cloned()).collect()
+}
+
+/// Runs each contract test against both stores.
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::memory()).await;
+                }
+            )*
+        }
+
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Fixture::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    create_records_the_session_with_its_own_players_reserved,
+    create_refuses_duplicates_and_too_many_own_players,
+    join_beyond_capacity_is_session_full_unless_reserved,
+    join_and_leave_are_idempotent,
+    reservations_expire_at_their_time,
+    reserve_is_all_or_nothing,
+    mark_running_and_listing_by_image,
+    end_releases_everything_and_refuses_everything_after,
+    unknown_sessions_are_not_found,
+    reserve_best_takes_the_first_candidate_that_fits,
+    awkward_player_ids_round_trip,
+    racing_backfills_never_overbook,
+    racing_joins_never_overbook,
+    a_busy_session_outlives_its_keep_for_and_stays_listed,
+);
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+
+async fn create_records_the_session_with_its_own_players_reserved(fx: Fixture) {
+    let created = fx.create(1, 4, &["a", "b", "a"]).await;
+    assert_eq!(created.session_id, sid(1));
+    assert_eq!((created.capacity, created.status), (4, SessionStatus::Running));
+    assert_eq!(created.info, info("game", "eu-west-1"), "info and metadata are kept as given");
+    assert!(created.joined.is_empty());
+    assert_eq!(created.reservations.len(), 1);
+    let reservation = created.reservations.values().next().unwrap();
+    assert_eq!(reservation.players, set(&["a", "b"]));
+    assert_eq!(reservation.expires_at, fx.at(60_000));
+    assert_eq!(created.open_seats(fx.t0), 2);
+    assert_eq!(fx.get(1, 0).await, created, "get returns what create made");
+
+    // Without own players there is no reservation.
+    let empty = fx.create(2, 3, &[]).await;
+    assert!(empty.reservations.is_empty());
+    assert_eq!(empty.open_seats(fx.t0), 3);
+}
+
+async fn create_refuses_duplicates_and_too_many_own_players(fx: Fixture) {
+    let created = fx.create(1, 2, &["a"]).await;
+    let mut again = fx.new_session(1, 10, &["x", "y"]);
+    again.info.image = "other".to_owned();
+    let answer = fx.store.create_session(&again, KEEP).await.unwrap();
+    assert_eq!(answer, Err(SeatError::AlreadyExists));
+    assert_eq!(fx.get(1, 0).await, created, "a second create changes nothing");
+
+    let answer = fx.store.create_session(&fx.new_session(2, 1, &["a", "b"]), KEEP).await.unwrap();
+    assert_eq!(answer, Err(SeatError::SessionFull { capacity: 1, open: 1, needed: 2 }));
+    assert_eq!(fx.store.get_session(sid(2), fx.t0).await.unwrap(), None, "nothing was recorded");
+
+    let keep_zero = fx.store.create_session(&fx.new_session(3, 1, &[]), Duration::ZERO).await;
+    assert!(keep_zero.is_err_and(|e| !e.transient));
+}
+
+async fn join_beyond_capacity_is_session_full_unless_reserved(fx: Fixture) {
+    fx.create(1, 3, &["a"]).await;
+    let joined = fx.join(1, &["x", "y"], 10).await.unwrap();
+    assert_eq!(joined.outcome.joined, set(&["x", "y"]));
+    assert!(joined.outcome.from_reservations.is_empty());
+    assert_eq!(joined.session.open_seats(fx.at(10)), 0, "a's reserved seat is not free");
+    let before = fx.get(1, 20).await;
+    assert_eq!(
+        fx.join(1, &["z"], 20).await.unwrap_err(),
+        SeatError::SessionFull { capacity: 3, open: 0, needed: 1 }
+    );
+    // The whole batch or nothing: a (reserved) with z (not) fails and a is not joined either.
+    assert_eq!(
+        fx.join(1, &["a", "z"], 20).await.unwrap_err(),
+        SeatError::SessionFull { capacity: 3, open: 0, needed: 1 }
+    );
+    assert_eq!(fx.get(1, 20).await, before, "a refused join changes nothing");
+    // The reserved player joins into their seat.
+    let joined = fx.join(1, &["a"], 30).await.unwrap();
+    assert_eq!(joined.outcome.joined, set(&["a"]));
+    assert_eq!(joined.outcome.from_reservations, set(&["a"]));
+    assert_eq!(joined.session.joined, set(&["a", "x", "y"]));
+    assert!(joined.session.reservations.is_empty(), "the consumed reservation is gone");
+    assert_eq!(fx.get(1, 40).await, joined.session);
+}
+
+async fn join_and_leave_are_idempotent(fx: Fixture) {
+    fx.create(1, 3, &["r"]).await;
+    let first = fx.join(1, &["x", "x"], 0).await.unwrap();
+    assert_eq!(first.outcome.joined, set(&["x"]));
+    let second = fx.join(1, &["x"], 0).await.unwrap();
+    assert!(second.outcome.joined.is_empty());
+    assert_eq!(second.outcome.already_joined, set(&["x"]));
+    assert_eq!(second.session, first.session, "joining twice is one player");
+    assert_eq!(second.session.open_seats(fx.t0), 1);
+
+    let left = fx.leave(1, &["x", "nobody"], 0).await.unwrap();
+    assert_eq!(left.outcome.left, set(&["x"]));
+    assert!(left.outcome.released.is_empty());
+    let again = fx.leave(1, &["x"], 0).await.unwrap();
+    assert!(again.outcome.left.is_empty() && again.outcome.released.is_empty());
+    assert_eq!(again.session, left.session);
+    assert_eq!(again.session.open_seats(fx.t0), 2);
+
+    // Leaving releases a reserved seat too.
+    let released = fx.leave(1, &["r"], 0).await.unwrap();
+    assert_eq!(released.outcome.released, set(&["r"]));
+    assert!(released.session.reservations.is_empty());
+    assert_eq!(released.session.open_seats(fx.t0), 3);
+    assert_eq!(fx.get(1, 0).await, released.session);
+}
+
+async fn reservations_expire_at_their_time(fx: Fixture) {
+    fx.create(1, 3, &["own"]).await; // own: 60 s
+    fx.join(1, &["x"], 0).await.unwrap();
+    let reserved = fx.reserve(1, &["p"], 1_000, 0).await.unwrap();
+    assert_eq!(reserved.outcome.expires_at, fx.at(1_000));
+    assert_eq!(reserved.outcome.players, set(&["p"]));
+    assert_eq!(reserved.session.open_seats(fx.t0), 0);
+
+    // Full until the reservation expires.
+    assert!(matches!(fx.join(1, &["q"], 999).await, Err(SeatError::SessionFull { .. })));
+    assert_eq!(fx.get(1, 999).await.reservations.len(), 2);
+    let at_expiry = fx.get(1, 1_000).await;
+    assert_eq!(reserved_players(&at_expiry), set(&["own"]), "expired reservations are left out");
+    assert_eq!(at_expiry.open_seats(fx.at(1_000)), 1);
+
+    // A reserved player joins before expiry; after it, p needs a free seat like anyone else.
+    let joined = fx.join(1, &["q"], 1_000).await.unwrap();
+    assert_eq!(joined.outcome.from_reservations, BTreeSet::new());
+    assert_eq!(
+        fx.join(1, &["p"], 1_001).await.unwrap_err(),
+        SeatError::SessionFull { capacity: 3, open: 0, needed: 1 }
+    );
+    fx.join(1, &["own"], 59_999).await.unwrap();
+
+    // expire_reservations reports exactly the expired ones.
+    fx.leave(1, &["q", "own", "x"], 60_000).await.unwrap();
+    let short = fx.reserve(1, &["s1", "s2"], 500, 60_000).await.unwrap().outcome;
+    let long = fx.reserve(1, &["l"], 5_000, 60_000).await.unwrap().outcome;
+    let expired = fx.store.expire_reservations(sid(1), fx.at(60_500)).await.unwrap().unwrap();
+    assert_eq!(expired.outcome.len(), 1);
+    assert_eq!(expired.outcome[0].reservation_id, short.reservation_id);
+    assert_eq!(expired.outcome[0].reservation.players, set(&["s1", "s2"]));
+    assert_eq!(expired.outcome[0].reservation.expires_at, fx.at(60_500));
+    assert_eq!(expired.session.reservations.keys().copied().collect::<Vec<_>>(), [long.reservation_id]);
+    let again = fx.store.expire_reservations(sid(1), fx.at(60_500)).await.unwrap().unwrap();
+    assert!(again.outcome.is_empty(), "expired once");
+    // Ended sessions refuse.
+    fx.store.end_session(sid(1), fx.at(61_000)).await.unwrap().unwrap();
+    assert_eq!(
+        fx.store.expire_reservations(sid(1), fx.at(61_000)).await.unwrap().unwrap_err(),
+        SeatError::Ended
+    );
+}
+
+async fn reserve_is_all_or_nothing(fx: Fixture) {
+    fx.create(1, 4, &["a", "b"]).await;
+    fx.join(1, &["b"], 0).await.unwrap();
+    let before = fx.get(1, 0).await;
+    assert_eq!(
+        fx.reserve(1, &["c", "d", "e"], 10_000, 0).await.unwrap_err(),
+        SeatError::NoSeats { open: 2, needed: 3 }
+    );
+    assert_eq!(
+        fx.reserve(1, &["b", "c"], 10_000, 0).await.unwrap_err(),
+        SeatError::AlreadyJoined { players: set(&["b"]) }
+    );
+    assert_eq!(fx.reserve(1, &[], 10_000, 0).await.unwrap_err(), SeatError::NoPlayers);
+    assert_eq!(fx.get(1, 0).await, before, "refused reservations change nothing");
+
+    // a moves from the placement reservation into the new one; c takes the last seat.
+    let reserved = fx.reserve(1, &["a", "c", "c"], 10_000, 0).await.unwrap();
+    assert_eq!(reserved.outcome.players, set(&["a", "c"]));
+    assert_eq!(reserved.outcome.moved, set(&["a"]));
+    let session = reserved.session;
+    assert_eq!(session.reservations.len(), 1, "the emptied placement reservation is gone");
+    assert_eq!(session.reservations[&reserved.outcome.reservation_id].players, set(&["a", "c"]));
+    assert_eq!(session.open_seats(fx.t0), 1);
+    assert_eq!(fx.get(1, 0).await, session);
+    // The last seat.
+    fx.reserve(1, &["d"], 10_000, 0).await.unwrap();
+    assert_eq!(
+        fx.reserve(1, &["e"], 10_000, 0).await.unwrap_err(),
+        SeatError::NoSeats { open: 0, needed: 1 }
+    );
+}
+
+async fn mark_running_and_listing_by_image(fx: Fixture) {
+    let mut new = fx.new_session(1, 4, &[]);
+    new.status = SessionStatus::Created;
+    assert_eq!(fx.store.create_session(&new, KEEP).await.unwrap().unwrap().status, SessionStatus::Created);
+    let mut other = fx.new_session(2, 4, &[]);
+    other.info.image = "other".to_owned();
+    fx.store.create_session(&other, KEEP).await.unwrap().unwrap();
+    fx.create(3, 2, &["a"]).await;
+
+    let running = fx.store.mark_running(sid(1), fx.t0).await.unwrap().unwrap();
+    assert_eq!(running.status, SessionStatus::Running);
+    assert_eq!(fx.store.mark_running(sid(1), fx.t0).await.unwrap().unwrap(), running, "idempotent");
+    assert_eq!(fx.get(1, 0).await.status, SessionStatus::Running);
+
+    let listed = |sessions: Vec<SessionSeats>| sessions.iter().map(|s| s.session_id).collect::<Vec<_>>();
+    let game = fx.store.list_sessions(Some("game"), fx.t0).await.unwrap();
+    assert_eq!(listed(game.clone()), [sid(1), sid(3)]);
+    assert_eq!(game[1], fx.get(3, 0).await);
+    assert_eq!(listed(fx.store.list_sessions(Some("other"), fx.t0).await.unwrap()), [sid(2)]);
+    assert_eq!(listed(fx.store.list_sessions(None, fx.t0).await.unwrap()), [sid(1), sid(2), sid(3)]);
+    assert!(fx.store.list_sessions(Some("nothing"), fx.t0).await.unwrap().is_empty());
+    // Listed at `now`: the expired reservation is left out.
+    let later = fx.store.list_sessions(Some("game"), fx.at(60_000)).await.unwrap();
+    assert!(later[1].reservations.is_empty());
+}
+
+async fn end_releases_everything_and_refuses_everything_after(fx: Fixture) {
+    fx.create(1, 5, &["own"]).await;
+    fx.create(2, 4, &[]).await;
+    fx.join(1, &["x", "y"], 0).await.unwrap();
+    let reserved = fx.reserve(1, &["r"], 10_000, 0).await.unwrap().outcome;
+    let short = fx.reserve(1, &["gone"], 100, 0).await.unwrap().outcome;
+    let own = fx
+        .get(1, 0)
+        .await
+        .reservations
+        .into_keys()
+        .find(|id| *id != reserved.reservation_id && *id != short.reservation_id)
+        .unwrap();
+
+    let ended = fx.store.end_session(sid(1), fx.at(1_000)).await.unwrap().unwrap();
+    assert_eq!(ended.outcome.players, set(&["x", "y"]));
+    assert_eq!(ended.outcome.reservations, BTreeSet::from([reserved.reservation_id, own]), "only live ones");
+    assert_eq!(ended.session.status, SessionStatus::Ended);
+    assert!(ended.session.joined.is_empty() && ended.session.reservations.is_empty());
+    assert_eq!(ended.session.open_seats(fx.at(1_000)), 0);
+
+    let stored = fx.get(1, 1_000).await;
+    assert_eq!(stored.status, SessionStatus::Ended);
+    assert!(stored.joined.is_empty() && stored.reservations.is_empty());
+    let all = fx.store.list_sessions(None, fx.at(1_000)).await.unwrap();
+    assert_eq!(all.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(2)], "no longer listed");
+    assert!(
+        fx.store
+            .list_sessions(Some("game"), fx.at(1_000))
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.session_id != sid(1))
+    );
+
+    let now = fx.at(2_000);
+    assert_eq!(fx.join(1, &["x"], 2_000).await.unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.leave(1, &["x"], 2_000).await.unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.reserve(1, &["z"], 1_000, 2_000).await.unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.store.mark_running(sid(1), now).await.unwrap().unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.store.end_session(sid(1), now).await.unwrap().unwrap_err(), SeatError::Ended);
+    let reborn = fx.store.create_session(&fx.new_session(1, 4, &[]), KEEP).await.unwrap();
+    assert_eq!(reborn, Err(SeatError::Ended), "an ended session cannot be created again");
+    let best = fx.store.reserve_best(&[sid(1)], &ids(&["z"]), RESERVE, now).await.unwrap();
+    assert_eq!(best, None);
+    assert_eq!(fx.get(1, 2_000).await, stored, "nothing changed");
+    // The other session is untouched.
+    fx.join(2, &["x"], 2_000).await.unwrap();
+}
+
+async fn unknown_sessions_are_not_found(fx: Fixture) {
+    fx.create(1, 4, &[]).await;
+    let now = fx.t0;
+    assert_eq!(fx.store.get_session(sid(9), now).await.unwrap(), None);
+    assert_eq!(fx.join(9, &["x"], 0).await.unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.leave(9, &["x"], 0).await.unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.reserve(9, &["x"], 1_000, 0).await.unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.store.mark_running(sid(9), now).await.unwrap().unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.store.expire_reservations(sid(9), now).await.unwrap().unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.store.end_session(sid(9), now).await.unwrap().unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.store.get_session(sid(9), now).await.unwrap(), None, "nothing was created");
+    assert_eq!(fx.store.list_sessions(None, now).await.unwrap().len(), 1);
+
+    // Records expire after keep_for without changes.
+    let short = Duration::from_millis(300);
+    fx.store.create_session(&fx.new_session(5, 4, &["a"]), short).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    fx.join(5, &["a"], 0).await.unwrap(); // a change refreshes the time to live
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fx.store.get_session(sid(5), now).await.unwrap().is_some(), "refreshed by the join");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(fx.store.get_session(sid(5), now).await.unwrap(), None, "expired");
+    assert_eq!(fx.join(5, &["b"], 0).await.unwrap_err(), SeatError::NotFound);
+    let listed = fx.store.list_sessions(None, now).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(1)]);
+}
+
+async fn reserve_best_takes_the_first_candidate_that_fits(fx: Fixture) {
+    fx.create(1, 2, &["a", "b"]).await; // full
+    fx.create(2, 4, &[]).await;
+    fx.store.end_session(sid(2), fx.t0).await.unwrap().unwrap(); // ended
+    fx.create(3, 4, &["x"]).await; // x is reserved here: moves
+    fx.create(4, 4, &[]).await;
+    fx.join(4, &["y"], 0).await.unwrap(); // y joined here: refused
+    fx.create(5, 4, &[]).await;
+
+    let candidates = [sid(9), sid(1), sid(2), sid(4), sid(3), sid(5)];
+    let players = ids(&["x", "y"]);
+    let best = fx.store.reserve_best(&candidates, &players, RESERVE, fx.t0).await.unwrap().unwrap();
+    assert_eq!(best.session.session_id, sid(3), "unknown, full, ended and already-joined skipped");
+    assert_eq!(best.outcome.players, set(&["x", "y"]));
+    assert_eq!(best.outcome.moved, set(&["x"]));
+    assert_eq!(best.outcome.expires_at, fx.at(60_000));
+    assert_eq!(best.session, fx.get(3, 0).await);
+    for n in [1, 4, 5] {
+        assert!(!reserved_players(&fx.get(n, 0).await).contains("y"), "only one session reserved");
+    }
+
+    let nobody_fits = ids(&["p", "q", "r", "s", "t"]);
+    assert_eq!(fx.store.reserve_best(&candidates, &nobody_fits, RESERVE, fx.t0).await.unwrap(), None);
+    assert_eq!(fx.store.reserve_best(&[], &players, RESERVE, fx.t0).await.unwrap(), None);
+}
+
+async fn awkward_player_ids_round_trip(fx: Fixture) {
+    let players = ["j:x", "r:1|2", "", "\"quoted\"", "a/b\\c", "ünïcødé 🎮", "{tag}", "1e3", "%"];
+    fx.create(1, 20, &players[..3]).await;
+    let reserved = fx.reserve(1, &players[3..6], 10_000, 0).await.unwrap();
+    assert_eq!(reserved.outcome.players, set(&players[3..6]));
+    let joined = fx.join(1, &players, 0).await.unwrap();
+    assert_eq!(joined.outcome.joined, set(&players));
+    assert_eq!(joined.outcome.from_reservations, set(&players[..6]));
+    let stored = fx.get(1, 0).await;
+    assert_eq!(stored.joined, set(&players));
+    assert!(stored.reservations.is_empty());
+    assert_eq!(stored.open_seats(fx.t0), 20 - players.len() as u32);
+    let left = fx.leave(1, &players[..4], 0).await.unwrap();
+    assert_eq!(left.outcome.left, set(&players[..4]));
+    assert_eq!(fx.get(1, 0).await.joined, set(&players[4..]));
+}
+
+/// 200 backfill requests (one player each) race for 50 seats across 10 sessions of 5 seats:
+/// exactly 50 are granted, and no session holds more than its capacity.
+async fn racing_backfills_never_overbook(fx: Fixture) {
+    for n in 0..10 {
+        fx.create(n, 5, &[]).await;
+    }
+    let now = fx.at(1);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = fx.store.clone();
+            tokio::spawn(async move {
+                let player = BackfillPlayer {
+                    id: format!("p{i}"),
+                    latencies: BTreeMap::from([("eu-west-1".to_owned(), 20 + (i % 7))]),
+                };
+                let sessions = store.list_sessions(Some("game"), now).await.unwrap();
+                let candidates: Vec<_> = sessions.iter().map(|s| s.backfill_candidate(now)).collect();
+                let labels = BTreeMap::new();
+                let query = BackfillQuery {
+                    image: "game",
+                    version: None,
+                    labels: &labels,
+                    locations: None,
+                    players: std::slice::from_ref(&player),
+                    latency_cap_ms: 100,
+                };
+                let mut ranked: Vec<Uuid> =
+                    choose_backfill(&query, &candidates).iter().map(|r| r.session_id).collect();
+                // Spread the starting point so requests collide on every session.
+                let len = ranked.len();
+                if len > 0 {
+                    ranked.rotate_left(i as usize % len);
+                }
+                let granted = store
+                    .reserve_best(&ranked, std::slice::from_ref(&player.id), RESERVE, now)
+                    .await
+                    .unwrap();
+                granted.map(|g| (player.id.clone(), g.session.session_id, g.outcome.reservation_id))
+            })
+        })
+        .collect();
+    let outcomes = futures::future::try_join_all(tasks).await.unwrap();
+    let granted: Vec<_> = outcomes.into_iter().flatten().collect();
+    assert_eq!(granted.len(), 50, "exactly 50 seats granted");
+    let distinct: BTreeSet<&String> = granted.iter().map(|(p, _, _)| p).collect();
+    assert_eq!(distinct.len(), 50, "each to a different player");
+    let mut total = 0;
+    for n in 0..10 {
+        let seats = fx.get(n, 1).await;
+        let holders = reserved_players(&seats);
+        assert_eq!(holders.len(), 5, "session {n} is exactly full, not overbooked: {seats:?}");
+        assert_eq!(seats.open_seats(now), 0);
+        let expected: BTreeSet<String> =
+            granted.iter().filter(|(_, s, _)| *s == sid(n)).map(|(p, _, _)| p.clone()).collect();
+        assert_eq!(holders, expected, "session {n} holds exactly the players granted there");
+        for (_, session, reservation) in granted.iter().filter(|(_, s, _)| *s == sid(n)) {
+            assert!(seats.reservations.contains_key(reservation), "{session}: {reservation} recorded");
+        }
+        total += holders.len();
+    }
+    assert_eq!(total, 50);
+    // No candidate left: a new request finds nothing.
+    let all: Vec<Uuid> = (0..10).map(sid).collect();
+    assert_eq!(fx.store.reserve_best(&all, &ids(&["late"]), RESERVE, now).await.unwrap(), None);
+}
+
+/// 100 players race to join a session with 5 seats, 2 of them reserved for players who join in the
+/// same race: the reserved players always get in, and exactly 3 others.
+async fn racing_joins_never_overbook(fx: Fixture) {
+    fx.create(1, 5, &["own-1", "own-2"]).await;
+    let mut players: Vec<String> = (0..98).map(|i| format!("j{i}")).collect();
+    players.insert(37, "own-1".to_owned());
+    players.insert(71, "own-2".to_owned());
+    let now = fx.at(5);
+    let tasks: Vec<_> = players
+        .into_iter()
+        .map(|player| {
+            let store = fx.store.clone();
+            tokio::spawn(async move {
+                let answer = store.join_players(sid(1), std::slice::from_ref(&player), now).await.unwrap();
+                (player, answer.is_ok())
+            })
+        })
+        .collect();
+    let outcomes = futures::future::try_join_all(tasks).await.unwrap();
+    let joined: BTreeSet<String> = outcomes.iter().filter(|(_, ok)| *ok).map(|(p, _)| p.clone()).collect();
+    assert_eq!(joined.len(), 5, "{joined:?}");
+    assert!(joined.contains("own-1") && joined.contains("own-2"), "reserved players always get in");
+    let seats = fx.get(1, 5).await;
+    assert_eq!(seats.joined, joined);
+    assert!(seats.reservations.is_empty());
+}
+
+/// Every change refreshes the record's time to live, and the session stays listed (in Redis: the
+/// indexes are refreshed as the record outlives them).
+async fn a_busy_session_outlives_its_keep_for_and_stays_listed(fx: Fixture) {
+    let keep = Duration::from_millis(400);
+    fx.store.create_session(&fx.new_session(1, 4, &[]), keep).await.unwrap().unwrap();
+    for round in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let player = format!("p{round}");
+        fx.store.join_players(sid(1), std::slice::from_ref(&player), fx.t0).await.unwrap().unwrap();
+        fx.store.leave_players(sid(1), std::slice::from_ref(&player), fx.t0).await.unwrap().unwrap();
+    }
+    // 1.2 s after creation, three times keep_for.
+    let listed = fx.store.list_sessions(Some("game"), fx.t0).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(1)]);
+    assert_eq!(fx.store.list_sessions(None, fx.t0).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fx.store.get_session(sid(1), fx.t0).await.unwrap(), None, "idle for longer than keep_for");
+    assert!(fx.store.list_sessions(Some("game"), fx.t0).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis only
+
+async fn keys_and_ttls(url: &str) -> BTreeMap<String, i64> {
+    let client = ::redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut connection).await.unwrap();
+    let mut ttls = BTreeMap::new();
+    for key in keys {
+        let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query_async(&mut connection).await.unwrap();
+        ttls.insert(key, ttl);
+    }
+    ttls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    let mut new = fx.new_session(1, 4, &["a"]);
+    new.info.image = "game{1}".to_owned();
+    fx.store.create_session(&new, KEEP).await.unwrap().unwrap();
+    fx.create(2, 4, &[]).await;
+    fx.join(1, &["a"], 0).await.unwrap();
+
+    let ttls = keys_and_ttls(&url).await;
+    let keys: BTreeSet<&str> = ttls.keys().map(String::as_str).collect();
+    let expected: BTreeSet<String> = BTreeSet::from([
+        format!("it-seats:seats:{{{}}}", sid(1)),
+        format!("it-seats:seats:{{{}}}", sid(2)),
+        "it-seats:{seats}:sessions".to_owned(),
+        "it-seats:seats-image:{game%7B1%7D}".to_owned(),
+        "it-seats:seats-image:{game}".to_owned(),
+    ]);
+    assert_eq!(keys, expected.iter().map(String::as_str).collect());
+    for (key, ttl) in &ttls {
+        assert!(*ttl > 0, "{key} has no TTL ({ttl})");
+        assert_eq!(key.matches('{').count() + key.matches('}').count(), 2, "{key}: exactly one tag");
+    }
+    let record = &ttls[&format!("it-seats:seats:{{{}}}", sid(1))];
+    assert!(*record <= KEEP.as_millis() as i64 && *record > KEEP.as_millis() as i64 - 60_000);
+    // The indexes outlive the records they list.
+    for index in ["it-seats:{seats}:sessions", "it-seats:seats-image:{game}"] {
+        assert!(ttls[index] >= *record, "{index}: {ttls:?}");
+    }
+    // The session record is one HASH holding everything.
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let fields: BTreeMap<String, String> = ::redis::cmd("HGETALL")
+        .arg(format!("it-seats:seats:{{{}}}", sid(1)))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(fields["j:a"], "1");
+    assert_eq!(fields["status"], "running");
+    assert_eq!(fields["capacity"], "4");
+    assert!(!fields.keys().any(|f| f.starts_with("r:")), "the consumed reservation is gone: {fields:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_indexes_drop_sessions_whose_records_are_gone() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    fx.create(1, 4, &[]).await;
+    fx.create(2, 4, &[]).await;
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(format!("it-seats:seats:{{{}}}", sid(1)))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let members = async |index: &str| -> Vec<String> {
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        ::redis::cmd("ZRANGE").arg(index).arg(0).arg(-1).query_async(&mut connection).await.unwrap()
+    };
+    assert_eq!(members("it-seats:seats-image:{game}").await.len(), 2);
+    let listed = fx.store.list_sessions(Some("game"), fx.t0).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(2)]);
+    assert_eq!(members("it-seats:seats-image:{game}").await, [sid(2).to_string()], "stale entry dropped");
+    fx.store.list_sessions(None, fx.t0).await.unwrap();
+    assert_eq!(members("it-seats:{seats}:sessions").await, [sid(2).to_string()]);
+    fx.store.end_session(sid(2), fx.t0).await.unwrap().unwrap();
+    assert!(members("it-seats:seats-image:{game}").await.is_empty(), "ended: removed at once");
+    assert!(members("it-seats:{seats}:sessions").await.is_empty());
+}
+
+/// Redis's scripts and the in-memory store (the core ledger itself, property-tested) answer every
+/// operation alike: long random sequences run against both side by side, compared after each step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_agrees_with_memory_on_random_operations() {
+    let redis = Fixture::redis().await;
+    let memory = Fixture { t0: redis.t0, ..Fixture::memory() };
+    const PLAYERS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h|j:x"];
+    // How often each kind of answer came up, so the comparison is known to cover them.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for seed in 1..=6u64 {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = move |n: u64| {
+            // xorshift64
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let base = (seed as u128) * 100;
+        let capacities = [0u32, 2, 3, 5];
+        for (i, capacity) in capacities.iter().enumerate() {
+            let own: Vec<&str> =
+                PLAYERS.iter().copied().filter(|_| next(4) == 0).take(*capacity as usize).collect();
+            let mut new = redis.new_session(base + i as u128, *capacity, &own);
+            new.reservation_ttl = Duration::from_millis(500 + next(3_000));
+            for fx in [&redis, &memory] {
+                fx.store.create_session(&new, KEEP).await.unwrap().unwrap();
+            }
+        }
+        let mut clock = 0i64;
+        for step in 0..250 {
+            clock += next(400) as i64;
+            let now = redis.at(clock);
+            let session = sid(base + next(capacities.len() as u64 + 1) as u128); // sometimes unknown
+            let players: Vec<String> =
+                (0..next(4)).map(|_| PLAYERS[next(PLAYERS.len() as u64) as usize].to_owned()).collect();
+            let ttl = Duration::from_millis(1 + next(3_000));
+            let op = next(100);
+            let mut answers = Vec::new();
+            for fx in [&redis, &memory] {
+                let store = &fx.store;
+                let answer = match op {
+                    0..30 => describe(store.join_players(session, &players, now).await.unwrap(), |j| {
+                        format!("{j:?}")
+                    }),
+                    30..45 => describe(store.leave_players(session, &players, now).await.unwrap(), |l| {
+                        format!("{l:?}")
+                    }),
+                    45..75 => {
+                        describe(store.reserve_seats(session, &players, ttl, now).await.unwrap(), |r| {
+                            format!("{:?} {} {:?}", r.players, r.expires_at, r.moved)
+                        })
+                    }
+                    75..85 => {
+                        let candidates: Vec<Uuid> =
+                            (0..=capacities.len() as u128).map(|i| sid(base + i)).collect();
+                        match store.reserve_best(&candidates, &players, ttl, now).await.unwrap() {
+                            None => "none".to_owned(),
+                            Some(g) => {
+                                describe(Ok(g), |r| format!("{:?} {} {:?}", r.players, r.expires_at, r.moved))
+                            }
+                        }
+                    }
+                    85..92 => describe(store.expire_reservations(session, now).await.unwrap(), |expired| {
+                        let mut list: Vec<String> = expired
+                            .iter()
+                            .map(|e| format!("{:?}@{}", e.reservation.players, e.reservation.expires_at))
+                            .collect();
+                        list.sort();
+                        list.join(",")
+                    }),
+                    92..93 => describe(store.end_session(session, now).await.unwrap(), |e| {
+                        format!("{:?} {}", e.players, e.reservations.len())
+                    }),
+                    93..97 => match store.mark_running(session, now).await.unwrap() {
+                        Ok(seats) => normalized(&seats),
+                        Err(error) => format!("{error:?}"),
+                    },
+                    _ => {
+                        let listed = store.list_sessions(Some("game"), now).await.unwrap();
+                        listed.iter().map(normalized).collect::<Vec<_>>().join("\n")
+                    }
+                };
+                let state = match store.get_session(session, now).await.unwrap() {
+                    Some(seats) => normalized(&seats),
+                    None => "absent".to_owned(),
+                };
+                answers.push((answer, state));
+            }
+            assert_eq!(
+                answers[0], answers[1],
+                "seed {seed}, step {step}, op {op}: redis (left) vs memory (right)"
+            );
+            let kind = answers[0].0.split([' ', '{']).next().unwrap_or_default().to_owned();
+            *seen.entry(kind).or_default() += 1;
+        }
+    }
+    for kind in ["ok", "none", "SessionFull", "NoSeats", "AlreadyJoined", "NotFound", "Ended"] {
+        assert!(seen.get(kind).copied().unwrap_or(0) >= 5, "{kind} came up too rarely to compare: {seen:?}");
+    }
+}
+
+/// A seat change's answer with reservation ids left out (each store makes its own).
+fn describe<T>(answer: Result<SeatChange<T>, SeatError>, outcome: impl Fn(&T) -> String) -> String {
+    match answer {
+        Ok(change) => format!("ok {} | {}", outcome(&change.outcome), normalized(&change.session)),
+        Err(error) => format!("{error:?}"),
+    }
+}
+
+/// A session's seats with reservation ids left out.
+fn normalized(seats: &SessionSeats) -> String {
+    let mut reservations: Vec<String> =
+        seats.reservations.values().map(|r| format!("{:?}@{}", r.players, r.expires_at)).collect();
+    reservations.sort();
+    format!(
+        "{} cap {} {:?} {:?} joined {:?} reserved {:?}",
+        seats.session_id, seats.capacity, seats.status, seats.info, seats.joined, reservations
+    )
+}

@@ -1,0 +1,588 @@
+//! The SNS (FlexMatch) door end to end: a real `gameye-bridge` with Redis and the emulator over
+//! HTTP, verifying SNS signatures for real. Messages are signed here with the test-only key in
+//! `adapters/src/sns/testdata/` (not AWS's), whose certificate the bridge finds in its pinned
+//! directory under the name of an AWS-looking SigningCertURL, so nothing is fetched.
+//! AWS's own genuine messages (`../shared/fixtures/sns`) are posted too: they must be refused.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, RsaKeyPair};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::stack::{API_TOKEN, Stack, start_bridge};
+
+const TEST_KEY: &str = include_str!("../../adapters/src/sns/testdata/test-signer.key.pem");
+const TEST_CERT: &str = include_str!("../../adapters/src/sns/testdata/test-signer.cert.pem");
+const CERT_NAME: &str = "SimpleNotificationService-gameye-bridge-test.pem";
+const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:flexmatch-events";
+const CONFIGURATION: &str = "arn:aws:gamelift:us-east-1:123456789012:matchmakingconfiguration/ranked";
+const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn session_id(match_id: &str) -> String {
+    bridge::session_id("sns", match_id).to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing SNS messages with the test key
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
+}
+
+fn now_text() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap()
+}
+
+/// Signs (SignatureVersion 2) by SNS's rule, independently of the bridge's code.
+fn sign(mut m: Map<String, Value>) -> Vec<u8> {
+    let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    let keys: &[&str] = if s("Type").as_deref() == Some("Notification") {
+        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    } else {
+        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    };
+    let mut text = String::new();
+    for key in keys {
+        if let Some(value) = s(key) {
+            text.push_str(&format!("{key}\n{value}\n"));
+        }
+    }
+    let key = RsaKeyPair::from_pkcs8(&pem_der(TEST_KEY)).unwrap();
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), text.as_bytes(), &mut sig).unwrap();
+    m.insert("SignatureVersion".into(), json!("2"));
+    m.insert("Signature".into(), json!(base64::engine::general_purpose::STANDARD.encode(sig)));
+    m.entry("SigningCertURL").or_insert(json!(format!("https://sns.us-east-1.amazonaws.com/{CERT_NAME}")));
+    serde_json::to_vec(&m).unwrap()
+}
+
+fn notification(message_id: &str, event: &Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("Type".into(), json!("Notification"));
+    m.insert("MessageId".into(), json!(message_id));
+    m.insert("TopicArn".into(), json!(TOPIC));
+    m.insert("Message".into(), json!(event.to_string()));
+    m.insert("Timestamp".into(), json!(now_text()));
+    m.insert("UnsubscribeURL".into(), json!("https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"));
+    m
+}
+
+fn event(kind: &str, detail: Value) -> Value {
+    let mut detail = detail;
+    detail["type"] = json!(kind);
+    json!({"version": "0", "id": format!("ev-{kind}"), "detail-type": "GameLift Matchmaking Event",
+           "source": "aws.gamelift", "account": "123456789012", "time": now_text(), "region": "us-east-1",
+           "resources": [CONFIGURATION], "detail": detail})
+}
+
+fn succeeded(match_id: &str, tickets: &[(&str, &[&str])]) -> Value {
+    let tickets: Vec<Value> = tickets
+        .iter()
+        .map(|(id, players)| {
+            let players: Vec<Value> = players
+                .iter()
+                .map(|p| json!({"playerId": p, "team": "blue", "playerSessionId": "ps"}))
+                .collect();
+            json!({"ticketId": id, "startTime": now_text(), "players": players})
+        })
+        .collect();
+    event(
+        "MatchmakingSucceeded",
+        json!({"matchId": match_id, "tickets": tickets, "gameSessionInfo": {"players": []}}),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack: bridge with the pinned test certificate, and a webhook receiver
+
+struct Received {
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// A small webhook receiver on port 0; answers `status`.
+async fn webhook_receiver(status: u16) -> (String, Arc<Mutex<Vec<Received>>>) {
+    use axum::extract::State;
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/hooks/gameye",
+            axum::routing::post(
+                move |State(r): State<Arc<Mutex<Vec<Received>>>>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| async move {
+                    r.lock().unwrap().push(Received { headers, body: body.to_vec() });
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/gameye", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+/// A fake host counting every request it gets (it must get none).
+async fn counting_host() -> (u16, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            *counter.lock().unwrap() += 1;
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, hits)
+}
+
+struct SnsStack {
+    stack: Stack,
+    webhook: Arc<Mutex<Vec<Received>>>,
+    pinned: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl SnsStack {
+    async fn start(extra: &[(&str, &str)]) -> Self {
+        let pinned = tempfile::tempdir().unwrap();
+        std::fs::write(pinned.path().join(CERT_NAME), TEST_CERT).unwrap();
+        let (webhook_url, webhook) = webhook_receiver(200).await;
+        let mut env: Vec<(String, String)> = vec![
+            ("BRIDGE_SNS__TOPICS".into(), format!("[\"{TOPIC}\"]")),
+            ("BRIDGE_SNS__PINNED_CERT_DIR".into(), format!("\"{}\"", pinned.path().display())),
+            ("BRIDGE_SNS__RESULTS_WEBHOOK__URL".into(), format!("\"{webhook_url}\"")),
+            ("BRIDGE_SNS__RESULTS_WEBHOOK__SECRET".into(), format!("\"{WEBHOOK_SECRET}\"")),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let borrowed: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let stack = Stack::start_with(&borrowed).await;
+        Self { stack, webhook, pinned, env }
+    }
+
+    async fn post_sns(&self, body: &[u8]) -> (u16, Value, Duration) {
+        let started = Instant::now();
+        let response = self
+            .stack
+            .http
+            .post(self.stack.url("/v1/webhooks/sns"))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .header("x-amz-sns-message-type", "Notification")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        (status, response.json().await.unwrap_or(Value::Null), elapsed)
+    }
+
+    async fn wait_ticket(&self, ticket_id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = self.stack.get(&format!("/v1/tickets/{ticket_id}")).await;
+            if code == 200 && body["status"] == status {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "ticket {ticket_id} not {status}: {code} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_webhooks(&self, count: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.webhook.lock().unwrap().len() < count {
+            assert!(Instant::now() < deadline, "no webhook within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Checks a Standard Webhooks signature independently of the bridge's code.
+fn check_webhook_signature(received: &Received) -> Value {
+    let header =
+        |name: &str| received.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let id = header("webhook-id");
+    let timestamp = header("webhook-timestamp");
+    let signature = header("webhook-signature");
+    assert!(id.starts_with("msg_"), "webhook-id {id:?}");
+    let sent: i64 = timestamp.parse().expect("webhook-timestamp is unix seconds");
+    assert!((OffsetDateTime::now_utc().unix_timestamp() - sent).abs() < 60, "timestamp {sent}");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(WEBHOOK_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(&received.body);
+    let expected =
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert!(
+        signature.split(' ').any(|s| s == expected),
+        "webhook-signature {signature:?} is not {expected:?}"
+    );
+    serde_json::from_slice(&received.body).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_flexmatch_success_is_answered_at_once_placed_once_by_latency_and_announced_signed() {
+    let s = SnsStack::start(&[]).await;
+    // Latencies stored beforehand (FlexMatch events carry none): us-east-1 is best for both.
+    for (player, latencies) in [
+        ("alice", json!({"us-east-1": 20, "eu-west-1": 90})),
+        ("bob", json!({"us-east-1": 30, "eu-west-1": 40})),
+    ] {
+        let response = s
+            .stack
+            .http
+            .put(s.stack.url(&format!("/v1/players/{player}/latencies")))
+            .bearer_auth(API_TOKEN)
+            .json(&json!({"latencies": latencies}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let body = sign(notification(
+        "msg-ok-1",
+        &succeeded("fm-match-1", &[("ticket-a", &["alice"]), ("ticket-b", &["bob"])]),
+    ));
+    let (status, receipt, elapsed) = s.post_sns(&body).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt, json!({"result": "accepted", "match_id": "fm-match-1"}));
+    assert!(elapsed < Duration::from_secs(3), "answered in {elapsed:?}");
+
+    let ticket = s.wait_ticket("ticket-a", "placed", Duration::from_secs(20)).await;
+    assert_eq!(ticket["match_id"], "fm-match-1");
+    assert_eq!(ticket["assignment"]["session_id"], session_id("fm-match-1"));
+    assert_eq!(ticket["assignment"]["location"], "us-east-1", "{ticket}");
+    assert_eq!(ticket["assignment"]["latency_ms"], json!({"alice": 20, "bob": 30}));
+    let other = s.wait_ticket("ticket-b", "placed", Duration::from_secs(5)).await;
+    assert_eq!(other["assignment"], ticket["assignment"]);
+    let (_, placement) = s.stack.get("/v1/matches/fm-match-1").await;
+    assert_eq!(placement["status"], "placed");
+
+    let sessions = s.stack.emulator_sessions().await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0]["location"], "us-east-1");
+
+    s.wait_webhooks(1, Duration::from_secs(10)).await;
+    let payload = check_webhook_signature(&s.webhook.lock().unwrap()[0]);
+    assert_eq!(payload["type"], "match.placed");
+    assert_eq!(payload["data"]["match_id"], "fm-match-1");
+    assert_eq!(payload["data"]["session_id"], session_id("fm-match-1"));
+
+    // The very same SNS message again (SNS is at-least-once): 200, nothing done again.
+    let (status, receipt, _) = s.post_sns(&body).await;
+    assert_eq!((status, &receipt["result"]), (200, &json!("duplicate")), "{receipt}");
+    // The same match in a new message (FlexMatch sent the event twice): still one session.
+    let again = sign(notification(
+        "msg-ok-2",
+        &succeeded("fm-match-1", &[("ticket-a", &["alice"]), ("ticket-b", &["bob"])]),
+    ));
+    let (status, _, _) = s.post_sns(&again).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.stack.emulator_sessions().await.len(), 1, "a duplicate made a second session");
+
+    // Polling tickets needs the API token; the SNS webhook does not (SNS cannot send one).
+    let response = s.stack.http.get(s.stack.url("/v1/tickets/ticket-a")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let (status, _) = s.stack.get("/v1/tickets/no-such-ticket").await;
+    assert_eq!(status, 404);
+}
+
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_slow_gameye_still_gets_its_200_well_within_15_seconds() {
+    let s = SnsStack::start(&[("BRIDGE_PLACEMENT__DEADLINE", "30s")]).await;
+    s.stack.set_faults(json!([{"operation": "session-run", "delay_ms": 6000, "probability": 1.0}])).await;
+    let body = sign(notification("msg-slow", &succeeded("fm-slow", &[("ticket-slow", &["carol"])])));
+    let (status, receipt, elapsed) = s.post_sns(&body).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert!(elapsed < Duration::from_secs(3), "a slow Gameye delayed SNS's answer: {elapsed:?}");
+    let (_, ticket) = s.stack.get("/v1/tickets/ticket-slow").await;
+    assert_eq!(ticket["status"], "placing", "{ticket}");
+    s.wait_ticket("ticket-slow", "placed", Duration::from_secs(25)).await;
+    assert_eq!(s.stack.emulator_sessions().await.len(), 1);
+}
+
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_timed_out_and_cancelled_tickets_are_published_for_polling() {
+    let s = SnsStack::start(&[]).await;
+    let timed_out = event(
+        "MatchmakingTimedOut",
+        json!({"reason": "TimedOut", "message": "Removed from matchmaking due to timing out.",
+               "tickets": [{"ticketId": "ticket-late", "startTime": now_text(), "players": [{"playerId": "dave"}]}]}),
+    );
+    let (status, receipt, _) = s.post_sns(&sign(notification("msg-to", &timed_out))).await;
+    assert_eq!(status, 200, "{receipt}");
+    let ticket = s.wait_ticket("ticket-late", "timed_out", Duration::from_secs(2)).await;
+    assert_eq!(ticket["event"], "MatchmakingTimedOut");
+    assert_eq!(ticket["reason"], "TimedOut");
+
+    let cancelled =
+        event("MatchmakingCancelled", json!({"tickets": [{"ticketId": "ticket-gone", "players": []}]}));
+    let (status, _, _) = s.post_sns(&sign(notification("msg-cancel", &cancelled))).await;
+    assert_eq!(status, 200);
+    s.wait_ticket("ticket-gone", "cancelled", Duration::from_secs(2)).await;
+
+    let searching = event("PotentialMatchCreated", json!({"tickets": [], "matchId": "x"}));
+    let (status, receipt, _) = s.post_sns(&sign(notification("msg-pmc", &searching))).await;
+    assert_eq!((status, &receipt["result"]), (200, &json!("acknowledged")));
+    assert!(s.stack.emulator_sessions().await.is_empty());
+    let metrics = s.stack.http.get(s.stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("flexmatch_events_total{event=\"MatchmakingTimedOut\"} 1"), "{metrics}");
+}
+
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_forged_tampered_unsigned_stale_and_foreign_messages_are_refused_and_place_nothing() {
+    let (port, hits) = counting_host().await;
+    let s = SnsStack::start(&[]).await;
+    let good = notification("msg-x", &succeeded("fm-evil", &[("ticket-x", &["mallory"])]));
+    let refuse = |status: u16, body: &Value, code: &str| {
+        assert!((400..500).contains(&status), "{status} {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(!body["error"]["message"].as_str().unwrap_or_default().is_empty());
+    };
+
+    let mut tampered: Map<String, Value> = serde_json::from_slice(&sign(good.clone())).unwrap();
+    tampered
+        .insert("Message".into(), json!(succeeded("fm-evil-2", &[("ticket-x", &["mallory"])]).to_string()));
+    let (status, body, _) = s.post_sns(&serde_json::to_vec(&tampered).unwrap()).await;
+    refuse(status, &body, "SIGNATURE_INVALID");
+
+    let mut wrong_topic = good.clone();
+    wrong_topic.insert("TopicArn".into(), json!("arn:aws:sns:us-east-1:123456789012:someone-else"));
+    let (status, body, _) = s.post_sns(&sign(wrong_topic)).await;
+    refuse(status, &body, "TOPIC_NOT_ALLOWED");
+
+    let mut stale = good.clone();
+    stale.insert("Timestamp".into(), json!("2026-01-01T00:00:00.000Z"));
+    let (status, body, _) = s.post_sns(&sign(stale)).await;
+    refuse(status, &body, "STALE_MESSAGE");
+
+    let raw = succeeded("fm-raw", &[("ticket-x", &["mallory"])]);
+    let (status, body, _) = s.post_sns(raw.to_string().as_bytes()).await;
+    refuse(status, &body, "UNSIGNED_MESSAGE");
+
+    // Certificate and subscribe URLs off AWS's rule are never fetched.
+    for url in [
+        format!("http://127.0.0.1:{port}/{CERT_NAME}"),
+        format!("https://localhost:{port}/{CERT_NAME}"),
+        "http://169.254.169.254/latest/meta-data/cert.pem".to_owned(),
+    ] {
+        let mut elsewhere = good.clone();
+        elsewhere.insert("SigningCertURL".into(), json!(url));
+        let (status, body, _) = s.post_sns(&sign(elsewhere)).await;
+        refuse(status, &body, "SIGNING_CERT_URL_REJECTED");
+    }
+    let mut confirmation = Map::new();
+    for (k, v) in [
+        ("Type", "SubscriptionConfirmation"),
+        ("MessageId", "msg-sub"),
+        ("Token", "tok"),
+        ("TopicArn", TOPIC),
+        ("Message", "You have chosen to subscribe"),
+        ("SubscribeURL", &format!("http://127.0.0.1:{port}/?Action=ConfirmSubscription")),
+        ("Timestamp", &now_text()),
+    ] {
+        confirmation.insert(k.into(), json!(v));
+    }
+    let response = s
+        .stack
+        .http
+        .post(s.stack.url("/v1/webhooks/sns"))
+        .header("x-amz-sns-message-type", "SubscriptionConfirmation")
+        .body(sign(confirmation))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    refuse(status, &response.json().await.unwrap(), "SUBSCRIBE_URL_REJECTED");
+    assert_eq!(*hits.lock().unwrap(), 0, "a URL off the AWS rule was fetched");
+
+    // AWS's genuine messages are not for this bridge: wrong topic (and not FlexMatch events).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/sns");
+    if fixtures.is_dir() {
+        for name in ["real-notification-v1.json", "real-notification-v2-subject.json"] {
+            let body = std::fs::read(fixtures.join(name)).unwrap();
+            let (status, answer, _) = s.post_sns(&body).await;
+            refuse(status, &answer, "TOPIC_NOT_ALLOWED");
+        }
+    } else {
+        eprintln!("NOTICE: {} is absent: skipping AWS's genuine messages", fixtures.display());
+    }
+
+    // A genuine message that is no FlexMatch event.
+    let (status, body, _) = s.post_sns(&sign(notification("msg-hello", &json!("Hello world")))).await;
+    refuse(status, &body, "NOT_FLEXMATCH");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.stack.emulator_sessions().await.is_empty(), "a refused message was placed");
+    let (status, _) = s.stack.get("/v1/tickets/ticket-x").await;
+    assert_eq!(status, 404);
+    // The untampered message is still accepted.
+    let (status, _, _) = s.post_sns(&sign(good)).await;
+    assert_eq!(status, 200);
+    s.wait_ticket("ticket-x", "placed", Duration::from_secs(20)).await;
+    s.wait_webhooks(1, Duration::from_secs(10)).await;
+}
+
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_a_bridge_killed_right_after_its_200_still_gets_the_match_placed() {
+    let extra = [("BRIDGE_PLACEMENT__DEADLINE", "2s")];
+    let mut s = SnsStack::start(&extra).await;
+    // Gameye answers slowly, so the bridge dies with the placement in flight.
+    s.stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let body = sign(notification("msg-kill", &succeeded("fm-kill", &[("ticket-kill", &["erin"])])));
+    let (status, receipt, _) = s.post_sns(&body).await;
+    assert_eq!(status, 200, "{receipt}");
+    s.stack.bridge.signal("KILL");
+
+    let mut env: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend([("BRIDGE_PLACEMENT__DEADLINE", "2s"), ("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "500ms")]);
+    s.stack.bridge = start_bridge(&s.stack.emulator, &s.stack.redis, &env).await;
+    let ticket = s.wait_ticket("ticket-kill", "placed", Duration::from_secs(25)).await;
+    assert_eq!(ticket["assignment"]["session_id"], session_id("fm-kill"));
+    assert_eq!(s.stack.emulator_sessions().await.len(), 1, "one session, though two instances tried");
+    // SNS's retry of the answered message changes nothing.
+    let (status, _, _) = s.post_sns(&body).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.stack.emulator_sessions().await.len(), 1);
+    drop(s.pinned);
+}
+
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_delivery_log_and_ticket_store_behave_alike_in_memory_and_redis() {
+    use adapters::store::{DeliveryLog, StateStore, TicketState, TicketStatus, TicketStore};
+    let redis = crate::harness::RedisServer::start();
+    for store in [StateStore::memory(), StateStore::redis(&redis.url(), "sns-test").await.unwrap()] {
+        let kind = store.kind();
+        assert!(store.first_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap(), "{kind}");
+        assert!(!store.first_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap(), "{kind}");
+        store.forget_delivery("sns:m-1").await.unwrap();
+        assert!(store.first_delivery("sns:m-1", Duration::from_millis(150)).await.unwrap(), "{kind}");
+        store.keep_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!store.first_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap(), "{kind}: kept");
+        assert!(store.first_delivery("sns:{m}-2", Duration::from_millis(100)).await.unwrap(), "{kind}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(store.first_delivery("sns:{m}-2", Duration::from_secs(1)).await.unwrap(), "{kind}: expired");
+
+        let status = TicketStatus {
+            ticket_id: "t{1}".into(),
+            status: TicketState::TimedOut,
+            match_id: None,
+            event: "MatchmakingTimedOut".into(),
+            reason: Some("TimedOut".into()),
+            updated_at: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+        };
+        store.put_ticket_status(&status, Duration::from_millis(200)).await.unwrap();
+        assert_eq!(store.get_ticket_status("t{1}").await.unwrap(), Some(status.clone()), "{kind}");
+        assert_eq!(store.get_ticket_status("t-2").await.unwrap(), None, "{kind}");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(store.get_ticket_status("t{1}").await.unwrap(), None, "{kind}: expired");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_insecure_skip_verify_accepts_unsigned_envelopes_and_says_so_loudly() {
+    let s = SnsStack::start(&[("BRIDGE_SNS__INSECURE_SKIP_VERIFY", "true")]).await;
+    let mut unsigned = notification("msg-local", &succeeded("fm-local", &[("ticket-local", &["frank"])]));
+    unsigned.insert("SignatureVersion".into(), json!("1"));
+    unsigned.insert("Signature".into(), json!("not-a-signature"));
+    unsigned.insert("SigningCertURL".into(), json!("http://127.0.0.1:1/never-fetched.pem"));
+    let (status, receipt, _) = s.post_sns(&serde_json::to_vec(&unsigned).unwrap()).await;
+    assert_eq!(status, 200, "{receipt}");
+    s.wait_ticket("ticket-local", "placed", Duration::from_secs(20)).await;
+    // Topic and age still apply.
+    unsigned.insert("TopicArn".into(), json!("arn:aws:sns:us-east-1:123456789012:other"));
+    let (status, _, _) = s.post_sns(&serde_json::to_vec(&unsigned).unwrap()).await;
+    assert_eq!(status, 403);
+    assert!(s.stack.bridge.logs().contains("sns.insecure_skip_verify is ON"), "{}", s.stack.bridge.logs());
+    s.wait_webhooks(1, Duration::from_secs(10)).await;
+}
+
+#[test]
+fn sns_configuration_is_validated_and_its_secret_never_printed() {
+    use adapters::config::Settings;
+    let load = |pairs: &[(&str, &str)]| {
+        Settings::load_from(None, pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    };
+    let defaults = load(&[]).unwrap();
+    assert!(defaults.sns.topics.is_empty());
+    assert_eq!(defaults.sns.max_age, Duration::from_secs(3600));
+    assert!(defaults.sns.auto_confirm);
+    assert!(!defaults.sns.insecure_skip_verify);
+
+    for (pairs, key) in [
+        (vec![("BRIDGE_SNS__TOPICS", "[\"flexmatch-events\"]")], "sns.topics"),
+        (vec![("BRIDGE_SNS__MAX_AGE", "\"0s\"")], "sns.max_age"),
+        (vec![("BRIDGE_SNS__PINNED_CERT_DIR", "\"/no/such/dir\"")], "sns.pinned_cert_dir"),
+        (
+            vec![("BRIDGE_SNS__RESULTS_WEBHOOK__URL", "\"https://backend.example/hook\"")],
+            "sns.results_webhook.secret",
+        ),
+        (vec![("BRIDGE_SNS__RESULTS_WEBHOOK__SECRET", "\"whsec_***\"")], "sns.results_webhook.secret"),
+        (
+            vec![
+                ("BRIDGE_SNS__RESULTS_WEBHOOK__URL", "\"ftp://backend.example/hook\""),
+                ("BRIDGE_SNS__RESULTS_WEBHOOK__SECRET", "\"s\""),
+            ],
+            "sns.results_webhook.url",
+        ),
+        (
+            vec![
+                ("BRIDGE_SNS__INSECURE_SKIP_VERIFY", "true"),
+                ("BRIDGE_HTTP__LISTEN", "\"0.0.0.0:8080\""),
+                ("BRIDGE_HTTP__TOKENS", "[\"t\"]"),
+            ],
+            "sns.insecure_skip_verify",
+        ),
+        (vec![("BRIDGE_SNS__CONFIGURATIONS", "{ ranked = { image = \"g\" } }")], "sns.configurations"),
+    ] {
+        let error = load(&pairs).expect_err(&format!("{pairs:?} was accepted")).to_string();
+        assert!(error.contains(key), "{pairs:?}: {error}");
+    }
+
+    let configured = load(&[
+        ("BRIDGE_SNS__TOPICS", &format!("[\"{TOPIC}\"]")),
+        (
+            "BRIDGE_SNS__CONFIGURATIONS",
+            &format!("{{ \"{CONFIGURATION}\" = {{ image = \"ranked\", version = \"2\" }} }}"),
+        ),
+        ("BRIDGE_SNS__RESULTS_WEBHOOK__URL", "\"https://hook:sekrit-in-url@backend.example/hook\""),
+        ("BRIDGE_SNS__RESULTS_WEBHOOK__SECRET", &format!("\"{WEBHOOK_SECRET}\"")),
+    ])
+    .unwrap();
+    assert_eq!(configured.sns.configurations[CONFIGURATION].image, "ranked");
+    let printed = configured.to_redacted_toml();
+    assert!(printed.contains("[sns]") && printed.contains(TOPIC), "{printed}");
+    assert!(!printed.contains("MfKQ9r8G") && !printed.contains("sekrit-in-url"), "{printed}");
+}
