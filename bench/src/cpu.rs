@@ -12,15 +12,27 @@ pub struct CpuSnapshot {
     at: Instant,
     /// Per tracked process, clock ticks of user+system time.
     processes: Vec<(&'static str, u64)>,
-    /// Machine-wide busy ticks (every CPU).
+    /// Machine-wide busy ticks (every CPU), and of those, interrupt and softirq ticks (loopback
+    /// networking is largely softirq work that no process is charged for).
     busy: u64,
+    irq: u64,
 }
 
 /// Cores used on average during a phase, per process and by everything else on the machine.
 #[derive(Clone, Debug)]
 pub struct CpuUsage {
     pub processes: Vec<(&'static str, f64)>,
+    /// Interrupt and softirq time (mostly the loopback network stack).
+    pub irq: f64,
+    /// Everything else: other processes on the machine.
     pub other: f64,
+}
+
+impl CpuUsage {
+    /// Cores used by the bench's own processes and the kernel's interrupt work.
+    pub fn ours(&self) -> f64 {
+        self.processes.iter().map(|(_, c)| c).sum::<f64>() + self.irq
+    }
 }
 
 fn ticks_per_second() -> f64 {
@@ -44,23 +56,25 @@ fn process_ticks(pid: Option<u32>) -> u64 {
     field(11) + field(12)
 }
 
-/// Busy ticks of the whole machine: the `cpu` line of /proc/stat less idle and iowait.
-fn machine_busy_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0 };
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+/// (busy, irq + softirq) ticks of the whole machine: the `cpu` line of /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
     let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let value = |i: usize| values.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let total: u64 = values.iter().take(8).sum();
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    total.saturating_sub(idle)
+    (total.saturating_sub(value(3) + value(4)), value(5) + value(6))
 }
 
 impl CpuSnapshot {
     pub fn take(tracked: &[Tracked]) -> Self {
+        let (busy, irq) = machine_ticks();
         Self {
             at: Instant::now(),
             processes: tracked.iter().map(|&(name, pid)| (name, process_ticks(pid))).collect(),
-            busy: machine_busy_ticks(),
+            busy,
+            irq,
         }
     }
 
@@ -80,8 +94,9 @@ impl CpuSnapshot {
                 (name, cores(used))
             })
             .collect();
-        let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours));
-        CpuUsage { processes, other }
+        let irq = later.irq.saturating_sub(self.irq);
+        let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours).saturating_sub(irq));
+        CpuUsage { processes, irq: cores(irq), other }
     }
 }
 
@@ -89,7 +104,8 @@ impl CpuUsage {
     /// `bench 0.71, bridge 0.80, emulator 0.31, redis 0.12, other 0.02`
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> = self.processes.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
-        parts.push(format!("other {:.2}", self.other));
+        parts.push(format!("irq/softirq {:.2}", self.irq));
+        parts.push(format!("other processes {:.2}", self.other));
         parts.join(", ")
     }
 }

@@ -10,6 +10,7 @@
 
 mod cpu;
 mod load;
+mod nats;
 mod procs;
 mod report;
 
@@ -69,6 +70,9 @@ struct Cli {
     /// The redis-server binary.
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
+    /// The nats-server binary (the `nats` scenario).
+    #[arg(long, default_value = "/usr/sbin/nats-server")]
+    nats_server: PathBuf,
     /// Keep the processes' logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
@@ -86,6 +90,9 @@ enum Scenario {
     Latency,
     /// (4) 5,000 placements at once against a slow Gameye.
     Slow,
+    /// The NATS door: publish → assigned rate with 1 and 3 instances, and latency at half load
+    /// (not part of `all`: it starts its own servers per instance count).
+    Nats,
 }
 
 fn main() -> Result<()> {
@@ -162,6 +169,22 @@ fn client(pool: usize, timeout: Duration) -> Result<reqwest::Client> {
 
 async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
     let scenario = cli.scenario;
+    if scenario == Scenario::Nats {
+        let report = nats::run(&nats::NatsBenchOptions {
+            bin_dir: bin_dir(&cli),
+            nats_server: cli.nats_server.clone(),
+            redis_server: cli.redis_server.clone(),
+            instances: vec![1, 3],
+            window: usize::from(cli.concurrency),
+            duration: cli.duration,
+            warmup: cli.warmup,
+            load_fraction: cli.load_fraction,
+            bridge_concurrency: 64,
+        })
+        .await?;
+        print!("{}", report.markdown());
+        return Ok(());
+    }
     let run_raw = matches!(scenario, Scenario::All | Scenario::Raw);
     let run_bridge = matches!(scenario, Scenario::All | Scenario::Bridge)
         || (scenario == Scenario::Latency && cli.rate.is_none());

@@ -78,33 +78,19 @@ pub async fn run(options: &NatsBenchOptions) -> Result<NatsReport> {
         bail!("the NATS scenario needs at least one instance count and a window of at least 1");
     }
     let dir = tempfile::tempdir()?;
-    let emulator_port = free_port()?;
-    let world = dir.path().join("world.toml");
-    std::fs::write(&world, world_toml(40))?;
-    let mut emulator = Command::new(binary(&options.bin_dir, "gameye-emulator")?);
-    emulator
-        .args(["--listen", &format!("127.0.0.1:{emulator_port}"), "--config"])
-        .arg(&world)
-        .env("RUST_LOG", "warn");
-    let emulator = spawn("gameye-emulator", emulator, &dir.path().join("emulator.log"))?;
-    let emulator_url = format!("http://127.0.0.1:{emulator_port}");
     let http = reqwest::Client::builder().pool_max_idle_per_host(options.window).tcp_nodelay(true).build()?;
-    wait_until(Duration::from_secs(20), "gameye-emulator", || async {
-        http.get(format!("{emulator_url}/available-location/demo-game"))
-            .bearer_auth(EMULATOR_TOKEN)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await?;
-
+    // Every phase gets a fresh emulator: the raw phase alone can fill a location.
+    let (emulator, emulator_url) = start_emulator(options, &http, &dir.path().join("emulator-raw")).await?;
     eprintln!("nats 0. raw emulator: {} workers for {:?}", options.window, options.duration);
     let raw_rate = raw_emulator_rate(&http, &emulator_url, options).await;
     eprintln!("   {raw_rate:.0}/s");
+    stop(emulator).await;
 
     let mut runs = Vec::new();
     for &instances in &options.instances {
         eprintln!("nats {instances}: {instances} bridge instance(s), window {}", options.window);
+        let (emulator, emulator_url) =
+            start_emulator(options, &http, &dir.path().join(format!("emulator-{instances}"))).await?;
         let stack = NatsStack::start(options, &emulator_url, instances, dir.path()).await?;
         let (max_rate, publish_errors) = closed_loop(&stack.jetstream, &stack.client, options).await?;
         eprintln!("   max {max_rate:.0}/s");
@@ -119,18 +105,23 @@ pub async fn run(options: &NatsBenchOptions) -> Result<NatsReport> {
             latency.published
         );
         stack.stop().await;
+        stop(emulator).await;
         runs.push(InstanceRun { instances, max_rate, publish_errors, latency });
     }
-    stop(emulator).await;
     Ok(NatsReport { raw_rate, window: options.window, runs })
 }
 
 impl NatsReport {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "\n## NATS door: publish on `{FOUND}` → `gameye.match.assigned.<id>` received\n");
+        let _ =
+            writeln!(out, "\n## NATS door: publish on `{FOUND}` → `gameye.match.assigned.<id>` received\n");
         let _ = writeln!(out, "| | matches/s | vs raw emulator |\n| --- | ---: | ---: |");
-        let _ = writeln!(out, "| raw emulator (`POST /session`, {} workers) | {:.0} | 1.00 |", self.window, self.raw_rate);
+        let _ = writeln!(
+            out,
+            "| raw emulator (`POST /session`, {} workers) | {:.0} | 1.00 |",
+            self.window, self.raw_rate
+        );
         for run in &self.runs {
             let ratio = if self.raw_rate > 0.0 { run.max_rate / self.raw_rate } else { 0.0 };
             let _ = writeln!(
@@ -138,7 +129,11 @@ impl NatsReport {
                 "| {} bridge instance(s), {} matches outstanding{} | {:.0} | {ratio:.2} |",
                 run.instances,
                 self.window,
-                if run.publish_errors > 0 { format!(", {} publish errors", run.publish_errors) } else { String::new() },
+                if run.publish_errors > 0 {
+                    format!(", {} publish errors", run.publish_errors)
+                } else {
+                    String::new()
+                },
                 run.max_rate
             );
         }
@@ -160,6 +155,30 @@ impl NatsReport {
         }
         out
     }
+}
+
+/// A `gameye-emulator` with the bench world; `base` names its world and log files.
+async fn start_emulator(
+    options: &NatsBenchOptions,
+    http: &reqwest::Client,
+    base: &Path,
+) -> Result<(Child, String)> {
+    let port = free_port()?;
+    let world = base.with_extension("toml");
+    std::fs::write(&world, world_toml(40))?;
+    let mut command = Command::new(binary(&options.bin_dir, "gameye-emulator")?);
+    command.args(["--listen", &format!("127.0.0.1:{port}"), "--config"]).arg(&world).env("RUST_LOG", "warn");
+    let child = spawn("gameye-emulator", command, &base.with_extension("log"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(20), "gameye-emulator", || async {
+        http.get(format!("{url}/available-location/demo-game"))
+            .bearer_auth(EMULATOR_TOKEN)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await?;
+    Ok((child, url))
 }
 
 /// Closed loop of `window` workers creating sessions straight at the emulator.
@@ -298,8 +317,11 @@ async fn open_loop(
         let remaining = stragglers_until.saturating_duration_since(Instant::now());
         let Ok(Some(message)) = tokio::time::timeout(remaining, assigned.next()).await else { break };
         let arrived = Instant::now();
-        let id = message.headers.as_ref().and_then(|h| h.get("Gameye-Match-Id")).map(|v| v.as_str().to_owned());
-        let Some((at, measured)) = id.and_then(|id| scheduled.lock().unwrap().get(&id).copied()) else { continue };
+        let id =
+            message.headers.as_ref().and_then(|h| h.get("Gameye-Match-Id")).map(|v| v.as_str().to_owned());
+        let Some((at, measured)) = id.and_then(|id| scheduled.lock().unwrap().get(&id).copied()) else {
+            continue;
+        };
         if measured {
             received += 1;
             let micros = u64::try_from(arrived.duration_since(at).as_micros()).unwrap_or(u64::MAX);
@@ -312,7 +334,8 @@ async fn open_loop(
 }
 
 async fn publish(jetstream: &async_nats::jetstream::Context, match_id: &str, errors: &AtomicU64) {
-    let body = serde_json::json!({"match_id": match_id, "players": [{"id": format!("p-{match_id}")}]}).to_string();
+    let body =
+        serde_json::json!({"match_id": match_id, "players": [{"id": format!("p-{match_id}")}]}).to_string();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", match_id);
     let acked = match jetstream.publish_with_headers(FOUND, headers, body.into()).await {
@@ -332,7 +355,12 @@ struct NatsStack {
 }
 
 impl NatsStack {
-    async fn start(options: &NatsBenchOptions, emulator_url: &str, instances: usize, logs: &Path) -> Result<Self> {
+    async fn start(
+        options: &NatsBenchOptions,
+        emulator_url: &str,
+        instances: usize,
+        logs: &Path,
+    ) -> Result<Self> {
         let mut procs = Vec::new();
         let nats_port = free_port()?;
         let store = logs.join(format!("jetstream-{instances}"));
@@ -341,7 +369,16 @@ impl NatsStack {
         procs.push(spawn("nats-server", nats, &logs.join(format!("nats-{instances}.log")))?);
         let redis_port = free_port()?;
         let mut redis = Command::new(&options.redis_server);
-        redis.args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"]);
+        redis.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &redis_port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
         procs.push(spawn("redis-server", redis, &logs.join(format!("redis-{instances}.log")))?);
         let nats_url = format!("nats://127.0.0.1:{nats_port}");
         let http = reqwest::Client::new();
@@ -421,14 +458,25 @@ fn free_port() -> Result<u16> {
 
 fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf> {
     let path = bin_dir.join(name);
-    if path.is_file() { Ok(path) } else { bail!("{} not found (build the release binaries first)", path.display()) }
+    if path.is_file() {
+        Ok(path)
+    } else {
+        bail!("{} not found (build the release binaries first)", path.display())
+    }
 }
 
 /// One location with `hosts` machines of 5,000 sessions each; sessions run at once.
 fn world_toml(hosts: usize) -> String {
-    let ips: Vec<String> = (0..hosts)
-        .map(|i| if i < 254 { format!("\"203.0.113.{}\"", i + 1) } else { format!("\"198.51.100.{}\"", i - 253) })
-        .collect();
+    let ips: Vec<String> =
+        (0..hosts)
+            .map(|i| {
+                if i < 254 {
+                    format!("\"203.0.113.{}\"", i + 1)
+                } else {
+                    format!("\"198.51.100.{}\"", i - 253)
+                }
+            })
+            .collect();
     format!(
         "start_delay = \"0s\"\nseed = 1\n\n[[locations]]\nid = \"{LOCATION}\"\nping_ips = [\"192.0.2.10\"]\nhost_ips = [{}]\ncapacity = {}\n",
         ips.join(", "),

@@ -106,6 +106,28 @@ impl Report {
         self.cpu.push((phase, usage));
     }
 
+    /// Successful requests per second of a phase.
+    fn phase_rate(&self, phase: &str) -> Option<f64> {
+        match phase {
+            "1" => self.raw.as_ref().map(Stats::rate),
+            "2" => self.bridge.as_ref().map(Stats::rate),
+            "3a" => self.latency.as_ref().map(|l| l.bridge.stats.rate()),
+            "3b" => self.latency.as_ref().map(|l| l.emulator.stats.rate()),
+            _ => None,
+        }
+    }
+
+    /// CPU per request of phase 1 over phase 2: the bridge's share of the raw rate if each phase had
+    /// the machine to itself (other processes' load cancels out).
+    fn cpu_normalised_ratio(&self) -> Option<f64> {
+        let per_request = |phase: &str| {
+            let usage = self.cpu.iter().find(|(p, _)| *p == phase).map(|(_, u)| u.ours())?;
+            let rate = self.phase_rate(phase).filter(|r| *r > 0.0)?;
+            Some(usage / rate)
+        };
+        Some(per_request("1")? / per_request("2")?)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.raw.is_none() && self.bridge.is_none() && self.latency.is_none() && self.slow.is_none()
     }
@@ -203,6 +225,14 @@ impl Report {
             );
         }
         let _ = writeln!(out);
+        if let Some(ratio) = self.cpu_normalised_ratio() {
+            let _ = writeln!(
+                out,
+                "CPU-normalised bridge/raw ratio (CPU per request of 1 ÷ that of 2, so other load cancels out): \
+                 {:.1}%\n",
+                ratio * 100.0
+            );
+        }
         self.details(&mut out);
         out
     }
@@ -261,9 +291,14 @@ impl Report {
             );
         }
         for (phase, usage) in &self.cpu {
+            let per_request = self
+                .phase_rate(phase)
+                .filter(|rate| *rate > 0.0)
+                .map(|rate| format!("; {:.0} µs of CPU per request (ours + irq)", usage.ours() / rate * 1e6))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "- {phase}, CPU cores used on average (of {}): {}",
+                "- {phase}, CPU cores used on average (of {}): {}{per_request}",
                 self.machine.cpus,
                 usage.summary()
             );

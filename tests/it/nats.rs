@@ -354,6 +354,12 @@ async fn nats_a_server_restart_during_a_run_loses_no_match() {
     }
     assert_eq!(emulator_sessions(&stack.emulator).await.len(), 60);
     wait_ready(&bridge).await;
+    let text = metrics(&bridge).await;
+    assert_eq!(
+        metric(&text, "gameye_bridge_nats_connections_total"),
+        2.0,
+        "the bridge reconnected once: {text}"
+    );
 }
 
 #[tokio::test]
@@ -577,4 +583,19 @@ async fn nats_the_bridge_starts_while_nats_is_down_and_becomes_ready_when_it_is_
     stack.publish(match_with("m-late", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
     let message = next_message(&mut assigned, Duration::from_secs(10)).await;
     assert_eq!(header(&message, "Gameye-Match-Id"), "m-late");
+}
+
+#[tokio::test]
+async fn nats_a_deleted_consumer_is_rebuilt_by_the_supervised_loop() {
+    let stack = NatsStack::start(big_world()).await;
+    let bridge = stack.bridge(&[]).await;
+    let stream = stack.jetstream.get_stream(STREAM).await.unwrap();
+    stream.delete_consumer(CONSUMER).await.unwrap();
+    let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
+    stack.publish(match_with("m-rebuilt", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
+    let message = next_message(&mut assigned, Duration::from_secs(30)).await;
+    assert_eq!(header(&message, "Gameye-Match-Id"), "m-rebuilt");
+    let text = metrics(&bridge).await;
+    assert!(metric(&text, "gameye_bridge_nats_task_restarts_total{task=\"consumer\"}") >= 1.0, "{text}");
+    wait_ready(&bridge).await;
 }

@@ -63,7 +63,7 @@ pub(crate) async fn options(
                 match event {
                     Event::Connected => {
                         if metrics.connected.set(1) == 0 {
-                            metrics.reconnects.inc();
+                            metrics.connections.inc();
                         }
                         tracing::info!("NATS connected");
                     }

@@ -164,7 +164,8 @@ impl MatchConsumer {
         self.ready.store(true, Ordering::Relaxed);
         tracing::info!(stream = %self.settings.stream, consumer = %self.settings.consumer, "NATS match consumer running");
         loop {
-            // A free slot first, then a message: nothing waits in our hands unprocessed.
+            // A free slot first, then a message: at most `concurrency` are worked on; the pull
+            // requests one batch of that size ahead, so a message waits at most for one free slot.
             let permit = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),

@@ -39,7 +39,7 @@ pub struct NatsMetrics {
     pub(crate) in_flight: Family<TaskLabels, Gauge>,
     pub(crate) restarts: Family<TaskLabels, Counter>,
     pub(crate) connected: Gauge,
-    pub(crate) reconnects: Counter,
+    pub(crate) connections: Counter,
     pub(crate) handle_seconds: Family<TaskLabels, Histogram>,
 }
 
@@ -51,7 +51,7 @@ impl NatsMetrics {
             in_flight: Family::default(),
             restarts: Family::default(),
             connected: Gauge::default(),
-            reconnects: Counter::default(),
+            connections: Counter::default(),
             handle_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 16))
             }),
@@ -77,7 +77,11 @@ impl NatsMetrics {
             metrics.restarts.clone(),
         );
         registry.register("nats_connected", "1 while connected to a NATS server", metrics.connected.clone());
-        registry.register("nats_reconnects", "Reconnections to NATS", metrics.reconnects.clone());
+        registry.register(
+            "nats_connections",
+            "Connections established to NATS (the first one and every reconnection)",
+            metrics.connections.clone(),
+        );
         registry.register(
             "nats_handle_duration_seconds",
             "Time from receiving a NATS message to its ack or reply, by task",

@@ -87,7 +87,12 @@ impl NatsOutcomeSink {
             payload.map_err(|e| NatsError::Publish { subject: subject.clone(), message: e.to_string() })?;
         let mut headers = HeaderMap::new();
         headers.insert(MATCH_ID_HEADER, match_id);
-        headers.insert(SESSION_ID_HEADER, bridge::session_id(source, match_id).to_string());
+        // A placement answered from another door's record carries that door's session id.
+        let session_id = match outcome {
+            Outcome::Placed(assignment) => assignment.session_id.to_string(),
+            Outcome::Failed(_) => bridge::session_id(source, match_id).to_string(),
+        };
+        headers.insert(SESSION_ID_HEADER, session_id);
         headers.insert(SOURCE_HEADER, source);
         // The results stream's duplicate window drops re-announcements of the same outcome (a
         // redelivered match answered from its record), so late readers see it once.

@@ -39,8 +39,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
@@ -85,6 +85,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 pub struct RedisStore {
     pub(super) connection: ConnectionManager,
     keys: Keys,
+    cooldowns: Arc<CooldownCache>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -114,7 +115,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
-        Ok(Self { connection, keys: Keys { prefix: prefix.to_owned() } })
+        Ok(Self { connection, keys: Keys { prefix: prefix.to_owned() }, cooldowns: Arc::default() })
     }
 
     /// Whether Redis answers (`PING`), for `/readyz`.
@@ -202,7 +203,13 @@ impl RedisStore {
 
         let outcome = match (tag.as_str(), &record.state) {
             ("created" | "taken_over", PlacementState::Pending { owner, .. }) => {
-                self.index_add(&claim.match_id, lease_until_ms, pttl, false).await.map_err(err("claim"))?;
+                // A fresh record's entry went in above with this very lease; only a takeover (or an
+                // entry left by an earlier record) needs moving.
+                if tag == "taken_over" || !indexed {
+                    self.index_add(&claim.match_id, lease_until_ms, pttl, false)
+                        .await
+                        .map_err(err("claim"))?;
+                }
                 let lease = Lease { owner: owner.clone(), fence };
                 ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: tag == "taken_over" }
             }
@@ -287,7 +294,15 @@ impl RedisStore {
             .await
             .map_err(err("complete"))?;
         if written {
-            self.index_remove(match_id, None).await.map_err(err("complete"))?;
+            // Off the answer's path: a stale entry is harmless (expired_pending re-checks the
+            // record and drops it), a slower answer is not.
+            let store = self.clone();
+            let match_id = match_id.to_owned();
+            tokio::spawn(async move {
+                if let Err(error) = store.index_remove(&match_id, None).await {
+                    tracing::debug!(%error, %match_id, "pending index entry left for expired_pending to drop");
+                }
+            });
         }
         Ok(written)
     }
@@ -426,26 +441,76 @@ impl RedisStore {
         } else {
             redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms).to_owned()
         };
-        command.exec_async(&mut connection).await.map_err(err("cool_down"))
+        command.exec_async(&mut connection).await.map_err(err("cool_down"))?;
+        self.cooldowns.remember(location, (ms > 0).then(|| Instant::now() + for_));
+        Ok(())
     }
 
     async fn cooling_inner(&self, locations: &[String]) -> Result<BTreeSet<String>, StoreError> {
         let locations: BTreeSet<&String> = locations.iter().collect();
-        if locations.is_empty() {
-            return Ok(BTreeSet::new());
+        let (mut cooling, unknown) = self.cooldowns.lookup(&locations);
+        if unknown.is_empty() {
+            return Ok(cooling);
         }
         let mut pipe = redis::pipe();
-        for location in &locations {
-            pipe.cmd("EXISTS").arg(self.keys.cooldown(location));
+        for location in &unknown {
+            pipe.cmd("PTTL").arg(self.keys.cooldown(location));
         }
         let mut connection = self.connection.clone();
-        let exists: Vec<bool> = pipe.query_async(&mut connection).await.map_err(err("cooling"))?;
-        Ok(locations
-            .into_iter()
-            .zip(exists)
-            .filter(|(_, cooling)| *cooling)
-            .map(|(l, _)| l.clone())
-            .collect())
+        let remaining_ms: Vec<i64> = pipe.query_async(&mut connection).await.map_err(err("cooling"))?;
+        let now = Instant::now();
+        for (location, ms) in unknown.into_iter().zip(remaining_ms) {
+            // PTTL: -2 no key, -1 no expiry (never written by us), otherwise milliseconds left.
+            let until = match ms {
+                -2 => None,
+                -1 => Some(now + COOLDOWN_CACHE),
+                ms => Some(now + Duration::from_millis(ms.max(0) as u64)),
+            };
+            self.cooldowns.remember(location, until);
+            if until.is_some_and(|until| until > now) {
+                cooling.insert(location.clone());
+            }
+        }
+        Ok(cooling)
+    }
+}
+
+/// How long this process trusts what it last read (or wrote) about a location's cool-down. Every
+/// placement asks; with the cache a busy instance reads Redis about once a second per location,
+/// and another instance's new cool-down reaches it at most this late.
+const COOLDOWN_CACHE: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct CooldownCache(Mutex<HashMap<String, CachedCooldown>>);
+
+struct CachedCooldown {
+    checked: Instant,
+    cooling_until: Option<Instant>,
+}
+
+impl CooldownCache {
+    fn remember(&self, location: &str, cooling_until: Option<Instant>) {
+        let entry = CachedCooldown { checked: Instant::now(), cooling_until };
+        self.0.lock().expect("cooldown cache poisoned").insert(location.to_owned(), entry);
+    }
+
+    /// The cached cooling locations among `locations`, and those not known freshly enough.
+    fn lookup<'a>(&self, locations: &BTreeSet<&'a String>) -> (BTreeSet<String>, Vec<&'a String>) {
+        let now = Instant::now();
+        let cache = self.0.lock().expect("cooldown cache poisoned");
+        let mut cooling = BTreeSet::new();
+        let mut unknown = Vec::new();
+        for location in locations {
+            match cache.get(location.as_str()) {
+                Some(entry) if now.duration_since(entry.checked) < COOLDOWN_CACHE => {
+                    if entry.cooling_until.is_some_and(|until| until > now) {
+                        cooling.insert((*location).clone());
+                    }
+                }
+                _ => unknown.push(*location),
+            }
+        }
+        (cooling, unknown)
     }
 }
 
