@@ -17,7 +17,7 @@ use adapters::sns::{ImageChoice, ResultsWebhook, SnsConfig, SnsDoor, SnsMetrics,
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use anyhow::Context;
 use bridge::LocationAliases;
-use bridge::placement::{Engine, EngineSettings};
+use bridge::placement::{Engine, EngineSettings, SeatSettings};
 use bridge::ports::OutcomeSink;
 use clap::{Parser, Subcommand};
 use prometheus_client::metrics::gauge::Gauge;
@@ -266,9 +266,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         verifier: SignatureVerifier::new(&settings.nakama.hmac_secret, settings.nakama.signature_max_age),
     };
     // The Nakama routes carry their own authentication (bearer token or hook signature).
-    let api =
-        http::v1_router(MatchesState { service: engine, background: background_placements.clone() }, tokens)
-            .merge(http::nakama_router(nakama_door, nakama_auth));
+    let api = http::v1_router(
+        MatchesState { service: engine.clone(), seats: engine, background: background_placements.clone() },
+        tokens,
+    )
+    .merge(http::nakama_router(nakama_door, nakama_auth));
     let app = http::router(OpsState { health, registry }, api.merge(sns_routes), settings.http.body_limit);
 
     let listener = http::bind(settings.http.listen).await?;
@@ -319,6 +321,11 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
         owner: instance_name(),
         retry_min: Duration::from_millis(100),
         retry_max: Duration::from_secs(2),
+        seats: SeatSettings {
+            default_capacity: settings.seats.default_capacity,
+            capacity: settings.seats.capacity.clone(),
+            reservation_ttl: settings.seats.reservation_ttl,
+        },
     }
 }
 

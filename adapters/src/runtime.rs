@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::placement::{Engine, PlacementObserver, PlacementReport};
-use bridge::ports::{Clock, CooldownStore, LatencyStore, PlacementStore, SessionApi};
+use bridge::ports::{Clock, SessionApi, StateStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -49,6 +49,7 @@ pub struct PlacementMetrics {
     duration: Family<DurationLabels, Histogram>,
     takeovers: Counter,
     pub(crate) recovered: Counter,
+    seat_write_failures: Counter,
 }
 
 impl PlacementMetrics {
@@ -58,7 +59,13 @@ impl PlacementMetrics {
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16))),
             takeovers: Counter::default(),
             recovered: Counter::default(),
+            seat_write_failures: Counter::default(),
         };
+        registry.register(
+            "seat_write_failures",
+            "Placed sessions whose seat record could not be written (the reconciler adopts them)",
+            metrics.seat_write_failures.clone(),
+        );
         registry.register("placements", "Placements finished, by outcome", metrics.placements.clone());
         registry.register(
             "placement_duration_seconds",
@@ -102,6 +109,10 @@ impl PlacementObserver for PlacementMetrics {
             self.takeovers.inc();
         }
     }
+
+    fn seat_write_failed(&self) {
+        self.seat_write_failures.inc();
+    }
 }
 
 /// Finishes placements whose owner died (their lease expired), every `interval`, until `stop`.
@@ -112,7 +123,7 @@ pub async fn run_recovery<A, S, C>(
     stop: CancellationToken,
 ) where
     A: SessionApi,
-    S: PlacementStore + LatencyStore + CooldownStore,
+    S: StateStore,
     C: Clock,
 {
     loop {

@@ -92,6 +92,23 @@ pub trait SessionApi: Send + Sync + 'static {
         &self,
         session_id: Uuid,
     ) -> impl Future<Output = Result<StartedSession, SessionApiError>> + Send;
+
+    /// `DELETE /session/{id}`: `Ok(true)` stopped now, `Ok(false)` already gone (Gameye answered 404/409).
+    fn stop_session(&self, session_id: Uuid) -> impl Future<Output = Result<bool, SessionApiError>> + Send;
+
+    /// `PUT /session/player/join`: Gameye's player list (`playerCount`) gains `players`. Idempotent.
+    fn join_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+    ) -> impl Future<Output = Result<(), SessionApiError>> + Send;
+
+    /// `DELETE /session/player/leave` (with the session in the body).
+    fn leave_players(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+    ) -> impl Future<Output = Result<(), SessionApiError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,10 +276,10 @@ pub trait CooldownStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BTreeSet<String>, StoreError>> + Send;
 }
 
-/// Everything the engine keeps: one backend implements all three.
-pub trait StateStore: PlacementStore + LatencyStore + CooldownStore {}
+/// Everything the engine keeps: one backend implements all four.
+pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore {}
 
-impl<T: PlacementStore + LatencyStore + CooldownStore> StateStore for T {}
+impl<T: PlacementStore + LatencyStore + CooldownStore + SeatStore> StateStore for T {}
 
 // ---------------------------------------------------------------------------------------------
 // Announcing outcomes

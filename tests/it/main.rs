@@ -9,5 +9,6 @@ mod nats;
 mod placement;
 mod seats_contract;
 mod servers;
+mod sessions;
 mod sns;
 mod store_contract;

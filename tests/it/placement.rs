@@ -389,6 +389,12 @@ async fn openapi_document_lists_every_route() {
         ("put", "/v1/players/{player_id}/latencies"),
         ("get", "/v1/players/{player_id}/latencies"),
         ("get", "/v1/locations"),
+        ("get", "/v1/sessions"),
+        ("get", "/v1/sessions/{session_id}"),
+        ("delete", "/v1/sessions/{session_id}"),
+        ("post", "/v1/sessions/{session_id}/players"),
+        ("delete", "/v1/sessions/{session_id}/players"),
+        ("post", "/v1/backfill"),
         ("post", "/v1/nakama/matched"),
         ("post", "/v1/nakama/events"),
         ("post", "/v1/webhooks/sns"),
@@ -405,8 +411,11 @@ async fn openapi_document_lists_every_route() {
     assert_eq!(documented, routes.len(), "a documented route this test does not know");
     // Every documented route exists (answers something other than the unknown-route 404).
     for (method, path) in routes {
-        let concrete =
-            path.replace("{match_id}", "m-x").replace("{player_id}", "p-x").replace("{ticket_id}", "t-x");
+        let concrete = path
+            .replace("{match_id}", "m-x")
+            .replace("{player_id}", "p-x")
+            .replace("{ticket_id}", "t-x")
+            .replace("{session_id}", "00000000-0000-0000-0000-000000000000");
         let response = stack
             .http
             .request(method.to_uppercase().parse().unwrap(), stack.url(&concrete))

@@ -60,6 +60,7 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub nats: NatsSettings,
     pub placement: PlacementSettings,
+    pub seats: SeatsSettings,
     pub sns: SnsSettings,
     pub nakama: NakamaSettings,
     pub log: LogSettings,
@@ -284,6 +285,37 @@ impl PlacementSettings {
     }
 }
 
+/// Seats of placed sessions, and backfill reservations (`[seats]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatsSettings {
+    /// Seats of a session whose match names no `max_players` and whose image is not in `capacity`.
+    pub default_capacity: u32,
+    /// Seats per image, e.g. `{ "demo-game" = 10 }`.
+    pub capacity: BTreeMap<String, u32>,
+    /// How long a reserved seat (a placed match's players, a backfill) is held for its player's join.
+    #[serde(with = "lenient::duration")]
+    pub reservation_ttl: Duration,
+}
+
+impl SeatsSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.default_capacity == 0 {
+            return Err(ConfigError::invalid("seats.default_capacity", "must be at least 1"));
+        }
+        if let Some((image, _)) = self.capacity.iter().find(|(_, seats)| **seats == 0) {
+            return Err(ConfigError::invalid("seats.capacity", format!("`{image}`: must be at least 1")));
+        }
+        if self.capacity.keys().any(String::is_empty) {
+            return Err(ConfigError::invalid("seats.capacity", "image names must not be empty"));
+        }
+        if self.reservation_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("seats.reservation_ttl", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
 /// The Nakama door: how hook calls are read and authenticated, and where results are pushed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -456,6 +488,7 @@ impl Settings {
             });
         }
         self.nakama.validate()?;
+        self.seats.validate()?;
         self.sns.validate(self.http.listen)?;
         for (key, value) in [
             ("placement.cooldown", self.placement.cooldown),

@@ -85,6 +85,23 @@ impl SessionApi for GameyeSessionApi {
             ports: described.session.ports.into_iter().map(core_port).collect(),
         })
     }
+
+    async fn stop_session(&self, session_id: Uuid) -> Result<bool, SessionApiError> {
+        match self.client.stop_session(&session_id.to_string()).await.map_err(port_error)? {
+            super::StopOutcome::Stopped => Ok(true),
+            super::StopOutcome::AlreadyGone => Ok(false),
+        }
+    }
+
+    async fn join_players(&self, session_id: Uuid, players: &[String]) -> Result<(), SessionApiError> {
+        self.client.join_players(&session_id.to_string(), players).await.map_err(port_error)?;
+        Ok(())
+    }
+
+    async fn leave_players(&self, session_id: Uuid, players: &[String]) -> Result<(), SessionApiError> {
+        self.client.leave_players(&session_id.to_string(), players).await.map_err(port_error)?;
+        Ok(())
+    }
 }
 
 fn core_port(port: Port) -> bridge::Port {

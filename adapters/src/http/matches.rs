@@ -24,6 +24,8 @@ pub const SOURCE: &str = "http";
 #[derive(Clone)]
 pub struct MatchesState {
     pub service: Arc<dyn PlacementService>,
+    /// Sessions' seats: `/v1/sessions`, `/v1/backfill`.
+    pub seats: Arc<dyn bridge::placement::SeatService>,
     /// Placements answered 202 and finished in the background; awaited at shutdown.
     pub background: TaskTracker,
 }
@@ -127,7 +129,7 @@ pub async fn get_match(
 }
 
 /// The caller has its answer already; sinks (NATS subjects, webhooks) hear of it off the request path.
-fn announce_in_background(state: &MatchesState, outcome: Outcome) {
+pub(super) fn announce_in_background(state: &MatchesState, outcome: Outcome) {
     let service = state.service.clone();
     state.background.spawn(async move {
         // Failures are logged by the engine; the caller was answered either way.
@@ -135,7 +137,7 @@ fn announce_in_background(state: &MatchesState, outcome: Outcome) {
     });
 }
 
-fn progress_response(match_id: &str, progress: Progress) -> Response {
+pub(super) fn progress_response(match_id: &str, progress: Progress) -> Response {
     match progress {
         Progress::Done(Outcome::Placed(assignment)) => (StatusCode::OK, Json(assignment)).into_response(),
         Progress::Done(Outcome::Failed(failure)) => failure_response(failure),

@@ -8,6 +8,7 @@ mod matches;
 mod nakama;
 mod openapi;
 mod players;
+mod sessions;
 mod sns;
 
 use std::net::SocketAddr;
@@ -77,6 +78,13 @@ pub fn v1_router(state: MatchesState, tokens: ApiTokens) -> Router {
         .route("/v1/matches/{match_id}", get(matches::get_match))
         .route("/v1/players/{player_id}/latencies", get(players::get_latencies).put(players::put_latencies))
         .route("/v1/locations", get(locations::list_locations))
+        .route("/v1/sessions", get(sessions::list_sessions))
+        .route("/v1/sessions/{session_id}", get(sessions::get_session).delete(sessions::end_session))
+        .route(
+            "/v1/sessions/{session_id}/players",
+            post(sessions::join_players).delete(sessions::leave_players),
+        )
+        .route("/v1/backfill", post(sessions::backfill))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(tokens, auth::require_token))
 }

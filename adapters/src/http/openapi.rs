@@ -3,13 +3,13 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{ErrorBody, health, locations, matches, nakama, players, sns};
+use super::{ErrorBody, health, locations, matches, nakama, players, sessions, sns};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "gameye-bridge",
-        description = "Matchmaker results in, Gameye game servers out: placement, latencies and operations."
+        description = "Matchmaker results in, Gameye game servers out: placement, latencies, seats and operations."
     ),
     paths(
         matches::place_match,
@@ -17,6 +17,12 @@ use super::{ErrorBody, health, locations, matches, nakama, players, sns};
         players::put_latencies,
         players::get_latencies,
         locations::list_locations,
+        sessions::list_sessions,
+        sessions::get_session,
+        sessions::join_players,
+        sessions::leave_players,
+        sessions::end_session,
+        sessions::backfill,
         nakama::matched,
         nakama::events,
         sns::receive,
@@ -31,6 +37,7 @@ use super::{ErrorBody, health, locations, matches, nakama, players, sns};
         (name = "matches", description = "Place matches and poll their state"),
         (name = "players", description = "Latencies reported ahead of matches"),
         (name = "locations", description = "Where games can run, and what to ping"),
+        (name = "sessions", description = "Placed sessions' players, reserved and open seats, backfill, ending"),
         (name = "nakama", description = "Nakama's matchmaker-matched hook and events"),
         (name = "sns", description = "AWS GameLift FlexMatch events over Amazon SNS, and ticket polling"),
         (name = "operations", description = "Health, readiness and metrics"),

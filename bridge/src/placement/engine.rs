@@ -67,6 +67,9 @@ pub struct PlacementReport<'a> {
 /// Told about every placement the engine finishes (metrics).
 pub trait PlacementObserver: Send + Sync + 'static {
     fn finished(&self, report: &PlacementReport<'_>);
+
+    /// A placed session's seat record could not be written (the placement stands).
+    fn seat_write_failed(&self) {}
 }
 
 /// The placement engine. Cheap to share behind an `Arc`; every method may run concurrently, on
@@ -76,7 +79,7 @@ pub struct Engine<A, S, C> {
     pub(super) store: S,
     pub(super) clock: C,
     pub(super) settings: EngineSettings,
-    observer: Option<Arc<dyn PlacementObserver>>,
+    pub(super) observer: Option<Arc<dyn PlacementObserver>>,
     sinks: Vec<Arc<dyn OutcomeSink>>,
 }
 
@@ -191,6 +194,8 @@ where
             }
             ClaimOutcome::Placed(assignment) => {
                 self.report_duplicate(claim, Some(&assignment.location), None);
+                // Placed before: make good a seat record that could not be written then.
+                self.record_missing_seats(&claim.request, &assignment).await;
                 Accepted::Known(Progress::Done(Outcome::Placed(assignment)))
             }
             ClaimOutcome::Failed(failure) => {
@@ -209,6 +214,9 @@ where
         let written =
             self.store.complete(&job.record.match_id, &job.lease, &outcome, self.settings.keep_for).await?;
         let outcome = if written {
+            if let Outcome::Placed(assignment) = &outcome {
+                self.record_seats(&job.record.request, assignment).await;
+            }
             outcome
         } else {
             tracing::warn!(match_id = %job.record.match_id, "lost the placement lease; using the new owner's outcome");

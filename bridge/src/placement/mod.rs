@@ -3,12 +3,17 @@
 
 mod attempt;
 mod engine;
+mod seats;
 mod service;
 mod settings;
 
 pub use engine::{Accepted, Engine, Job, PlaceError, PlacementObserver, PlacementReport, Progress};
+pub use seats::{
+    BackfillAnswer, BackfillRequest, EndedSession, JoinAnswer, LeaveAnswer, SeatService, SeatServiceError,
+    SessionFilter, SessionMetadata,
+};
 pub use service::{BoxFuture, PlacementService};
-pub use settings::EngineSettings;
+pub use settings::{EngineSettings, SeatSettings};
 
 /// Label keys the bridge puts on every session it starts, so the reconciler can find them.
 pub const MATCH_LABEL: &str = "gameye-bridge.match";

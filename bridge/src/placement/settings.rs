@@ -25,6 +25,32 @@ pub struct EngineSettings {
     /// First and longest pause between retries of an unavailable Gameye (jittered, exponential).
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Seats of placed sessions (`[seats]`).
+    pub seats: SeatSettings,
+}
+
+/// How placed sessions' seats are set up (`[seats]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatSettings {
+    /// Seats of a session whose request names no `max_players` and whose image has no entry in `capacity`.
+    pub default_capacity: u32,
+    /// Seats per image.
+    pub capacity: std::collections::BTreeMap<String, u32>,
+    /// How long a reserved seat (the match's own players', a backfill's) is held for a join.
+    pub reservation_ttl: Duration,
+}
+
+impl Default for SeatSettings {
+    fn default() -> Self {
+        Self { default_capacity: 16, capacity: Default::default(), reservation_ttl: Duration::from_secs(60) }
+    }
+}
+
+impl SeatSettings {
+    /// The request's `max_players`, else the image's configured capacity, else the default.
+    pub fn capacity_for(&self, image: &str, max_players: Option<u32>) -> u32 {
+        max_players.or_else(|| self.capacity.get(image).copied()).unwrap_or(self.default_capacity)
+    }
 }
 
 impl EngineSettings {

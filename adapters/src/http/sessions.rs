@@ -1,0 +1,512 @@
+//! `/v1/sessions` and `/v1/backfill`: placed sessions' players, reserved and open seats (DESIGN §4).
+//!
+//! Redis is the source of truth and changes at once; Gameye's player list is told directly, best
+//! effort (a failed call is logged). The durable, retried outbox is the next step of issue 7.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bridge::placement::{BackfillAnswer, BackfillRequest, SeatServiceError, SessionFilter, SessionMetadata};
+use bridge::seats::{BackfillPlayer, SeatError, SessionSeats};
+use bridge::{Assignment, MatchRequest, Player, Port};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::matches::{
+    MatchesState, announce_in_background, invalid_request, progress_response, store_unavailable,
+};
+use super::{ApiError, ErrorBody};
+
+/// The most players one join, leave or backfill may name.
+const MAX_PLAYERS: usize = 1000;
+
+/// A reservation: seats held for players who have not joined yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationView {
+    pub reservation_id: Uuid,
+    pub players: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A placed session and its seats.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub session_id: Uuid,
+    /// `created` (placed at Gameye) or `running`.
+    pub status: String,
+    pub image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub location: String,
+    pub host: String,
+    pub ports: Vec<Port>,
+    /// The match the session was placed for.
+    pub match_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: u32,
+    /// Players who joined.
+    pub players: Vec<String>,
+    /// Live reservations.
+    pub reservations: Vec<ReservationView>,
+    /// capacity − players − reserved seats.
+    pub open_seats: u32,
+    #[serde(with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub placed_at: Option<OffsetDateTime>,
+}
+
+impl SessionView {
+    fn new(seats: &SessionSeats, now: OffsetDateTime) -> Self {
+        let metadata = SessionMetadata::of(seats);
+        let seats_now = seats.at(now);
+        Self {
+            session_id: seats.session_id,
+            status: seats.status.as_str().to_owned(),
+            image: seats.info.image.clone(),
+            version: seats.info.version.clone(),
+            location: seats.info.location.clone(),
+            host: metadata.as_ref().map(|m| m.host.clone()).unwrap_or_default(),
+            ports: metadata.as_ref().map(|m| m.ports.clone()).unwrap_or_default(),
+            match_id: metadata.as_ref().map(|m| m.match_id.clone()).unwrap_or_default(),
+            labels: seats.info.labels.clone(),
+            capacity: seats.capacity,
+            players: seats.joined.iter().cloned().collect(),
+            reservations: seats_now
+                .reservations
+                .iter()
+                .map(|(id, r)| ReservationView {
+                    reservation_id: *id,
+                    players: r.players.iter().cloned().collect(),
+                    expires_at: r.expires_at,
+                })
+                .collect(),
+            open_seats: seats.open_seats(now),
+            placed_at: metadata.map(|m| m.placed_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// Query of `GET /v1/sessions` (documentation; read by `parse_filter`, which allows repeated labels).
+#[derive(Debug, Deserialize, IntoParams)]
+#[expect(dead_code, reason = "documents the query; parse_filter reads it")]
+pub struct ListQuery {
+    /// Only sessions of this image.
+    pub image: Option<String>,
+    /// Only sessions in this location.
+    pub location: Option<String>,
+    /// `key=value`; repeat for several labels (all must match).
+    pub label: Option<String>,
+    /// `true`: only sessions with an open seat; `false`: only full ones.
+    pub has_open_seats: Option<bool>,
+}
+
+/// Body of joins and leaves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlayersBody {
+    /// Player ids.
+    pub players: Vec<String>,
+}
+
+/// What a join did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinResult {
+    pub session_id: Uuid,
+    /// Players who joined now (reserved or not).
+    pub joined: Vec<String>,
+    /// Those of `joined` who used their reserved seat.
+    pub from_reservations: Vec<String>,
+    /// Players who had joined before: nothing changed for them.
+    pub already_joined: Vec<String>,
+    pub session: SessionView,
+}
+
+/// What a leave did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LeaveResult {
+    pub session_id: Uuid,
+    /// Joined players who left.
+    pub left: Vec<String>,
+    /// Players whose reserved seat was released.
+    pub released: Vec<String>,
+    pub session: SessionView,
+}
+
+/// What ending a session did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndResult {
+    pub session_id: Uuid,
+    pub status: &'static str,
+    /// `stopped`, or `already_gone` when Gameye had stopped it before (404/409).
+    pub gameye: &'static str,
+    pub released_players: Vec<String>,
+    pub released_reservations: Vec<Uuid>,
+}
+
+/// A backfill request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillBody {
+    /// Only sessions of this image.
+    pub image: String,
+    /// Only sessions of this tag, when given.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The players needing seats, with their latencies (ms by location); all go to one session.
+    #[schema(value_type = Vec<Object>)]
+    pub players: Vec<Player>,
+    /// Only sessions in these locations, when given.
+    #[serde(default)]
+    pub locations: Option<Vec<String>>,
+    /// Only sessions carrying all these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// No session fits: place a new match (id `backfill-<uuid>`) instead of answering 404.
+    #[serde(default)]
+    pub create_if_none: bool,
+}
+
+/// Seats reserved by a backfill: an assignment plus the reservation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackfillResult {
+    #[serde(flatten)]
+    pub assignment: Assignment,
+    pub reservation_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Sessions the bridge placed that have not ended.
+#[utoipa::path(
+    get, path = "/v1/sessions", tag = "sessions",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Sessions, in session id order", body = SessionList),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "State store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_sessions(
+    State(state): State<MatchesState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SessionList>, ApiError> {
+    let filter = parse_filter(query.as_deref().unwrap_or_default())?;
+    let sessions = state.seats.list_sessions(&filter).await.map_err(seat_failure)?;
+    let now = state.seats.now();
+    Ok(Json(SessionList { sessions: sessions.iter().map(|s| SessionView::new(s, now)).collect() }))
+}
+
+fn parse_filter(query: &str) -> Result<SessionFilter, ApiError> {
+    let mut filter = SessionFilter::default();
+    let url = reqwest::Url::parse(&format!("http://x/?{query}")).map_err(|e| bad_query(&e.to_string()))?;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "image" => filter.image = Some(value.into_owned()),
+            "location" => filter.location = Some(value.into_owned()),
+            "label" => {
+                let (k, v) = value.split_once('=').ok_or_else(|| bad_query("label: must be key=value"))?;
+                filter.labels.insert(k.to_owned(), v.to_owned());
+            }
+            "has_open_seats" => {
+                filter.has_open_seats =
+                    Some(value.parse().map_err(|_| bad_query("has_open_seats: must be true or false"))?);
+            }
+            other => return Err(bad_query(&format!("unknown filter `{other}`"))),
+        }
+    }
+    Ok(filter)
+}
+
+/// A session's players, reservations and open seats.
+#[utoipa::path(
+    get, path = "/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = Uuid, Path, description = "The Gameye session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionView),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown or ended session", body = ErrorBody),
+        (status = 503, description = "State store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_session(
+    State(state): State<MatchesState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let id = session_uuid(&session_id)?;
+    let session = state
+        .seats
+        .get_session(id)
+        .await
+        .map_err(seat_failure)?
+        .ok_or_else(|| unknown_session(&session_id))?;
+    Ok(Json(SessionView::new(&session, state.seats.now())))
+}
+
+/// Players join: a reserved player uses their seat, the others need an open one. Idempotent.
+/// Gameye's player list is told afterwards (best effort).
+#[utoipa::path(
+    post, path = "/v1/sessions/{session_id}/players", tag = "sessions",
+    params(("session_id" = Uuid, Path, description = "The Gameye session id")),
+    request_body(content = PlayersBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Joined", body = JoinResult),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown or ended session", body = ErrorBody),
+        (status = 409, description = "SESSION_FULL: not enough open seats; nobody joined", body = ErrorBody),
+        (status = 422, description = "Invalid player list (naming the field)", body = ErrorBody),
+        (status = 503, description = "State store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn join_players(
+    State(state): State<MatchesState>,
+    Path(session_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JoinResult>, ApiError> {
+    let id = session_uuid(&session_id)?;
+    let players = parse_players(&body)?;
+    let change = state
+        .seats
+        .join(id, &players)
+        .await
+        .map_err(seat_failure)?
+        .map_err(|refused| seat_refusal(&session_id, refused))?;
+    let now = state.seats.now();
+    Ok(Json(JoinResult {
+        session_id: id,
+        joined: change.outcome.joined.into_iter().collect(),
+        from_reservations: change.outcome.from_reservations.into_iter().collect(),
+        already_joined: change.outcome.already_joined.into_iter().collect(),
+        session: SessionView::new(&change.session, now),
+    }))
+}
+
+/// Players leave (or give up their reserved seats). Idempotent. Gameye's player list is told
+/// afterwards (best effort).
+#[utoipa::path(
+    delete, path = "/v1/sessions/{session_id}/players", tag = "sessions",
+    params(("session_id" = Uuid, Path, description = "The Gameye session id")),
+    request_body(content = PlayersBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Left", body = LeaveResult),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown or ended session", body = ErrorBody),
+        (status = 422, description = "Invalid player list (naming the field)", body = ErrorBody),
+        (status = 503, description = "State store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn leave_players(
+    State(state): State<MatchesState>,
+    Path(session_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<LeaveResult>, ApiError> {
+    let id = session_uuid(&session_id)?;
+    let players = parse_players(&body)?;
+    let change = state
+        .seats
+        .leave(id, &players)
+        .await
+        .map_err(seat_failure)?
+        .map_err(|refused| seat_refusal(&session_id, refused))?;
+    let now = state.seats.now();
+    Ok(Json(LeaveResult {
+        session_id: id,
+        left: change.outcome.left.into_iter().collect(),
+        released: change.outcome.released.into_iter().collect(),
+        session: SessionView::new(&change.session, now),
+    }))
+}
+
+/// Stops the session at Gameye (already gone counts as stopped), then releases its seats; it is no
+/// longer listed afterwards.
+#[utoipa::path(
+    delete, path = "/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = Uuid, Path, description = "The Gameye session id")),
+    responses(
+        (status = 200, description = "Ended", body = EndResult),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "Unknown or already ended session", body = ErrorBody),
+        (status = 502, description = "Gameye failed to stop it; nothing changed, retry", body = ErrorBody),
+        (status = 503, description = "State store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn end_session(
+    State(state): State<MatchesState>,
+    Path(session_id): Path<String>,
+) -> Result<Json<EndResult>, ApiError> {
+    let id = session_uuid(&session_id)?;
+    let ended = state
+        .seats
+        .end(id)
+        .await
+        .map_err(seat_failure)?
+        .map_err(|refused| seat_refusal(&session_id, refused))?;
+    Ok(Json(EndResult {
+        session_id: id,
+        status: "ended",
+        gameye: if ended.stopped_now { "stopped" } else { "already_gone" },
+        released_players: ended.released_players.into_iter().collect(),
+        released_reservations: ended.released_reservations.into_iter().collect(),
+    }))
+}
+
+/// Reserves seats for all requesting players in one eligible session: same image (version,
+/// labels, locations when given), every player under the latency cap of a new match, then lowest
+/// worst-player latency, then fullest. The reservation lasts `seats.reservation_ttl`; a join by a
+/// reserved player uses it.
+#[utoipa::path(
+    post, path = "/v1/backfill", tag = "sessions",
+    request_body(content = BackfillBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Seats reserved (or, with create_if_none, a new match placed: the /v1/matches answer)", body = BackfillResult),
+        (status = 202, description = "create_if_none: the new match is still being placed", body = super::matches::MatchStatus),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "NO_SEATS: no eligible session has enough open seats", body = ErrorBody),
+        (status = 422, description = "Invalid request (naming the field)", body = ErrorBody),
+        (status = 503, description = "State store unavailable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn backfill(State(state): State<MatchesState>, body: Bytes) -> Result<Response, ApiError> {
+    let parsed: BackfillBody = serde_json::from_slice(&body).map_err(json_error)?;
+    // One validation for everything a match request shares: ids, latencies, locations, labels.
+    let match_request = MatchRequest {
+        match_id: format!("backfill-{}", Uuid::new_v4()),
+        image: Some(parsed.image.clone()),
+        version: parsed.version.clone(),
+        players: parsed.players.clone(),
+        locations: parsed.locations.clone(),
+        labels: parsed.labels.clone(),
+        ..MatchRequest::default()
+    };
+    if parsed.image.trim().is_empty() {
+        return Err(invalid("image", "must not be empty"));
+    }
+    if parsed.players.len() > MAX_PLAYERS {
+        return Err(invalid("players", &format!("at most {MAX_PLAYERS}")));
+    }
+    let validated = match_request.validate().map_err(invalid_request)?;
+    let request = BackfillRequest {
+        image: parsed.image,
+        version: parsed.version,
+        players: parsed
+            .players
+            .iter()
+            .map(|p| BackfillPlayer { id: p.id.clone(), latencies: p.latencies.clone() })
+            .collect(),
+        locations: parsed.locations,
+        labels: parsed.labels,
+    };
+    match state.seats.backfill(&request).await.map_err(seat_failure)? {
+        Some(BackfillAnswer { assignment, reserved }) => Ok((
+            StatusCode::OK,
+            Json(BackfillResult {
+                assignment,
+                reservation_id: reserved.reservation_id,
+                expires_at: reserved.expires_at,
+            }),
+        )
+            .into_response()),
+        None if parsed.create_if_none => {
+            let match_id = validated.match_id.clone();
+            let progress =
+                state.service.place(super::matches::SOURCE, validated).await.map_err(store_unavailable)?;
+            if let bridge::placement::Progress::Done(outcome) = &progress {
+                announce_in_background(&state, outcome.clone());
+            }
+            Ok(progress_response(&match_id, progress))
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NO_SEATS",
+            "no eligible session has open seats for every requesting player",
+        )),
+    }
+}
+
+fn parse_players(body: &[u8]) -> Result<Vec<String>, ApiError> {
+    let parsed: PlayersBody = serde_json::from_slice(body).map_err(json_error)?;
+    if parsed.players.is_empty() {
+        return Err(invalid("players", "must name at least one player"));
+    }
+    if parsed.players.len() > MAX_PLAYERS {
+        return Err(invalid("players", &format!("at most {MAX_PLAYERS}")));
+    }
+    for (i, player) in parsed.players.iter().enumerate() {
+        if player.is_empty() || player.chars().count() > 128 || player.chars().any(char::is_control) {
+            return Err(invalid(
+                &format!("players[{i}]"),
+                "must be 1 to 128 characters without control characters",
+            ));
+        }
+    }
+    // Deduplicated, request order kept.
+    let mut seen = BTreeSet::new();
+    Ok(parsed.players.into_iter().filter(|p| seen.insert(p.clone())).collect())
+}
+
+fn session_uuid(session_id: &str) -> Result<Uuid, ApiError> {
+    // Not a session id the bridge could have made: unknown, like any other.
+    Uuid::parse_str(session_id).map_err(|_| unknown_session(session_id))
+}
+
+fn unknown_session(session_id: &str) -> ApiError {
+    ApiError::not_found(format!("no live session `{session_id}`"))
+}
+
+fn seat_refusal(session_id: &str, refused: SeatError) -> ApiError {
+    match refused {
+        SeatError::NotFound | SeatError::Ended => unknown_session(session_id),
+        SeatError::SessionFull { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "SESSION_FULL", refused.to_string())
+        }
+        SeatError::NoSeats { .. } => ApiError::new(StatusCode::NOT_FOUND, "NO_SEATS", refused.to_string()),
+        SeatError::AlreadyExists | SeatError::AlreadyJoined { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "CONFLICT", refused.to_string())
+        }
+        SeatError::NoPlayers => invalid("players", "must name at least one player"),
+    }
+}
+
+fn seat_failure(error: SeatServiceError) -> ApiError {
+    match error {
+        SeatServiceError::Store(error) => store_unavailable(error.into()),
+        SeatServiceError::Gameye(error) => {
+            tracing::warn!(%error, "Gameye call failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE", format!("Gameye: {error}"))
+        }
+    }
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    let status =
+        if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
+    ApiError::new(status, "INVALID_REQUEST", e.to_string())
+}
+
+fn bad_query(message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message.to_owned())
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST", format!("{field}: {message}"))
+}

@@ -1,0 +1,374 @@
+//! The engine's side of seats (DESIGN §4): a placed session's seat record, and the object-safe
+//! [`SeatService`] the doors use to list sessions, join, leave, end and backfill.
+//!
+//! Gameye's player list is told of joins and leaves directly, best effort (a failure is logged);
+//! a durable, retried outbox is a later step of issue 7.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::engine::{Engine, PlaceError};
+use super::service::BoxFuture;
+use crate::ports::{Clock, SeatChange, SessionApi, SessionApiError, StateStore, StoreError};
+use crate::seats::{
+    BackfillPlayer, BackfillQuery, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionInfo,
+    SessionSeats, SessionStatus, choose_backfill,
+};
+use crate::{Assignment, MatchRequest, Port};
+
+/// What the seat record's opaque `metadata` holds: what a backfill answer and `GET /v1/sessions`
+/// need besides the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionMetadata {
+    pub match_id: String,
+    pub host: String,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub placed_at: OffsetDateTime,
+}
+
+impl SessionMetadata {
+    /// The metadata of `seats`, when it holds any (records written by this engine always do).
+    pub fn of(seats: &SessionSeats) -> Option<Self> {
+        serde_json::from_value(seats.info.metadata.clone()).ok()
+    }
+}
+
+/// Which sessions `GET /v1/sessions` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub image: Option<String>,
+    pub location: Option<String>,
+    /// Every one of these labels, with these values.
+    pub labels: BTreeMap<String, String>,
+    /// `Some(true)`: only sessions with an open seat; `Some(false)`: only full ones.
+    pub has_open_seats: Option<bool>,
+}
+
+/// A backfill request, checked by the door (non-empty image, at least one player, unique ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackfillRequest {
+    pub image: String,
+    pub version: Option<String>,
+    pub players: Vec<BackfillPlayer>,
+    pub locations: Option<Vec<String>>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Seats reserved by a backfill: where to connect, and until when the seats are held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillAnswer {
+    /// Assignment-shaped: the session's match id, the requesting players and their latencies.
+    pub assignment: Assignment,
+    pub reserved: Reserved,
+}
+
+/// What a join did, with the session after it.
+pub type JoinAnswer = SeatChange<Joined>;
+/// What a leave did, with the session after it.
+pub type LeaveAnswer = SeatChange<Left>;
+
+/// What `DELETE /v1/sessions/{id}` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedSession {
+    /// `false`: Gameye had already stopped it (404/409).
+    pub stopped_now: bool,
+    pub released_players: BTreeSet<String>,
+    pub released_reservations: BTreeSet<Uuid>,
+}
+
+/// Why a seat operation could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeatServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Gameye failed a call the operation depends on (stopping a session).
+    #[error("Gameye: {0}")]
+    Gameye(SessionApiError),
+}
+
+impl From<PlaceError> for SeatServiceError {
+    fn from(error: PlaceError) -> Self {
+        match error {
+            PlaceError::Store(error) => Self::Store(error),
+        }
+    }
+}
+
+/// What the doors may ask about sessions and seats. Object-safe, like
+/// [`super::PlacementService`].
+pub trait SeatService: Send + Sync + 'static {
+    /// The engine's clock (open seats are counted at a time).
+    fn now(&self) -> OffsetDateTime;
+
+    /// Sessions not ended, matching `filter`, in session id order.
+    fn list_sessions<'a>(
+        &'a self,
+        filter: &'a SessionFilter,
+    ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>>;
+
+    /// The session, unless unknown or ended.
+    fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>>;
+
+    /// Players join (Redis at once; then Gameye, best effort).
+    fn join<'a>(
+        &'a self,
+        session_id: Uuid,
+        players: &'a [String],
+    ) -> BoxFuture<'a, Result<SeatResult<JoinAnswer>, SeatServiceError>>;
+
+    /// Players leave or give up their reserved seats (Redis at once; then Gameye, best effort).
+    fn leave<'a>(
+        &'a self,
+        session_id: Uuid,
+        players: &'a [String],
+    ) -> BoxFuture<'a, Result<SeatResult<LeaveAnswer>, SeatServiceError>>;
+
+    /// Stops the session at Gameye, then ends its seats. `Ok(Err(NotFound | Ended))` when the
+    /// bridge does not know it as a live session (Gameye is not called then).
+    fn end(&self, session_id: Uuid) -> BoxFuture<'_, Result<SeatResult<EndedSession>, SeatServiceError>>;
+
+    /// Reserves seats for all requesting players in the best eligible session; `None`: none fits.
+    fn backfill<'a>(
+        &'a self,
+        request: &'a BackfillRequest,
+    ) -> BoxFuture<'a, Result<Option<BackfillAnswer>, SeatServiceError>>;
+}
+
+impl<A, S, C> Engine<A, S, C>
+where
+    A: SessionApi,
+    S: StateStore,
+    C: Clock,
+{
+    /// Records a placed session's seats: capacity from the request (else `[seats]`), the match's
+    /// own players holding one reservation. Never fails the placement: a store failure is logged
+    /// and counted (the reconciler adopts sessions whose record is missing). A record that exists
+    /// already (or ended) is left alone.
+    pub(super) async fn record_seats(&self, request: &MatchRequest, assignment: &Assignment) {
+        let seats = &self.settings.seats;
+        let metadata = SessionMetadata {
+            match_id: assignment.match_id.clone(),
+            host: assignment.host.clone(),
+            ports: assignment.ports.clone(),
+            placed_at: assignment.placed_at,
+        };
+        let ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
+        let new = NewSession {
+            session_id: assignment.session_id,
+            capacity: seats.capacity_for(&assignment.image, request.max_players),
+            status: SessionStatus::Created,
+            info: SessionInfo {
+                image: assignment.image.clone(),
+                version: request.version.clone().or_else(|| self.settings.default_version.clone()),
+                location: assignment.location.clone(),
+                labels: request.labels.clone(),
+                metadata: serde_json::to_value(&metadata).unwrap_or_default(),
+            },
+            players: assignment.players.clone(),
+            reservation_ttl: seats.reservation_ttl,
+            now: self.clock.now(),
+        };
+        // The record outlives the Gameye session's own lifetime a little; every change refreshes it.
+        let keep_for = ttl + Duration::from_secs(600);
+        match self.store.create_session(&new, keep_for).await {
+            Ok(Ok(_)) | Ok(Err(SeatError::AlreadyExists | SeatError::Ended)) => {}
+            Ok(Err(refused)) => {
+                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %refused, "session seats refused");
+                self.seat_write_failed();
+            }
+            Err(error) => {
+                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %error, "cannot record the session's seats; the reconciler adopts it");
+                self.seat_write_failed();
+            }
+        }
+    }
+
+    /// [`Engine::record_seats`] for a duplicate of a placed match, unless the session's Gameye TTL
+    /// has run out (then it cannot be running, and an ended record may have expired already: a late
+    /// duplicate must not bring a dead session back as a backfill target).
+    pub(super) async fn record_missing_seats(&self, request: &MatchRequest, assignment: &Assignment) {
+        let ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
+        let ends_by =
+            time::Duration::try_from(ttl).ok().and_then(|ttl| assignment.placed_at.checked_add(ttl));
+        if ends_by.is_none_or(|ends_by| self.clock.now() < ends_by) {
+            self.record_seats(request, assignment).await;
+        }
+    }
+
+    fn seat_write_failed(&self) {
+        if let Some(observer) = &self.observer {
+            observer.seat_write_failed();
+        }
+    }
+
+    /// The latency cap a new match is held to (the policy's first cap); no caps: no limit.
+    fn backfill_cap(&self) -> u32 {
+        self.settings.policy.caps.iter().min_by_key(|cap| cap.after_s).map_or(u32::MAX, |cap| cap.max_ms)
+    }
+
+    async fn do_backfill(
+        &self,
+        request: &BackfillRequest,
+    ) -> Result<Option<BackfillAnswer>, SeatServiceError> {
+        let now = self.clock.now();
+        let aliases = &self.settings.aliases;
+        let players: Vec<BackfillPlayer> = request
+            .players
+            .iter()
+            .map(|p| BackfillPlayer { id: p.id.clone(), latencies: aliases.map_latencies(&p.latencies) })
+            .collect();
+        let locations = request.locations.as_deref().map(|l| aliases.map_locations(l));
+        let sessions = self.store.list_sessions(Some(&request.image), now).await?;
+        let candidates: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                let mut candidate = s.backfill_candidate(now);
+                // Gameye accepted a created session: it takes players as soon as it runs.
+                if candidate.status == SessionStatus::Created {
+                    candidate.status = SessionStatus::Running;
+                }
+                candidate
+            })
+            .collect();
+        let query = BackfillQuery {
+            image: &request.image,
+            version: request.version.as_deref(),
+            labels: &request.labels,
+            locations: locations.as_deref(),
+            players: &players,
+            latency_cap_ms: self.backfill_cap(),
+        };
+        let ranked = choose_backfill(&query, &candidates);
+        if ranked.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<Uuid> = ranked.iter().map(|r| r.session_id).collect();
+        let ids_of_players: Vec<String> = players.iter().map(|p| p.id.clone()).collect();
+        let Some(reserved) =
+            self.store.reserve_best(&ids, &ids_of_players, self.settings.seats.reservation_ttl, now).await?
+        else {
+            return Ok(None);
+        };
+        let session = &reserved.session;
+        let metadata = SessionMetadata::of(session);
+        let assignment = Assignment {
+            match_id: metadata.as_ref().map(|m| m.match_id.clone()).unwrap_or_default(),
+            session_id: session.session_id,
+            image: session.info.image.clone(),
+            location: session.info.location.clone(),
+            host: metadata.as_ref().map(|m| m.host.clone()).unwrap_or_default(),
+            ports: metadata.as_ref().map(|m| m.ports.clone()).unwrap_or_default(),
+            players: ids_of_players.clone(),
+            latency_ms: players
+                .iter()
+                .filter_map(|p| p.latencies.get(&session.info.location).map(|ms| (p.id.clone(), *ms)))
+                .collect(),
+            placed_at: metadata.map_or(now, |m| m.placed_at),
+            latency_cap_exceeded: false,
+        };
+        Ok(Some(BackfillAnswer { assignment, reserved: reserved.outcome }))
+    }
+}
+
+fn matches_filter(session: &SessionSeats, filter: &SessionFilter, now: OffsetDateTime) -> bool {
+    filter.location.as_ref().is_none_or(|l| &session.info.location == l)
+        && filter.labels.iter().all(|(k, v)| session.info.labels.get(k) == Some(v))
+        && filter.has_open_seats.is_none_or(|open| (session.open_seats(now) > 0) == open)
+}
+
+impl<A, S, C> SeatService for Engine<A, S, C>
+where
+    A: SessionApi,
+    S: StateStore,
+    C: Clock,
+{
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    fn list_sessions<'a>(
+        &'a self,
+        filter: &'a SessionFilter,
+    ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>> {
+        Box::pin(async move {
+            let now = self.clock.now();
+            let sessions = self.store.list_sessions(filter.image.as_deref(), now).await?;
+            Ok(sessions.into_iter().filter(|s| matches_filter(s, filter, now)).collect())
+        })
+    }
+
+    fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>> {
+        Box::pin(async move {
+            let session = self.store.get_session(session_id, self.clock.now()).await?;
+            Ok(session.filter(|s| s.status != SessionStatus::Ended))
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        session_id: Uuid,
+        players: &'a [String],
+    ) -> BoxFuture<'a, Result<SeatResult<JoinAnswer>, SeatServiceError>> {
+        Box::pin(async move {
+            let change = match self.store.join_players(session_id, players, self.clock.now()).await? {
+                Ok(change) => change,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            // Every requested player is joined now; telling Gameye all of them (idempotent there)
+            // makes a retried join repair an earlier failed call.
+            if let Err(error) = self.api.join_players(session_id, players).await {
+                tracing::warn!(%session_id, %error, "Gameye join failed; its player list lags until the next call");
+            }
+            Ok(Ok(change))
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        session_id: Uuid,
+        players: &'a [String],
+    ) -> BoxFuture<'a, Result<SeatResult<LeaveAnswer>, SeatServiceError>> {
+        Box::pin(async move {
+            let change = match self.store.leave_players(session_id, players, self.clock.now()).await? {
+                Ok(change) => change,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let left: Vec<String> = change.outcome.left.iter().cloned().collect();
+            if !left.is_empty()
+                && let Err(error) = self.api.leave_players(session_id, &left).await
+            {
+                tracing::warn!(%session_id, %error, "Gameye leave failed; its player list lags until the next call");
+            }
+            Ok(Ok(change))
+        })
+    }
+
+    fn end(&self, session_id: Uuid) -> BoxFuture<'_, Result<SeatResult<EndedSession>, SeatServiceError>> {
+        Box::pin(async move {
+            match self.store.get_session(session_id, self.clock.now()).await? {
+                None => return Ok(Err(SeatError::NotFound)),
+                Some(s) if s.status == SessionStatus::Ended => return Ok(Err(SeatError::Ended)),
+                Some(_) => {}
+            }
+            let stopped_now = self.api.stop_session(session_id).await.map_err(SeatServiceError::Gameye)?;
+            Ok(self.store.end_session(session_id, self.clock.now()).await?.map(|change| EndedSession {
+                stopped_now,
+                released_players: change.outcome.players,
+                released_reservations: change.outcome.reservations,
+            }))
+        })
+    }
+
+    fn backfill<'a>(
+        &'a self,
+        request: &'a BackfillRequest,
+    ) -> BoxFuture<'a, Result<Option<BackfillAnswer>, SeatServiceError>> {
+        Box::pin(self.do_backfill(request))
+    }
+}

@@ -1,0 +1,527 @@
+//! Sessions, seats and backfill end to end: HTTP door → engine → Redis + Gameye emulator over HTTP.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use gameye_emulator::DEFAULT_TOKEN;
+use serde_json::{Value, json};
+
+use crate::stack::{API_TOKEN, Stack};
+
+fn session_id(match_id: &str) -> String {
+    bridge::session_id("http", match_id).to_string()
+}
+
+/// A match of `players` (ids), all measuring `latencies`, with `extra` fields merged in.
+fn match_of(match_id: &str, players: &[&str], latencies: Value, extra: Value) -> Value {
+    let players: Vec<Value> = players.iter().map(|id| json!({"id": id, "latencies": latencies})).collect();
+    let mut body = json!({"match_id": match_id, "players": players});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+async fn send(stack: &Stack, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut request = stack.http.request(method.parse().unwrap(), stack.url(path)).bearer_auth(API_TOKEN);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn place(stack: &Stack, body: &Value) -> Value {
+    let (status, assignment) = stack.post_match(body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assignment
+}
+
+async fn join(stack: &Stack, session: &str, players: &[&str]) -> (u16, Value) {
+    send(stack, "POST", &format!("/v1/sessions/{session}/players"), Some(&json!({"players": players}))).await
+}
+
+async fn leave(stack: &Stack, session: &str, players: &[&str]) -> (u16, Value) {
+    send(stack, "DELETE", &format!("/v1/sessions/{session}/players"), Some(&json!({"players": players})))
+        .await
+}
+
+async fn session(stack: &Stack, session: &str) -> (u16, Value) {
+    stack.get(&format!("/v1/sessions/{session}")).await
+}
+
+async fn backfill(stack: &Stack, body: &Value) -> (u16, Value) {
+    send(stack, "POST", "/v1/backfill", Some(body)).await
+}
+
+/// Gameye's own view of the session (`GET /session/{id}` on the emulator).
+async fn gameye_session(stack: &Stack, session: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/session/{session}", stack.emulator.url().trim_end_matches('/')))
+        .bearer_auth(DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn gameye_players(stack: &Stack, session: &str) -> BTreeSet<String> {
+    let described = gameye_session(stack, session).await;
+    let joined: BTreeSet<String> = described["players"]["joined"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no players in {described}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(described["playerCount"], joined.len(), "{described}");
+    joined
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn strings(value: &Value) -> BTreeSet<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn reserved_players(view: &Value) -> BTreeSet<String> {
+    view["reservations"].as_array().unwrap().iter().flat_map(|r| strings(&r["players"])).collect()
+}
+
+#[tokio::test]
+async fn sessions_placing_records_seats_and_joins_follow_capacity() {
+    let stack = Stack::start_with(&[("BRIDGE_SEATS__CAPACITY", "{demo-game=4}")]).await;
+    let latencies = json!({"eu-west-1": 10});
+    let assignment = place(
+        &stack,
+        &match_of("m-seats", &["p0", "p1"], latencies.clone(), json!({"labels": {"mode": "duo"}})),
+    )
+    .await;
+    let sid = session_id("m-seats");
+    assert_eq!(assignment["session_id"], sid);
+
+    // The session is recorded with the image's configured capacity, its players holding reservations.
+    let (status, view) = session(&stack, &sid).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["capacity"], 4);
+    assert_eq!(view["match_id"], "m-seats");
+    assert_eq!(view["image"], "demo-game");
+    assert_eq!(view["location"], "eu-west-1");
+    assert_eq!(view["host"], assignment["host"]);
+    assert_eq!(view["ports"], assignment["ports"]);
+    assert_eq!(view["labels"], json!({"mode": "duo"}));
+    assert_eq!(view["players"], json!([]));
+    assert_eq!(reserved_players(&view), set(&["p0", "p1"]));
+    assert_eq!(view["open_seats"], 2);
+    assert!(gameye_players(&stack, &sid).await.is_empty());
+
+    // A reserved player joins: the reservation is used, Gameye's player list follows.
+    let (status, joined) = join(&stack, &sid, &["p0"]).await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(strings(&joined["joined"]), set(&["p0"]));
+    assert_eq!(strings(&joined["from_reservations"]), set(&["p0"]));
+    assert_eq!(joined["session"]["open_seats"], 2);
+    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0"]));
+
+    // Joining again is one player.
+    let (status, again) = join(&stack, &sid, &["p0"]).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(strings(&again["already_joined"]), set(&["p0"]));
+    assert!(strings(&again["joined"]).is_empty());
+    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0"]));
+
+    // Two unreserved players fill the open seats; a third does not fit (p1's seat stays reserved).
+    let (status, filled) = join(&stack, &sid, &["x1", "x2"]).await;
+    assert_eq!(status, 200, "{filled}");
+    assert_eq!(filled["session"]["open_seats"], 0);
+    let (status, full) = join(&stack, &sid, &["x3"]).await;
+    assert_eq!(status, 409, "{full}");
+    assert_eq!(full["error"]["code"], "SESSION_FULL");
+    let (status, full) = join(&stack, &sid, &["x3", "x4"]).await;
+    assert_eq!(status, 409, "{full}");
+    let (_, view) = session(&stack, &sid).await;
+    assert_eq!(strings(&view["players"]), set(&["p0", "x1", "x2"]), "a refused join changes nothing");
+    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0", "x1", "x2"]));
+
+    // The reserved player still gets in, though the session is full for everyone else.
+    let (status, last) = join(&stack, &sid, &["p1"]).await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(strings(&last["from_reservations"]), set(&["p1"]));
+    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0", "p1", "x1", "x2"]));
+
+    // Leaving is idempotent, and frees the seat.
+    let (status, left) = leave(&stack, &sid, &["x1"]).await;
+    assert_eq!(status, 200, "{left}");
+    assert_eq!(strings(&left["left"]), set(&["x1"]));
+    assert_eq!(left["session"]["open_seats"], 1);
+    let (status, left) = leave(&stack, &sid, &["x1"]).await;
+    assert_eq!(status, 200, "{left}");
+    assert!(strings(&left["left"]).is_empty());
+    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0", "p1", "x2"]));
+    let (status, _) = join(&stack, &sid, &["x3"]).await;
+    assert_eq!(status, 200);
+
+    // A match's own max_players wins over the image's capacity.
+    place(&stack, &match_of("m-big", &["q0"], latencies, json!({"max_players": 12}))).await;
+    let (_, view) = session(&stack, &session_id("m-big")).await;
+    assert_eq!(view["capacity"], 12);
+    assert_eq!(view["open_seats"], 11);
+
+    // Listing and its filters.
+    let (status, all) = stack.get("/v1/sessions").await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["sessions"].as_array().unwrap().len(), 2);
+    let (_, duo) = stack.get("/v1/sessions?label=mode%3Dduo").await;
+    assert_eq!(duo["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(duo["sessions"][0]["session_id"], sid);
+    let (_, open) = stack.get("/v1/sessions?has_open_seats=true&image=demo-game").await;
+    assert_eq!(open["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(open["sessions"][0]["session_id"], session_id("m-big"));
+    let (_, elsewhere) = stack.get("/v1/sessions?location=us-east-1").await;
+    assert_eq!(elsewhere["sessions"], json!([]));
+    let (status, bad) = stack.get("/v1/sessions?label=nokeyvalue").await;
+    assert_eq!(status, 400, "{bad}");
+}
+
+#[tokio::test]
+async fn sessions_bad_input_is_refused_and_changes_nothing() {
+    let stack = Stack::start().await;
+    place(&stack, &match_of("m-bad", &["p0"], json!({"eu-west-1": 10}), json!({"max_players": 2}))).await;
+    let sid = session_id("m-bad");
+    let unknown = uuid::Uuid::new_v4().to_string();
+
+    let (status, body) = session(&stack, &unknown).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let (status, _) = join(&stack, &unknown, &["a"]).await;
+    assert_eq!(status, 404);
+    let (status, _) = leave(&stack, &unknown, &["a"]).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(&stack, "DELETE", &format!("/v1/sessions/{unknown}"), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = session(&stack, "not-a-uuid").await;
+    assert_eq!(status, 404);
+
+    let path = format!("/v1/sessions/{sid}/players");
+    let response = stack
+        .http
+        .post(stack.url(&path))
+        .bearer_auth(API_TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let (status, body) = send(&stack, "POST", &path, Some(&json!({"players": []}))).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("players"), "{body}");
+    let (status, body) = send(&stack, "POST", &path, Some(&json!({"players": [""]}))).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("players[0]"), "{body}");
+    let (status, _) = send(&stack, "POST", &path, Some(&json!({"players": ["a"], "extra": 1}))).await;
+    assert_eq!(status, 422);
+    let (status, _) = join(&stack, &sid, &["a", "b"]).await;
+    assert_eq!(status, 409, "one open seat, two players");
+
+    let (status, body) =
+        backfill(&stack, &json!({"players": [{"id": "a", "latencies": {"eu-west-1": 5}}]})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("image"), "{body}");
+    let (status, body) = backfill(&stack, &json!({"image": "demo-game", "players": []})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("players"), "{body}");
+    let (status, body) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "a", "latencies": {"eu-west-1": -3}}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+
+    // Nothing of that changed the session.
+    let (_, view) = session(&stack, &sid).await;
+    assert_eq!(view["players"], json!([]));
+    assert_eq!(reserved_players(&view), set(&["p0"]));
+    assert_eq!(view["open_seats"], 1);
+    assert!(gameye_players(&stack, &sid).await.is_empty());
+}
+
+#[tokio::test]
+async fn sessions_backfill_prefers_latency_then_fullest_and_join_uses_the_reservation() {
+    let stack = Stack::start().await;
+    let west = json!({"eu-west-1": 10});
+    let central = json!({"eu-central-1": 10});
+    // m-a: eu-west-1, 8 open, labelled ranked; m-b: eu-west-1, 4 open; m-c: eu-central-1, 9 open.
+    place(
+        &stack,
+        &match_of(
+            "m-a",
+            &["a0", "a1"],
+            west.clone(),
+            json!({"max_players": 10, "labels": {"mode": "ranked"}}),
+        ),
+    )
+    .await;
+    place(&stack, &match_of("m-b", &["b0", "b1", "b2", "b3", "b4", "b5"], west, json!({"max_players": 10})))
+        .await;
+    place(&stack, &match_of("m-c", &["c0"], central, json!({"max_players": 10}))).await;
+    let (_, c) = session(&stack, &session_id("m-c")).await;
+    assert_eq!(c["location"], "eu-central-1");
+
+    // Lowest worst latency wins, though m-c is the emptiest.
+    let (status, answer) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "q1", "latencies": {"eu-west-1": 30, "eu-central-1": 20}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["session_id"], session_id("m-c"));
+
+    // Equal latency: the fullest (m-b) wins over m-a.
+    let (status, answer) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "q2", "latencies": {"eu-west-1": 20, "eu-central-1": 50}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let sid_b = session_id("m-b");
+    assert_eq!(answer["session_id"], sid_b);
+    assert_eq!(answer["match_id"], "m-b");
+    assert_eq!(answer["location"], "eu-west-1");
+    assert_eq!(answer["players"], json!(["q2"]));
+    assert_eq!(answer["latency_ms"], json!({"q2": 20}));
+    assert!(answer["host"].as_str().is_some_and(|h| !h.is_empty()), "{answer}");
+    assert!(!answer["ports"].as_array().unwrap().is_empty(), "{answer}");
+    let reservation_id = answer["reservation_id"].as_str().unwrap().to_owned();
+    assert!(answer["expires_at"].is_string(), "{answer}");
+    let (_, b) = session(&stack, &sid_b).await;
+    assert_eq!(b["open_seats"], 3);
+    assert!(
+        b["reservations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reservation_id"] == reservation_id && r["players"] == json!(["q2"])),
+        "{b}"
+    );
+
+    // The reserved player joins: the reservation is consumed, not a second seat.
+    let (status, joined) = join(&stack, &sid_b, &["q2"]).await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(strings(&joined["from_reservations"]), set(&["q2"]));
+    assert_eq!(joined["session"]["open_seats"], 3);
+    assert!(!reserved_players(&joined["session"]).contains("q2"));
+    assert_eq!(gameye_players(&stack, &sid_b).await, set(&["q2"]));
+
+    // Labels narrow the choice.
+    let (status, answer) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "labels": {"mode": "ranked"},
+                "players": [{"id": "q3", "latencies": {"eu-west-1": 20}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["session_id"], session_id("m-a"));
+
+    // Nothing eligible: over the latency cap of a new match (60 ms), another image, too many players.
+    for body in [
+        json!({"image": "demo-game", "players": [{"id": "q4", "latencies": {"eu-west-1": 70}}]}),
+        json!({"image": "other-game", "players": [{"id": "q4", "latencies": {"eu-west-1": 10}}]}),
+        json!({"image": "demo-game", "locations": ["us-east-1"], "players": [{"id": "q4", "latencies": {"eu-west-1": 10, "us-east-1": 10}}]}),
+        json!({"image": "demo-game", "players": (0..10).map(|i| json!({"id": format!("r{i}"), "latencies": {"eu-west-1": 10}})).collect::<Vec<_>>()}),
+    ] {
+        let (status, refused) = backfill(&stack, &body).await;
+        assert_eq!(status, 404, "{body} → {refused}");
+        assert_eq!(refused["error"]["code"], "NO_SEATS");
+    }
+
+    // create_if_none: a new match is placed instead, its players holding the seats.
+    let before = stack.emulator_sessions().await.len();
+    let (status, placed) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "create_if_none": true, "labels": {"mode": "new"},
+                "players": [{"id": "q5", "latencies": {"eu-west-1": 70}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{placed}");
+    let match_id = placed["match_id"].as_str().unwrap();
+    assert!(match_id.starts_with("backfill-"), "{placed}");
+    assert_eq!(placed["players"], json!(["q5"]));
+    assert_eq!(stack.emulator_sessions().await.len(), before + 1);
+    let new_sid = placed["session_id"].as_str().unwrap();
+    let (status, view) = session(&stack, new_sid).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(reserved_players(&view), set(&["q5"]));
+    assert_eq!(view["labels"], json!({"mode": "new"}));
+}
+
+#[tokio::test]
+async fn sessions_delete_stops_gameye_and_forgets_the_session() {
+    let stack = Stack::start().await;
+    place(&stack, &match_of("m-end", &["p0", "p1"], json!({"eu-west-1": 10}), json!({}))).await;
+    let sid = session_id("m-end");
+    let (status, _) = join(&stack, &sid, &["p0"]).await;
+    assert_eq!(status, 200);
+
+    let (status, ended) = send(&stack, "DELETE", &format!("/v1/sessions/{sid}"), None).await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["gameye"], "stopped");
+    assert_eq!(ended["released_players"], json!(["p0"]));
+    assert_eq!(ended["released_reservations"].as_array().unwrap().len(), 1);
+    let gameye = stack.emulator_sessions().await;
+    let stopped = gameye.iter().find(|s| s["id"] == sid).unwrap();
+    assert!(stopped["stopped_at"].is_number(), "Gameye stopped it: {stopped}");
+
+    let (status, _) = session(&stack, &sid).await;
+    assert_eq!(status, 404);
+    let (_, all) = stack.get("/v1/sessions").await;
+    assert_eq!(all["sessions"], json!([]));
+    let (status, _) = join(&stack, &sid, &["p1"]).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(&stack, "DELETE", &format!("/v1/sessions/{sid}"), None).await;
+    assert_eq!(status, 404, "ending twice: already ended");
+    let (status, refused) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "q", "latencies": {"eu-west-1": 10}}]}),
+    )
+    .await;
+    assert_eq!(status, 404, "{refused}");
+
+    // Gameye stopped it already (TTL, crash, someone else): ending still succeeds.
+    place(&stack, &match_of("m-gone", &["g0"], json!({"eu-west-1": 10}), json!({}))).await;
+    let gone = session_id("m-gone");
+    let response = reqwest::Client::new()
+        .delete(format!("{}/session/{gone}", stack.emulator.url().trim_end_matches('/')))
+        .bearer_auth(DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let (status, ended) = send(&stack, "DELETE", &format!("/v1/sessions/{gone}"), None).await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(ended["gameye"], "already_gone");
+    let (status, _) = session(&stack, &gone).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn sessions_racing_backfills_never_overbook() {
+    let stack = Stack::start().await;
+    // Two sessions with 5 open seats each (capacity 6, one own player).
+    for match_id in ["m-race-a", "m-race-b"] {
+        place(&stack, &match_of(match_id, &["own"], json!({"eu-west-1": 10}), json!({"max_players": 6})))
+            .await;
+    }
+    let requests = (0..40).map(|i| {
+        let body = json!({"image": "demo-game", "players": [{"id": format!("r{i}"), "latencies": {"eu-west-1": 15}}]});
+        let stack = &stack;
+        async move { backfill(stack, &body).await }
+    });
+    let answers = join_all(requests).await;
+    let granted: Vec<&Value> =
+        answers.iter().filter(|(status, _)| *status == 200).map(|(_, body)| body).collect();
+    let refused =
+        answers.iter().filter(|(status, body)| *status == 404 && body["error"]["code"] == "NO_SEATS").count();
+    assert_eq!(granted.len(), 10, "{answers:?}");
+    assert_eq!(refused, 30, "{answers:?}");
+    let granted_players: BTreeSet<String> =
+        granted.iter().map(|b| b["players"][0].as_str().unwrap().to_owned()).collect();
+    assert_eq!(granted_players.len(), 10);
+
+    let mut reserved = BTreeSet::new();
+    for match_id in ["m-race-a", "m-race-b"] {
+        let (_, view) = session(&stack, &session_id(match_id)).await;
+        assert_eq!(view["open_seats"], 0, "{view}");
+        let players = reserved_players(&view);
+        assert_eq!(players.len(), 6, "{view}");
+        reserved.extend(players.into_iter().filter(|p| p != "own"));
+    }
+    assert_eq!(reserved, granted_players);
+}
+
+#[tokio::test]
+async fn sessions_a_duplicate_recreates_a_missing_seat_record() {
+    let stack = Stack::start().await;
+    let body = match_of("m-dup", &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 5}));
+    let first = place(&stack, &body).await;
+    let sid = session_id("m-dup");
+
+    // Lose the seat record (as if its write had failed at placement).
+    let client = ::redis::Client::open(stack.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        ::redis::cmd("KEYS").arg(format!("*seats:{{{sid}}}*")).query_async(&mut redis).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: i64 = ::redis::cmd("DEL").arg(&keys).query_async(&mut redis).await.unwrap();
+    let (status, _) = session(&stack, &sid).await;
+    assert_eq!(status, 404);
+
+    // The redelivered match is answered from its record and brings the seats back; Gameye runs one session.
+    let again = place(&stack, &body).await;
+    assert_eq!(again, first);
+    let (status, view) = session(&stack, &sid).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["capacity"], 5);
+    assert_eq!(reserved_players(&view), set(&["p0", "p1"]));
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
+#[tokio::test]
+async fn sessions_reservations_expire_after_the_configured_ttl() {
+    let stack = Stack::start_with(&[("BRIDGE_SEATS__RESERVATION_TTL", "1s")]).await;
+    place(&stack, &match_of("m-ttl", &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 3})))
+        .await;
+    let sid = session_id("m-ttl");
+    let (_, view) = session(&stack, &sid).await;
+    assert_eq!(view["open_seats"], 1, "{view}");
+    let (status, answer) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "b0", "latencies": {"eu-west-1": 10}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = join(&stack, &sid, &["x"]).await;
+    assert_eq!(status, 409, "every seat is reserved");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let (_, view) = session(&stack, &sid).await;
+    assert_eq!(view["reservations"], json!([]), "{view}");
+    assert_eq!(view["open_seats"], 3, "{view}");
+    let (status, _) = join(&stack, &sid, &["x", "y", "z"]).await;
+    assert_eq!(status, 200, "expired reservations freed their seats");
+}
+
+#[test]
+fn sessions_config_seats_section_is_validated() {
+    use adapters::config::Settings;
+    let load = |pairs: &[(&str, &str)]| {
+        Settings::load_from(None, pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    };
+    let defaults = load(&[]).unwrap();
+    assert_eq!(defaults.seats.default_capacity, 16);
+    assert!(defaults.seats.capacity.is_empty());
+    assert_eq!(defaults.seats.reservation_ttl, std::time::Duration::from_secs(60));
+    let custom =
+        load(&[("BRIDGE_SEATS__CAPACITY", "{demo-game=10}"), ("BRIDGE_SEATS__DEFAULT_CAPACITY", "8")])
+            .unwrap();
+    assert_eq!(custom.seats.capacity.get("demo-game"), Some(&10));
+    assert_eq!(custom.seats.default_capacity, 8);
+    for (key, value, named) in [
+        ("BRIDGE_SEATS__DEFAULT_CAPACITY", "0", "seats.default_capacity"),
+        ("BRIDGE_SEATS__CAPACITY", "{demo-game=0}", "seats.capacity"),
+        ("BRIDGE_SEATS__RESERVATION_TTL", "0s", "seats.reservation_ttl"),
+        ("BRIDGE_SEATS__SEATS", "3", "seats"),
+    ] {
+        let error = load(&[(key, value)]).unwrap_err().to_string();
+        assert!(error.contains(named), "{key}={value}: {error}");
+    }
+}
