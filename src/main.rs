@@ -12,13 +12,14 @@ use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSe
 use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsState, ReadinessCheck};
 use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, SignatureVerifier};
 use adapters::nats::NatsDoor;
+use adapters::reconciler::{ListedSession, Reconciler, ReconcilerConfig, ReconcilerMetrics, SessionLister};
 use adapters::runtime::{PlacementMetrics, TokioClock, run_recovery};
 use adapters::sns::{ImageChoice, ResultsWebhook, SnsConfig, SnsDoor, SnsMetrics, WebhookSecret};
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use anyhow::Context;
 use bridge::LocationAliases;
 use bridge::placement::{Engine, EngineSettings, SeatSettings};
-use bridge::ports::OutcomeSink;
+use bridge::ports::{OutcomeSink, SessionEvents};
 use clap::{Parser, Subcommand};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -176,8 +177,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(NatsDoor::connect(&settings.nats, &mut registry).await.context("setting up NATS (nats.url)")?)
     };
     let mut sinks: Vec<Arc<dyn OutcomeSink>> = Vec::new();
+    // Where the reconciler announces ended sessions (`<nats.prefix>.session.ended.<id>`).
+    let mut session_events: Vec<Arc<dyn SessionEvents>> = Vec::new();
     if let Some(door) = &nats {
         sinks.push(door.sink());
+        session_events.push(door.sink());
     }
     // Nakama placements are also pushed to Nakama's RPC when nakama.rpc_url is set.
     let nakama_metrics = NakamaMetrics::register(&mut registry);
@@ -208,6 +212,23 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         placement_metrics,
         stop_background.clone(),
     ));
+    // One instance at a time (a lease in the state store) keeps seat records in line with Gameye.
+    let reconciler = settings.reconciler.enabled.then(|| {
+        let config = ReconcilerConfig {
+            interval: settings.reconciler.interval,
+            owner: instance_name(),
+            seats: engine_settings(&settings).seats,
+            keep_for: settings.gameye.ttl + Duration::from_secs(600),
+        };
+        let reconciler = Reconciler::new(
+            store.clone(),
+            bridge_sessions(gameye.clone()),
+            session_events,
+            config,
+            ReconcilerMetrics::register(&mut registry),
+        );
+        tokio::spawn(reconciler.run(stop_background.clone()))
+    });
     let background_placements = TaskTracker::new();
     let stop_nats = CancellationToken::new();
     let nats_probe = nats.as_ref().map(NatsDoor::probe);
@@ -299,6 +320,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let _ = recovery.await;
+    if let Some(reconciler) = reconciler {
+        let _ = reconciler.await;
+    }
     tracing::info!("gameye-bridge stopped");
     if let Some(emulator) = emulator {
         emulator.shutdown().await;
@@ -366,6 +390,54 @@ fn sns_results_webhook(settings: &Settings) -> anyhow::Result<Option<Arc<dyn bri
 }
 
 /// Names this process in placement leases: host (when known), pid and a random suffix.
+/// The reconciler's view of Gameye: every session (`all=true`: starting ones too) carrying the
+/// bridge's match label, exited and dead ones counted as gone.
+fn bridge_sessions(client: GameyeClient) -> SessionLister {
+    SessionLister::new(move || {
+        let client = client.clone();
+        async move {
+            let filter = adapters::gameye::ListFilter { all: true, ..Default::default() };
+            let sessions = client.list_sessions(&filter).await.map_err(|error| error.to_string())?;
+            Ok(sessions.into_iter().filter_map(listed_session).collect())
+        }
+    })
+}
+
+fn listed_session(summary: adapters::gameye::SessionSummary) -> Option<ListedSession> {
+    use adapters::gameye::SessionStatus;
+    let match_id = summary.labels.user.get(bridge::placement::MATCH_LABEL)?.clone();
+    let session_id = summary.id.parse().ok()?;
+    if matches!(summary.status, Some(SessionStatus::Exited | SessionStatus::Dead)) {
+        return None;
+    }
+    let labels =
+        summary.labels.user.into_iter().filter(|(key, _)| !key.starts_with("gameye-bridge.")).collect();
+    let ports = summary
+        .ports
+        .iter()
+        .map(|port| bridge::Port {
+            protocol: match port.protocol {
+                adapters::gameye::Protocol::Tcp => bridge::PortProtocol::Tcp,
+                adapters::gameye::Protocol::Udp => bridge::PortProtocol::Udp,
+            },
+            container: port.container,
+            host: port.host,
+        })
+        .collect();
+    Some(ListedSession {
+        session_id,
+        match_id,
+        image: summary.image,
+        version: summary.tag,
+        location: summary.location,
+        host: summary.host,
+        ports,
+        labels,
+        running: summary.status == Some(SessionStatus::Running),
+        created_ms: summary.created,
+    })
+}
+
 fn instance_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "bridge".to_owned());
     let suffix = uuid::Uuid::new_v4().simple().to_string();

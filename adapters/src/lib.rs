@@ -5,6 +5,7 @@ pub mod gameye;
 pub mod http;
 pub mod nakama;
 pub mod nats;
+pub mod reconciler;
 pub mod runtime;
 pub mod sns;
 pub mod store;

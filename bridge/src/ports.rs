@@ -492,6 +492,38 @@ pub trait SeatStore: Send + Sync + 'static {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Background duties that run on one instance at a time (the reconciler)
+
+/// Named leases in the shared store: whoever holds `name` does the duty; the lease runs out
+/// `ttl` after its last acquire/renew (on the store's clock), so a dead holder is replaced.
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes the lease if free or expired, or renews it if `owner` holds it; `false` while
+    /// someone else holds it.
+    fn try_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the lease up if `owner` holds it (a no-op otherwise).
+    fn release(&self, name: &str, owner: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Where the end of a session is announced (NATS `<prefix>.session.ended.<id>`). Object-safe.
+pub trait SessionEvents: Send + Sync + 'static {
+    /// A short name for logs (`nats`).
+    fn name(&self) -> &'static str;
+
+    /// Announces once that the session ended (`reason`: `gone`, why the bridge ended it).
+    fn session_ended<'a>(
+        &'a self,
+        session: &'a crate::seats::SessionSeats,
+        reason: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Time
 
 /// Wall-clock time and waiting, so the engine stays runtime-agnostic and testable.

@@ -7,6 +7,7 @@ mod cli;
 mod nakama;
 mod nats;
 mod placement;
+mod reconciler;
 mod seats_contract;
 mod servers;
 mod sessions;

@@ -61,6 +61,7 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub placement: PlacementSettings,
     pub seats: SeatsSettings,
+    pub reconciler: ReconcilerSettings,
     pub sns: SnsSettings,
     pub nakama: NakamaSettings,
     pub log: LogSettings,
@@ -285,6 +286,26 @@ impl PlacementSettings {
     }
 }
 
+/// The session reconciler (`[reconciler]`): compares Gameye's sessions with the seat records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerSettings {
+    /// Whether this instance takes part (one instance at a time reconciles, under a store lease).
+    pub enabled: bool,
+    /// Time between two scans; the lease lasts three intervals (renewed at every scan).
+    #[serde(with = "lenient::duration")]
+    pub interval: Duration,
+}
+
+impl ReconcilerSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("reconciler.interval", "must be at least 100ms"));
+        }
+        Ok(())
+    }
+}
+
 /// Seats of placed sessions, and backfill reservations (`[seats]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -489,6 +510,7 @@ impl Settings {
         }
         self.nakama.validate()?;
         self.seats.validate()?;
+        self.reconciler.validate()?;
         self.sns.validate(self.http.listen)?;
         for (key, value) in [
             ("placement.cooldown", self.placement.cooldown),

@@ -175,3 +175,54 @@ impl OutcomeSink for NatsOutcomeSink {
         })
     }
 }
+
+/// What `<prefix>.session.ended.<session_id>` carries.
+#[derive(Debug, Clone, Serialize)]
+struct SessionEnded<'a> {
+    session_id: uuid::Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    match_id: Option<String>,
+    image: &'a str,
+    location: &'a str,
+    reason: &'a str,
+}
+
+impl bridge::ports::SessionEvents for NatsOutcomeSink {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    /// Core NATS (the results stream captures match subjects only), with the session id header.
+    fn session_ended<'a>(
+        &'a self,
+        session: &'a bridge::seats::SessionSeats,
+        reason: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
+        Box::pin(async move {
+            let subject = self.subjects.session_ended(&session.session_id.to_string());
+            let match_id = bridge::placement::SessionMetadata::of(session).map(|metadata| metadata.match_id);
+            let body = SessionEnded {
+                session_id: session.session_id,
+                match_id: match_id.clone(),
+                image: &session.info.image,
+                location: &session.info.location,
+                reason,
+            };
+            let failed =
+                |message: String| DeliveryError { sink: "nats".to_owned(), message, permanent: false };
+            let payload = serde_json::to_vec(&body).map_err(|e| failed(e.to_string()))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(SESSION_ID_HEADER, session.session_id.to_string());
+            if let Some(match_id) = &match_id {
+                headers.insert(MATCH_ID_HEADER, match_id.as_str());
+            }
+            let result = self
+                .client
+                .publish_with_headers(subject.clone(), headers, payload.into())
+                .await
+                .map_err(|e| e.to_string());
+            self.metrics.published("session_ended", result.is_ok());
+            result.map_err(failed)
+        })
+    }
+}

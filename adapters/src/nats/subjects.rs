@@ -41,6 +41,11 @@ impl Subjects {
         format!("{}.match.failed.{match_id}", self.prefix)
     }
 
+    /// `<prefix>.session.ended.<session_id>`: the reconciler found the session gone.
+    pub fn session_ended(&self, session_id: &str) -> String {
+        format!("{}.session.ended.{session_id}", self.prefix)
+    }
+
     /// Everything a results stream captures: assignments, failures and dead letters.
     pub fn results(&self) -> Vec<String> {
         vec![

@@ -24,6 +24,8 @@ pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     /// Sessions' seats (`SeatStore`, in `seats_memory.rs`).
     pub(super) seats: super::seats_memory::SeatsMemory,
+    /// Named leases (`LeaseStore`, in `lease_memory.rs`).
+    pub(super) leases: super::lease_memory::LeasesMemory,
 }
 
 impl fmt::Debug for MemoryStore {

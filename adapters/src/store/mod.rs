@@ -13,6 +13,8 @@
 //! are rounded up to whole milliseconds. Expiry (`keep_for`, cool-downs) runs on the store's own
 //! clock: Redis's for [`RedisStore`], the process's monotonic clock for [`MemoryStore`].
 
+mod lease_memory;
+mod lease_redis;
 mod memory;
 mod redis;
 mod seats_memory;
@@ -24,7 +26,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use bridge::ports::{BackfillReserved, SeatChange, SeatStore};
+pub use bridge::ports::{BackfillReserved, LeaseStore, SeatChange, SeatStore};
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StoreError, TicketState, TicketStatus, TicketStore,
@@ -230,6 +232,22 @@ impl TicketStore for StateStore {
         match self {
             Self::Memory(store) => store.get_ticket_status(ticket_id),
             Self::Redis(store) => store.get_ticket_status(ticket_id),
+        }
+    }
+}
+
+impl LeaseStore for StateStore {
+    async fn try_acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(store) => store.try_acquire(name, owner, ttl).await,
+            Self::Redis(store) => store.try_acquire(name, owner, ttl).await,
+        }
+    }
+
+    async fn release(&self, name: &str, owner: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.release(name, owner).await,
+            Self::Redis(store) => store.release(name, owner).await,
         }
     }
 }

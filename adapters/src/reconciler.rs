@@ -1,0 +1,446 @@
+//! The session reconciler (DESIGN §4 "Lifecycle"): keeps the seat records in line with what Gameye
+//! runs. One instance at a time does it, holding the lease [`LEASE_NAME`] in the state store.
+//!
+//! Every `interval` the lease holder lists Gameye's sessions carrying the bridge's labels (a
+//! [`SessionLister`] wired in `main`, so this adapter does not know the Gameye client) and compares
+//! them with the live seat records:
+//!
+//! - a recorded session absent from two consecutive complete scans is ended (seats released) and
+//!   announced to every [`SessionEvents`] sink;
+//! - a `created` session Gameye lists as running is marked `running`;
+//! - a listed session without a record (Redis lost it, or its write failed at placement) is adopted
+//!   with the `[seats]` capacity of its image, its host, ports and location from the listing.
+//!
+//! A listing that fails (any Gameye error) or a store read that fails makes the scan incomplete:
+//! nothing changes and the absence counts stay as they were. The counts live in the lease holder's
+//! memory: a handover (or restart) starts them again, so a gone session is then ended two scans
+//! after the handover — late, never early.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge::Port;
+use bridge::placement::{SeatSettings, SessionMetadata};
+use bridge::ports::{LeaseStore, SeatStore, SessionEvents};
+use bridge::seats::{NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The lease's name in the state store (`<prefix>:lease:{reconciler}` in Redis).
+pub const LEASE_NAME: &str = "reconciler";
+
+/// How many consecutive complete scans a recorded session must be missing from to be ended.
+pub const ABSENT_SCANS_TO_END: u32 = 2;
+
+/// A session Gameye runs that carries the bridge's labels, as the reconciler needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSession {
+    pub session_id: Uuid,
+    pub match_id: String,
+    pub image: String,
+    pub version: Option<String>,
+    pub location: String,
+    pub host: String,
+    pub ports: Vec<Port>,
+    /// The session's own labels (the bridge's `gameye-bridge.*` ones left out).
+    pub labels: BTreeMap<String, String>,
+    /// Gameye reports it running (else it is still starting).
+    pub running: bool,
+    /// When Gameye created it (Unix milliseconds).
+    pub created_ms: i64,
+}
+
+type ListFuture = Pin<Box<dyn Future<Output = Result<Vec<ListedSession>, String>> + Send>>;
+
+/// Lists the bridge's sessions at Gameye: every one, or an error (the scan is then incomplete).
+#[derive(Clone)]
+pub struct SessionLister(Arc<dyn Fn() -> ListFuture + Send + Sync>);
+
+impl SessionLister {
+    pub fn new<F, Fut>(list: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<ListedSession>, String>> + Send + 'static,
+    {
+        Self(Arc::new(move || Box::pin(list())))
+    }
+
+    async fn list(&self) -> Result<Vec<ListedSession>, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for SessionLister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionLister")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScanLabels {
+    /// complete, incomplete (Gameye listing failed), store_error
+    result: &'static str,
+}
+
+/// Scans by result, sessions ended, adopted and refreshed, and whether this instance holds the lease.
+#[derive(Clone, Default)]
+pub struct ReconcilerMetrics {
+    scans: Family<ScanLabels, Counter>,
+    ended: Counter,
+    adopted: Counter,
+    refreshed: Counter,
+    leader: Gauge,
+}
+
+impl ReconcilerMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self::default();
+        registry.register(
+            "reconciler_scans",
+            "Reconciler scans by result (complete, incomplete: Gameye listing failed, store_error)",
+            metrics.scans.clone(),
+        );
+        registry.register(
+            "reconciler_sessions_ended",
+            "Sessions ended because Gameye no longer lists them",
+            metrics.ended.clone(),
+        );
+        registry.register(
+            "reconciler_sessions_adopted",
+            "Sessions Gameye runs with the bridge's labels whose seat record was missing",
+            metrics.adopted.clone(),
+        );
+        registry.register(
+            "reconciler_status_refreshes",
+            "Sessions marked running because Gameye lists them running",
+            metrics.refreshed.clone(),
+        );
+        registry.register(
+            "reconciler_leader",
+            "1 while this instance holds the reconciler lease",
+            metrics.leader.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    fn scan(&self, result: &'static str) {
+        self.scans.get_or_create(&ScanLabels { result }).inc();
+    }
+}
+
+/// What the reconciler needs besides its ports.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub interval: Duration,
+    /// This instance's name on the lease (unique per process).
+    pub owner: String,
+    /// Capacities of adopted sessions.
+    pub seats: SeatSettings,
+    /// How long an adopted record lives after its last change.
+    pub keep_for: Duration,
+}
+
+/// The reconciler of one instance; [`Reconciler::run`] until cancelled.
+pub struct Reconciler<S> {
+    store: S,
+    lister: SessionLister,
+    events: Vec<Arc<dyn SessionEvents>>,
+    config: ReconcilerConfig,
+    metrics: Arc<ReconcilerMetrics>,
+    /// Recorded sessions missing from the last complete scans, and how many in a row.
+    absent: HashMap<Uuid, u32>,
+}
+
+/// What one complete scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    pub ended: Vec<Uuid>,
+    pub adopted: Vec<Uuid>,
+    pub refreshed: Vec<Uuid>,
+}
+
+impl<S: SeatStore + LeaseStore> Reconciler<S> {
+    pub fn new(
+        store: S,
+        lister: SessionLister,
+        events: Vec<Arc<dyn SessionEvents>>,
+        config: ReconcilerConfig,
+        metrics: Arc<ReconcilerMetrics>,
+    ) -> Self {
+        Self { store, lister, events, config, metrics, absent: HashMap::new() }
+    }
+
+    /// Every `interval`: take or renew the lease (three intervals long) and scan while holding it;
+    /// gives the lease up when `stop` fires.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let ttl = self.config.interval.saturating_mul(3);
+        let mut held = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.config.interval) => {}
+            }
+            match self.store.try_acquire(LEASE_NAME, &self.config.owner, ttl).await {
+                Ok(true) => {
+                    if !held {
+                        tracing::info!(owner = %self.config.owner, "reconciler lease taken: this instance reconciles sessions");
+                        self.absent.clear();
+                    }
+                    held = true;
+                    self.metrics.leader.set(1);
+                    let _ = self.scan().await;
+                }
+                Ok(false) => {
+                    if held {
+                        tracing::info!("reconciler lease held by another instance");
+                    }
+                    held = false;
+                    self.metrics.leader.set(0);
+                    self.absent.clear();
+                }
+                Err(error) => {
+                    // Whether we still hold it is unknown: stop counting, try again next time.
+                    tracing::warn!(%error, "cannot take the reconciler lease; will try again");
+                    held = false;
+                    self.metrics.leader.set(0);
+                    self.absent.clear();
+                }
+            }
+        }
+        if held {
+            if let Err(error) = self.store.release(LEASE_NAME, &self.config.owner).await {
+                tracing::warn!(%error, "cannot release the reconciler lease; it expires by itself");
+            }
+            self.metrics.leader.set(0);
+        }
+    }
+
+    /// One scan. `None`: incomplete (nothing changed).
+    pub async fn scan(&mut self) -> Option<ScanReport> {
+        let listed = match self.lister.list().await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "reconciler: Gameye listing failed; nothing changes this scan");
+                self.metrics.scan("incomplete");
+                return None;
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        let records = match self.store.list_sessions(None, now).await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "reconciler: cannot read the seat records; nothing changes this scan");
+                self.metrics.scan("store_error");
+                return None;
+            }
+        };
+        self.metrics.scan("complete");
+        let listed: HashMap<Uuid, ListedSession> = listed.into_iter().map(|s| (s.session_id, s)).collect();
+        let recorded: HashSet<Uuid> = records.iter().map(|r| r.session_id).collect();
+        self.absent.retain(|id, _| recorded.contains(id));
+        let mut report = ScanReport::default();
+
+        for record in &records {
+            let id = record.session_id;
+            match listed.get(&id) {
+                Some(session) => {
+                    self.absent.remove(&id);
+                    if record.status == SessionStatus::Created && session.running {
+                        match self.store.mark_running(id, now).await {
+                            Ok(Ok(_)) => {
+                                self.metrics.refreshed.inc();
+                                report.refreshed.push(id);
+                            }
+                            Ok(Err(refused)) => {
+                                tracing::debug!(session_id = %id, %refused, "not marked running")
+                            }
+                            Err(error) => {
+                                tracing::warn!(session_id = %id, %error, "cannot mark the session running")
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let count = self.absent.entry(id).or_insert(0);
+                    *count += 1;
+                    if *count < ABSENT_SCANS_TO_END {
+                        tracing::debug!(session_id = %id, "session missing from Gameye's list once");
+                        continue;
+                    }
+                    match self.store.end_session(id, now).await {
+                        Ok(Ok(_)) => {
+                            self.absent.remove(&id);
+                            self.metrics.ended.inc();
+                            report.ended.push(id);
+                            tracing::info!(session_id = %id, "session gone at Gameye: ended, seats released");
+                            self.announce(record).await;
+                        }
+                        Ok(Err(SeatError::Ended | SeatError::NotFound)) => {
+                            // Ended meanwhile (DELETE /v1/sessions/{id}): whoever ended it said so.
+                            self.absent.remove(&id);
+                        }
+                        Ok(Err(refused)) => tracing::warn!(session_id = %id, %refused, "session not ended"),
+                        Err(error) => {
+                            tracing::warn!(session_id = %id, %error, "cannot end the session; next scan tries again")
+                        }
+                    }
+                }
+            }
+        }
+
+        for (id, session) in &listed {
+            if recorded.contains(id) {
+                continue;
+            }
+            match self.store.create_session(&self.adoption(session, now), self.config.keep_for).await {
+                Ok(Ok(_)) => {
+                    self.metrics.adopted.inc();
+                    report.adopted.push(*id);
+                    tracing::info!(session_id = %id, match_id = %session.match_id, "orphan session adopted");
+                }
+                // Recorded meanwhile (a placement), or ended here while Gameye still stops it.
+                Ok(Err(SeatError::AlreadyExists | SeatError::Ended)) => {}
+                Ok(Err(refused)) => tracing::warn!(session_id = %id, %refused, "orphan not adopted"),
+                Err(error) => {
+                    tracing::warn!(session_id = %id, %error, "cannot adopt the orphan; next scan tries again")
+                }
+            }
+        }
+        Some(report)
+    }
+
+    fn adoption(&self, session: &ListedSession, now: OffsetDateTime) -> NewSession {
+        let metadata = SessionMetadata {
+            match_id: session.match_id.clone(),
+            host: session.host.clone(),
+            ports: session.ports.clone(),
+            placed_at: OffsetDateTime::from_unix_timestamp_nanos(i128::from(session.created_ms) * 1_000_000)
+                .unwrap_or(now),
+        };
+        NewSession {
+            session_id: session.session_id,
+            capacity: self.config.seats.capacity_for(&session.image, None),
+            status: if session.running { SessionStatus::Running } else { SessionStatus::Created },
+            info: SessionInfo {
+                image: session.image.clone(),
+                version: session.version.clone(),
+                location: session.location.clone(),
+                labels: session.labels.clone(),
+                metadata: serde_json::to_value(&metadata).unwrap_or_default(),
+            },
+            players: Vec::new(),
+            reservation_ttl: self.config.seats.reservation_ttl,
+            now,
+        }
+    }
+
+    /// Tells every sink, a few tries each (the end itself is recorded already; a sink that stays
+    /// down misses this one announcement, logged).
+    async fn announce(&self, session: &SessionSeats) {
+        for sink in &self.events {
+            let mut delay = Duration::from_millis(100);
+            for attempt in 1..=3 {
+                match sink.session_ended(session, "gone").await {
+                    Ok(()) => break,
+                    Err(error) if attempt == 3 || error.permanent => {
+                        tracing::warn!(sink = sink.name(), session_id = %session.session_id, %error, "session end not announced");
+                        break;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn listed(id: Uuid, running: bool) -> ListedSession {
+        ListedSession {
+            session_id: id,
+            match_id: format!("m-{id}"),
+            image: "demo-game".to_owned(),
+            version: None,
+            location: "eu-west-1".to_owned(),
+            host: "192.0.2.1".to_owned(),
+            ports: Vec::new(),
+            labels: BTreeMap::new(),
+            running,
+            created_ms: 1_700_000_000_000,
+        }
+    }
+
+    type Gameye = Arc<Mutex<Result<Vec<ListedSession>, String>>>;
+
+    fn reconciler(store: MemoryStore, gameye: Gameye) -> Reconciler<MemoryStore> {
+        let lister = SessionLister::new(move || {
+            let answer = gameye.lock().unwrap().clone();
+            async move { answer }
+        });
+        let config = ReconcilerConfig {
+            interval: Duration::from_millis(10),
+            owner: "test".to_owned(),
+            seats: SeatSettings::default(),
+            keep_for: Duration::from_secs(600),
+        };
+        Reconciler::new(store, lister, Vec::new(), config, Arc::new(ReconcilerMetrics::default()))
+    }
+
+    #[tokio::test]
+    async fn adopts_refreshes_and_ends_after_two_complete_scans_only() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, false)])));
+        let mut r = reconciler(store.clone(), gameye.clone());
+
+        let report = r.scan().await.unwrap();
+        assert_eq!(report.adopted, vec![id]);
+        let now = OffsetDateTime::now_utc();
+        let seats = store.get_session(id, now).await.unwrap().unwrap();
+        assert_eq!((seats.status, seats.capacity), (SessionStatus::Created, 16));
+
+        *gameye.lock().unwrap() = Ok(vec![listed(id, true)]);
+        assert_eq!(r.scan().await.unwrap().refreshed, vec![id]);
+
+        // Gone once; then a failed listing (no count); then gone again: ended on the second miss.
+        *gameye.lock().unwrap() = Ok(Vec::new());
+        assert_eq!(r.scan().await.unwrap(), ScanReport::default());
+        *gameye.lock().unwrap() = Err("503".to_owned());
+        assert!(r.scan().await.is_none());
+        assert!(store.list_sessions(None, OffsetDateTime::now_utc()).await.unwrap().len() == 1);
+        *gameye.lock().unwrap() = Ok(Vec::new());
+        assert_eq!(r.scan().await.unwrap().ended, vec![id]);
+        let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
+        assert_eq!(seats.status, SessionStatus::Ended);
+    }
+
+    #[tokio::test]
+    async fn a_session_back_in_the_list_starts_counting_again() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
+        let mut r = reconciler(store.clone(), gameye.clone());
+        r.scan().await.unwrap();
+        for listing in [vec![], vec![listed(id, true)], vec![]] {
+            *gameye.lock().unwrap() = Ok(listing);
+            assert!(r.scan().await.unwrap().ended.is_empty());
+        }
+    }
+}

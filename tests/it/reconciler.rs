@@ -1,0 +1,304 @@
+//! The session reconciler end to end: real redis-server (and nats-server), the emulator over HTTP,
+//! `gameye-bridge` processes scanning every few hundred milliseconds.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use gameye_emulator::{DEFAULT_TOKEN, World};
+use serde_json::{Value, json};
+
+use crate::harness::{BridgeProcess, NatsServer, RedisServer};
+use crate::stack::{Stack, start_bridge, world};
+
+async fn metrics_of(bridge: &BridgeProcess) -> String {
+    reqwest::get(format!("{}/metrics", bridge.base_url)).await.unwrap().text().await.unwrap()
+}
+
+/// The value of the metric line `name` exactly (labels included), 0 when absent.
+async fn metric(bridge: &BridgeProcess, name: &str) -> f64 {
+    let text = metrics_of(bridge).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|value| value.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+const COMPLETE: &str = "gameye_bridge_reconciler_scans_total{result=\"complete\"}";
+const INCOMPLETE: &str = "gameye_bridge_reconciler_scans_total{result=\"incomplete\"}";
+const ENDED: &str = "gameye_bridge_reconciler_sessions_ended_total";
+const ADOPTED: &str = "gameye_bridge_reconciler_sessions_adopted_total";
+const REFRESHED: &str = "gameye_bridge_reconciler_status_refreshes_total";
+const LEADER: &str = "gameye_bridge_reconciler_leader";
+
+async fn wait_metric(bridge: &BridgeProcess, name: &str, at_least: f64, within: Duration) -> f64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = metric(bridge, name).await;
+        if value >= at_least {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{name} = {value} < {at_least}:\n{}", bridge.logs());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn place(stack: &Stack, match_id: &str) -> String {
+    let body = json!({"match_id": match_id, "players": [{"id": "p0", "latencies": {"eu-west-1": 10}}]});
+    let (status, assignment) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assignment["session_id"].as_str().unwrap().to_owned()
+}
+
+async fn bridge_session(stack: &Stack, id: &str) -> (u16, Value) {
+    stack.get(&format!("/v1/sessions/{id}")).await
+}
+
+/// `DELETE /session/{id}` at the emulator, behind the bridge's back.
+async fn stop_at_gameye(stack: &Stack, id: &str) {
+    let response = reqwest::Client::new()
+        .delete(format!("{}/session/{id}", stack.emulator.url().trim_end_matches('/')))
+        .bearer_auth(DEFAULT_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// `POST /session` at the emulator with the bridge's labels, as if a placement's record were lost.
+async fn create_at_gameye(stack: &Stack, id: &str, match_id: &str) {
+    create_at_gameye_for(stack, id, match_id, None).await;
+}
+
+/// [`create_at_gameye`] with a TTL in whole seconds (the emulator takes them literally).
+async fn create_at_gameye_for(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>) {
+    let mut body = json!({
+        "id": id,
+        "location": "eu-west-1",
+        "image": "demo-game",
+        "version": "1.0.0",
+        "labels": {"gameye-bridge.match": match_id, "gameye-bridge.source": "http", "mode": "solo"},
+    });
+    if let Some(ttl) = ttl_s {
+        body["ttl"] = json!(ttl);
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{}/session", stack.emulator.url().trim_end_matches('/')))
+        .bearer_auth(DEFAULT_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn wait_session_status(stack: &Stack, id: &str, status: u16, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, body) = bridge_session(stack, id).await;
+        if got == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{id}: {got} {body}, wanted {status}:\n{}", stack.bridge.logs());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn reconciler_ends_a_session_gone_at_gameye_after_two_scans_and_announces_it_once() {
+    let emulator = gameye_emulator::start(world(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let redis = RedisServer::start();
+    let nats = NatsServer::start();
+    let nats_url = nats.url();
+    let bridge = start_bridge(
+        &emulator,
+        &redis,
+        &[("BRIDGE_NATS__URL", nats_url.as_str()), ("BRIDGE_RECONCILER__INTERVAL", "700ms")],
+    )
+    .await;
+    let stack = Stack { emulator, redis, bridge, http: reqwest::Client::new() };
+    let client = async_nats::ConnectOptions::new().connect(nats_url.as_str()).await.unwrap();
+    let mut ended = client.subscribe("gameye.session.ended.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let id = place(&stack, "m-gone").await;
+    let scans = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, scans + 1.0, Duration::from_secs(10)).await;
+    assert_eq!(bridge_session(&stack, &id).await.0, 200);
+
+    stop_at_gameye(&stack, &id).await;
+    let stopped_at = metric(&stack.bridge, COMPLETE).await;
+    // One complete scan after the stop: the session is still there.
+    let mut seen_one_scan_later = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen_one_scan_later {
+        assert!(Instant::now() < deadline, "no scan seen:\n{}", stack.bridge.logs());
+        let before = metric(&stack.bridge, COMPLETE).await;
+        let (status, _) = bridge_session(&stack, &id).await;
+        let after = metric(&stack.bridge, COMPLETE).await;
+        if before == stopped_at + 1.0 && after == before {
+            assert_eq!(status, 200, "ended after a single scan");
+            seen_one_scan_later = true;
+        }
+        assert!(
+            before <= stopped_at + 1.0,
+            "missed the first scan after the stop; retry with a longer interval"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_session_status(&stack, &id, 404, Duration::from_secs(10)).await;
+    assert!(metric(&stack.bridge, COMPLETE).await >= stopped_at + 2.0);
+    assert_eq!(metric(&stack.bridge, ENDED).await, 1.0);
+
+    let message = tokio::time::timeout(Duration::from_secs(5), ended.next()).await.unwrap().unwrap();
+    assert_eq!(message.subject.as_str(), format!("gameye.session.ended.{id}"));
+    let body: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(body["session_id"], id.as_str());
+    assert_eq!(body["match_id"], "m-gone");
+    // Announced once: later scans leave the ended session alone.
+    let now = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, now + 2.0, Duration::from_secs(10)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), ended.next()).await.is_err(), "announced twice");
+    assert_eq!(metric(&stack.bridge, ENDED).await, 1.0);
+    drop(nats);
+}
+
+#[tokio::test]
+async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
+    let stack = Stack::start_with(&[
+        ("BRIDGE_RECONCILER__INTERVAL", "300ms"),
+        ("BRIDGE_SEATS__CAPACITY", "{demo-game=6}"),
+    ])
+    .await;
+    let placed = place(&stack, "m-flushed").await;
+    // Redis loses everything; the session still runs at Gameye.
+    let redis = redis::Client::open(stack.redis.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut connection).await.unwrap();
+    assert_eq!(bridge_session(&stack, &placed).await.0, 404);
+
+    let orphan = uuid::Uuid::new_v4().to_string();
+    create_at_gameye(&stack, &orphan, "m-orphan").await;
+
+    let view = wait_session_status(&stack, &orphan, 200, Duration::from_secs(10)).await;
+    assert_eq!(view["match_id"], "m-orphan", "{view}");
+    assert_eq!(view["capacity"], 6, "{view}");
+    assert_eq!(view["location"], "eu-west-1", "{view}");
+    assert_eq!(view["labels"]["mode"], "solo", "{view}");
+    assert!(!view["host"].as_str().unwrap_or_default().is_empty(), "{view}");
+    assert!(!view["ports"].as_array().unwrap().is_empty(), "{view}");
+    let view = wait_session_status(&stack, &placed, 200, Duration::from_secs(10)).await;
+    assert_eq!(view["match_id"], "m-flushed", "{view}");
+
+    let (status, list) = stack.get("/v1/sessions").await;
+    assert_eq!(status, 200, "{list}");
+    let listed: Vec<&str> =
+        list["sessions"].as_array().unwrap().iter().filter_map(|s| s["session_id"].as_str()).collect();
+    assert!(listed.contains(&orphan.as_str()) && listed.contains(&placed.as_str()), "{list}");
+    assert_eq!(metric(&stack.bridge, ADOPTED).await, 2.0);
+}
+
+#[tokio::test]
+async fn reconciler_marks_created_sessions_running_when_gameye_runs_them() {
+    let world = World { start_delay: Duration::from_secs(2), ..world() };
+    let emulator = gameye_emulator::start(world, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let redis = RedisServer::start();
+    let bridge = start_bridge(&emulator, &redis, &[("BRIDGE_RECONCILER__INTERVAL", "300ms")]).await;
+    let stack = Stack { emulator, redis, bridge, http: reqwest::Client::new() };
+    let id = place(&stack, "m-starting").await;
+    let (status, view) = bridge_session(&stack, &id).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("created")), "{view}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, view) = bridge_session(&stack, &id).await;
+        if view["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {view}:\n{}", stack.bridge.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&stack.bridge, REFRESHED).await, 1.0);
+}
+
+#[tokio::test]
+async fn only_one_bridge_reconciles_at_a_time_and_another_takes_over_when_it_dies() {
+    let stack = Stack::start_with(&[("BRIDGE_RECONCILER__INTERVAL", "300ms")]).await;
+    let second =
+        start_bridge(&stack.emulator, &stack.redis, &[("BRIDGE_RECONCILER__INTERVAL", "300ms")]).await;
+    let first = &stack.bridge;
+    // Whoever got the lease scans; the other never does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (leader, standby) = loop {
+        let (a, b) = (metric(first, COMPLETE).await, metric(&second, COMPLETE).await);
+        if a >= 4.0 || b >= 4.0 {
+            break if a >= 4.0 { (first, &second) } else { (&second, first) };
+        }
+        assert!(Instant::now() < deadline, "no scans: {a} {b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(metric(standby, COMPLETE).await, 0.0, "both reconcile");
+    assert_eq!(metric(standby, LEADER).await, 0.0);
+    assert_eq!(metric(leader, LEADER).await, 1.0);
+
+    // The leader dies without releasing; after its lease (3 intervals) the other takes over.
+    let leader_is_first = std::ptr::eq(leader, first);
+    let standby_scans_before = metric(standby, COMPLETE).await;
+    assert_eq!(standby_scans_before, 0.0);
+    let survivor = if leader_is_first {
+        stack.bridge.signal("KILL");
+        &second
+    } else {
+        second.signal("KILL");
+        &stack.bridge
+    };
+    wait_metric(survivor, COMPLETE, 2.0, Duration::from_secs(10)).await;
+    assert_eq!(metric(survivor, LEADER).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_failing_gameye_listing_ends_nothing() {
+    let stack = Stack::start_with(&[("BRIDGE_RECONCILER__INTERVAL", "300ms")]).await;
+    let id = place(&stack, "m-kept").await;
+    let scans = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, scans + 1.0, Duration::from_secs(10)).await;
+
+    stack.set_faults(json!([{"operation": "session-list", "status": 503, "probability": 1.0}])).await;
+    // Even a session really gone is not ended on incomplete scans.
+    stop_at_gameye(&stack, &id).await;
+    let failed = metric(&stack.bridge, INCOMPLETE).await;
+    wait_metric(&stack.bridge, INCOMPLETE, failed + 4.0, Duration::from_secs(10)).await;
+    let (status, view) = bridge_session(&stack, &id).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(metric(&stack.bridge, ENDED).await, 0.0);
+}
+
+#[tokio::test]
+async fn reconciler_ends_a_session_whose_gameye_ttl_expired_and_announces_it_exactly_once() {
+    let emulator = gameye_emulator::start(world(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let redis = RedisServer::start();
+    let nats = NatsServer::start();
+    let nats_url = nats.url();
+    let bridge = start_bridge(
+        &emulator,
+        &redis,
+        &[("BRIDGE_NATS__URL", nats_url.as_str()), ("BRIDGE_RECONCILER__INTERVAL", "300ms")],
+    )
+    .await;
+    let stack = Stack { emulator, redis, bridge, http: reqwest::Client::new() };
+    let client = async_nats::ConnectOptions::new().connect(nats_url.as_str()).await.unwrap();
+    let mut ended = client.subscribe("gameye.session.ended.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    // A session living three seconds: adopted while it runs, ended once Gameye's TTL ran out.
+    let id = uuid::Uuid::new_v4().to_string();
+    create_at_gameye_for(&stack, &id, "m-ttl", Some(3)).await;
+    wait_session_status(&stack, &id, 200, Duration::from_secs(3)).await;
+    wait_session_status(&stack, &id, 404, Duration::from_secs(10)).await;
+
+    let message = tokio::time::timeout(Duration::from_secs(5), ended.next()).await.unwrap().unwrap();
+    assert_eq!(message.subject.as_str(), format!("gameye.session.ended.{id}"));
+    let now = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, now + 3.0, Duration::from_secs(10)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), ended.next()).await.is_err(), "announced twice");
+    assert_eq!(metric(&stack.bridge, ENDED).await, 1.0);
+    drop(nats);
+}
