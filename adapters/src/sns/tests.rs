@@ -333,7 +333,7 @@ struct RecordingService {
 
 impl PlacementService for RecordingService {
     fn place<'a>(&'a self, _: &'a str, _: ValidatedMatch) -> BoxFuture<'a, Result<Progress, PlaceError>> {
-        unimplemented!("the SNS door never waits for placements")
+        unreachable!("the SNS door never waits for placements")
     }
 
     fn accept<'a>(
@@ -346,7 +346,7 @@ impl PlacementService for RecordingService {
     }
 
     fn finish(self: Arc<Self>, _: bridge::placement::Job) -> BoxFuture<'static, Result<Outcome, PlaceError>> {
-        unimplemented!()
+        unreachable!("the SNS door under test never calls this")
     }
 
     fn status<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<PlacementRecord>, PlaceError>> {
@@ -362,21 +362,21 @@ impl PlacementService for RecordingService {
         _: &'a str,
         _: &'a BTreeMap<String, u32>,
     ) -> BoxFuture<'a, Result<(), PlaceError>> {
-        unimplemented!()
+        unreachable!("the SNS door under test never calls this")
     }
 
     fn get_latencies<'a>(
         &'a self,
         _: &'a str,
     ) -> BoxFuture<'a, Result<Option<BTreeMap<String, u32>>, PlaceError>> {
-        unimplemented!()
+        unreachable!("the SNS door under test never calls this")
     }
 
     fn available_locations<'a>(
         &'a self,
         _: &'a str,
     ) -> BoxFuture<'a, Result<Vec<AvailableLocation>, SessionApiError>> {
-        unimplemented!()
+        unreachable!("the SNS door under test never calls this")
     }
 
     fn default_image(&self) -> &str {
