@@ -103,8 +103,9 @@ async fn wait_session_status(stack: &Stack, id: &str, status: u16, within: Durat
     }
 }
 
-#[tokio::test]
-async fn reconciler_ends_a_session_gone_at_gameye_after_two_scans_and_announces_it_once() {
+/// A bridge with NATS and the reconciler at `interval`, and a subscription to ended-session events
+/// (the servers and the client are returned so they live as long as the test).
+async fn stack_with_nats(interval: &str) -> (Stack, NatsServer, async_nats::Client, async_nats::Subscriber) {
     let emulator = gameye_emulator::start(world(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let redis = RedisServer::start();
     let nats = NatsServer::start();
@@ -112,13 +113,19 @@ async fn reconciler_ends_a_session_gone_at_gameye_after_two_scans_and_announces_
     let bridge = start_bridge(
         &emulator,
         &redis,
-        &[("BRIDGE_NATS__URL", nats_url.as_str()), ("BRIDGE_RECONCILER__INTERVAL", "700ms")],
+        &[("BRIDGE_NATS__URL", nats_url.as_str()), ("BRIDGE_RECONCILER__INTERVAL", interval)],
     )
     .await;
     let stack = Stack { emulator, redis, bridge, http: reqwest::Client::new() };
     let client = async_nats::ConnectOptions::new().connect(nats_url.as_str()).await.unwrap();
-    let mut ended = client.subscribe("gameye.session.ended.>").await.unwrap();
+    let ended = client.subscribe("gameye.session.ended.>").await.unwrap();
     client.flush().await.unwrap();
+    (stack, nats, client, ended)
+}
+
+#[tokio::test]
+async fn reconciler_ends_a_session_gone_at_gameye_after_two_scans_and_announces_it_once() {
+    let (stack, nats, _client, mut ended) = stack_with_nats("700ms").await;
 
     let id = place(&stack, "m-gone").await;
     let scans = metric(&stack.bridge, COMPLETE).await;
@@ -273,20 +280,7 @@ async fn a_failing_gameye_listing_ends_nothing() {
 
 #[tokio::test]
 async fn reconciler_ends_a_session_whose_gameye_ttl_expired_and_announces_it_exactly_once() {
-    let emulator = gameye_emulator::start(world(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let redis = RedisServer::start();
-    let nats = NatsServer::start();
-    let nats_url = nats.url();
-    let bridge = start_bridge(
-        &emulator,
-        &redis,
-        &[("BRIDGE_NATS__URL", nats_url.as_str()), ("BRIDGE_RECONCILER__INTERVAL", "300ms")],
-    )
-    .await;
-    let stack = Stack { emulator, redis, bridge, http: reqwest::Client::new() };
-    let client = async_nats::ConnectOptions::new().connect(nats_url.as_str()).await.unwrap();
-    let mut ended = client.subscribe("gameye.session.ended.>").await.unwrap();
-    client.flush().await.unwrap();
+    let (stack, nats, _client, mut ended) = stack_with_nats("300ms").await;
 
     // A session living three seconds: adopted while it runs, ended once Gameye's TTL ran out.
     let id = uuid::Uuid::new_v4().to_string();
