@@ -13,12 +13,13 @@ use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsSta
 use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, SignatureVerifier};
 use adapters::nats::NatsDoor;
 use adapters::reconciler::{ListedSession, Reconciler, ReconcilerConfig, ReconcilerMetrics, SessionLister};
-use adapters::runtime::{PlacementMetrics, TokioClock, run_recovery};
+use adapters::runtime::{PlacementMetrics, PlayerSyncMetrics, TokioClock, run_player_sync, run_recovery};
+use adapters::session_events::{EndAnnouncingSeats, SessionEndedWebhook, SessionWebhookMetrics};
 use adapters::sns::{ImageChoice, ResultsWebhook, SnsConfig, SnsDoor, SnsMetrics, WebhookSecret};
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use anyhow::Context;
 use bridge::LocationAliases;
-use bridge::placement::{Engine, EngineSettings, SeatSettings};
+use bridge::placement::{Engine, EngineSettings, PlayerSyncSettings, SeatSettings};
 use bridge::ports::{OutcomeSink, SessionEvents};
 use clap::{Parser, Subcommand};
 use prometheus_client::metrics::gauge::Gauge;
@@ -177,11 +178,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(NatsDoor::connect(&settings.nats, &mut registry).await.context("setting up NATS (nats.url)")?)
     };
     let mut sinks: Vec<Arc<dyn OutcomeSink>> = Vec::new();
-    // Where the reconciler announces ended sessions (`<nats.prefix>.session.ended.<id>`).
+    // Where ended sessions are announced, by the reconciler and by DELETE /v1/sessions/{id}.
     let mut session_events: Vec<Arc<dyn SessionEvents>> = Vec::new();
     if let Some(door) = &nats {
         sinks.push(door.sink());
         session_events.push(door.sink());
+    }
+    // Every session's end is also POSTed, signed, to seats.ended_webhook.url when it is set.
+    let ended_webhook = session_ended_webhook(&settings, &mut registry)?;
+    if let Some(webhook) = &ended_webhook {
+        session_events.push(webhook.clone());
     }
     // Nakama placements are also pushed to Nakama's RPC when nakama.rpc_url is set.
     let nakama_metrics = NakamaMetrics::register(&mut registry);
@@ -204,14 +210,30 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         engine_settings(&settings),
     )
     .with_observer(placement_metrics.clone());
+    let player_sync_wakeup = Arc::new(tokio::sync::Notify::new());
+    let engine = engine.with_player_sync_wakeup({
+        let wakeup = player_sync_wakeup.clone();
+        Arc::new(move || wakeup.notify_one())
+    });
     let engine = Arc::new(sinks.into_iter().fold(engine, Engine::with_sink));
     let stop_background = CancellationToken::new();
+    // Gameye's player lists follow the seat records through the outbox in the state store.
+    let player_sync = tokio::spawn(run_player_sync(
+        engine.clone(),
+        player_sync_wakeup,
+        settings.seats.gameye_sync.poll,
+        PlayerSyncMetrics::register(&mut registry),
+        stop_background.clone(),
+    ));
     let recovery = tokio::spawn(run_recovery(
         engine.clone(),
         settings.placement.recovery_interval,
         placement_metrics,
         stop_background.clone(),
     ));
+    // Ending a session through the API announces it like the reconciler does (one event per end).
+    let seats: Arc<dyn bridge::placement::SeatService> =
+        Arc::new(EndAnnouncingSeats::new(engine.clone(), session_events.clone()));
     // One instance at a time (a lease in the state store) keeps seat records in line with Gameye.
     let reconciler = settings.reconciler.enabled.then(|| {
         let config = ReconcilerConfig {
@@ -232,7 +254,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let background_placements = TaskTracker::new();
     let stop_nats = CancellationToken::new();
     let nats_probe = nats.as_ref().map(NatsDoor::probe);
-    let nats = nats.map(|door| door.start(engine.clone(), stop_nats.clone()));
+    let nats = nats.map(|door| door.start(engine.clone(), engine.clone(), stop_nats.clone()));
 
     let probe_client = gameye.clone();
     let probe_image = settings.gameye.image.clone();
@@ -277,6 +299,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let sns_routes = http::sns_router(Arc::new(sns_door), tokens.clone());
     let nakama_door = http::NakamaDoor {
         service: engine.clone(),
+        seats: seats.clone(),
         background: background_placements.clone(),
         rules: Arc::new(HookRules::from_settings(&settings.nakama)),
         users: nakama_users,
@@ -288,7 +311,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     // The Nakama routes carry their own authentication (bearer token or hook signature).
     let api = http::v1_router(
-        MatchesState { service: engine.clone(), seats: engine, background: background_placements.clone() },
+        MatchesState { service: engine.clone(), seats, background: background_placements.clone() },
         tokens,
     )
     .merge(http::nakama_router(nakama_door, nakama_auth));
@@ -320,8 +343,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let _ = recovery.await;
+    let _ = player_sync.await;
     if let Some(reconciler) = reconciler {
         let _ = reconciler.await;
+    }
+    if let Some(webhook) = ended_webhook {
+        webhook.close(settings.http.shutdown_grace).await;
     }
     tracing::info!("gameye-bridge stopped");
     if let Some(emulator) = emulator {
@@ -349,6 +376,12 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
             default_capacity: settings.seats.default_capacity,
             capacity: settings.seats.capacity.clone(),
             reservation_ttl: settings.seats.reservation_ttl,
+            backfill_cache: settings.seats.backfill_cache,
+            gameye_sync: PlayerSyncSettings {
+                lease: settings.seats.gameye_sync.lease,
+                retry_min: settings.seats.gameye_sync.retry_min,
+                retry_max: settings.seats.gameye_sync.retry_max,
+            },
         },
     }
 }
@@ -389,16 +422,49 @@ fn sns_results_webhook(settings: &Settings) -> anyhow::Result<Option<Arc<dyn bri
     Ok(Some(Arc::new(sink)))
 }
 
-/// Names this process in placement leases: host (when known), pid and a random suffix.
+/// The session-ended webhook, when `seats.ended_webhook.url` is set.
+fn session_ended_webhook(
+    settings: &Settings,
+    registry: &mut Registry,
+) -> anyhow::Result<Option<Arc<SessionEndedWebhook>>> {
+    let webhook = &settings.seats.ended_webhook;
+    if webhook.url.is_empty() {
+        return Ok(None);
+    }
+    let secret = WebhookSecret::parse(webhook.secret.expose()).map_err(anyhow::Error::msg)?;
+    let sender = adapters::webhook::WebhookSender::new(
+        webhook.url.expose(),
+        secret,
+        webhook.timeout,
+        "seats.ended_webhook",
+    )?;
+    let retry = adapters::webhook::RetryBound {
+        min_delay: Duration::from_millis(250),
+        max_delay: Duration::from_secs(30),
+        total: webhook.retry_for,
+    };
+    tracing::info!("ended sessions are POSTed to seats.ended_webhook.url");
+    Ok(Some(Arc::new(SessionEndedWebhook::new(sender, retry, SessionWebhookMetrics::register(registry)))))
+}
+
 /// The reconciler's view of Gameye: every session (`all=true`: starting ones too) carrying the
 /// bridge's match label, exited and dead ones counted as gone.
 fn bridge_sessions(client: GameyeClient) -> SessionLister {
+    let describer = client.clone();
     SessionLister::new(move || {
         let client = client.clone();
         async move {
             let filter = adapters::gameye::ListFilter { all: true, ..Default::default() };
             let sessions = client.list_sessions(&filter).await.map_err(|error| error.to_string())?;
             Ok(sessions.into_iter().filter_map(listed_session).collect())
+        }
+    })
+    .with_players(move |session_id| {
+        let client = describer.clone();
+        async move {
+            let described =
+                client.describe_session(&session_id.to_string()).await.map_err(|error| error.to_string())?;
+            Ok(described.players.joined)
         }
     })
 }
@@ -435,9 +501,11 @@ fn listed_session(summary: adapters::gameye::SessionSummary) -> Option<ListedSes
         labels,
         running: summary.status == Some(SessionStatus::Running),
         created_ms: summary.created,
+        player_count: summary.player_count,
     })
 }
 
+/// Names this process in placement leases: host (when known), pid and a random suffix.
 fn instance_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "bridge".to_owned());
     let suffix = uuid::Uuid::new_v4().simple().to_string();

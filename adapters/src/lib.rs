@@ -7,5 +7,8 @@ pub mod nakama;
 pub mod nats;
 pub mod reconciler;
 pub mod runtime;
+pub mod session_events;
 pub mod sns;
 pub mod store;
+/// Signing and sending Standard Webhooks, shared by the sinks that post events (not an adapter).
+pub mod webhook;

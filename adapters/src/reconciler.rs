@@ -9,7 +9,11 @@
 //!   announced to every [`SessionEvents`] sink;
 //! - a `created` session Gameye lists as running is marked `running`;
 //! - a listed session without a record (Redis lost it, or its write failed at placement) is adopted
-//!   with the `[seats]` capacity of its image, its host, ports and location from the listing.
+//!   with the `[seats]` capacity of its image (more if Gameye counts more players), its host, ports
+//!   and location from the listing, and the players Gameye counts as joined;
+//! - a session whose Gameye `playerCount` differs from its record's players is queued for a player
+//!   sync (the safety net for a change whose sync was never queued: the bridge stopped between the
+//!   two).
 //!
 //! A listing that fails (any Gameye error) or a store read that fails makes the scan incomplete:
 //! nothing changes and the absence counts stay as they were. The counts live in the lease holder's
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 use bridge::Port;
 use bridge::placement::{SeatSettings, SessionMetadata};
-use bridge::ports::{LeaseStore, SeatStore, SessionEvents};
+use bridge::ports::{LeaseStore, PlayerSyncStore, SeatStore, SessionEvents};
 use bridge::seats::{NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -57,13 +61,20 @@ pub struct ListedSession {
     pub running: bool,
     /// When Gameye created it (Unix milliseconds).
     pub created_ms: i64,
+    /// Gameye's `playerCount`, when the listing has it.
+    pub player_count: Option<u32>,
 }
 
 type ListFuture = Pin<Box<dyn Future<Output = Result<Vec<ListedSession>, String>> + Send>>;
+type PlayersFuture = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>>;
 
-/// Lists the bridge's sessions at Gameye: every one, or an error (the scan is then incomplete).
+/// Lists the bridge's sessions at Gameye: every one, or an error (the scan is then incomplete);
+/// and, for adoptions, who has joined one of them.
 #[derive(Clone)]
-pub struct SessionLister(Arc<dyn Fn() -> ListFuture + Send + Sync>);
+pub struct SessionLister {
+    list: Arc<dyn Fn() -> ListFuture + Send + Sync>,
+    players: Option<Arc<dyn Fn(Uuid) -> PlayersFuture + Send + Sync>>,
+}
 
 impl SessionLister {
     pub fn new<F, Fut>(list: F) -> Self
@@ -71,11 +82,29 @@ impl SessionLister {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<ListedSession>, String>> + Send + 'static,
     {
-        Self(Arc::new(move || Box::pin(list())))
+        Self { list: Arc::new(move || Box::pin(list())), players: None }
+    }
+
+    /// How to ask Gameye who joined a session (`GET /session/{id}`). Without it, orphans are
+    /// adopted with no players.
+    pub fn with_players<F, Fut>(mut self, players: F) -> Self
+    where
+        F: Fn(Uuid) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<String>, String>> + Send + 'static,
+    {
+        self.players = Some(Arc::new(move |id| Box::pin(players(id))));
+        self
     }
 
     async fn list(&self) -> Result<Vec<ListedSession>, String> {
-        (self.0)().await
+        (self.list)().await
+    }
+
+    async fn players(&self, session_id: Uuid) -> Result<Vec<String>, String> {
+        match &self.players {
+            Some(players) => players(session_id).await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 
@@ -98,6 +127,7 @@ pub struct ReconcilerMetrics {
     ended: Counter,
     adopted: Counter,
     refreshed: Counter,
+    player_syncs_queued: Counter,
     leader: Gauge,
 }
 
@@ -123,6 +153,11 @@ impl ReconcilerMetrics {
             "reconciler_status_refreshes",
             "Sessions marked running because Gameye lists them running",
             metrics.refreshed.clone(),
+        );
+        registry.register(
+            "reconciler_player_syncs_queued",
+            "Sessions queued for a Gameye player sync because Gameye counted other players than the record",
+            metrics.player_syncs_queued.clone(),
         );
         registry.register(
             "reconciler_leader",
@@ -166,9 +201,11 @@ pub struct ScanReport {
     pub ended: Vec<Uuid>,
     pub adopted: Vec<Uuid>,
     pub refreshed: Vec<Uuid>,
+    /// Sessions whose Gameye player count differed from their record, queued for a player sync.
+    pub player_syncs_queued: Vec<Uuid>,
 }
 
-impl<S: SeatStore + LeaseStore> Reconciler<S> {
+impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
     pub fn new(
         store: S,
         lister: SessionLister,
@@ -254,6 +291,17 @@ impl<S: SeatStore + LeaseStore> Reconciler<S> {
             match listed.get(&id) {
                 Some(session) => {
                     self.absent.remove(&id);
+                    if session.player_count.is_some_and(|count| count as usize != record.joined.len()) {
+                        match self.store.queue_player_sync(id).await {
+                            Ok(()) => {
+                                self.metrics.player_syncs_queued.inc();
+                                report.player_syncs_queued.push(id);
+                            }
+                            Err(error) => {
+                                tracing::warn!(session_id = %id, %error, "cannot queue a player sync")
+                            }
+                        }
+                    }
                     if record.status == SessionStatus::Created && session.running {
                         match self.store.mark_running(id, now).await {
                             Ok(Ok(_)) => {
@@ -301,7 +349,15 @@ impl<S: SeatStore + LeaseStore> Reconciler<S> {
             if recorded.contains(id) {
                 continue;
             }
-            match self.store.create_session(&self.adoption(session, now), self.config.keep_for).await {
+            let players = match self.lister.players(*id).await {
+                Ok(players) => players,
+                Err(error) => {
+                    tracing::warn!(session_id = %id, %error, "cannot read the orphan's players; next scan tries again");
+                    continue;
+                }
+            };
+            let adoption = self.adoption(session, players, now);
+            match self.store.create_session(&adoption, self.config.keep_for).await {
                 Ok(Ok(_)) => {
                     self.metrics.adopted.inc();
                     report.adopted.push(*id);
@@ -318,7 +374,7 @@ impl<S: SeatStore + LeaseStore> Reconciler<S> {
         Some(report)
     }
 
-    fn adoption(&self, session: &ListedSession, now: OffsetDateTime) -> NewSession {
+    fn adoption(&self, session: &ListedSession, joined: Vec<String>, now: OffsetDateTime) -> NewSession {
         let metadata = SessionMetadata {
             match_id: session.match_id.clone(),
             host: session.host.clone(),
@@ -328,7 +384,8 @@ impl<S: SeatStore + LeaseStore> Reconciler<S> {
         };
         NewSession {
             session_id: session.session_id,
-            capacity: self.config.seats.capacity_for(&session.image, None),
+            // Gameye's players are in already: a record that could not hold them would be wrong.
+            capacity: self.config.seats.capacity_for(&session.image, None).max(joined.len() as u32),
             status: if session.running { SessionStatus::Running } else { SessionStatus::Created },
             info: SessionInfo {
                 image: session.image.clone(),
@@ -338,30 +395,20 @@ impl<S: SeatStore + LeaseStore> Reconciler<S> {
                 metadata: serde_json::to_value(&metadata).unwrap_or_default(),
             },
             players: Vec::new(),
+            joined,
             reservation_ttl: self.config.seats.reservation_ttl,
             now,
         }
     }
 
-    /// Tells every sink, a few tries each (the end itself is recorded already; a sink that stays
-    /// down misses this one announcement, logged).
+    /// Tells every sink, reason `gone` (see [`crate::session_events`]).
     async fn announce(&self, session: &SessionSeats) {
-        for sink in &self.events {
-            let mut delay = Duration::from_millis(100);
-            for attempt in 1..=3 {
-                match sink.session_ended(session, "gone").await {
-                    Ok(()) => break,
-                    Err(error) if attempt == 3 || error.permanent => {
-                        tracing::warn!(sink = sink.name(), session_id = %session.session_id, %error, "session end not announced");
-                        break;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                }
-            }
-        }
+        crate::session_events::announce_session_ended(
+            &self.events,
+            session,
+            crate::session_events::REASON_GONE,
+        )
+        .await;
     }
 }
 
@@ -384,6 +431,7 @@ mod tests {
             labels: BTreeMap::new(),
             running,
             created_ms: 1_700_000_000_000,
+            player_count: None,
         }
     }
 
@@ -429,6 +477,51 @@ mod tests {
         assert_eq!(r.scan().await.unwrap().ended, vec![id]);
         let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
         assert_eq!(seats.status, SessionStatus::Ended);
+    }
+
+    #[tokio::test]
+    async fn a_player_count_that_differs_from_the_record_queues_a_player_sync() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
+        let mut r = reconciler(store.clone(), gameye.clone());
+        r.scan().await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        store.join_players(id, &["a".to_owned()], now).await.unwrap().unwrap();
+
+        // Gameye has not heard of the join: queued. Agreeing, or no count: nothing queued.
+        *gameye.lock().unwrap() = Ok(vec![ListedSession { player_count: Some(0), ..listed(id, true) }]);
+        assert_eq!(r.scan().await.unwrap().player_syncs_queued, vec![id]);
+        assert_eq!(store.queued_player_syncs().await.unwrap(), 1);
+        for count in [Some(1), None] {
+            *gameye.lock().unwrap() = Ok(vec![ListedSession { player_count: count, ..listed(id, true) }]);
+            assert!(r.scan().await.unwrap().player_syncs_queued.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_orphan_is_adopted_with_the_players_gameye_counts_even_beyond_capacity() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
+        let crowd: Vec<String> = (0..20).map(|n| format!("p{n}")).collect();
+        let mut r = reconciler(store.clone(), gameye.clone());
+        let players = crowd.clone();
+        r.lister = r.lister.clone().with_players(move |_| {
+            let players = players.clone();
+            async move { Ok(players) }
+        });
+        assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
+        let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
+        assert_eq!(seats.joined, crowd.iter().cloned().collect());
+        assert_eq!(seats.capacity, 20, "the default 16 grows to hold everyone Gameye counts");
+
+        // Gameye cannot say who joined: no adoption this scan.
+        let other = Uuid::new_v4();
+        *gameye.lock().unwrap() = Ok(vec![listed(id, true), listed(other, true)]);
+        r.lister = r.lister.clone().with_players(|_| async { Err("503".to_owned()) });
+        assert!(r.scan().await.unwrap().adopted.is_empty());
+        assert!(store.get_session(other, OffsetDateTime::now_utc()).await.unwrap().is_none());
     }
 
     #[tokio::test]

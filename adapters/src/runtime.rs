@@ -1,16 +1,19 @@
-//! The engine's clock on tokio, its metrics, and the background recovery loop.
+//! The engine's clock on tokio, its metrics, and the background loops (recovery, player sync).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::placement::{Engine, PlacementObserver, PlacementReport};
+use bridge::placement::{Engine, PlacementObserver, PlacementReport, PlayerSyncOutcome};
 use bridge::ports::{Clock, SessionApi, StateStore};
+use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Wall-clock time and tokio timers.
@@ -138,6 +141,128 @@ pub async fn run_recovery<A, S, C>(
                 tracing::info!(count, "recovered placements left by stopped owners");
             }
             Err(error) => tracing::warn!(%error, "placement recovery failed; will try again"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncOutcomeLabels {
+    /// in_sync, gone, retry, store_error
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncChangeLabels {
+    /// join, leave
+    call: &'static str,
+}
+
+/// The player-sync outbox: syncs by outcome, players sent to Gameye, sessions queued.
+#[derive(Clone)]
+pub struct PlayerSyncMetrics {
+    syncs: Family<SyncOutcomeLabels, Counter>,
+    players: Family<SyncChangeLabels, Counter>,
+    queued: Gauge,
+}
+
+impl PlayerSyncMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self { syncs: Family::default(), players: Family::default(), queued: Gauge::default() };
+        registry.register(
+            "player_syncs",
+            "Gameye player-list syncs, by outcome (retry: Gameye failed, due again after a delay)",
+            metrics.syncs.clone(),
+        );
+        registry.register(
+            "player_sync_players",
+            "Players sent to Gameye's join and leave calls by the player-sync outbox",
+            metrics.players.clone(),
+        );
+        registry.register(
+            "player_syncs_queued",
+            "Sessions whose Gameye player list is not yet known to match their seats",
+            metrics.queued.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    fn record(&self, outcome: &PlayerSyncOutcome) {
+        let label = match outcome {
+            PlayerSyncOutcome::InSync { joined, left } => {
+                self.players.get_or_create(&SyncChangeLabels { call: "join" }).inc_by(*joined as u64);
+                self.players.get_or_create(&SyncChangeLabels { call: "leave" }).inc_by(*left as u64);
+                "in_sync"
+            }
+            PlayerSyncOutcome::Gone => "gone",
+            PlayerSyncOutcome::Retry { .. } => "retry",
+            PlayerSyncOutcome::Store(_) => "store_error",
+        };
+        self.syncs.get_or_create(&SyncOutcomeLabels { outcome: label }).inc();
+    }
+}
+
+/// How many sessions one claim takes, and how many syncs run at once.
+const PLAYER_SYNC_BATCH: usize = 64;
+const PLAYER_SYNCS_AT_ONCE: usize = 16;
+
+/// The player-sync worker: claims sessions whose players changed and syncs them to Gameye, at once
+/// when `wakeup` is notified (a change on this instance), else every `poll` (changes made on other
+/// instances, retries coming due, claims of stopped instances running out). Every instance runs
+/// one; the store's claims keep them off each other's sessions.
+pub async fn run_player_sync<A, S, C>(
+    engine: Arc<Engine<A, S, C>>,
+    wakeup: Arc<Notify>,
+    poll: Duration,
+    metrics: Arc<PlayerSyncMetrics>,
+    stop: CancellationToken,
+) where
+    A: SessionApi,
+    S: StateStore,
+    C: Clock,
+{
+    loop {
+        let claims = match engine.claim_player_syncs(PLAYER_SYNC_BATCH).await {
+            Ok(claims) => claims,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim Gameye player syncs; will try again");
+                Vec::new()
+            }
+        };
+        let full_batch = claims.len() == PLAYER_SYNC_BATCH;
+        let batch = futures::stream::iter(claims).for_each_concurrent(PLAYER_SYNCS_AT_ONCE, |claim| {
+            let engine = &engine;
+            let metrics = &metrics;
+            async move {
+                let outcome = engine.sync_players(&claim).await;
+                match &outcome {
+                    PlayerSyncOutcome::Retry { error } => tracing::warn!(
+                        session_id = %claim.session_id, attempts = claim.attempts + 1, %error,
+                        "Gameye player sync failed; will retry"
+                    ),
+                    PlayerSyncOutcome::Store(error) => tracing::warn!(
+                        session_id = %claim.session_id, %error, "player sync: state store failed; will retry"
+                    ),
+                    _ => {}
+                }
+                metrics.record(&outcome);
+            }
+        });
+        // Stopping drops the syncs in hand: they are idempotent, and their claims run out for
+        // another instance (or the next start) to take them.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = batch => {}
+        }
+        if full_batch && !stop.is_cancelled() {
+            continue;
+        }
+        if let Ok(queued) = engine.store().queued_player_syncs().await {
+            metrics.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = wakeup.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

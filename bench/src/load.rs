@@ -68,7 +68,7 @@ async fn send(endpoint: &Endpoint, client: &Client, n: u64) -> Result<Vec<u8>, S
     if status == endpoint.success() { Ok(body.to_vec()) } else { Err(format!("HTTP {}", status.as_u16())) }
 }
 
-fn transport_error(error: reqwest::Error) -> String {
+pub fn transport_error(error: reqwest::Error) -> String {
     if error.is_timeout() {
         "timeout".to_owned()
     } else if error.is_connect() {
@@ -78,12 +78,12 @@ fn transport_error(error: reqwest::Error) -> String {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     // Microseconds, 1 µs to 10 min, 3 significant digits.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
@@ -100,11 +100,11 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self { latency: histogram(), ok: 0, errors: BTreeMap::new(), elapsed: Duration::ZERO }
     }
 
-    fn record(&mut self, result: &Result<Vec<u8>, String>, latency: Duration) {
+    pub fn record<T>(&mut self, result: &Result<T, String>, latency: Duration) {
         match result {
             Ok(_) => {
                 self.ok += 1;
@@ -114,7 +114,7 @@ impl Stats {
         }
     }
 
-    fn merge(&mut self, other: &Stats) {
+    pub fn merge(&mut self, other: &Stats) {
         self.latency.add(&other.latency).expect("histograms with the same bounds");
         self.ok += other.ok;
         for (kind, count) in &other.errors {

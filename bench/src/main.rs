@@ -7,12 +7,16 @@
 //! 3. `latency`: open loop at a fraction (½) of the bridge's rate from (2), at the bridge and then at the
 //!    emulator; the difference of the p99s is the latency the bridge adds.
 //! 4. `slow`: the emulator answers `POST /session` after 500 ms; N (5,000) placements released together.
+//!
+//! Not in `all`: `nats` (the NATS door) and `seats` (backfill and join/leave against Redis, on a
+//! stack of its own so earlier scenarios' sessions do not count among the backfill candidates).
 
 mod cpu;
 mod load;
 mod nats;
 mod procs;
 mod report;
+mod seats;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,7 +36,7 @@ struct Cli {
     /// Which scenario to run.
     #[arg(value_enum, default_value_t = Scenario::All)]
     scenario: Scenario,
-    /// Closed-loop workers (scenarios raw and bridge).
+    /// Closed-loop workers (scenarios raw, bridge and seats).
     #[arg(short, long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     concurrency: u16,
     /// Measured time of each phase.
@@ -45,7 +49,8 @@ struct Cli {
     /// measured in this run (the bridge scenario runs first when needed).
     #[arg(long)]
     rate: Option<f64>,
-    /// Fraction of the bridge's measured maximum rate used by the latency scenario.
+    /// Fraction of the bridge's measured maximum rate used by the latency scenario (and of each
+    /// closed-loop rate by the seats scenario's open loops).
     #[arg(long, default_value_t = 0.5)]
     load_fraction: f64,
     /// Most requests in flight in the open loop (the generator waits beyond it; latency still counts
@@ -73,6 +78,12 @@ struct Cli {
     /// The nats-server binary (the `nats` scenario).
     #[arg(long, default_value = "/usr/sbin/nats-server")]
     nats_server: PathBuf,
+    /// Sessions the seats scenario places before measuring (every backfill considers them all).
+    #[arg(long, default_value_t = 100)]
+    seat_sessions: usize,
+    /// Seats of each of those sessions (the `max_players` of its match).
+    #[arg(long, default_value_t = 1000)]
+    seat_capacity: u32,
     /// Keep the processes' logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
@@ -93,6 +104,9 @@ enum Scenario {
     /// The NATS door: publish → assigned rate with 1 and 3 instances, and latency at half load
     /// (not part of `all`: it starts its own servers per instance count).
     Nats,
+    /// Seats against Redis: backfill reservations/s and join+leave operations/s (closed loop), then
+    /// p99 at half each rate (open loop); not part of `all`: it needs a stack of its own.
+    Seats,
 }
 
 fn main() -> Result<()> {
@@ -124,6 +138,19 @@ fn validate(cli: &Cli) -> Result<()> {
     }
     if cli.slow_delay > Duration::from_secs(30) {
         bail!("--slow-delay must be at most 30 s");
+    }
+    if cli.seat_sessions == 0 || cli.seat_sessions > 10_000 {
+        bail!("--seat-sessions must be within 1..=10000");
+    }
+    if cli.seat_capacity == 0 || cli.seat_capacity > 1_000_000 {
+        bail!("--seat-capacity must be within 1..=1000000");
+    }
+    // Any one session can then hold every player in flight: seats never run out.
+    let in_flight = cli.max_in_flight.max(usize::from(cli.concurrency));
+    if cli.scenario == Scenario::Seats && (cli.seat_capacity as usize) < in_flight {
+        bail!(
+            "--seat-capacity must be at least --max-in-flight and --concurrency ({in_flight}), so seats never run out"
+        );
     }
     Ok(())
 }
@@ -184,6 +211,9 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
         .await?;
         print!("{}", report.markdown());
         return Ok(());
+    }
+    if scenario == Scenario::Seats {
+        return run_seats(&cli, nofile).await;
     }
     let run_raw = matches!(scenario, Scenario::All | Scenario::Raw);
     let run_bridge = matches!(scenario, Scenario::All | Scenario::Bridge)
@@ -368,6 +398,86 @@ async fn scenarios(
         report.slow = Some(report::Slow { count: cli.burst, delay: cli.slow_delay, stats });
         stack.check_alive()?;
     }
+    Ok(())
+}
+
+/// The seats scenario on a stack of its own (no sessions from other scenarios).
+async fn run_seats(cli: &Cli, nofile: (u64, u64)) -> Result<()> {
+    let concurrency = usize::from(cli.concurrency);
+    let in_flight = cli.max_in_flight.max(concurrency);
+    // Joins and leaves tell Gameye too: keep as many connections to it as requests can be in flight.
+    let bridge_env = vec![("BRIDGE_GAMEYE__POOL_MAX_IDLE".to_owned(), in_flight.to_string())];
+    let options = StackOptions {
+        bin_dir: bin_dir(cli),
+        redis_server: cli.redis_server.clone(),
+        emulator_hosts: cli.emulator_hosts,
+        bridge_env: bridge_env.clone(),
+    };
+    let http = client(in_flight, cli.request_timeout)?;
+    eprintln!("starting redis-server, gameye-emulator and gameye-bridge from {}", options.bin_dir.display());
+    let mut stack = Stack::start(&options, &http).await?;
+    eprintln!(
+        "emulator {}, bridge {}, logs in {}",
+        stack.emulator_url,
+        stack.bridge_url,
+        stack.dir.path().display()
+    );
+
+    let env: Vec<String> = bridge_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let settings = vec![
+        format!(
+            "closed loop: {} workers, {} measured after a {} warm-up",
+            cli.concurrency,
+            humantime::format_duration(cli.duration),
+            humantime::format_duration(cli.warmup)
+        ),
+        format!(
+            "open loop: {} of the closed loop's rate, at most {} cycles (backfill + release, join + leave) in flight",
+            cli.load_fraction, cli.max_in_flight
+        ),
+        format!(
+            "seats: {} sessions placed through `POST /v1/matches` with `max_players` = {}, each match's own \
+             player's reserved seat released before measuring (all start empty); reservation TTL the default",
+            cli.seat_sessions, cli.seat_capacity
+        ),
+        format!(
+            "emulator world: one location ({}) of {} hosts, capacity {} sessions, sessions running at once",
+            load::LOCATION,
+            cli.emulator_hosts,
+            stack.emulator_capacity
+        ),
+        format!(
+            "bridge: Redis store, Gameye = the emulator, log level warn, {} (other settings default, the \
+             session reconciler included)",
+            env.join(" ")
+        ),
+    ];
+    let seat_options = seats::SeatOptions {
+        sessions: cli.seat_sessions,
+        capacity: cli.seat_capacity,
+        workers: concurrency,
+        warmup: cli.warmup,
+        duration: cli.duration,
+        load_fraction: cli.load_fraction,
+        max_in_flight: cli.max_in_flight,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let machine = Machine::detect(nofile);
+    let mut report = seats::SeatReport::default();
+    let outcome = tokio::select! {
+        outcome = seats::run(&seat_options, &mut stack, &http, &mut report) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let alive = stack.check_alive();
+    let logs = stack.stop(cli.keep_logs || outcome.is_err()).await;
+    if let Some(dir) = logs {
+        eprintln!("process logs kept in {}", dir.display());
+    }
+    if !report.is_empty() {
+        print!("{}", report.markdown(&command, &machine, &settings));
+    }
+    outcome?;
+    alive.context("a process under test died during the run")?;
     Ok(())
 }
 

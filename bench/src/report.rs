@@ -70,7 +70,7 @@ pub struct Report {
     cpu: Vec<(&'static str, CpuUsage)>,
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -304,4 +304,25 @@ impl Report {
             );
         }
     }
+}
+
+/// The block's title and its "where and how" list (command, date, machine, settings), as
+/// [`Report::markdown`] writes them; for scenarios that print their own tables.
+pub fn preamble(title: &str, command: &str, machine: &Machine, settings: &[String]) -> String {
+    let mut out = String::new();
+    let m = machine;
+    let _ = writeln!(out, "### {title}\n");
+    let _ = writeln!(out, "- command: `{command}`");
+    let _ = writeln!(out, "- date: {}", m.date);
+    let _ = writeln!(
+        out,
+        "- machine: {} CPUs ({}), open files {} (hard {}); load generator, bridge, emulator and Redis share them; \
+         load average at start {}",
+        m.cpus, m.model, m.nofile.0, m.nofile.1, m.loadavg
+    );
+    for setting in settings {
+        let _ = writeln!(out, "- {setting}");
+    }
+    let _ = writeln!(out);
+    out
 }

@@ -34,6 +34,8 @@ pub struct StartedSession {
     pub location: String,
     pub host: String,
     pub ports: Vec<Port>,
+    /// Players Gameye counts as joined (`GET /session/{id}` tells; a new session has none).
+    pub players: Vec<String>,
 }
 
 /// A location that can host an image now, with the addresses clients ping to measure latency.
@@ -277,9 +279,9 @@ pub trait CooldownStore: Send + Sync + 'static {
 }
 
 /// Everything the engine keeps: one backend implements all four.
-pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore {}
+pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore {}
 
-impl<T: PlacementStore + LatencyStore + CooldownStore + SeatStore> StateStore for T {}
+impl<T: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore> StateStore for T {}
 
 // ---------------------------------------------------------------------------------------------
 // Announcing outcomes
@@ -489,6 +491,54 @@ pub trait SeatStore: Send + Sync + 'static {
         session_id: Uuid,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Ended>>, StoreError>> + Send;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gameye's player lists follow the seat records through an outbox (DESIGN §4)
+
+/// A claimed entry of the player-sync outbox: a session whose Gameye player list must be brought
+/// in line with its seat record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerSyncClaim {
+    pub session_id: Uuid,
+    /// Failed attempts since the session was last in sync (the retry delay grows with it).
+    pub attempts: u32,
+    /// This claim's identity: finishing or retrying it does nothing once the session was queued again.
+    pub token: String,
+}
+
+/// The outbox of sessions whose players changed since Gameye was last told. An entry is queued
+/// after every change (so a crash between the two leaves the change unsynced until the reconciler
+/// notices the count differs), claimed for a lease (a crashed worker's claims come due again), and
+/// dequeued only by a claim that is still the latest: a change queued during a sync is never lost.
+/// Times run on the store's clock.
+pub trait PlayerSyncStore: Send + Sync + 'static {
+    /// Queues the session, due now. Idempotent; also makes a claimed or backing-off entry due now.
+    fn queue_player_sync(&self, session_id: Uuid) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims up to `limit` due sessions (longest due first) for `lease`.
+    fn claim_player_syncs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<PlayerSyncClaim>, StoreError>> + Send;
+
+    /// The sync succeeded: dequeues the session unless it was queued again since the claim.
+    fn finish_player_sync(
+        &self,
+        claim: &PlayerSyncClaim,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The sync failed: due again `retry_in` from now with one more attempt counted, unless it was
+    /// queued again since the claim (then it stays due now).
+    fn retry_player_sync(
+        &self,
+        claim: &PlayerSyncClaim,
+        retry_in: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many sessions are queued (due or not).
+    fn queued_player_syncs(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------

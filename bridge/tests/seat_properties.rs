@@ -53,6 +53,7 @@ fn session(capacity: u32, own: Vec<String>, ttl_ms: u64) -> Result<SessionSeats,
         status: SessionStatus::Created,
         info: SessionInfo { image: "game".into(), location: "eu".into(), ..SessionInfo::default() },
         players: own,
+        joined: Vec::new(),
         reservation_ttl: Duration::from_millis(ttl_ms),
         now: T0,
     };

@@ -302,12 +302,143 @@ async fn events_are_accepted_and_counted() {
                                    {"name": "rage_quit", "user_ids": ["u-1", "u-2"], "match_id": "m-1"}]});
     let (status, body) = post_hook(&stack, "/v1/nakama/events", &events).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body, json!({"accepted": 2, "users": 3, "applied": false}));
+    // Nobody named holds a seat: applied, nothing changed.
+    assert_eq!(body, json!({"accepted": 2, "users": 3, "applied": true, "sessions": []}));
     let (status, _) = post_hook(&stack, "/v1/nakama/events", &json!({"name": "session_end"})).await;
     assert_eq!(status, 422, "an event must name its users");
     let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("gameye_bridge_nakama_events_total{kind=\"session_end\"} 1"), "{metrics}");
     assert!(metrics.contains("gameye_bridge_nakama_events_total{kind=\"custom\"} 1"), "{metrics}");
+}
+
+async fn join(stack: &Stack, session: &str, players: &[&str]) {
+    let response = stack
+        .http
+        .post(stack.url(&format!("/v1/sessions/{session}/players")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"players": players}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+/// Joined players and players holding reservations of a session, as `GET /v1/sessions/{id}` tells.
+async fn seated(stack: &Stack, session: &str) -> (Vec<String>, Vec<String>) {
+    let (status, view) = stack.get(&format!("/v1/sessions/{session}")).await;
+    assert_eq!(status, 200, "{view}");
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+    };
+    let joined = names(&view["players"]);
+    let mut reserved: Vec<String> =
+        view["reservations"].as_array().unwrap().iter().flat_map(|r| names(&r["players"])).collect();
+    reserved.sort();
+    (joined, reserved)
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn leave_events_remove_their_users_from_seats_once() {
+    let stack = Stack::start_with(&[("BRIDGE_NAKAMA__HMAC_SECRET", HMAC_SECRET)]).await;
+    // One session named by the module's own match id, every player joined ...
+    let named = json!({"match_id": "nk-seats", "entries": [js_entry("u-1", json!({})), js_entry("u-2", json!({})), js_entry("u-3", json!({}))]});
+    let (status, assignment) = post_hook(&stack, "/v1/nakama/matched", &named).await;
+    assert_eq!(status, 200, "{assignment}");
+    let first = session_id("nk-seats");
+    assert_eq!(assignment["session_id"], first.as_str());
+    join(&stack, &first, &["u-1", "u-2", "u-3"]).await;
+    // ... and one from Go entries (match id derived from tickets): u-4 joined, u-5 still reserved.
+    let go = json!([go_entry("t-4", "u-4", json!({})), go_entry("t-5", "u-5", json!({}))]);
+    let (status, assignment) = post_hook(&stack, "/v1/nakama/matched", &go).await;
+    assert_eq!(status, 200, "{assignment}");
+    let second = assignment["session_id"].as_str().unwrap().to_owned();
+    join(&stack, &second, &["u-4"]).await;
+    assert_eq!(seated(&stack, &second).await, (strings(&["u-4"]), strings(&["u-5"])));
+
+    // The example module's session end: no match id, so the user is found where they sit.
+    let ended = json!({"name": "session_end", "user_id": "u-1", "session_id": "nakama-session-of-u-1"});
+    let (status, body) = post_hook(&stack, "/v1/nakama/events", &ended).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body,
+        json!({"accepted": 1, "users": 1, "applied": true,
+               "sessions": [{"session_id": first, "left": ["u-1"], "released": []}]})
+    );
+    assert_eq!(seated(&stack, &first).await, (strings(&["u-2", "u-3"]), vec![]));
+
+    // The same event again changes nothing.
+    let (status, body) = post_hook(&stack, "/v1/nakama/events", &ended).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["sessions"], json!([]), "{body}");
+    assert_eq!(seated(&stack, &first).await, (strings(&["u-2", "u-3"]), vec![]));
+
+    // A leave naming its match goes to that match's session; a reserved seat is released too, and
+    // both come out of one request.
+    let events = json!({"events": [{"name": "match_leave", "user_id": "u-2", "match_id": "nk-seats"},
+                                   {"name": "sessionEnd", "userId": "u-5"}]});
+    let (status, body) = post_hook(&stack, "/v1/nakama/events", &events).await;
+    assert_eq!(status, 202, "{body}");
+    let mut expected = vec![
+        json!({"session_id": first, "left": ["u-2"], "released": []}),
+        json!({"session_id": second, "left": [], "released": ["u-5"]}),
+    ];
+    expected.sort_by_key(|s| s["session_id"].as_str().unwrap().to_owned());
+    assert_eq!(body["sessions"], json!(expected), "{body}");
+    assert_eq!(seated(&stack, &first).await, (strings(&["u-3"]), vec![]));
+    assert_eq!(seated(&stack, &second).await, (strings(&["u-4"]), vec![]));
+
+    // Signed like the example module's calls: applied; unsigned without a token: refused, no change.
+    join(&stack, &first, &["u-6"]).await;
+    let body = serde_json::to_vec(&json!({"name": "session_end", "user_id": "u-6"})).unwrap();
+    let (status, answer) = post_with_headers(&stack, "/v1/nakama/events", &[], body.clone()).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(seated(&stack, &first).await, (strings(&["u-3", "u-6"]), vec![]));
+    let now = unix_now().as_secs() as i64;
+    let (status, answer) =
+        post_with_headers(&stack, "/v1/nakama/events", &signed_headers(HMAC_SECRET, now, &body), body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["sessions"][0]["left"], json!(["u-6"]), "{answer}");
+
+    // Unknown users, a match the bridge never placed (though u-3 sits elsewhere), custom events:
+    // nothing changes, and none of it is an error.
+    let events = json!([{"name": "session_end", "user_ids": ["ghost-1", "ghost-2"]},
+                        {"name": "session_end", "user_id": "u-3", "match_id": "never-placed"},
+                        {"name": "rage_quit", "user_id": "u-3"},
+                        {"name": "session_start", "user_id": "u-4"}]);
+    let (status, body) = post_hook(&stack, "/v1/nakama/events", &events).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["sessions"], json!([]), "{body}");
+    assert_eq!(seated(&stack, &first).await, (strings(&["u-3"]), vec![]));
+    assert_eq!(seated(&stack, &second).await, (strings(&["u-4"]), vec![]));
+
+    // Malformed requests are refused whole: a valid leave beside a bad event is not applied.
+    for (bad, expected_status) in [
+        (json!({"events": [{"name": "session_end", "user_id": "u-3"}, {"name": "session_end"}]}), 422),
+        (json!({"events": [{"name": "session_end", "user_id": "u-4"}, {"name": "", "user_id": "u-4"}]}), 422),
+        (json!({"name": "session_end", "user_id": ["u-3"]}), 422),
+        (json!({"name": "session_end", "user_id": "u-3", "match_id": "m".repeat(129)}), 422),
+        (json!("session_end u-3"), 422),
+    ] {
+        let (status, body) = post_hook(&stack, "/v1/nakama/events", &bad).await;
+        assert_eq!(status, expected_status, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "INVALID_REQUEST", "{body}");
+    }
+    let response = stack
+        .http
+        .post(stack.url("/v1/nakama/events"))
+        .bearer_auth(API_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"name\": \"session_end\", \"user_id\": \"u-3\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "not JSON");
+    assert_eq!(seated(&stack, &first).await, (strings(&["u-3"]), vec![]));
+    assert_eq!(seated(&stack, &second).await, (strings(&["u-4"]), vec![]));
 }
 
 // ---------------------------------------------------------------------------------------------

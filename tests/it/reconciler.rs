@@ -15,7 +15,7 @@ async fn metrics_of(bridge: &BridgeProcess) -> String {
 }
 
 /// The value of the metric line `name` exactly (labels included), 0 when absent.
-async fn metric(bridge: &BridgeProcess, name: &str) -> f64 {
+pub(crate) async fn metric(bridge: &BridgeProcess, name: &str) -> f64 {
     let text = metrics_of(bridge).await;
     text.lines()
         .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
@@ -23,14 +23,15 @@ async fn metric(bridge: &BridgeProcess, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-const COMPLETE: &str = "gameye_bridge_reconciler_scans_total{result=\"complete\"}";
+pub(crate) const COMPLETE: &str = "gameye_bridge_reconciler_scans_total{result=\"complete\"}";
 const INCOMPLETE: &str = "gameye_bridge_reconciler_scans_total{result=\"incomplete\"}";
 const ENDED: &str = "gameye_bridge_reconciler_sessions_ended_total";
 const ADOPTED: &str = "gameye_bridge_reconciler_sessions_adopted_total";
 const REFRESHED: &str = "gameye_bridge_reconciler_status_refreshes_total";
 const LEADER: &str = "gameye_bridge_reconciler_leader";
+const PLAYER_SYNCS_QUEUED: &str = "gameye_bridge_reconciler_player_syncs_queued_total";
 
-async fn wait_metric(bridge: &BridgeProcess, name: &str, at_least: f64, within: Duration) -> f64 {
+pub(crate) async fn wait_metric(bridge: &BridgeProcess, name: &str, at_least: f64, within: Duration) -> f64 {
     let deadline = Instant::now() + within;
     loop {
         let value = metric(bridge, name).await;
@@ -70,7 +71,7 @@ async fn create_at_gameye(stack: &Stack, id: &str, match_id: &str) {
 }
 
 /// [`create_at_gameye`] with a TTL in whole seconds (the emulator takes them literally).
-async fn create_at_gameye_for(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>) {
+pub(crate) async fn create_at_gameye_for(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>) {
     let mut body = json!({
         "id": id,
         "location": "eu-west-1",
@@ -91,7 +92,7 @@ async fn create_at_gameye_for(stack: &Stack, id: &str, match_id: &str, ttl_s: Op
     assert!(response.status().is_success(), "{}", response.status());
 }
 
-async fn wait_session_status(stack: &Stack, id: &str, status: u16, within: Duration) -> Value {
+pub(crate) async fn wait_session_status(stack: &Stack, id: &str, status: u16, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let (got, body) = bridge_session(stack, id).await;
@@ -177,6 +178,9 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     ])
     .await;
     let placed = place(&stack, "m-flushed").await;
+    let (status, body) = crate::sessions::join(&stack, &placed, &["a", "b"]).await;
+    assert_eq!(status, 200, "{body}");
+    crate::sessions::assert_gameye_players(&stack, &placed, crate::sessions::set(&["a", "b"])).await;
     // Redis loses everything; the session still runs at Gameye.
     let redis = redis::Client::open(stack.redis.url()).unwrap();
     let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
@@ -195,6 +199,11 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     assert!(!view["ports"].as_array().unwrap().is_empty(), "{view}");
     let view = wait_session_status(&stack, &placed, 200, Duration::from_secs(10)).await;
     assert_eq!(view["match_id"], "m-flushed", "{view}");
+    // Who had joined comes back from Gameye, and Gameye keeps them.
+    assert_eq!(view["players"], json!(["a", "b"]), "{view}");
+    assert_eq!(view["open_seats"], 4, "{view}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(crate::sessions::gameye_players(&stack, &placed).await, crate::sessions::set(&["a", "b"]));
 
     let (status, list) = stack.get("/v1/sessions").await;
     assert_eq!(status, 200, "{list}");
@@ -202,6 +211,26 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
         list["sessions"].as_array().unwrap().iter().filter_map(|s| s["session_id"].as_str()).collect();
     assert!(listed.contains(&orphan.as_str()) && listed.contains(&placed.as_str()), "{list}");
     assert_eq!(metric(&stack.bridge, ADOPTED).await, 2.0);
+}
+
+#[tokio::test]
+async fn reconciler_queues_a_player_sync_when_gameye_counts_other_players_than_the_record() {
+    let stack = Stack::start_with(&[
+        ("BRIDGE_RECONCILER__INTERVAL", "300ms"),
+        ("BRIDGE_SEATS__GAMEYE_SYNC__POLL", "100ms"),
+    ])
+    .await;
+    let placed = place(&stack, "m-unsynced").await;
+    // A join whose sync was never queued (the bridge stopped between the two): only the record has it.
+    let redis = redis::Client::open(stack.redis.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let record = format!("gameye-bridge:seats:{{{placed}}}");
+    let _: () =
+        redis::cmd("HSET").arg(&record).arg("j:late").arg("1").query_async(&mut connection).await.unwrap();
+    assert!(crate::sessions::gameye_players(&stack, &placed).await.is_empty());
+
+    crate::sessions::assert_gameye_players(&stack, &placed, crate::sessions::set(&["late"])).await;
+    assert!(metric(&stack.bridge, PLAYER_SYNCS_QUEUED).await >= 1.0);
 }
 
 #[tokio::test]

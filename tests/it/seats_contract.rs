@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
-use bridge::ports::{SeatChange, SeatStore};
+use bridge::ports::{PlayerSyncClaim, PlayerSyncStore, SeatChange, SeatStore};
 use bridge::seats::{
     BackfillPlayer, BackfillQuery, NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus,
     choose_backfill,
@@ -52,6 +52,7 @@ impl Fixture {
             status: SessionStatus::Running,
             info: info("game", "eu-west-1"),
             players: ids(own),
+            joined: Vec::new(),
             reservation_ttl: RESERVE,
             now: self.t0,
         }
@@ -167,10 +168,152 @@ contract_tests!(
     racing_backfills_never_overbook,
     racing_joins_never_overbook,
     a_busy_session_outlives_its_keep_for_and_stays_listed,
+    player_syncs_are_claimed_once_and_finished,
+    a_player_sync_queued_again_during_its_claim_stays_due,
+    a_failed_player_sync_comes_due_after_its_delay_with_attempts_counted,
+    an_unfinished_player_sync_comes_due_when_its_claim_runs_out,
+    racing_workers_never_claim_one_player_sync_twice,
 );
 
 // ---------------------------------------------------------------------------------------------
 // The contract
+//
+// The player-sync outbox (`PlayerSyncStore`) is part of it: sessions whose players changed,
+// claimed by the workers that tell Gameye.
+
+const LONG_LEASE: Duration = Duration::from_secs(60);
+
+async fn claim_ids(fx: &Fixture, limit: usize, lease: Duration) -> Vec<PlayerSyncClaim> {
+    fx.store.claim_player_syncs(limit, lease).await.unwrap()
+}
+
+fn claimed(claims: &[PlayerSyncClaim]) -> BTreeSet<Uuid> {
+    claims.iter().map(|c| c.session_id).collect()
+}
+
+async fn queued(fx: &Fixture) -> u64 {
+    fx.store.queued_player_syncs().await.unwrap()
+}
+
+async fn player_syncs_are_claimed_once_and_finished(fx: Fixture) {
+    assert_eq!(queued(&fx).await, 0);
+    for n in 1..=3 {
+        fx.store.queue_player_sync(sid(n)).await.unwrap();
+    }
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    assert_eq!(queued(&fx).await, 3, "queueing twice is one entry");
+
+    let first = claim_ids(&fx, 2, LONG_LEASE).await;
+    assert_eq!(first.len(), 2, "the limit holds");
+    assert!(first.iter().all(|c| c.attempts == 0));
+    let second = claim_ids(&fx, 10, LONG_LEASE).await;
+    assert_eq!(second.len(), 1, "claimed entries are not handed out again while leased");
+    assert!(claimed(&first).is_disjoint(&claimed(&second)));
+    assert_eq!(claimed(&first).union(&claimed(&second)).count(), 3);
+    assert!(claim_ids(&fx, 10, LONG_LEASE).await.is_empty());
+
+    for claim in first.iter().chain(&second) {
+        fx.store.finish_player_sync(claim).await.unwrap();
+    }
+    assert_eq!(queued(&fx).await, 0);
+    // Finishing again is harmless.
+    fx.store.finish_player_sync(&first[0]).await.unwrap();
+    assert_eq!(queued(&fx).await, 0);
+}
+
+async fn a_player_sync_queued_again_during_its_claim_stays_due(fx: Fixture) {
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    let [stale] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    // Players changed while the worker was syncing: its snapshot is stale.
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    fx.store.finish_player_sync(&stale).await.unwrap();
+    assert_eq!(queued(&fx).await, 1, "a stale claim does not dequeue a newer change");
+    fx.store.retry_player_sync(&stale, LONG_LEASE).await.unwrap();
+
+    let [fresh] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await)
+        .expect("due at once: the stale retry did not push it back");
+    assert_eq!(fresh.session_id, sid(1));
+    assert_ne!(fresh.token, stale.token);
+    assert_eq!(fresh.attempts, 0, "the stale retry counted nothing");
+    fx.store.finish_player_sync(&fresh).await.unwrap();
+    assert_eq!(queued(&fx).await, 0);
+}
+
+async fn a_failed_player_sync_comes_due_after_its_delay_with_attempts_counted(fx: Fixture) {
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    for attempt in 0..2 {
+        let [claim] =
+            <[PlayerSyncClaim; 1]>::try_from(wait_for_claim(&fx, Duration::from_secs(5)).await).unwrap();
+        assert_eq!(claim.attempts, attempt);
+        fx.store.retry_player_sync(&claim, Duration::from_millis(300)).await.unwrap();
+        assert!(claim_ids(&fx, 10, LONG_LEASE).await.is_empty(), "not due before its delay");
+        assert_eq!(queued(&fx).await, 1);
+    }
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let [claim] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    assert_eq!(claim.attempts, 2);
+    fx.store.finish_player_sync(&claim).await.unwrap();
+    // A new change starts counting from zero.
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    let [claim] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    assert_eq!(claim.attempts, 0);
+}
+
+/// Claims until something is due (retry delays run on the store's clock).
+async fn wait_for_claim(fx: &Fixture, within: Duration) -> Vec<PlayerSyncClaim> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let claims = claim_ids(fx, 10, LONG_LEASE).await;
+        if !claims.is_empty() || std::time::Instant::now() > deadline {
+            return claims;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn an_unfinished_player_sync_comes_due_when_its_claim_runs_out(fx: Fixture) {
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    let [crashed] =
+        <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, Duration::from_millis(200)).await).unwrap();
+    assert!(claim_ids(&fx, 10, LONG_LEASE).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let [taken_over] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    assert_eq!(taken_over.session_id, sid(1));
+    // The first worker wakes up late: its claim no longer counts.
+    fx.store.finish_player_sync(&crashed).await.unwrap();
+    assert_eq!(queued(&fx).await, 1);
+    fx.store.finish_player_sync(&taken_over).await.unwrap();
+    assert_eq!(queued(&fx).await, 0);
+}
+
+async fn racing_workers_never_claim_one_player_sync_twice(fx: Fixture) {
+    for n in 0..40 {
+        fx.store.queue_player_sync(sid(n)).await.unwrap();
+    }
+    let store = std::sync::Arc::new(fx.store.clone());
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claims = store.claim_player_syncs(3, LONG_LEASE).await.unwrap();
+                    if claims.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claims.into_iter().map(|c| c.session_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    let distinct: BTreeSet<Uuid> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "every session claimed exactly once");
+    assert_eq!(distinct.len(), 40);
+}
 
 async fn create_records_the_session_with_its_own_players_reserved(fx: Fixture) {
     let created = fx.create(1, 4, &["a", "b", "a"]).await;

@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use crate::stack::{API_TOKEN, Stack};
 
-fn session_id(match_id: &str) -> String {
+pub(crate) fn session_id(match_id: &str) -> String {
     bridge::session_id("http", match_id).to_string()
 }
 
 /// A match of `players` (ids), all measuring `latencies`, with `extra` fields merged in.
-fn match_of(match_id: &str, players: &[&str], latencies: Value, extra: Value) -> Value {
+pub(crate) fn match_of(match_id: &str, players: &[&str], latencies: Value, extra: Value) -> Value {
     let players: Vec<Value> = players.iter().map(|id| json!({"id": id, "latencies": latencies})).collect();
     let mut body = json!({"match_id": match_id, "players": players});
     if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
@@ -22,7 +22,7 @@ fn match_of(match_id: &str, players: &[&str], latencies: Value, extra: Value) ->
     body
 }
 
-async fn send(stack: &Stack, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) async fn send(stack: &Stack, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut request = stack.http.request(method.parse().unwrap(), stack.url(path)).bearer_auth(API_TOKEN);
     if let Some(body) = body {
         request = request.json(body);
@@ -32,22 +32,22 @@ async fn send(stack: &Stack, method: &str, path: &str, body: Option<&Value>) -> 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn place(stack: &Stack, body: &Value) -> Value {
+pub(crate) async fn place(stack: &Stack, body: &Value) -> Value {
     let (status, assignment) = stack.post_match(body).await;
     assert_eq!(status, 200, "{assignment}");
     assignment
 }
 
-async fn join(stack: &Stack, session: &str, players: &[&str]) -> (u16, Value) {
+pub(crate) async fn join(stack: &Stack, session: &str, players: &[&str]) -> (u16, Value) {
     send(stack, "POST", &format!("/v1/sessions/{session}/players"), Some(&json!({"players": players}))).await
 }
 
-async fn leave(stack: &Stack, session: &str, players: &[&str]) -> (u16, Value) {
+pub(crate) async fn leave(stack: &Stack, session: &str, players: &[&str]) -> (u16, Value) {
     send(stack, "DELETE", &format!("/v1/sessions/{session}/players"), Some(&json!({"players": players})))
         .await
 }
 
-async fn session(stack: &Stack, session: &str) -> (u16, Value) {
+pub(crate) async fn session(stack: &Stack, session: &str) -> (u16, Value) {
     stack.get(&format!("/v1/sessions/{session}")).await
 }
 
@@ -68,7 +68,7 @@ async fn gameye_session(stack: &Stack, session: &str) -> Value {
         .unwrap()
 }
 
-async fn gameye_players(stack: &Stack, session: &str) -> BTreeSet<String> {
+pub(crate) async fn gameye_players(stack: &Stack, session: &str) -> BTreeSet<String> {
     let described = gameye_session(stack, session).await;
     let joined: BTreeSet<String> = described["players"]["joined"]
         .as_array()
@@ -80,7 +80,20 @@ async fn gameye_players(stack: &Stack, session: &str) -> BTreeSet<String> {
     joined
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
+/// Gameye's player list follows joins and leaves through the outbox, a moment later.
+pub(crate) async fn assert_gameye_players(stack: &Stack, session: &str, expected: BTreeSet<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let players = gameye_players(stack, session).await;
+        if players == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "Gameye has {players:?}, not {expected:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
@@ -130,14 +143,14 @@ async fn sessions_placing_records_seats_and_joins_follow_capacity() {
     assert_eq!(strings(&joined["joined"]), set(&["p0"]));
     assert_eq!(strings(&joined["from_reservations"]), set(&["p0"]));
     assert_eq!(joined["session"]["open_seats"], 2);
-    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0"]));
+    assert_gameye_players(&stack, &sid, set(&["p0"])).await;
 
     // Joining again is one player.
     let (status, again) = join(&stack, &sid, &["p0"]).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(strings(&again["already_joined"]), set(&["p0"]));
     assert!(strings(&again["joined"]).is_empty());
-    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0"]));
+    assert_gameye_players(&stack, &sid, set(&["p0"])).await;
 
     // Two unreserved players fill the open seats; a third does not fit (p1's seat stays reserved).
     let (status, filled) = join(&stack, &sid, &["x1", "x2"]).await;
@@ -150,13 +163,13 @@ async fn sessions_placing_records_seats_and_joins_follow_capacity() {
     assert_eq!(status, 409, "{full}");
     let (_, view) = session(&stack, &sid).await;
     assert_eq!(strings(&view["players"]), set(&["p0", "x1", "x2"]), "a refused join changes nothing");
-    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0", "x1", "x2"]));
+    assert_gameye_players(&stack, &sid, set(&["p0", "x1", "x2"])).await;
 
     // The reserved player still gets in, though the session is full for everyone else.
     let (status, last) = join(&stack, &sid, &["p1"]).await;
     assert_eq!(status, 200, "{last}");
     assert_eq!(strings(&last["from_reservations"]), set(&["p1"]));
-    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0", "p1", "x1", "x2"]));
+    assert_gameye_players(&stack, &sid, set(&["p0", "p1", "x1", "x2"])).await;
 
     // Leaving is idempotent, and frees the seat.
     let (status, left) = leave(&stack, &sid, &["x1"]).await;
@@ -166,7 +179,7 @@ async fn sessions_placing_records_seats_and_joins_follow_capacity() {
     let (status, left) = leave(&stack, &sid, &["x1"]).await;
     assert_eq!(status, 200, "{left}");
     assert!(strings(&left["left"]).is_empty());
-    assert_eq!(gameye_players(&stack, &sid).await, set(&["p0", "p1", "x2"]));
+    assert_gameye_players(&stack, &sid, set(&["p0", "p1", "x2"])).await;
     let (status, _) = join(&stack, &sid, &["x3"]).await;
     assert_eq!(status, 200);
 
@@ -320,7 +333,7 @@ async fn sessions_backfill_prefers_latency_then_fullest_and_join_uses_the_reserv
     assert_eq!(strings(&joined["from_reservations"]), set(&["q2"]));
     assert_eq!(joined["session"]["open_seats"], 3);
     assert!(!reserved_players(&joined["session"]).contains("q2"));
-    assert_eq!(gameye_players(&stack, &sid_b).await, set(&["q2"]));
+    assert_gameye_players(&stack, &sid_b, set(&["q2"])).await;
 
     // Labels narrow the choice.
     let (status, answer) = backfill(

@@ -317,10 +317,104 @@ pub struct SeatsSettings {
     /// How long a reserved seat (a placed match's players, a backfill) is held for its player's join.
     #[serde(with = "lenient::duration")]
     pub reservation_ttl: Duration,
+    /// How long an image's backfill candidates are reused before its sessions are listed again.
+    #[serde(with = "lenient::duration")]
+    pub backfill_cache: Duration,
+    /// How joins and leaves reach Gameye's player list (`[seats.gameye_sync]`).
+    pub gameye_sync: GameyeSyncSettings,
+    /// Where the end of every session is POSTed, signed (`[seats.ended_webhook]`).
+    pub ended_webhook: EndedWebhookSettings,
+}
+
+/// The player-sync outbox's worker (`[seats.gameye_sync]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GameyeSyncSettings {
+    /// How often queued syncs are looked for (besides at once after a change on this instance).
+    #[serde(with = "lenient::duration")]
+    pub poll: Duration,
+    /// The first retry delay after a failed sync; doubles up to `retry_max`.
+    #[serde(with = "lenient::duration")]
+    pub retry_min: Duration,
+    #[serde(with = "lenient::duration")]
+    pub retry_max: Duration,
+    /// How long a claimed session is left to its worker.
+    #[serde(with = "lenient::duration")]
+    pub lease: Duration,
+}
+
+impl GameyeSyncSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll < Duration::from_millis(10) {
+            return Err(ConfigError::invalid("seats.gameye_sync.poll", "must be at least 10ms"));
+        }
+        if self.retry_min < Duration::from_millis(10) {
+            return Err(ConfigError::invalid("seats.gameye_sync.retry_min", "must be at least 10ms"));
+        }
+        if self.retry_max < self.retry_min {
+            return Err(ConfigError::invalid("seats.gameye_sync.retry_max", "must be at least retry_min"));
+        }
+        if self.lease < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("seats.gameye_sync.lease", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+/// The session-ended webhook: one signed `session.ended` event per session, however it ended
+/// (the reconciler finding it gone at Gameye, or `DELETE /v1/sessions/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndedWebhookSettings {
+    /// Empty: no webhook.
+    pub url: ServiceUrl,
+    /// `whsec_<base64>` or any string; signs `webhook-signature`.
+    pub secret: Secret,
+    /// Bound on one attempt.
+    #[serde(with = "lenient::duration")]
+    pub timeout: Duration,
+    /// How long a failing delivery (5xx, 408, 429, timeout, unreachable) is retried with backoff.
+    #[serde(with = "lenient::duration")]
+    pub retry_for: Duration,
+}
+
+impl EndedWebhookSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid("seats.ended_webhook.timeout", "must be greater than zero"));
+        }
+        if let Some(encoded) = self.secret.expose().strip_prefix("whsec_") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(encoded);
+            if !decoded.is_ok_and(|key| !key.is_empty()) {
+                return Err(ConfigError::invalid(
+                    "seats.ended_webhook.secret",
+                    "a whsec_ secret must be non-empty base64 after the prefix",
+                ));
+            }
+        }
+        if self.url.is_empty() {
+            return Ok(());
+        }
+        let url = reqwest::Url::parse(self.url.expose())
+            .map_err(|e| ConfigError::invalid("seats.ended_webhook.url", e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid("seats.ended_webhook.url", "must be an http(s) URL"));
+        }
+        if self.secret.is_empty() {
+            return Err(ConfigError::invalid(
+                "seats.ended_webhook.secret",
+                "the session-ended webhook needs a signing secret (whsec_<base64> or any string)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl SeatsSettings {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.ended_webhook.validate()?;
+        self.gameye_sync.validate()?;
         if self.default_capacity == 0 {
             return Err(ConfigError::invalid("seats.default_capacity", "must be at least 1"));
         }
@@ -329,6 +423,9 @@ impl SeatsSettings {
         }
         if self.capacity.keys().any(String::is_empty) {
             return Err(ConfigError::invalid("seats.capacity", "image names must not be empty"));
+        }
+        if self.backfill_cache > Duration::from_secs(10) {
+            return Err(ConfigError::invalid("seats.backfill_cache", "must be at most 10s (0 turns it off)"));
         }
         if self.reservation_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid("seats.reservation_ttl", "must be at least 1s"));

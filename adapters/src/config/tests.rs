@@ -198,3 +198,42 @@ fn nats_keys_have_defaults_and_are_validated() {
     let settings = load(&token).unwrap();
     assert!(!settings.to_redacted_toml().contains("secret-nats-token"));
 }
+
+#[test]
+fn session_ended_webhook_is_off_by_default_and_validated_with_its_key_named() {
+    let settings = load(&[]).unwrap();
+    let webhook = &settings.seats.ended_webhook;
+    assert!(webhook.url.is_empty());
+    assert_eq!((webhook.timeout, webhook.retry_for), (Duration::from_secs(5), Duration::from_secs(120)));
+
+    let settings = load(&[
+        ("BRIDGE_SEATS__ENDED_WEBHOOK__URL", "\"https://backend.example/ended?key=hidden\""),
+        ("BRIDGE_SEATS__ENDED_WEBHOOK__SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("BRIDGE_SEATS__ENDED_WEBHOOK__RETRY_FOR", "30s"),
+    ])
+    .unwrap();
+    assert_eq!(settings.seats.ended_webhook.retry_for, Duration::from_secs(30));
+    let shown = settings.to_redacted_toml();
+    assert!(!shown.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "{shown}");
+
+    for (pairs, named) in [
+        (
+            vec![("BRIDGE_SEATS__ENDED_WEBHOOK__URL", "\"https://backend.example/ended\"")],
+            "seats.ended_webhook.secret",
+        ),
+        (
+            vec![
+                ("BRIDGE_SEATS__ENDED_WEBHOOK__URL", "\"ftp://x/\""),
+                ("BRIDGE_SEATS__ENDED_WEBHOOK__SECRET", "s"),
+            ],
+            "seats.ended_webhook.url",
+        ),
+        (vec![("BRIDGE_SEATS__ENDED_WEBHOOK__SECRET", "whsec_!!")], "seats.ended_webhook.secret"),
+        (vec![("BRIDGE_SEATS__ENDED_WEBHOOK__TIMEOUT", "0s")], "seats.ended_webhook.timeout"),
+        (vec![("BRIDGE_SEATS__ENDED_WEBHOOK__RETRY_FOR", "soon")], "seats.ended_webhook.retry_for"),
+        (vec![("BRIDGE_SEATS__ENDED_WEBHOOK__URLS", "\"https://x/\"")], "urls"),
+    ] {
+        let error = load(&pairs).unwrap_err().to_string();
+        assert!(error.contains(named), "{pairs:?}: {error}");
+    }
+}

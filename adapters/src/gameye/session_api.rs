@@ -74,6 +74,7 @@ impl SessionApi for GameyeSessionApi {
             location: spec.location.clone(),
             host: created.host,
             ports: created.ports.into_iter().map(core_port).collect(),
+            players: Vec::new(),
         })
     }
 
@@ -83,6 +84,7 @@ impl SessionApi for GameyeSessionApi {
             location: described.session.location,
             host: described.session.host,
             ports: described.session.ports.into_iter().map(core_port).collect(),
+            players: described.players.joined,
         })
     }
 

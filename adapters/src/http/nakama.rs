@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bridge::Assignment;
-use bridge::placement::{Accepted, PlacementService, Progress};
+use bridge::placement::{Accepted, PlacementService, Progress, SeatService, SeatServiceError, SessionFilter};
 use bridge::ports::Outcome;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
@@ -23,14 +23,16 @@ use utoipa::{IntoParams, ToSchema};
 use super::matches::{failure_response, invalid_request, store_unavailable};
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
-    EventsAccepted, HookRules, NakamaMetrics, RecentMatchUsers, SIGNATURE_HEADER, SOURCE, SignatureVerifier,
-    TIMESTAMP_HEADER, parse_events, read_hook,
+    EventsAccepted, HookRules, LeavePlan, NakamaMetrics, RecentMatchUsers, SIGNATURE_HEADER, SOURCE,
+    SeatsReleased, SignatureVerifier, TIMESTAMP_HEADER, parse_events, read_hook,
 };
 
 /// What the Nakama handlers share.
 #[derive(Clone)]
 pub struct NakamaDoor {
     pub service: Arc<dyn PlacementService>,
+    /// Sessions' seats: leave events remove their users.
+    pub seats: Arc<dyn SeatService>,
     /// Background placements (`wait=false`) and announcements; awaited at shutdown.
     pub background: TaskTracker,
     pub rules: Arc<HookRules>,
@@ -252,17 +254,21 @@ fn pending_response(match_id: &str) -> Response {
     response
 }
 
-/// Nakama events naming users: session end (a player left Nakama) and custom events. Until seat
-/// tracking lands they are recorded (log and `gameye_bridge_nakama_events_total`), not applied.
+/// Nakama events naming users. `session_end` and leave events (`match_leave`, `leave`) remove their
+/// users from the sessions where they are joined or hold a reservation: the session of the event's
+/// `match_id` (derived like a Nakama placement's), else every session holding them. Users holding no
+/// seat, and unknown or ended sessions, change nothing (a repeated event is harmless). Other events
+/// are recorded (log and `gameye_bridge_nakama_events_total`).
 #[utoipa::path(
     post, path = "/v1/nakama/events", tag = "nakama",
     request_body(content = serde_json::Value, content_type = "application/json",
-        description = "`{\"events\": [{\"name\": \"session_end\", \"user_id\": \"…\"}]}`, a list of events, or one event"),
+        description = "`{\"events\": [{\"name\": \"session_end\", \"user_id\": \"…\", \"match_id\"?: \"…\"}]}`, a list of events, or one event"),
     responses(
-        (status = 202, description = "Recorded", body = EventsAccepted),
+        (status = 202, description = "Applied: the seats released per session", body = EventsAccepted),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "Neither a valid bearer token nor a valid signature", body = ErrorBody),
-        (status = 422, description = "An event without a name or users (naming it)", body = ErrorBody),
+        (status = 422, description = "An event without a name or users, or too many (naming it)", body = ErrorBody),
+        (status = 503, description = "The state store is unavailable; nothing or part applied, retry", body = ErrorBody),
     ),
     security(("bearer" = []), ("nakama_signature" = []))
 )]
@@ -276,10 +282,43 @@ pub async fn events(State(door): State<NakamaDoor>, body: Bytes) -> Result<Respo
             event = %event.name,
             kind = event.kind(),
             users = event.users().count(),
-            match_id = event.match_id.as_deref().unwrap_or(""),
-            "Nakama event recorded (seats are not tracked yet: nothing else changes)"
+            match_id = event.match_id().unwrap_or(""),
+            "Nakama event"
         );
     }
-    let accepted = EventsAccepted { accepted: events.len(), users, applied: false };
+    let mut plan = LeavePlan::of(&events);
+    if !plan.unlocated.is_empty() {
+        // One listing for the whole request, however many events lack a match id.
+        let sessions =
+            door.seats.list_sessions(&SessionFilter::default()).await.map_err(seat_store_failure)?;
+        plan.locate(&sessions);
+    }
+    let mut sessions = Vec::new();
+    for (session_id, leaving) in plan.by_session {
+        let leaving: Vec<String> = leaving.into_iter().collect();
+        match door.seats.leave(session_id, &leaving).await.map_err(seat_store_failure)? {
+            Ok(change) if !change.outcome.left.is_empty() || !change.outcome.released.is_empty() => {
+                let left: Vec<String> = change.outcome.left.into_iter().collect();
+                let released: Vec<String> = change.outcome.released.into_iter().collect();
+                tracing::info!(%session_id, ?left, ?released, "Nakama event: players removed from the session");
+                sessions.push(SeatsReleased { session_id, left, released });
+            }
+            Ok(_) => {}
+            // Unknown, ended, or whatever else refuses a leave: nothing to take away there.
+            Err(refused) => tracing::debug!(%session_id, %refused, "Nakama event: nothing to leave"),
+        }
+    }
+    let accepted = EventsAccepted { accepted: events.len(), users, applied: true, sessions };
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+fn seat_store_failure(error: SeatServiceError) -> ApiError {
+    match error {
+        SeatServiceError::Store(error) => store_unavailable(error.into()),
+        // Leaving and listing do not wait for Gameye; should that change, say so plainly.
+        SeatServiceError::Gameye(error) => {
+            tracing::warn!(%error, "Gameye call failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE", format!("Gameye: {error}"))
+        }
+    }
 }

@@ -1,18 +1,20 @@
 //! `/v1/sessions` and `/v1/backfill`: placed sessions' players, reserved and open seats (DESIGN §4).
 //!
-//! Redis is the source of truth and changes at once; Gameye's player list is told directly, best
-//! effort (a failed call is logged). The durable, retried outbox is the next step of issue 7.
+//! Redis is the source of truth and changes at once; Gameye's player list follows through the
+//! player-sync outbox (`bridge::placement` `player_sync`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bridge::placement::{BackfillAnswer, BackfillRequest, SeatServiceError, SessionFilter, SessionMetadata};
-use bridge::seats::{BackfillPlayer, SeatError, SessionSeats};
-use bridge::{Assignment, MatchRequest, Player, Port};
+use bridge::Port;
+use bridge::placement::{SeatServiceError, SessionFilter, SessionMetadata};
+use bridge::seats::{BackfillOutcome, SeatError, SessionSeats};
+// The bodies are the core's, shared with the NATS door (and named so in the OpenAPI document).
+use bridge::seats::{BackfillBody, BackfillResult, PlayersBody};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -22,9 +24,6 @@ use super::matches::{
     MatchesState, announce_in_background, invalid_request, progress_response, store_unavailable,
 };
 use super::{ApiError, ErrorBody};
-
-/// The most players one join, leave or backfill may name.
-const MAX_PLAYERS: usize = 1000;
 
 /// A reservation: seats held for players who have not joined yet.
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,14 +110,6 @@ pub struct ListQuery {
     pub has_open_seats: Option<bool>,
 }
 
-/// Body of joins and leaves.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlayersBody {
-    /// Player ids.
-    pub players: Vec<String>,
-}
-
 /// What a join did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JoinResult {
@@ -152,39 +143,6 @@ pub struct EndResult {
     pub gameye: &'static str,
     pub released_players: Vec<String>,
     pub released_reservations: Vec<Uuid>,
-}
-
-/// A backfill request.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BackfillBody {
-    /// Only sessions of this image.
-    pub image: String,
-    /// Only sessions of this tag, when given.
-    #[serde(default)]
-    pub version: Option<String>,
-    /// The players needing seats, with their latencies (ms by location); all go to one session.
-    #[schema(value_type = Vec<Object>)]
-    pub players: Vec<Player>,
-    /// Only sessions in these locations, when given.
-    #[serde(default)]
-    pub locations: Option<Vec<String>>,
-    /// Only sessions carrying all these labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// No session fits: place a new match (id `backfill-<uuid>`) instead of answering 404.
-    #[serde(default)]
-    pub create_if_none: bool,
-}
-
-/// Seats reserved by a backfill: an assignment plus the reservation.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BackfillResult {
-    #[serde(flatten)]
-    pub assignment: Assignment,
-    pub reservation_id: Uuid,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
 }
 
 /// Sessions the bridge placed that have not ended.
@@ -257,7 +215,7 @@ pub async fn get_session(
 }
 
 /// Players join: a reserved player uses their seat, the others need an open one. Idempotent.
-/// Gameye's player list is told afterwards (best effort).
+/// Gameye's player list follows through the player-sync outbox.
 #[utoipa::path(
     post, path = "/v1/sessions/{session_id}/players", tag = "sessions",
     params(("session_id" = Uuid, Path, description = "The Gameye session id")),
@@ -279,7 +237,7 @@ pub async fn join_players(
     body: Bytes,
 ) -> Result<Json<JoinResult>, ApiError> {
     let id = session_uuid(&session_id)?;
-    let players = parse_players(&body)?;
+    let players = bridge::seats::parse_players_body(&body).map_err(invalid_request)?;
     let change = state
         .seats
         .join(id, &players)
@@ -296,8 +254,8 @@ pub async fn join_players(
     }))
 }
 
-/// Players leave (or give up their reserved seats). Idempotent. Gameye's player list is told
-/// afterwards (best effort).
+/// Players leave (or give up their reserved seats). Idempotent. Gameye's player list follows
+/// through the player-sync outbox.
 #[utoipa::path(
     delete, path = "/v1/sessions/{session_id}/players", tag = "sessions",
     params(("session_id" = Uuid, Path, description = "The Gameye session id")),
@@ -318,7 +276,7 @@ pub async fn leave_players(
     body: Bytes,
 ) -> Result<Json<LeaveResult>, ApiError> {
     let id = session_uuid(&session_id)?;
-    let players = parse_players(&body)?;
+    let players = bridge::seats::parse_players_body(&body).map_err(invalid_request)?;
     let change = state
         .seats
         .leave(id, &players)
@@ -387,81 +345,30 @@ pub async fn end_session(
     security(("bearer" = []))
 )]
 pub async fn backfill(State(state): State<MatchesState>, body: Bytes) -> Result<Response, ApiError> {
-    let parsed: BackfillBody = serde_json::from_slice(&body).map_err(json_error)?;
-    // One validation for everything a match request shares: ids, latencies, locations, labels.
-    let match_request = MatchRequest {
-        match_id: format!("backfill-{}", Uuid::new_v4()),
-        image: Some(parsed.image.clone()),
-        version: parsed.version.clone(),
-        players: parsed.players.clone(),
-        locations: parsed.locations.clone(),
-        labels: parsed.labels.clone(),
-        ..MatchRequest::default()
-    };
-    if parsed.image.trim().is_empty() {
-        return Err(invalid("image", "must not be empty"));
-    }
-    if parsed.players.len() > MAX_PLAYERS {
-        return Err(invalid("players", &format!("at most {MAX_PLAYERS}")));
-    }
-    let validated = match_request.validate().map_err(invalid_request)?;
-    let request = BackfillRequest {
-        image: parsed.image,
-        version: parsed.version,
-        players: parsed
-            .players
-            .iter()
-            .map(|p| BackfillPlayer { id: p.id.clone(), latencies: p.latencies.clone() })
-            .collect(),
-        locations: parsed.locations,
-        labels: parsed.labels,
-    };
-    match state.seats.backfill(&request).await.map_err(seat_failure)? {
-        Some(BackfillAnswer { assignment, reserved }) => Ok((
-            StatusCode::OK,
-            Json(BackfillResult {
-                assignment,
-                reservation_id: reserved.reservation_id,
-                expires_at: reserved.expires_at,
-            }),
-        )
-            .into_response()),
-        None if parsed.create_if_none => {
-            let match_id = validated.match_id.clone();
-            let progress =
-                state.service.place(super::matches::SOURCE, validated).await.map_err(store_unavailable)?;
+    let request = bridge::seats::parse_backfill_request(&body).map_err(invalid_request)?;
+    let outcome = bridge::seats::backfill_or_place(
+        state.seats.as_ref(),
+        state.service.as_ref(),
+        super::matches::SOURCE,
+        &request,
+        Uuid::new_v4(),
+    )
+    .await
+    .map_err(seat_failure)?;
+    match outcome {
+        BackfillOutcome::Reserved(result) => Ok((StatusCode::OK, Json(result)).into_response()),
+        BackfillOutcome::Placed { match_id, progress } => {
             if let bridge::placement::Progress::Done(outcome) = &progress {
                 announce_in_background(&state, outcome.clone());
             }
             Ok(progress_response(&match_id, progress))
         }
-        None => Err(ApiError::new(
+        BackfillOutcome::NoSeats => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NO_SEATS",
             "no eligible session has open seats for every requesting player",
         )),
     }
-}
-
-fn parse_players(body: &[u8]) -> Result<Vec<String>, ApiError> {
-    let parsed: PlayersBody = serde_json::from_slice(body).map_err(json_error)?;
-    if parsed.players.is_empty() {
-        return Err(invalid("players", "must name at least one player"));
-    }
-    if parsed.players.len() > MAX_PLAYERS {
-        return Err(invalid("players", &format!("at most {MAX_PLAYERS}")));
-    }
-    for (i, player) in parsed.players.iter().enumerate() {
-        if player.is_empty() || player.chars().count() > 128 || player.chars().any(char::is_control) {
-            return Err(invalid(
-                &format!("players[{i}]"),
-                "must be 1 to 128 characters without control characters",
-            ));
-        }
-    }
-    // Deduplicated, request order kept.
-    let mut seen = BTreeSet::new();
-    Ok(parsed.players.into_iter().filter(|p| seen.insert(p.clone())).collect())
 }
 
 fn session_uuid(session_id: &str) -> Result<Uuid, ApiError> {
@@ -495,12 +402,6 @@ fn seat_failure(error: SeatServiceError) -> ApiError {
             ApiError::new(StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE", format!("Gameye: {error}"))
         }
     }
-}
-
-fn json_error(e: serde_json::Error) -> ApiError {
-    let status =
-        if e.is_syntax() || e.is_eof() { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
-    ApiError::new(status, "INVALID_REQUEST", e.to_string())
 }
 
 fn bad_query(message: &str) -> ApiError {

@@ -1,7 +1,7 @@
 //! The Nakama adapter: reading what a matchmaker-matched hook sends (Go, JS and Lua runtime shapes,
-//! or an envelope with match id and latencies), verifying hook signatures, reading Nakama events,
-//! and pushing outcomes to a Nakama module RPC. The HTTP handlers live in the http adapter and call
-//! these pure functions; this module knows nothing of HTTP serving.
+//! or an envelope with match id and latencies), verifying hook signatures, reading Nakama events and
+//! which seats they release, and pushing outcomes to a Nakama module RPC. The HTTP handlers live in
+//! the http adapter and call these pure functions; this module knows nothing of HTTP serving.
 
 mod events;
 mod hook;
@@ -13,7 +13,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-pub use events::{EventsAccepted, MAX_EVENTS_PER_REQUEST, NakamaEvent, parse_events};
+pub use events::{
+    EventsAccepted, LeavePlan, MAX_EVENTS_PER_REQUEST, MAX_USERS_PER_REQUEST, NakamaEvent, SeatsReleased,
+    parse_events,
+};
 pub use hook::{
     DERIVED_MATCH_ID_PREFIX, ExplicitLatency, HookRules, MatchedEntry, MatchedHook, PROPERTY_LABEL_PREFIX,
     parse_matched, read_hook,
@@ -56,7 +59,7 @@ impl NakamaMetrics {
         let metrics = Self::default();
         registry.register(
             "nakama_events",
-            "Nakama events received, by kind (recorded only until seats are tracked)",
+            "Nakama events received, by kind (session_end and leave remove their users' seats)",
             metrics.events.clone(),
         );
         registry.register("nakama_pushes", "Pushes to Nakama's RPC, by result", metrics.pushes.clone());

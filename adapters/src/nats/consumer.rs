@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer, stream};
+use async_nats::jetstream::{self, AckKind, consumer};
 use bridge::placement::{PlacementService, Progress};
 use bridge::ports::Outcome;
 use bridge::{Failure, FailureCode, FailureDetail};
@@ -90,40 +90,10 @@ impl MatchConsumer {
         }
     }
 
-    /// Creates (if absent) the streams and the durable consumer.
+    /// Creates (if absent) the streams and the durable consumer; adds missing subjects to streams
+    /// an older version created.
     pub async fn ensure(&self) -> Result<consumer::PullConsumer, NatsError> {
-        let matches = self
-            .jetstream
-            .get_or_create_stream(stream::Config {
-                name: self.settings.stream.clone(),
-                subjects: vec![self.subjects.match_found()],
-                storage: stream::StorageType::File,
-                // Work-queue semantics: each match to one consumer, deleted once acknowledged.
-                retention: stream::RetentionPolicy::WorkQueue,
-                description: Some("gameye-bridge: matches to place".to_owned()),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::Stream {
-                stream: self.settings.stream.clone(),
-                message: e.to_string(),
-            })?;
-        if !self.settings.results_stream.is_empty() {
-            self.jetstream
-                .get_or_create_stream(stream::Config {
-                    name: self.settings.results_stream.clone(),
-                    subjects: self.subjects.results(),
-                    storage: stream::StorageType::File,
-                    max_age: self.settings.results_max_age,
-                    description: Some("gameye-bridge: assignments, failures and dead letters".to_owned()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| NatsError::Stream {
-                    stream: self.settings.results_stream.clone(),
-                    message: e.to_string(),
-                })?;
-        }
+        let matches = super::streams::ensure_streams(&self.jetstream, &self.settings, &self.subjects).await?;
         // Create-or-update: changed ack_wait / max_deliver apply on the next start.
         matches
             .create_consumer(consumer::pull::Config {
@@ -339,7 +309,11 @@ impl MatchConsumer {
 }
 
 /// Runs `work`, telling JetStream "still working" every `every` so a slow placement is not redelivered.
-async fn with_progress<F: Future>(message: &jetstream::Message, every: Duration, work: F) -> F::Output {
+pub(super) async fn with_progress<F: Future>(
+    message: &jetstream::Message,
+    every: Duration,
+    work: F,
+) -> F::Output {
     let every = every.max(Duration::from_millis(200));
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tokio::pin!(work);

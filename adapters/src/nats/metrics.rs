@@ -11,15 +11,18 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HandledLabels {
-    /// `found` (JetStream), `request` (request/reply) or `latency`.
+    /// `found` (JetStream), `request` (request/reply), `latency`, `join`/`leave` (JetStream seat
+    /// changes; `players` for neither subject) or `backfill` (request/reply).
     pub kind: &'static str,
-    /// What became of it: `acked`, `termed`, `nak`, `dead`, `replied`, `stored`, `invalid`, `aborted`, `error`.
+    /// What became of it: `acked`, `termed`, `nak`, `dead`, `replied`, `stored`, `invalid`, `aborted`,
+    /// `error`; seat changes: `joined`, `left`, `rejected`; backfills: `reserved`, `no_seats`,
+    /// `placed`, `failed`, `pending`.
     pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PublishLabels {
-    /// `assigned`, `failed` or `dead`.
+    /// `assigned`, `failed`, `dead`, `session_ended`, `joined`, `left`, `rejected` or `players_dead`.
     pub kind: &'static str,
     /// `ok` or `error`.
     pub result: &'static str,
@@ -27,7 +30,7 @@ pub(crate) struct PublishLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TaskLabels {
-    /// `consumer`, `responder` or `latency`.
+    /// `consumer`, `responder`, `latency`, `seats` (join/leave consumer) or `backfill`.
     pub task: &'static str,
 }
 
@@ -58,12 +61,12 @@ impl NatsMetrics {
         };
         registry.register(
             "nats_messages",
-            "NATS door messages handled, by kind (found, request, latency) and result",
+            "NATS door messages handled, by kind (found, request, latency, join, leave, backfill) and result",
             metrics.handled.clone(),
         );
         registry.register(
             "nats_published",
-            "Results published on NATS, by kind (assigned, failed, dead) and result",
+            "Results published on NATS, by kind (assigned, failed, dead, joined, left, rejected, ...) and result",
             metrics.published.clone(),
         );
         registry.register(
@@ -73,7 +76,7 @@ impl NatsMetrics {
         );
         registry.register(
             "nats_task_restarts",
-            "NATS door tasks rebuilt after an error (consumer, responder, latency)",
+            "NATS door tasks rebuilt after an error (consumer, responder, latency, seats, backfill)",
             metrics.restarts.clone(),
         );
         registry.register("nats_connected", "1 while connected to a NATS server", metrics.connected.clone());

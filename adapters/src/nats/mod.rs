@@ -1,7 +1,9 @@
 //! The NATS door (DESIGN §1): matches in on JetStream (`<prefix>.match.found`, durable, shared by
 //! every instance) and core-NATS request/reply (`<prefix>.match.request`); outcomes out on
 //! `<prefix>.match.assigned|failed.<match_id>` (the [`NatsOutcomeSink`], for every door's
-//! placements); player latencies in on `<prefix>.player.latency`.
+//! placements); player latencies in on `<prefix>.player.latency`; seats: joins and leaves in on
+//! JetStream (`<prefix>.session.players.join|leave`), backfill by request/reply
+//! (`<prefix>.backfill.request`), in `seats.rs`.
 //!
 //! Knows only the core (`bridge`) and `crate::config`; `main` wires it to the engine.
 
@@ -11,7 +13,9 @@ mod latency;
 mod listen;
 mod metrics;
 mod responder;
+mod seats;
 mod sink;
+mod streams;
 mod subjects;
 
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use bridge::placement::PlacementService;
+use bridge::placement::{PlacementService, SeatService};
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -58,6 +62,7 @@ pub struct NatsDoor {
     metrics: Arc<NatsMetrics>,
     sink: Arc<NatsOutcomeSink>,
     consumer_ready: Arc<AtomicBool>,
+    seats_ready: Arc<AtomicBool>,
 }
 
 impl NatsDoor {
@@ -91,6 +96,7 @@ impl NatsDoor {
             metrics,
             sink,
             consumer_ready: Arc::new(AtomicBool::new(false)),
+            seats_ready: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -101,12 +107,22 @@ impl NatsDoor {
 
     /// A cheap handle for `/readyz`.
     pub fn probe(&self) -> NatsProbe {
-        NatsProbe { client: self.client.clone(), consumer_ready: self.consumer_ready.clone() }
+        NatsProbe {
+            client: self.client.clone(),
+            consumer_ready: self.consumer_ready.clone(),
+            seats_ready: self.seats_ready.clone(),
+        }
     }
 
-    /// Starts the match consumer, the request responder and the latency listener. They take work
-    /// until `stop` is cancelled; then [`RunningNatsDoor::shutdown`] lets in-flight work finish.
-    pub fn start(self, service: Arc<dyn PlacementService>, stop: CancellationToken) -> RunningNatsDoor {
+    /// Starts the match consumer, the request responder, the latency listener, the seat consumer
+    /// and the backfill responder. They take work until `stop` is cancelled; then
+    /// [`RunningNatsDoor::shutdown`] lets in-flight work finish.
+    pub fn start(
+        self,
+        service: Arc<dyn PlacementService>,
+        seats: Arc<dyn SeatService>,
+        stop: CancellationToken,
+    ) -> RunningNatsDoor {
         let handlers = TaskTracker::new();
         let abort = CancellationToken::new();
         let jetstream = async_nats::jetstream::new(self.client.clone());
@@ -143,7 +159,7 @@ impl NatsDoor {
 
         let latencies = Arc::new(latency::LatencyListener {
             client: self.client.clone(),
-            service,
+            service: service.clone(),
             metrics: self.metrics.clone(),
         });
         let listener = listen::Listener {
@@ -158,15 +174,55 @@ impl NatsDoor {
             listener.run(stop.clone(), handlers.clone(), move |message| latencies.clone().handle(message)),
         ));
 
+        // Seats: outcomes go where match results go (stored when a results stream captures them).
+        let results = (!self.settings.results_stream.is_empty())
+            .then(|| async_nats::jetstream::new(self.client.clone()));
+        let seat_consumer = Arc::new(seats::SeatConsumer {
+            jetstream: async_nats::jetstream::new(self.client.clone()),
+            settings: self.settings.clone(),
+            subjects: self.subjects.clone(),
+            seats: seats.clone(),
+            publisher: seats::SeatPublisher {
+                client: self.client.clone(),
+                jetstream: results,
+                metrics: self.metrics.clone(),
+            },
+            metrics: self.metrics.clone(),
+            ready: self.seats_ready.clone(),
+            permits: Arc::new(Semaphore::new(self.settings.concurrency)),
+        });
+        tasks.push(tokio::spawn(seat_consumer.run(stop.clone(), abort.clone(), handlers.clone())));
+
+        let backfill = Arc::new(seats::BackfillResponder {
+            client: self.client.clone(),
+            subjects: self.subjects.clone(),
+            seats,
+            service,
+            metrics: self.metrics.clone(),
+            background: handlers.clone(),
+        });
+        let listener = listen::Listener {
+            client: self.client.clone(),
+            subject: self.subjects.backfill_request(),
+            queue_group: self.settings.request_queue_group.clone(),
+            task: "backfill",
+            permits: Arc::new(Semaphore::new(self.settings.concurrency)),
+            metrics: self.metrics.clone(),
+        };
+        tasks.push(tokio::spawn(
+            listener.run(stop.clone(), handlers.clone(), move |message| backfill.clone().handle(message)),
+        ));
+
         RunningNatsDoor { client: self.client, stop, abort, handlers, tasks }
     }
 }
 
-/// Reports whether the NATS door can work: connected, and the match consumer established.
+/// Reports whether the NATS door can work: connected, and the match and seat consumers established.
 #[derive(Clone)]
 pub struct NatsProbe {
     client: async_nats::Client,
     consumer_ready: Arc<AtomicBool>,
+    seats_ready: Arc<AtomicBool>,
 }
 
 impl NatsProbe {
@@ -178,6 +234,9 @@ impl NatsProbe {
         }
         if !self.consumer_ready.load(Ordering::Relaxed) {
             return Err("the JetStream match consumer is not running yet".to_owned());
+        }
+        if !self.seats_ready.load(Ordering::Relaxed) {
+            return Err("the JetStream seat consumer (joins and leaves) is not running yet".to_owned());
         }
         Ok(())
     }

@@ -46,12 +46,62 @@ impl Subjects {
         format!("{}.session.ended.{session_id}", self.prefix)
     }
 
-    /// Everything a results stream captures: assignments, failures and dead letters.
+    /// Durable joins (JetStream): `<prefix>.session.players.join`, `{session_id, players}`.
+    pub fn players_join(&self) -> String {
+        format!("{}.session.players.join", self.prefix)
+    }
+
+    /// Durable leaves (JetStream): `<prefix>.session.players.leave`, `{session_id, players}`.
+    pub fn players_leave(&self) -> String {
+        format!("{}.session.players.leave", self.prefix)
+    }
+
+    /// The seat consumer's filter: `<prefix>.session.players.*` (the stream captures only join and
+    /// leave, so the outcome subjects below, one token longer, never land in it).
+    pub fn players_changes(&self) -> String {
+        format!("{}.session.players.*", self.prefix)
+    }
+
+    /// `<prefix>.session.players.joined.<session_id>`: what a join did.
+    pub fn players_joined(&self, session_id: &str) -> String {
+        format!("{}.session.players.joined.{session_id}", self.prefix)
+    }
+
+    /// `<prefix>.session.players.left.<session_id>`: what a leave did.
+    pub fn players_left(&self, session_id: &str) -> String {
+        format!("{}.session.players.left.{session_id}", self.prefix)
+    }
+
+    /// `<prefix>.session.players.rejected.<session_id>`: a join or leave refused, with its error.
+    pub fn players_rejected(&self, session_id: &str) -> String {
+        format!("{}.session.players.rejected.{session_id}", self.prefix)
+    }
+
+    /// Joins and leaves given up on, or without a usable session id.
+    pub fn players_dead(&self) -> String {
+        format!("{}.session.players.dead", self.prefix)
+    }
+
+    /// Core-NATS request/reply: `<prefix>.backfill.request`.
+    pub fn backfill_request(&self) -> String {
+        format!("{}.backfill.request", self.prefix)
+    }
+
+    /// Everything the door's work-queue stream (`nats.stream`) captures: matches, joins and leaves.
+    pub fn inbound(&self) -> Vec<String> {
+        vec![self.match_found(), self.players_join(), self.players_leave()]
+    }
+
+    /// Everything a results stream captures: assignments, failures, seat outcomes and dead letters.
     pub fn results(&self) -> Vec<String> {
         vec![
             format!("{}.match.assigned.>", self.prefix),
             format!("{}.match.failed.>", self.prefix),
             self.match_dead(),
+            format!("{}.session.players.joined.>", self.prefix),
+            format!("{}.session.players.left.>", self.prefix),
+            format!("{}.session.players.rejected.>", self.prefix),
+            self.players_dead(),
         ]
     }
 }
@@ -80,7 +130,26 @@ mod tests {
         assert_eq!(subjects.assigned("m-1"), "acme.match.assigned.m-1");
         assert_eq!(subjects.failed("m-1"), "acme.match.failed.m-1");
         assert_eq!(subjects.player_latency(), "acme.player.latency");
-        assert_eq!(subjects.results(), ["acme.match.assigned.>", "acme.match.failed.>", "acme.match.dead"]);
+        assert_eq!(subjects.players_join(), "acme.session.players.join");
+        assert_eq!(subjects.players_leave(), "acme.session.players.leave");
+        assert_eq!(subjects.players_rejected("s-1"), "acme.session.players.rejected.s-1");
+        assert_eq!(subjects.backfill_request(), "acme.backfill.request");
+        assert_eq!(
+            subjects.inbound(),
+            ["acme.match.found", "acme.session.players.join", "acme.session.players.leave"]
+        );
+        assert_eq!(
+            subjects.results(),
+            [
+                "acme.match.assigned.>",
+                "acme.match.failed.>",
+                "acme.match.dead",
+                "acme.session.players.joined.>",
+                "acme.session.players.left.>",
+                "acme.session.players.rejected.>",
+                "acme.session.players.dead"
+            ]
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct MemoryStore {
     pub(super) seats: super::seats_memory::SeatsMemory,
     /// Named leases (`LeaseStore`, in `lease_memory.rs`).
     pub(super) leases: super::lease_memory::LeasesMemory,
+    /// The player-sync outbox (`PlayerSyncStore`, in `player_sync_memory.rs`).
+    pub(super) player_sync: super::player_sync_memory::PlayerSyncMemory,
 }
 
 impl fmt::Debug for MemoryStore {

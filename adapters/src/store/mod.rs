@@ -16,6 +16,8 @@
 mod lease_memory;
 mod lease_redis;
 mod memory;
+mod player_sync_memory;
+mod player_sync_redis;
 mod redis;
 mod seats_memory;
 mod seats_redis;
@@ -26,7 +28,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use bridge::ports::{BackfillReserved, LeaseStore, SeatChange, SeatStore};
+pub use bridge::ports::{
+    BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, SeatChange, SeatStore,
+};
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StoreError, TicketState, TicketStatus, TicketStore,
@@ -232,6 +236,47 @@ impl TicketStore for StateStore {
         match self {
             Self::Memory(store) => store.get_ticket_status(ticket_id),
             Self::Redis(store) => store.get_ticket_status(ticket_id),
+        }
+    }
+}
+
+impl PlayerSyncStore for StateStore {
+    async fn queue_player_sync(&self, session_id: Uuid) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.queue_player_sync(session_id).await,
+            Self::Redis(store) => store.queue_player_sync(session_id).await,
+        }
+    }
+
+    async fn claim_player_syncs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<PlayerSyncClaim>, StoreError> {
+        match self {
+            Self::Memory(store) => store.claim_player_syncs(limit, lease).await,
+            Self::Redis(store) => store.claim_player_syncs(limit, lease).await,
+        }
+    }
+
+    async fn finish_player_sync(&self, claim: &PlayerSyncClaim) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.finish_player_sync(claim).await,
+            Self::Redis(store) => store.finish_player_sync(claim).await,
+        }
+    }
+
+    async fn retry_player_sync(&self, claim: &PlayerSyncClaim, retry_in: Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.retry_player_sync(claim, retry_in).await,
+            Self::Redis(store) => store.retry_player_sync(claim, retry_in).await,
+        }
+    }
+
+    async fn queued_player_syncs(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(store) => store.queued_player_syncs().await,
+            Self::Redis(store) => store.queued_player_syncs().await,
         }
     }
 }

@@ -81,6 +81,10 @@ pub struct Engine<A, S, C> {
     pub(super) settings: EngineSettings,
     pub(super) observer: Option<Arc<dyn PlacementObserver>>,
     sinks: Vec<Arc<dyn OutcomeSink>>,
+    /// Called after a session is queued for a Gameye player sync, so this instance's worker starts
+    /// at once instead of at its next poll.
+    pub(super) player_sync_wakeup: Option<Arc<dyn Fn() + Send + Sync>>,
+    pub(super) backfill_cache: super::backfill_cache::BackfillCache,
 }
 
 impl<A, S, C> Engine<A, S, C>
@@ -90,7 +94,16 @@ where
     C: Clock,
 {
     pub fn new(api: A, store: S, clock: C, settings: EngineSettings) -> Self {
-        Self { api, store, clock, settings, observer: None, sinks: Vec::new() }
+        Self {
+            api,
+            store,
+            clock,
+            settings,
+            observer: None,
+            sinks: Vec::new(),
+            player_sync_wakeup: None,
+            backfill_cache: Default::default(),
+        }
     }
 
     /// Adds a place outcomes are announced to (see [`Engine::announce`]).
@@ -141,6 +154,12 @@ where
                 }
             }
         }
+    }
+
+    /// Sets what wakes the player-sync worker (see [`Engine::sync_players`]).
+    pub fn with_player_sync_wakeup(mut self, wakeup: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.player_sync_wakeup = Some(wakeup);
+        self
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn PlacementObserver>) -> Self {

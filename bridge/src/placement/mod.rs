@@ -2,18 +2,21 @@
 //! session, record the outcome before anyone hears of it.
 
 mod attempt;
+mod backfill_cache;
 mod engine;
+mod player_sync;
 mod seats;
 mod service;
 mod settings;
 
 pub use engine::{Accepted, Engine, Job, PlaceError, PlacementObserver, PlacementReport, Progress};
+pub use player_sync::PlayerSyncOutcome;
 pub use seats::{
     BackfillAnswer, BackfillRequest, EndedSession, JoinAnswer, LeaveAnswer, SeatService, SeatServiceError,
     SessionFilter, SessionMetadata,
 };
 pub use service::{BoxFuture, PlacementService};
-pub use settings::{EngineSettings, SeatSettings};
+pub use settings::{EngineSettings, PlayerSyncSettings, SeatSettings};
 
 /// Label keys the bridge puts on every session it starts, so the reconciler can find them.
 pub const MATCH_LABEL: &str = "gameye-bridge.match";

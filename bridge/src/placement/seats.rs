@@ -1,8 +1,8 @@
 //! The engine's side of seats (DESIGN §4): a placed session's seat record, and the object-safe
 //! [`SeatService`] the doors use to list sessions, join, leave, end and backfill.
 //!
-//! Gameye's player list is told of joins and leaves directly, best effort (a failure is logged);
-//! a durable, retried outbox is a later step of issue 7.
+//! Joins and leaves change the seat record at once; Gameye's player list follows through the
+//! player-sync outbox (see `player_sync`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,8 +15,8 @@ use super::engine::{Engine, PlaceError};
 use super::service::BoxFuture;
 use crate::ports::{Clock, SeatChange, SessionApi, SessionApiError, StateStore, StoreError};
 use crate::seats::{
-    BackfillPlayer, BackfillQuery, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionInfo,
-    SessionSeats, SessionStatus, choose_backfill,
+    BackfillCandidate, BackfillPlayer, BackfillQuery, Joined, Left, NewSession, Reserved, SeatError,
+    SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
 };
 use crate::{Assignment, MatchRequest, Port};
 
@@ -115,14 +115,14 @@ pub trait SeatService: Send + Sync + 'static {
     /// The session, unless unknown or ended.
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>>;
 
-    /// Players join (Redis at once; then Gameye, best effort).
+    /// Players join (Redis at once; Gameye through the player-sync outbox).
     fn join<'a>(
         &'a self,
         session_id: Uuid,
         players: &'a [String],
     ) -> BoxFuture<'a, Result<SeatResult<JoinAnswer>, SeatServiceError>>;
 
-    /// Players leave or give up their reserved seats (Redis at once; then Gameye, best effort).
+    /// Players leave or give up their reserved seats (Redis at once; Gameye through the outbox).
     fn leave<'a>(
         &'a self,
         session_id: Uuid,
@@ -171,13 +171,15 @@ where
                 metadata: serde_json::to_value(&metadata).unwrap_or_default(),
             },
             players: assignment.players.clone(),
+            joined: Vec::new(),
             reservation_ttl: seats.reservation_ttl,
             now: self.clock.now(),
         };
         // The record outlives the Gameye session's own lifetime a little; every change refreshes it.
         let keep_for = ttl + Duration::from_secs(600);
         match self.store.create_session(&new, keep_for).await {
-            Ok(Ok(_)) | Ok(Err(SeatError::AlreadyExists | SeatError::Ended)) => {}
+            Ok(Ok(_)) => self.backfill_cache.forget(&assignment.image),
+            Ok(Err(SeatError::AlreadyExists | SeatError::Ended)) => {}
             Ok(Err(refused)) => {
                 tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %refused, "session seats refused");
                 self.seat_write_failed();
@@ -199,6 +201,47 @@ where
         if ends_by.is_none_or(|ends_by| self.clock.now() < ends_by) {
             self.record_seats(request, assignment).await;
         }
+    }
+
+    /// The image's sessions as backfill candidates, from the short cache when fresh.
+    async fn backfill_candidates(
+        &self,
+        image: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<BackfillCandidate>, SeatServiceError> {
+        use super::backfill_cache::Lookup;
+        if let Lookup::Cached(candidates) =
+            self.backfill_cache.lookup(image, self.settings.seats.backfill_cache, now)
+        {
+            return Ok(candidates);
+        }
+        let sessions = match self.store.list_sessions(Some(image), now).await {
+            Ok(sessions) => sessions,
+            Err(error) => {
+                self.backfill_cache.forget(image);
+                return Err(error.into());
+            }
+        };
+        let candidates: Vec<BackfillCandidate> = sessions
+            .iter()
+            .map(|s| {
+                let mut candidate = s.backfill_candidate(now);
+                // Gameye accepted a created session: it takes players as soon as it runs.
+                if candidate.status == SessionStatus::Created {
+                    candidate.status = SessionStatus::Running;
+                }
+                candidate
+            })
+            .collect();
+        self.backfill_cache.store(image, candidates.clone(), now);
+        Ok(candidates)
+    }
+
+    /// Keeps the backfill cache's view of a session this instance just changed.
+    fn seats_changed(&self, session: &SessionSeats) {
+        let open =
+            if session.status == SessionStatus::Ended { 0 } else { session.open_seats(self.clock.now()) };
+        self.backfill_cache.update(&session.info.image, session.session_id, open);
     }
 
     fn seat_write_failed(&self) {
@@ -224,18 +267,7 @@ where
             .map(|p| BackfillPlayer { id: p.id.clone(), latencies: aliases.map_latencies(&p.latencies) })
             .collect();
         let locations = request.locations.as_deref().map(|l| aliases.map_locations(l));
-        let sessions = self.store.list_sessions(Some(&request.image), now).await?;
-        let candidates: Vec<_> = sessions
-            .iter()
-            .map(|s| {
-                let mut candidate = s.backfill_candidate(now);
-                // Gameye accepted a created session: it takes players as soon as it runs.
-                if candidate.status == SessionStatus::Created {
-                    candidate.status = SessionStatus::Running;
-                }
-                candidate
-            })
-            .collect();
+        let candidates = self.backfill_candidates(&request.image, now).await?;
         let query = BackfillQuery {
             image: &request.image,
             version: request.version.as_deref(),
@@ -250,9 +282,16 @@ where
         }
         let ids: Vec<Uuid> = ranked.iter().map(|r| r.session_id).collect();
         let ids_of_players: Vec<String> = players.iter().map(|p| p.id.clone()).collect();
-        let Some(reserved) =
-            self.store.reserve_best(&ids, &ids_of_players, self.settings.seats.reservation_ttl, now).await?
-        else {
+        let needed = u32::try_from(ids_of_players.iter().collect::<BTreeSet<_>>().len()).unwrap_or(u32::MAX);
+        let reserved =
+            self.store.reserve_best(&ids, &ids_of_players, self.settings.seats.reservation_ttl, now).await?;
+        let winner = reserved.as_ref().map(|r| (r.session.session_id, r.session.open_seats(now)));
+        let refused = match winner {
+            Some((id, _)) => &ids[..ids.iter().position(|c| *c == id).unwrap_or(0)],
+            None => &ids[..],
+        };
+        self.backfill_cache.learn(&request.image, refused, needed, winner);
+        let Some(reserved) = reserved else {
             return Ok(None);
         };
         let session = &reserved.session;
@@ -320,11 +359,10 @@ where
                 Ok(change) => change,
                 Err(refused) => return Ok(Err(refused)),
             };
-            // Every requested player is joined now; telling Gameye all of them (idempotent there)
-            // makes a retried join repair an earlier failed call.
-            if let Err(error) = self.api.join_players(session_id, players).await {
-                tracing::warn!(%session_id, %error, "Gameye join failed; its player list lags until the next call");
-            }
+            self.seats_changed(&change.session);
+            // Queued even when nobody new joined: a retried request then repairs a sync that was
+            // never queued because the bridge stopped between the change and the queue.
+            self.queue_player_sync(session_id).await;
             Ok(Ok(change))
         })
     }
@@ -339,12 +377,8 @@ where
                 Ok(change) => change,
                 Err(refused) => return Ok(Err(refused)),
             };
-            let left: Vec<String> = change.outcome.left.iter().cloned().collect();
-            if !left.is_empty()
-                && let Err(error) = self.api.leave_players(session_id, &left).await
-            {
-                tracing::warn!(%session_id, %error, "Gameye leave failed; its player list lags until the next call");
-            }
+            self.seats_changed(&change.session);
+            self.queue_player_sync(session_id).await;
             Ok(Ok(change))
         })
     }
@@ -357,10 +391,13 @@ where
                 Some(_) => {}
             }
             let stopped_now = self.api.stop_session(session_id).await.map_err(SeatServiceError::Gameye)?;
-            Ok(self.store.end_session(session_id, self.clock.now()).await?.map(|change| EndedSession {
-                stopped_now,
-                released_players: change.outcome.players,
-                released_reservations: change.outcome.reservations,
+            Ok(self.store.end_session(session_id, self.clock.now()).await?.map(|change| {
+                self.seats_changed(&change.session);
+                EndedSession {
+                    stopped_now,
+                    released_players: change.outcome.players,
+                    released_reservations: change.outcome.reservations,
+                }
             }))
         })
     }

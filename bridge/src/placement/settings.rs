@@ -38,11 +38,42 @@ pub struct SeatSettings {
     pub capacity: std::collections::BTreeMap<String, u32>,
     /// How long a reserved seat (the match's own players', a backfill's) is held for a join.
     pub reservation_ttl: Duration,
+    /// Telling Gameye who joined and left (the player-sync outbox).
+    pub gameye_sync: PlayerSyncSettings,
+    /// How long an image's backfill candidates are reused before its sessions are listed again
+    /// (zero: list on every backfill). Reservations stay atomic either way.
+    pub backfill_cache: Duration,
 }
 
 impl Default for SeatSettings {
     fn default() -> Self {
-        Self { default_capacity: 16, capacity: Default::default(), reservation_ttl: Duration::from_secs(60) }
+        Self {
+            default_capacity: 16,
+            capacity: Default::default(),
+            reservation_ttl: Duration::from_secs(60),
+            gameye_sync: PlayerSyncSettings::default(),
+            backfill_cache: Duration::from_millis(250),
+        }
+    }
+}
+
+/// How sessions whose players changed are synced to Gameye's player list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerSyncSettings {
+    /// How long a claimed session is left to its worker before another instance may take it.
+    pub lease: Duration,
+    /// The first retry delay after a failed sync; it doubles (with jitter) up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for PlayerSyncSettings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+        }
     }
 }
 

@@ -81,6 +81,8 @@ pub struct NewSession {
     /// The match's own players: they hold one reservation (if any) from now until they join or
     /// it expires after `reservation_ttl`.
     pub players: Vec<String>,
+    /// Players already in the session (an adopted session's, as Gameye lists them).
+    pub joined: Vec<String>,
     pub reservation_ttl: Duration,
     pub now: OffsetDateTime,
 }
@@ -186,12 +188,15 @@ impl SessionSeats {
         if new.status == SessionStatus::Ended {
             return Err(SeatError::Ended);
         }
-        let players: BTreeSet<String> = new.players.iter().cloned().collect();
-        if count(players.len()) > new.capacity {
+        let joined: BTreeSet<String> = new.joined.iter().cloned().collect();
+        // A player who is in already needs no reserved seat.
+        let players: BTreeSet<String> =
+            new.players.iter().filter(|p| !joined.contains(*p)).cloned().collect();
+        if count(players.len() + joined.len()) > new.capacity {
             return Err(SeatError::SessionFull {
                 capacity: new.capacity,
                 open: new.capacity,
-                needed: count(players.len()),
+                needed: count(players.len() + joined.len()),
             });
         }
         let mut reservations = BTreeMap::new();
@@ -204,7 +209,7 @@ impl SessionSeats {
             capacity: new.capacity,
             status: new.status,
             info: new.info.clone(),
-            joined: BTreeSet::new(),
+            joined,
             reservations,
         })
     }

@@ -37,6 +37,7 @@
 
 mod backfill;
 mod ledger;
+mod requests;
 #[cfg(test)]
 mod tests;
 
@@ -44,4 +45,9 @@ pub use backfill::{BackfillCandidate, BackfillPlayer, BackfillQuery, RankedSessi
 pub use ledger::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
     SessionInfo, SessionSeats, SessionStatus,
+};
+pub use requests::{
+    BackfillBody, BackfillOutcome, BackfillResult, CheckedBackfill, MAX_PLAYERS_PER_CHANGE, PlayersBody,
+    SessionPlayers, SessionPlayersBody, backfill_or_place, parse_backfill_request, parse_players_body,
+    parse_session_players,
 };

@@ -32,6 +32,7 @@ fn session(capacity: u32, own: &[&str]) -> SessionSeats {
         status: SessionStatus::Running,
         info: SessionInfo { image: "game".into(), location: "eu".into(), ..SessionInfo::default() },
         players: ids(own),
+        joined: Vec::new(),
         reservation_ttl: Duration::from_secs(60),
         now: T0,
     };
@@ -61,6 +62,7 @@ fn too_many_own_players_is_refused() {
         status: SessionStatus::Created,
         info: SessionInfo::default(),
         players: ids(&["a", "b"]),
+        joined: Vec::new(),
         reservation_ttl: Duration::from_secs(60),
         now: T0,
     };

@@ -1,0 +1,167 @@
+//! The player-sync outbox in Redis ([`PlayerSyncStore`]).
+//!
+//! | key | type | contents |
+//! | --- | --- | --- |
+//! | `<prefix>:{seats}:player-sync` | ZSET | session id → due time (ms, Redis clock) |
+//! | `<prefix>:{seats}:player-sync-attempts` | HASH | session id → failed attempts |
+//!
+//! Both share the `{seats}` slot, so every script is atomic on Redis Cluster too. Queueing sets the
+//! score to now; a claim moves it to now + lease and hands out that score as the claim's token;
+//! finishing or retrying only acts while the score still equals the token, so a session queued
+//! again during its sync stays due. Neither key expires: entries leave when their sync finishes
+//! (a session whose record is gone finishes at once).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+use uuid::Uuid;
+
+use super::duration_millis;
+use super::redis::{RedisStore, bounded_store, err};
+use bridge::ports::{PlayerSyncClaim, PlayerSyncStore, StoreError};
+
+const CLOCK: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function ms(n) return string.format('%.0f', n) end
+";
+
+static QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLOCK}
+redis.call('ZADD', KEYS[1], ms(now), ARGV[1])
+return 1
+"
+    ))
+});
+
+// ARGV 1 limit, 2 lease_ms. Returns a flat list: id, token, attempts, ...
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLOCK}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {{}}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ms(now + tonumber(ARGV[2])), id)
+  table.insert(out, id)
+  table.insert(out, redis.call('ZSCORE', KEYS[1], id))
+  table.insert(out, redis.call('HGET', KEYS[2], id) or '0')
+end
+return out
+"
+    ))
+});
+
+// ARGV 1 id, 2 token
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
+return 1
+",
+    )
+});
+
+// ARGV 1 id, 2 token, 3 retry_ms
+static RETRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{CLOCK}
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('ZADD', KEYS[1], ms(now + tonumber(ARGV[3])), ARGV[1])
+  redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+end
+return 1
+"
+    ))
+});
+
+fn queue_key(prefix: &str) -> String {
+    format!("{prefix}:{{seats}}:player-sync")
+}
+
+fn attempts_key(prefix: &str) -> String {
+    format!("{prefix}:{{seats}}:player-sync-attempts")
+}
+
+impl RedisStore {
+    async fn run_player_sync_script<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        script: &Script,
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let mut invocation = script.key(queue_key(self.prefix()));
+        invocation.key(attempts_key(self.prefix()));
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        bounded_store(operation, async {
+            invocation.invoke_async(&mut connection).await.map_err(err(operation))
+        })
+        .await
+    }
+}
+
+impl PlayerSyncStore for RedisStore {
+    async fn queue_player_sync(&self, session_id: Uuid) -> Result<(), StoreError> {
+        let _: i64 =
+            self.run_player_sync_script("player sync queue", &QUEUE, &[session_id.to_string()]).await?;
+        Ok(())
+    }
+
+    async fn claim_player_syncs(
+        &self,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<PlayerSyncClaim>, StoreError> {
+        let flat: Vec<String> = self
+            .run_player_sync_script(
+                "player sync claim",
+                &CLAIM,
+                &[limit.to_string(), duration_millis(lease).max(1).to_string()],
+            )
+            .await?;
+        flat.chunks_exact(3)
+            .map(|entry| {
+                let session_id = Uuid::parse_str(&entry[0]).map_err(|_| {
+                    StoreError::permanent(format!("player sync queue: {:?} is not a session id", entry[0]))
+                })?;
+                Ok(PlayerSyncClaim {
+                    session_id,
+                    token: entry[1].clone(),
+                    attempts: entry[2].parse().unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_player_sync(&self, claim: &PlayerSyncClaim) -> Result<(), StoreError> {
+        let args = [claim.session_id.to_string(), claim.token.clone()];
+        let _: i64 = self.run_player_sync_script("player sync finish", &FINISH, &args).await?;
+        Ok(())
+    }
+
+    async fn retry_player_sync(&self, claim: &PlayerSyncClaim, retry_in: Duration) -> Result<(), StoreError> {
+        let args =
+            [claim.session_id.to_string(), claim.token.clone(), duration_millis(retry_in).max(1).to_string()];
+        let _: i64 = self.run_player_sync_script("player sync retry", &RETRY, &args).await?;
+        Ok(())
+    }
+
+    async fn queued_player_syncs(&self) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        bounded_store("player sync count", async {
+            redis::cmd("ZCARD")
+                .arg(queue_key(self.prefix()))
+                .query_async(&mut connection)
+                .await
+                .map_err(err("player sync count"))
+        })
+        .await
+    }
+}

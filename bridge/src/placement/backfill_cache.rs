@@ -1,0 +1,176 @@
+//! Backfill candidates per image, reused for a moment (`seats.backfill_cache`).
+//!
+//! Listing an image's sessions reads every record, so it costs in proportion to the number of
+//! sessions; a busy matchmaker backfills many times a second. The cache only decides which sessions
+//! are *tried* and in what order: the reservation itself is an atomic script that checks the seats
+//! as they are, so a stale entry can cost a refused attempt, never an overbooked session. What this
+//! instance learns is written back at once: a new session empties the image's entry; joins, leaves,
+//! ends and reservations update the session's open seats; sessions that refused a reservation are
+//! marked as too full for it. So one instance sees its own changes at once and other instances'
+//! within `seats.backfill_cache`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::seats::BackfillCandidate;
+
+#[derive(Default)]
+pub(super) struct BackfillCache {
+    images: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    listed_at: OffsetDateTime,
+    candidates: Vec<BackfillCandidate>,
+    /// Someone is listing the image again; meanwhile the others use these candidates.
+    refreshing_since: Option<OffsetDateTime>,
+}
+
+/// What [`BackfillCache::lookup`] says to do.
+pub(super) enum Lookup {
+    /// Use these (fresh, or stale while another request refreshes them).
+    Cached(Vec<BackfillCandidate>),
+    /// List the sessions and [`BackfillCache::store`] them.
+    List,
+}
+
+impl BackfillCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // Entries are replaced whole: a poisoned lock holds consistent data.
+        self.images.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn lookup(&self, image: &str, ttl: Duration, now: OffsetDateTime) -> Lookup {
+        if ttl.is_zero() {
+            return Lookup::List;
+        }
+        let mut images = self.lock();
+        let Some(entry) = images.get_mut(image) else {
+            return Lookup::List;
+        };
+        if now < entry.listed_at + ttl {
+            return Lookup::Cached(entry.candidates.clone());
+        }
+        // A refresh that never finished (its request was dropped) is taken over after a while.
+        match entry.refreshing_since {
+            Some(since) if now < since + ttl.max(Duration::from_millis(100)) * 4 => {
+                Lookup::Cached(entry.candidates.clone())
+            }
+            _ => {
+                entry.refreshing_since = Some(now);
+                Lookup::List
+            }
+        }
+    }
+
+    pub(super) fn store(&self, image: &str, candidates: Vec<BackfillCandidate>, now: OffsetDateTime) {
+        self.lock().insert(image.to_owned(), Entry { listed_at: now, candidates, refreshing_since: None });
+    }
+
+    /// A listing failed: the next request lists again.
+    pub(super) fn forget(&self, image: &str) {
+        self.lock().remove(image);
+    }
+
+    /// A join, leave or end on this instance: the session now has `open_seats`.
+    pub(super) fn update(&self, image: &str, session_id: Uuid, open_seats: u32) {
+        if let Some(entry) = self.lock().get_mut(image)
+            && let Some(candidate) = entry.candidates.iter_mut().find(|c| c.session_id == session_id)
+        {
+            candidate.open_seats = open_seats;
+        }
+    }
+
+    /// After an attempt: `refused` sessions could not take `needed` players; `winner` has
+    /// `open_seats` left.
+    pub(super) fn learn(&self, image: &str, refused: &[Uuid], needed: u32, winner: Option<(Uuid, u32)>) {
+        let mut images = self.lock();
+        let Some(entry) = images.get_mut(image) else {
+            return;
+        };
+        for candidate in &mut entry.candidates {
+            if refused.contains(&candidate.session_id) {
+                candidate.open_seats = candidate.open_seats.min(needed.saturating_sub(1));
+            } else if let Some((_, open)) = winner.filter(|(id, _)| *id == candidate.session_id) {
+                candidate.open_seats = open;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::seats::SessionStatus;
+
+    const TTL: Duration = Duration::from_millis(250);
+
+    fn candidate(n: u128, open_seats: u32) -> BackfillCandidate {
+        BackfillCandidate {
+            session_id: Uuid::from_u128(n),
+            image: "game".to_owned(),
+            version: None,
+            location: "eu".to_owned(),
+            labels: BTreeMap::new(),
+            status: SessionStatus::Running,
+            open_seats,
+        }
+    }
+
+    fn t(ms: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(1_000_000 + ms)
+    }
+
+    fn cached(lookup: Lookup) -> Vec<BackfillCandidate> {
+        match lookup {
+            Lookup::Cached(candidates) => candidates,
+            Lookup::List => panic!("expected cached candidates"),
+        }
+    }
+
+    #[test]
+    fn fresh_entries_are_reused_and_one_caller_refreshes_a_stale_one() {
+        let cache = BackfillCache::default();
+        assert!(matches!(cache.lookup("game", TTL, t(0)), Lookup::List));
+        cache.store("game", vec![candidate(1, 4)], t(0));
+        assert_eq!(cached(cache.lookup("game", TTL, t(249))), vec![candidate(1, 4)]);
+        assert!(matches!(cache.lookup("other", TTL, t(10)), Lookup::List));
+
+        // Stale: the first caller lists, the others keep using the old entry meanwhile.
+        assert!(matches!(cache.lookup("game", TTL, t(250)), Lookup::List));
+        assert_eq!(cached(cache.lookup("game", TTL, t(260))), vec![candidate(1, 4)]);
+        // A refresh that never came back is taken over.
+        assert!(matches!(cache.lookup("game", TTL, t(250 + 1000)), Lookup::List));
+        cache.store("game", vec![candidate(2, 1)], t(1300));
+        assert_eq!(cached(cache.lookup("game", TTL, t(1300))), vec![candidate(2, 1)]);
+    }
+
+    #[test]
+    fn a_zero_ttl_always_lists_and_a_failed_listing_is_forgotten() {
+        let cache = BackfillCache::default();
+        cache.store("game", vec![candidate(1, 4)], t(0));
+        assert!(matches!(cache.lookup("game", Duration::ZERO, t(0)), Lookup::List));
+        cache.forget("game");
+        assert!(matches!(cache.lookup("game", TTL, t(1)), Lookup::List));
+    }
+
+    #[test]
+    fn what_this_instance_learns_is_written_back() {
+        let cache = BackfillCache::default();
+        cache.store("game", vec![candidate(1, 5), candidate(2, 5), candidate(3, 5)], t(0));
+        // 1 refused two players, 2 took them and has 3 left; 3 was not tried.
+        cache.learn("game", &[Uuid::from_u128(1)], 2, Some((Uuid::from_u128(2), 3)));
+        let open: Vec<u32> = cached(cache.lookup("game", TTL, t(1))).iter().map(|c| c.open_seats).collect();
+        assert_eq!(open, vec![1, 3, 5]);
+        cache.update("game", Uuid::from_u128(3), 0);
+        cache.update("game", Uuid::from_u128(9), 7);
+        let open: Vec<u32> = cached(cache.lookup("game", TTL, t(2))).iter().map(|c| c.open_seats).collect();
+        assert_eq!(open, vec![1, 3, 0]);
+    }
+}

@@ -1,0 +1,254 @@
+//! Ended sessions announced end to end: the signed session-ended webhook (`[seats.ended_webhook]`)
+//! to a real HTTP receiver in this process, and NATS, whether the reconciler found the session gone
+//! at Gameye or `DELETE /v1/sessions/{id}` stopped it. One event per session, however it ended.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use time::OffsetDateTime;
+
+use crate::harness::{BridgeProcess, NatsServer, RedisServer};
+use crate::reconciler::{COMPLETE, create_at_gameye_for, metric, wait_metric, wait_session_status};
+use crate::stack::{API_TOKEN, Stack, start_bridge, world};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const DELIVERED: &str = "gameye_bridge_session_ended_webhooks_total{result=\"delivered\"}";
+const RETRIED: &str = "gameye_bridge_session_ended_webhooks_total{result=\"retry\"}";
+
+#[derive(Clone)]
+struct Received {
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver on port 0: answers the queued statuses in turn, then 200; records every request.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    async fn start(first_statuses: &[u16]) -> Self {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let statuses = Arc::new(Mutex::new(first_statuses.iter().copied().collect::<VecDeque<u16>>()));
+        let seen = received.clone();
+        let app = axum::Router::new().route(
+            "/hooks/ended",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (seen, statuses) = (seen.clone(), statuses.clone());
+                async move {
+                    seen.lock().unwrap().push(Received { headers, body: body.to_vec() });
+                    let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks/ended", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, received }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, count: usize, within: Duration, bridge: &BridgeProcess) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let received = self.received();
+            if received.len() >= count {
+                return received;
+            }
+            assert!(Instant::now() < deadline, "{} of {count} webhooks:\n{}", received.len(), bridge.logs());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BRIDGE_SEATS__ENDED_WEBHOOK__URL".into(), format!("\"{}\"", self.url)),
+            ("BRIDGE_SEATS__ENDED_WEBHOOK__SECRET".into(), format!("\"{SECRET}\"")),
+        ]
+    }
+}
+
+/// Checks the Standard Webhooks signature with an HMAC computed here (not the bridge's code) and
+/// answers the webhook-id and the body.
+fn verified(received: &Received) -> (String, Value) {
+    let header =
+        |name: &str| received.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (id, timestamp, signature) =
+        (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
+    assert!(id.starts_with("msg_"), "webhook-id {id:?}");
+    let sent: i64 = timestamp.parse().expect("webhook-timestamp is unix seconds");
+    assert!((OffsetDateTime::now_utc().unix_timestamp() - sent).abs() < 60, "timestamp {sent}");
+    let key = base64::engine::general_purpose::STANDARD.decode(SECRET.trim_start_matches("whsec_")).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(&received.body);
+    let expected =
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert!(
+        signature.split(' ').any(|s| s == expected),
+        "webhook-signature {signature:?} is not {expected:?}"
+    );
+    assert_eq!(received.headers.get("content-type").unwrap(), "application/json");
+    (id, serde_json::from_slice(&received.body).unwrap())
+}
+
+/// A bridge reconciling every 300 ms, posting ended sessions to `receiver`, plus `extra` environment.
+async fn stack_posting_to(receiver: &Receiver, extra: &[(&str, &str)]) -> Stack {
+    let emulator = gameye_emulator::start(world(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let redis = RedisServer::start();
+    let mut env = receiver.env();
+    env.push(("BRIDGE_RECONCILER__INTERVAL".into(), "300ms".into()));
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let borrowed: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bridge = start_bridge(&emulator, &redis, &borrowed).await;
+    Stack { emulator, redis, bridge, http: reqwest::Client::new() }
+}
+
+/// Waits for three more complete reconciler scans (time enough for a second announcement).
+async fn three_more_scans(stack: &Stack) {
+    let now = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, now + 3.0, Duration::from_secs(10)).await;
+}
+
+/// A session living `ttl_s` seconds at Gameye: adopted while it runs, ended once its TTL ran out.
+async fn session_expiring_after(stack: &Stack, ttl_s: u64, match_id: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    create_at_gameye_for(stack, &id, match_id, Some(ttl_s)).await;
+    wait_session_status(stack, &id, 200, Duration::from_secs(3)).await;
+    wait_session_status(stack, &id, 404, Duration::from_secs(15)).await;
+    id
+}
+
+// Multi-threaded: the receiver runs in this process and must answer while the test polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_gameye_ttl_expired_is_posted_once_signed() {
+    let receiver = Receiver::start(&[]).await;
+    let stack = stack_posting_to(&receiver, &[]).await;
+
+    let id = session_expiring_after(&stack, 3, "m-ttl-hook").await;
+    let received = receiver.wait_for(1, Duration::from_secs(10), &stack.bridge).await;
+    let (webhook_id, body) = verified(&received[0]);
+    assert_eq!(body["type"], "session.ended", "{body}");
+    let data = &body["data"];
+    assert_eq!(data["session_id"], id.as_str(), "{body}");
+    assert_eq!(data["match_id"], "m-ttl-hook", "{body}");
+    assert_eq!(data["reason"], "gone", "{body}");
+    assert_eq!((data["image"].as_str(), data["location"].as_str()), (Some("demo-game"), Some("eu-west-1")));
+    assert_eq!(data["labels"], json!({"mode": "solo"}), "{body}");
+    assert_eq!(data["players"], json!([]), "an adopted session has no players");
+    assert_eq!(body["timestamp"], data["ended_at"]);
+    assert_eq!(
+        webhook_id,
+        adapters::session_events::session_ended_id(id.parse().unwrap()),
+        "one stable id per session"
+    );
+
+    three_more_scans(&stack).await;
+    assert_eq!(receiver.received().len(), 1, "posted more than once");
+    assert_eq!(metric(&stack.bridge, DELIVERED).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_failing_with_503_first_still_gets_the_event_with_the_same_id() {
+    let receiver = Receiver::start(&[503]).await;
+    let stack = stack_posting_to(&receiver, &[]).await;
+
+    let id = session_expiring_after(&stack, 3, "m-ttl-retry").await;
+    let received = receiver.wait_for(2, Duration::from_secs(10), &stack.bridge).await;
+    let (first_id, first) = verified(&received[0]);
+    let (second_id, second) = verified(&received[1]);
+    assert_eq!(first_id, second_id, "a retry carries the same webhook-id");
+    assert_eq!(first, second, "and the same event");
+    assert_eq!(second["data"]["session_id"], id.as_str());
+    wait_metric(&stack.bridge, DELIVERED, 1.0, Duration::from_secs(5)).await;
+    assert_eq!(metric(&stack.bridge, RETRIED).await, 1.0);
+
+    three_more_scans(&stack).await;
+    assert_eq!(receiver.received().len(), 2, "nothing after the successful delivery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_refusing_with_400_is_not_retried_and_the_bridge_says_so() {
+    let receiver = Receiver::start(&[400]).await;
+    let stack = stack_posting_to(&receiver, &[]).await;
+
+    session_expiring_after(&stack, 3, "m-ttl-refused").await;
+    receiver.wait_for(1, Duration::from_secs(10), &stack.bridge).await;
+    let failed = "gameye_bridge_session_ended_webhooks_total{result=\"failed\"}";
+    wait_metric(&stack.bridge, failed, 1.0, Duration::from_secs(5)).await;
+    three_more_scans(&stack).await;
+    assert_eq!(receiver.received().len(), 1, "a 400 is not retried");
+    assert!(stack.bridge.logs().contains("session-ended webhook given up"), "{}", stack.bridge.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_session_announces_it_once_on_the_webhook_and_nats() {
+    let receiver = Receiver::start(&[]).await;
+    let nats = NatsServer::start();
+    let nats_url = nats.url();
+    let stack = stack_posting_to(&receiver, &[("BRIDGE_NATS__URL", nats_url.as_str())]).await;
+    let client = async_nats::ConnectOptions::new().connect(nats_url.as_str()).await.unwrap();
+    let mut ended = client.subscribe("gameye.session.ended.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let (status, assignment) = stack
+        .post_match(&json!({"match_id": "m-deleted", "players": [{"id": "p0"}, {"id": "p1"}], "labels": {"mode": "duo"}}))
+        .await;
+    assert_eq!(status, 200, "{assignment}");
+    let id = assignment["session_id"].as_str().unwrap().to_owned();
+    let response = stack
+        .http
+        .post(stack.url(&format!("/v1/sessions/{id}/players")))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"players": ["p0"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let delete = || stack.http.delete(stack.url(&format!("/v1/sessions/{id}"))).bearer_auth(API_TOKEN).send();
+    let response = delete().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let received = receiver.wait_for(1, Duration::from_secs(10), &stack.bridge).await;
+    let (_, body) = verified(&received[0]);
+    let data = &body["data"];
+    assert_eq!(
+        (data["session_id"].as_str(), data["match_id"].as_str()),
+        (Some(id.as_str()), Some("m-deleted"))
+    );
+    assert_eq!(data["reason"], "stopped", "{body}");
+    assert_eq!(data["players"], json!(["p0"]), "{body}");
+    assert_eq!(data["reserved_players"], json!(["p1"]), "{body}");
+    assert_eq!(data["labels"], json!({"mode": "duo"}), "{body}");
+
+    let message = tokio::time::timeout(Duration::from_secs(5), ended.next()).await.unwrap().unwrap();
+    assert_eq!(message.subject.as_str(), format!("gameye.session.ended.{id}"));
+    let announced: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (announced["session_id"].as_str(), announced["reason"].as_str()),
+        (Some(id.as_str()), Some("stopped"))
+    );
+
+    // A second DELETE finds nothing to end; the reconciler leaves the ended session alone.
+    assert_eq!(delete().await.unwrap().status(), 404);
+    three_more_scans(&stack).await;
+    assert_eq!(receiver.received().len(), 1, "posted more than once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ended.next()).await.is_err(),
+        "announced twice on NATS"
+    );
+    drop(nats);
+}
