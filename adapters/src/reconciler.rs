@@ -292,7 +292,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                 Some(session) => {
                     self.absent.remove(&id);
                     if session.player_count.is_some_and(|count| count as usize != record.joined.len()) {
-                        match self.store.queue_player_sync(id).await {
+                        match self.store.queue_player_sync_if_absent(id).await {
                             Ok(()) => {
                                 self.metrics.player_syncs_queued.inc();
                                 report.player_syncs_queued.push(id);

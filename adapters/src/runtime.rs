@@ -201,9 +201,9 @@ impl PlayerSyncMetrics {
     }
 }
 
-/// How many sessions one claim takes, and how many syncs run at once.
-const PLAYER_SYNC_BATCH: usize = 64;
-const PLAYER_SYNCS_AT_ONCE: usize = 16;
+/// How many sessions one claim takes, all synced at once (claiming more than run at once would let
+/// the last ones' leases run while they wait).
+const PLAYER_SYNC_BATCH: usize = 16;
 
 /// The player-sync worker: claims sessions whose players changed and syncs them to Gameye, at once
 /// when `wakeup` is notified (a change on this instance), else every `poll` (changes made on other
@@ -229,7 +229,7 @@ pub async fn run_player_sync<A, S, C>(
             }
         };
         let full_batch = claims.len() == PLAYER_SYNC_BATCH;
-        let batch = futures::stream::iter(claims).for_each_concurrent(PLAYER_SYNCS_AT_ONCE, |claim| {
+        let batch = futures::stream::iter(claims).for_each_concurrent(PLAYER_SYNC_BATCH, |claim| {
             let engine = &engine;
             let metrics = &metrics;
             async move {

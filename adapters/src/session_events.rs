@@ -283,16 +283,18 @@ impl SeatService for EndAnnouncingSeats {
         &'a self,
         session_id: Uuid,
         players: &'a [String],
+        order: Option<u64>,
     ) -> BoxFuture<'a, Result<SeatResult<JoinAnswer>, SeatServiceError>> {
-        self.inner.join(session_id, players)
+        self.inner.join(session_id, players, order)
     }
 
     fn leave<'a>(
         &'a self,
         session_id: Uuid,
         players: &'a [String],
+        order: Option<u64>,
     ) -> BoxFuture<'a, Result<SeatResult<LeaveAnswer>, SeatServiceError>> {
-        self.inner.leave(session_id, players)
+        self.inner.leave(session_id, players, order)
     }
 
     fn end(&self, session_id: Uuid) -> BoxFuture<'_, Result<SeatResult<EndedSession>, SeatServiceError>> {
@@ -357,6 +359,7 @@ mod tests {
                 ),
             ]
             .into(),
+            last_order: Default::default(),
         }
     }
 

@@ -190,6 +190,21 @@ pub struct Claim {
     pub keep_for: Duration,
 }
 
+impl Claim {
+    /// The record a claim creates when there was none: pending, owned by the claimant with fence 1.
+    /// Times as the store keeps them (stores round to milliseconds).
+    pub fn new_record(&self, accepted_at: OffsetDateTime, lease_until: OffsetDateTime) -> PlacementRecord {
+        PlacementRecord {
+            match_id: self.match_id.clone(),
+            source: self.source.clone(),
+            session_id: self.session_id,
+            request: self.request.clone(),
+            accepted_at,
+            state: PlacementState::Pending { owner: self.owner.clone(), fence: 1, lease_until },
+        }
+    }
+}
+
 /// What a [`Claim`] achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
@@ -438,19 +453,49 @@ pub trait SeatStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<crate::seats::SeatResult<crate::seats::SessionSeats>, StoreError>> + Send;
 
+    /// Players join ([`crate::seats::SessionSeats::join`]). `order`: the change's place in its
+    /// source (a JetStream stream sequence), so that a change older than one already applied to a
+    /// player is skipped for them (`duplicate`/`stale` in the outcome); `None` for changes without
+    /// one. The orders are stored in the session's record, atomically with the change.
+    fn join_players_ordered(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        order: Option<u64>,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Joined>>, StoreError>> + Send;
+
+    /// Players leave ([`crate::seats::SessionSeats::leave`]); `order` as for
+    /// [`SeatStore::join_players_ordered`].
+    fn leave_players_ordered(
+        &self,
+        session_id: Uuid,
+        players: &[String],
+        order: Option<u64>,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Left>>, StoreError>> + Send;
+
+    /// An unordered join: [`SeatStore::join_players_ordered`] without an order.
     fn join_players(
         &self,
         session_id: Uuid,
         players: &[String],
         now: OffsetDateTime,
-    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Joined>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Joined>>, StoreError>> + Send
+    {
+        self.join_players_ordered(session_id, players, None, now)
+    }
 
+    /// An unordered leave: [`SeatStore::leave_players_ordered`] without an order.
     fn leave_players(
         &self,
         session_id: Uuid,
         players: &[String],
         now: OffsetDateTime,
-    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Left>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Left>>, StoreError>> + Send
+    {
+        self.leave_players_ordered(session_id, players, None, now)
+    }
 
     /// Reserves seats for all `players` for `ttl` (reservation id made by the store).
     fn reserve_seats(
@@ -509,12 +554,21 @@ pub struct PlayerSyncClaim {
 
 /// The outbox of sessions whose players changed since Gameye was last told. An entry is queued
 /// after every change (so a crash between the two leaves the change unsynced until the reconciler
-/// notices the count differs), claimed for a lease (a crashed worker's claims come due again), and
-/// dequeued only by a claim that is still the latest: a change queued during a sync is never lost.
-/// Times run on the store's clock.
+/// notices the count differs) and claimed for a lease by one worker at a time: queueing a claimed
+/// session only marks it changed, and ending that claim (finish or retry) then makes it due at
+/// once, so the change is synced after the sync in hand, never beside it. A worker that outlives
+/// its lease loses the claim. Times run on the store's clock.
 pub trait PlayerSyncStore: Send + Sync + 'static {
-    /// Queues the session, due now. Idempotent; also makes a claimed or backing-off entry due now.
+    /// Queues the session, due now (also one waiting out a retry delay); a claimed one is marked
+    /// changed instead. Idempotent.
     fn queue_player_sync(&self, session_id: Uuid) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Queues the session, due now, unless it is queued already (claimed, or waiting out a retry
+    /// delay): for a suspected difference rather than a change, which must not cut retries short.
+    fn queue_player_sync_if_absent(
+        &self,
+        session_id: Uuid,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Claims up to `limit` due sessions (longest due first) for `lease`.
     fn claim_player_syncs(
@@ -523,14 +577,15 @@ pub trait PlayerSyncStore: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<PlayerSyncClaim>, StoreError>> + Send;
 
-    /// The sync succeeded: dequeues the session unless it was queued again since the claim.
+    /// The sync succeeded: dequeues the session, or makes it due now if it changed meanwhile. A
+    /// claim that no longer holds the session does nothing.
     fn finish_player_sync(
         &self,
         claim: &PlayerSyncClaim,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The sync failed: due again `retry_in` from now with one more attempt counted, unless it was
-    /// queued again since the claim (then it stays due now).
+    /// The sync failed: one more attempt counted, due again `retry_in` from now (now if it changed
+    /// meanwhile). A claim that no longer holds the session does nothing.
     fn retry_player_sync(
         &self,
         claim: &PlayerSyncClaim,

@@ -118,7 +118,7 @@ proptest! {
             for player in PLAYERS {
                 if s.reservation_of(player, now).is_some() {
                     let mut probe = s.clone();
-                    let joined = probe.join(&[player.to_owned()], now);
+                    let joined = probe.join(&[player.to_owned()], None, now);
                     prop_assert!(joined.is_ok(), "reserved {player} could not join: {joined:?}");
                     check_invariants(&probe, now)?;
                 }
@@ -126,13 +126,13 @@ proptest! {
             let before = s.at(now);
             let ended = s.status == SessionStatus::Ended;
             let result: Result<(), SeatError> = match &op {
-                Op::Join(players) => s.join(players, now).map(|joined| {
+                Op::Join(players) => s.join(players, None, now).map(|joined| {
                     let asked: BTreeSet<String> = players.iter().cloned().collect();
                     assert_eq!(&joined.joined | &joined.already_joined, asked);
                     assert!(joined.from_reservations.is_subset(&joined.joined));
                     assert_eq!(joined.already_joined, &asked & &before.joined);
                 }),
-                Op::Leave(players) => s.leave(players, now).map(|left| {
+                Op::Leave(players) => s.leave(players, None, now).map(|left| {
                     for player in players {
                         assert!(!s.joined.contains(player) && s.reservation_of(player, now).is_none());
                     }
@@ -202,13 +202,50 @@ proptest! {
             // After a successful join, joining again is a no-op that reports everyone as joined.
             if let Op::Join(players) = &op && succeeded {
                 let mut again = s.clone();
-                let second = again.join(players, now);
+                let second = again.join(players, None, now);
                 prop_assert!(second.is_ok(), "a repeated join failed: {second:?}");
                 let second = second.unwrap();
                 prop_assert!(second.joined.is_empty(), "a second join joins nobody");
                 prop_assert_eq!(second.already_joined, players.iter().cloned().collect::<BTreeSet<_>>());
                 prop_assert_eq!(&again, &s, "a second join changes nothing");
             }
+        }
+    }
+
+    /// Ordered joins and leaves applied in any order, some of them more than once (redeliveries),
+    /// end exactly as the newest change per player says; the ordered history is numbered by its
+    /// position, as JetStream numbers a stream.
+    #[test]
+    fn ordered_changes_in_any_order_end_as_the_newest_per_player(
+        history in prop::collection::vec((any::<bool>(), prop::collection::vec(select(&PLAYERS[..]).prop_map(str::to_owned), 1..4)), 1..20),
+        deliveries in prop::collection::vec(any::<prop::sample::Index>(), 0..60),
+        shuffle_seed in any::<u64>(),
+    ) {
+        let mut s = session(PLAYERS.len() as u32, Vec::new(), 1).unwrap();
+        // Every change at least once, in a shuffled order, plus random redeliveries.
+        let mut order: Vec<usize> = (0..history.len()).collect();
+        let mut rng = shuffle_seed | 1;
+        for i in (1..order.len()).rev() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            order.swap(i, (rng % (i as u64 + 1)) as usize);
+        }
+        order.extend(deliveries.iter().map(|d| d.index(history.len())));
+        for position in order {
+            let (join, players) = &history[position];
+            let sequence = Some(position as u64 + 1);
+            if *join {
+                s.join(players, sequence, T0).unwrap();
+            } else {
+                s.leave(players, sequence, T0).unwrap();
+            }
+            check_invariants(&s, T0)?;
+        }
+        for player in PLAYERS {
+            let newest = history.iter().rev().find(|(_, players)| players.iter().any(|p| p == player));
+            let should_be_in = newest.is_some_and(|(join, _)| *join);
+            prop_assert_eq!(s.joined.contains(player), should_be_in, "{}: {:?}", player, s);
         }
     }
 

@@ -122,6 +122,46 @@ impl SeatStack {
     async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.stack.bridge.base_url)).await.unwrap().text().await.unwrap()
     }
+
+    /// Waits until the metric line `name` reaches `at_least`.
+    async fn wait_metric(&self, name: &str, at_least: f64) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while metric(&self.metrics().await, name) < at_least {
+            assert!(Instant::now() < deadline, "{name} < {at_least}:\n{}", self.stack.bridge.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Makes the results stream stop capturing `subject`: the bridge's JetStream publishes of
+    /// outcomes there then fail (no stream answers them), as when NATS loses an outcome.
+    async fn stop_capturing(&self, subject: &str) {
+        let mut results = self.jetstream.get_stream(RESULTS).await.unwrap();
+        let mut config = results.info().await.unwrap().config.clone();
+        let before = config.subjects.len();
+        config.subjects.retain(|s| s != subject);
+        assert_eq!(config.subjects.len(), before - 1, "{subject} was captured: {config:?}");
+        self.jetstream.update_stream(&config).await.unwrap();
+    }
+
+    async fn start_capturing(&self, subject: &str) {
+        let mut results = self.jetstream.get_stream(RESULTS).await.unwrap();
+        let mut config = results.info().await.unwrap().config.clone();
+        config.subjects.push(subject.to_owned());
+        self.jetstream.update_stream(&config).await.unwrap();
+    }
+
+    /// The last outcome the results stream holds on `subject`, polled for up to 15 s.
+    async fn stored(&self, subject: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let results = self.jetstream.get_stream(RESULTS).await.unwrap();
+            if let Ok(message) = results.get_last_raw_message_by_subject(subject).await {
+                return serde_json::from_slice(&message.payload).unwrap();
+            }
+            assert!(Instant::now() < deadline, "nothing stored on {subject}:\n{}", self.stack.bridge.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn wait_ready(bridge: &BridgeProcess) {
@@ -298,6 +338,7 @@ async fn nats_seats_refusals_and_malformed_bodies_are_reported_and_change_nothin
     assert_eq!(dead["payload"], "{not json");
     assert_eq!(dead["subject"], JOIN);
     assert_eq!(dead["deliveries"], 1);
+    assert_eq!(dead["applied"], false, "{dead}");
     seats.publish_json(LEAVE, &json!({"session_id": "s.*", "players": ["a"]})).await;
     let (subject, dead, _) = next_json(&mut outcomes).await;
     assert_eq!(subject, "gameye.session.players.dead", "{dead}");
@@ -361,6 +402,73 @@ async fn nats_seats_a_join_while_redis_is_unavailable_is_redelivered_not_lost() 
     assert_eq!(joined["players"], json!(["x1"]));
     let info = seats.seats_consumer_settled().await;
     assert!(info.delivered.consumer_sequence >= 2, "redelivered: {info:?}");
+}
+
+/// Scenario: a join is applied but its outcome cannot be published (NAK); the matchmaker then
+/// sends a leave, which is applied; the join comes back. Per player the latest stream sequence
+/// wins, so the player stays out and the late join is reported as stale. Without a newer change,
+/// the redelivery reports the join as applied before.
+#[tokio::test]
+async fn nats_seats_a_join_redelivered_after_a_newer_leave_does_not_bring_the_player_back() {
+    let seats =
+        SeatStack::start(&[("BRIDGE_NATS__NAK_DELAY", "200ms"), ("BRIDGE_NATS__MAX_DELIVER", "200")]).await;
+    let sid = seats.place("m-order", &["p0"], 4).await;
+    seats.stop_capturing("gameye.session.players.joined.>").await;
+
+    seats.publish_json(JOIN, &json!({"session_id": sid, "players": ["x1"]})).await;
+    seats.wait_session(&sid, "the join applied", |v| v["players"] == json!(["x1"])).await;
+    seats.wait_metric("gameye_bridge_nats_messages_total{kind=\"join\",result=\"nak\"}", 1.0).await;
+
+    // The matchmaker's last word on x1.
+    seats.publish_json(LEAVE, &json!({"session_id": sid, "players": ["x1"]})).await;
+    let left = seats.stored(&format!("gameye.session.players.left.{sid}")).await;
+    assert_eq!(left["left"], json!(["x1"]), "{left}");
+    // The join's redeliveries end once it is found stale: everything acknowledged.
+    seats.seats_consumer_settled().await;
+    let (_, view) = seats.session(&sid).await;
+    assert_eq!(view["players"], json!([]), "the older join brought x1 back: {view}");
+    assert_eq!(view["open_seats"], 3);
+    let stale = seats.stored(&format!("gameye.session.players.rejected.{sid}")).await;
+    assert_eq!(stale["action"], "join", "{stale}");
+    assert_eq!(stale["players"], json!(["x1"]), "{stale}");
+    assert_eq!(stale["error"]["code"], "STALE", "{stale}");
+    assert_eq!(stale["error"]["retryable"], false, "{stale}");
+    let text = seats.metrics().await;
+    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"stale\"}"), 1.0);
+    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"joined\"}"), 0.0);
+
+    // x2's join is applied, its outcome lost; once outcomes get through again, the redelivery
+    // reports it as applied before (not joined twice, not refused).
+    seats.publish_json(JOIN, &json!({"session_id": sid, "players": ["x2"]})).await;
+    seats.wait_session(&sid, "x2's join applied", |v| v["players"] == json!(["x2"])).await;
+    seats.wait_metric("gameye_bridge_nats_messages_total{kind=\"join\",result=\"nak\"}", 2.0).await;
+    seats.start_capturing("gameye.session.players.joined.>").await;
+    let joined = seats.stored(&format!("gameye.session.players.joined.{sid}")).await;
+    assert_eq!(joined["already_applied"], json!(["x2"]), "{joined}");
+    assert_eq!(joined["joined"], json!([]), "{joined}");
+    assert_eq!(joined["players"], json!(["x2"]), "{joined}");
+    assert!(joined.get("stale").is_none(), "{joined}");
+    seats.seats_consumer_settled().await;
+}
+
+/// A change applied whose outcome could not be published on its last delivery is dead-lettered
+/// as applied, so nobody mistakes it for a failure.
+#[tokio::test]
+async fn nats_seats_a_dead_letter_says_the_change_was_applied_when_only_its_outcome_failed() {
+    let seats = SeatStack::start(&[("BRIDGE_NATS__MAX_DELIVER", "1")]).await;
+    let sid = seats.place("m-dead", &["p0"], 4).await;
+    seats.stop_capturing("gameye.session.players.joined.>").await;
+
+    seats.publish_json(JOIN, &json!({"session_id": sid, "players": ["x1"]})).await;
+    let dead = seats.stored("gameye.session.players.dead").await;
+    assert_eq!(dead["applied"], true, "{dead}");
+    assert_eq!(dead["session_id"], sid, "{dead}");
+    assert_eq!(dead["action"], "join", "{dead}");
+    assert_eq!(dead["deliveries"], 1, "{dead}");
+    assert_eq!(dead["error"]["code"], "UPSTREAM_UNAVAILABLE", "{dead}");
+    let (_, view) = seats.session(&sid).await;
+    assert_eq!(view["players"], json!(["x1"]));
+    seats.seats_consumer_settled().await;
 }
 
 #[tokio::test]

@@ -8,12 +8,14 @@ use serde_json::json;
 use crate::sessions::{assert_gameye_players, gameye_players, join, leave, match_of, place, session, set};
 use crate::stack::{Stack, start_bridge};
 
-/// Quick retries and a short claim lease, so the tests wait seconds, not minutes.
+/// Quick retries and the shortest claim lease allowed with a 1 s Gameye timeout, so the tests
+/// wait seconds, not minutes.
 const QUICK_SYNC: &[(&str, &str)] = &[
+    ("BRIDGE_GAMEYE__REQUEST_TIMEOUT", "1s"),
     ("BRIDGE_SEATS__GAMEYE_SYNC__POLL", "100ms"),
     ("BRIDGE_SEATS__GAMEYE_SYNC__RETRY_MIN", "100ms"),
     ("BRIDGE_SEATS__GAMEYE_SYNC__RETRY_MAX", "300ms"),
-    ("BRIDGE_SEATS__GAMEYE_SYNC__LEASE", "1s"),
+    ("BRIDGE_SEATS__GAMEYE_SYNC__LEASE", "8s"),
 ];
 
 async fn placed_session(stack: &Stack, match_id: &str) -> String {
@@ -42,7 +44,8 @@ async fn player_sync_gameye_learns_joins_and_leaves() {
     let (status, body) = leave(&stack, &sid, &["p1"]).await;
     assert_eq!(status, 200, "{body}");
     assert_gameye_players(&stack, &sid, set(&["p0", "x"])).await;
-    assert_eq!(metric(&stack, "gameye_bridge_player_syncs_queued ").await, 0.0);
+    let in_sync = "gameye_bridge_player_syncs_total{outcome=\"in_sync\"}";
+    assert!(metric(&stack, in_sync).await >= 2.0, "one sync after each change");
 }
 
 #[tokio::test]

@@ -85,6 +85,25 @@ impl Fixture {
         self.store.leave_players(sid(n), &ids(players), self.at(at_ms)).await.unwrap()
     }
 
+    /// A join carrying `order` (as the NATS door passes a stream sequence).
+    async fn join_ordered(
+        &self,
+        n: u128,
+        players: &[&str],
+        order: u64,
+    ) -> Result<SeatChange<bridge::seats::Joined>, SeatError> {
+        self.store.join_players_ordered(sid(n), &ids(players), Some(order), self.t0).await.unwrap()
+    }
+
+    async fn leave_ordered(
+        &self,
+        n: u128,
+        players: &[&str],
+        order: u64,
+    ) -> Result<SeatChange<bridge::seats::Left>, SeatError> {
+        self.store.leave_players_ordered(sid(n), &ids(players), Some(order), self.t0).await.unwrap()
+    }
+
     async fn reserve(
         &self,
         n: u128,
@@ -168,11 +187,18 @@ contract_tests!(
     racing_backfills_never_overbook,
     racing_joins_never_overbook,
     a_busy_session_outlives_its_keep_for_and_stays_listed,
+    a_stale_ordered_leave_after_a_newer_join_is_skipped,
+    a_redelivered_older_join_after_a_newer_leave_is_skipped,
+    an_equal_order_is_a_duplicate_and_skipped,
+    unordered_changes_always_apply_and_keep_the_orders,
+    an_ordered_batch_is_all_or_nothing_for_its_current_players,
+    orders_beyond_double_precision_compare_exactly,
     player_syncs_are_claimed_once_and_finished,
-    a_player_sync_queued_again_during_its_claim_stays_due,
+    a_player_sync_queued_again_during_its_claim_is_synced_after_it,
     a_failed_player_sync_comes_due_after_its_delay_with_attempts_counted,
     an_unfinished_player_sync_comes_due_when_its_claim_runs_out,
     racing_workers_never_claim_one_player_sync_twice,
+    a_suspected_difference_never_cuts_a_retry_delay_short,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -221,22 +247,34 @@ async fn player_syncs_are_claimed_once_and_finished(fx: Fixture) {
     assert_eq!(queued(&fx).await, 0);
 }
 
-async fn a_player_sync_queued_again_during_its_claim_stays_due(fx: Fixture) {
+async fn a_player_sync_queued_again_during_its_claim_is_synced_after_it(fx: Fixture) {
     fx.store.queue_player_sync(sid(1)).await.unwrap();
-    let [stale] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
-    // Players changed while the worker was syncing: its snapshot is stale.
+    let [first] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    // Players changed while the worker was syncing: its snapshot is stale, but nobody else may
+    // sync the session beside it (the two could finish in either order).
     fx.store.queue_player_sync(sid(1)).await.unwrap();
-    fx.store.finish_player_sync(&stale).await.unwrap();
-    assert_eq!(queued(&fx).await, 1, "a stale claim does not dequeue a newer change");
-    fx.store.retry_player_sync(&stale, LONG_LEASE).await.unwrap();
+    assert!(claim_ids(&fx, 10, LONG_LEASE).await.is_empty(), "one worker per session at a time");
+    fx.store.finish_player_sync(&first).await.unwrap();
+    assert_eq!(queued(&fx).await, 1, "the change made meanwhile is still to be synced");
 
-    let [fresh] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await)
-        .expect("due at once: the stale retry did not push it back");
-    assert_eq!(fresh.session_id, sid(1));
-    assert_ne!(fresh.token, stale.token);
-    assert_eq!(fresh.attempts, 0, "the stale retry counted nothing");
-    fx.store.finish_player_sync(&fresh).await.unwrap();
+    let [second] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await)
+        .expect("due at once after the first sync ended");
+    assert_eq!(second.session_id, sid(1));
+    assert_ne!(second.token, first.token);
+    // The first claim is over: it can neither finish nor delay the second.
+    fx.store.finish_player_sync(&first).await.unwrap();
+    fx.store.retry_player_sync(&first, LONG_LEASE).await.unwrap();
+    assert_eq!(queued(&fx).await, 1);
+    fx.store.finish_player_sync(&second).await.unwrap();
     assert_eq!(queued(&fx).await, 0);
+
+    // The same when the sync in hand fails: the change is tried at once, not after the delay.
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    let [failing] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    fx.store.retry_player_sync(&failing, LONG_LEASE).await.unwrap();
+    let [next] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    assert_eq!(next.attempts, 1);
 }
 
 async fn a_failed_player_sync_comes_due_after_its_delay_with_attempts_counted(fx: Fixture) {
@@ -284,6 +322,20 @@ async fn an_unfinished_player_sync_comes_due_when_its_claim_runs_out(fx: Fixture
     assert_eq!(queued(&fx).await, 1);
     fx.store.finish_player_sync(&taken_over).await.unwrap();
     assert_eq!(queued(&fx).await, 0);
+}
+
+async fn a_suspected_difference_never_cuts_a_retry_delay_short(fx: Fixture) {
+    fx.store.queue_player_sync_if_absent(sid(1)).await.unwrap();
+    let [claim] = <[PlayerSyncClaim; 1]>::try_from(claim_ids(&fx, 10, LONG_LEASE).await).unwrap();
+    // Claimed: the suspicion does not mark it changed.
+    fx.store.queue_player_sync_if_absent(sid(1)).await.unwrap();
+    fx.store.retry_player_sync(&claim, LONG_LEASE).await.unwrap();
+    // Backing off: the suspicion leaves the delay alone (a real change would not).
+    fx.store.queue_player_sync_if_absent(sid(1)).await.unwrap();
+    assert!(claim_ids(&fx, 10, LONG_LEASE).await.is_empty());
+    assert_eq!(queued(&fx).await, 1);
+    fx.store.queue_player_sync(sid(1)).await.unwrap();
+    assert_eq!(claim_ids(&fx, 10, LONG_LEASE).await.len(), 1);
 }
 
 async fn racing_workers_never_claim_one_player_sync_twice(fx: Fixture) {
@@ -737,6 +789,105 @@ async fn a_busy_session_outlives_its_keep_for_and_stays_listed(fx: Fixture) {
     assert!(fx.store.list_sessions(Some("game"), fx.t0).await.unwrap().is_empty());
 }
 
+// Ordered joins and leaves (the NATS door passes stream sequences): per player, the newest wins.
+
+async fn a_stale_ordered_leave_after_a_newer_join_is_skipped(fx: Fixture) {
+    fx.create(1, 4, &[]).await;
+    fx.join_ordered(1, &["x"], 20).await.unwrap();
+    let late = fx.leave_ordered(1, &["x"], 19).await.unwrap();
+    assert_eq!(late.outcome.stale, set(&["x"]));
+    assert!(late.outcome.left.is_empty() && late.outcome.duplicate.is_empty());
+    assert_eq!(late.session.joined, set(&["x"]), "the older leave does not undo the newer join");
+    assert_eq!(late.session.last_order, BTreeMap::from([("x".to_owned(), 20)]));
+    assert_eq!(fx.get(1, 0).await, late.session);
+}
+
+/// Scenario: join x applied, its outcome lost (NAK); leave x applied; the join redelivered.
+async fn a_redelivered_older_join_after_a_newer_leave_is_skipped(fx: Fixture) {
+    fx.create(1, 4, &["x"]).await;
+    let joined = fx.join_ordered(1, &["x", "y"], 7).await.unwrap();
+    assert_eq!(joined.outcome.joined, set(&["x", "y"]));
+    let left = fx.leave_ordered(1, &["x"], 8).await.unwrap();
+    assert_eq!(left.outcome.left, set(&["x"]));
+    let redelivered = fx.join_ordered(1, &["x", "y"], 7).await.unwrap();
+    assert_eq!(redelivered.outcome.stale, set(&["x"]));
+    assert_eq!(redelivered.outcome.duplicate, set(&["y"]));
+    assert!(redelivered.outcome.joined.is_empty() && redelivered.outcome.already_joined.is_empty());
+    assert_eq!(redelivered.session.joined, set(&["y"]), "x stays out, as the newest message says");
+    assert_eq!(redelivered.session.open_seats(fx.t0), 3);
+    // A leave that overtook its join: the join, older, arrives later and is skipped too.
+    fx.leave_ordered(1, &["z"], 12).await.unwrap();
+    assert_eq!(fx.join_ordered(1, &["z"], 11).await.unwrap().outcome.stale, set(&["z"]));
+    let seats = fx.get(1, 0).await;
+    assert_eq!(seats.joined, set(&["y"]));
+    assert_eq!(
+        seats.last_order,
+        BTreeMap::from([("x".to_owned(), 8), ("y".to_owned(), 7), ("z".to_owned(), 12)])
+    );
+}
+
+async fn an_equal_order_is_a_duplicate_and_skipped(fx: Fixture) {
+    fx.create(1, 4, &[]).await;
+    let first = fx.join_ordered(1, &["x"], 5).await.unwrap();
+    let again = fx.join_ordered(1, &["x"], 5).await.unwrap();
+    assert_eq!(again.outcome.duplicate, set(&["x"]));
+    assert!(again.outcome.already_joined.is_empty() && again.outcome.stale.is_empty());
+    assert_eq!(again.session, first.session);
+    fx.leave_ordered(1, &["x"], 6).await.unwrap();
+    let left_again = fx.leave_ordered(1, &["x"], 6).await.unwrap();
+    assert_eq!(left_again.outcome.duplicate, set(&["x"]));
+    assert!(left_again.outcome.left.is_empty() && left_again.outcome.released.is_empty());
+    // Newer than what was applied: applied.
+    assert_eq!(fx.join_ordered(1, &["x"], 9).await.unwrap().outcome.joined, set(&["x"]));
+}
+
+/// HTTP and Nakama changes carry no order: applied as they come, stored orders untouched.
+async fn unordered_changes_always_apply_and_keep_the_orders(fx: Fixture) {
+    fx.create(1, 4, &[]).await;
+    fx.leave_ordered(1, &["x"], 30).await.unwrap();
+    let joined = fx.join(1, &["x"], 0).await.unwrap();
+    assert_eq!(joined.outcome.joined, set(&["x"]), "an unordered join is not held to any order");
+    assert!(joined.outcome.stale.is_empty() && joined.outcome.duplicate.is_empty());
+    assert_eq!(joined.session.last_order, BTreeMap::from([("x".to_owned(), 30)]));
+    let left = fx.leave(1, &["x", "w"], 0).await.unwrap();
+    assert_eq!(left.outcome.left, set(&["x"]));
+    assert_eq!(left.session.last_order, BTreeMap::from([("x".to_owned(), 30)]), "nothing recorded for w");
+    // The stored order still judges later ordered changes.
+    assert_eq!(fx.join_ordered(1, &["x"], 29).await.unwrap().outcome.stale, set(&["x"]));
+    assert_eq!(fx.join_ordered(1, &["w"], 1).await.unwrap().outcome.joined, set(&["w"]));
+}
+
+async fn an_ordered_batch_is_all_or_nothing_for_its_current_players(fx: Fixture) {
+    fx.create(1, 2, &[]).await;
+    fx.join_ordered(1, &["a"], 10).await.unwrap();
+    fx.leave_ordered(1, &["b"], 10).await.unwrap();
+    fx.join_ordered(1, &["c"], 3).await.unwrap();
+    // One seat open: b is stale and needs none, but d and e need two.
+    let before = fx.get(1, 0).await;
+    assert_eq!(
+        fx.join_ordered(1, &["b", "d", "e"], 4).await.unwrap_err(),
+        SeatError::SessionFull { capacity: 2, open: 0, needed: 2 }
+    );
+    assert_eq!(fx.get(1, 0).await, before, "a refused change records no order either");
+    fx.leave_ordered(1, &["c"], 4).await.unwrap();
+    let joined = fx.join_ordered(1, &["b", "d"], 5).await.unwrap();
+    assert_eq!((joined.outcome.joined, joined.outcome.stale), (set(&["d"]), set(&["b"])));
+    assert_eq!(joined.session.joined, set(&["a", "d"]));
+}
+
+/// Stream sequences are 64 bits; 2^53 + 1 and 2^53 are one double apart from nothing.
+async fn orders_beyond_double_precision_compare_exactly(fx: Fixture) {
+    fx.create(1, 4, &[]).await;
+    let big = 1u64 << 53;
+    fx.join_ordered(1, &["x"], big + 1).await.unwrap();
+    assert_eq!(fx.leave_ordered(1, &["x"], big).await.unwrap().outcome.stale, set(&["x"]));
+    assert_eq!(fx.leave_ordered(1, &["x"], big + 1).await.unwrap().outcome.duplicate, set(&["x"]));
+    let left = fx.leave_ordered(1, &["x"], u64::MAX).await.unwrap();
+    assert_eq!(left.outcome.left, set(&["x"]));
+    assert_eq!(fx.join_ordered(1, &["x"], u64::MAX - 1).await.unwrap().outcome.stale, set(&["x"]));
+    assert_eq!(fx.get(1, 0).await.last_order, BTreeMap::from([("x".to_owned(), u64::MAX)]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Redis only
 
@@ -794,6 +945,18 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
     assert_eq!(fields["status"], "running");
     assert_eq!(fields["capacity"], "4");
     assert!(!fields.keys().any(|f| f.starts_with("r:")), "the consumed reservation is gone: {fields:?}");
+    assert!(!fields.keys().any(|f| f.starts_with("q:")), "an unordered join stores no order: {fields:?}");
+    // An ordered change stores its order in the same HASH (one key, one slot), kept after leaving.
+    fx.join_ordered(1, &["b"], 41).await.unwrap();
+    fx.leave_ordered(1, &["b"], 42).await.unwrap();
+    let fields: BTreeMap<String, String> = ::redis::cmd("HGETALL")
+        .arg(format!("it-seats:seats:{{{}}}", sid(1)))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(fields["q:b"], "42");
+    assert!(!fields.contains_key("j:b"));
+    assert_eq!(keys_and_ttls(&url).await.len(), expected.len(), "no other key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -863,16 +1026,20 @@ async fn redis_agrees_with_memory_on_random_operations() {
                 (0..next(4)).map(|_| PLAYERS[next(PLAYERS.len() as u64) as usize].to_owned()).collect();
             let ttl = Duration::from_millis(1 + next(3_000));
             let op = next(100);
+            // Joins and leaves: half unordered, half with orders that often repeat or go back.
+            let order = (next(2) == 0).then(|| next(12));
             let mut answers = Vec::new();
             for fx in [&redis, &memory] {
                 let store = &fx.store;
                 let answer = match op {
-                    0..30 => describe(store.join_players(session, &players, now).await.unwrap(), |j| {
-                        format!("{j:?}")
-                    }),
-                    30..45 => describe(store.leave_players(session, &players, now).await.unwrap(), |l| {
-                        format!("{l:?}")
-                    }),
+                    0..30 => describe(
+                        store.join_players_ordered(session, &players, order, now).await.unwrap(),
+                        |j| format!("{j:?}"),
+                    ),
+                    30..45 => describe(
+                        store.leave_players_ordered(session, &players, order, now).await.unwrap(),
+                        |l| format!("{l:?}"),
+                    ),
                     45..75 => {
                         describe(store.reserve_seats(session, &players, ttl, now).await.unwrap(), |r| {
                             format!("{:?} {} {:?}", r.players, r.expires_at, r.moved)
@@ -920,9 +1087,16 @@ async fn redis_agrees_with_memory_on_random_operations() {
             );
             let kind = answers[0].0.split([' ', '{']).next().unwrap_or_default().to_owned();
             *seen.entry(kind).or_default() += 1;
+            for skipped in ["duplicate", "stale"] {
+                if answers[0].0.contains(&format!("{skipped}: {{\"")) {
+                    *seen.entry(skipped.to_owned()).or_default() += 1;
+                }
+            }
         }
     }
-    for kind in ["ok", "none", "SessionFull", "NoSeats", "AlreadyJoined", "NotFound", "Ended"] {
+    for kind in
+        ["ok", "none", "SessionFull", "NoSeats", "AlreadyJoined", "NotFound", "Ended", "duplicate", "stale"]
+    {
         assert!(seen.get(kind).copied().unwrap_or(0) >= 5, "{kind} came up too rarely to compare: {seen:?}");
     }
 }
@@ -941,7 +1115,13 @@ fn normalized(seats: &SessionSeats) -> String {
         seats.reservations.values().map(|r| format!("{:?}@{}", r.players, r.expires_at)).collect();
     reservations.sort();
     format!(
-        "{} cap {} {:?} {:?} joined {:?} reserved {:?}",
-        seats.session_id, seats.capacity, seats.status, seats.info, seats.joined, reservations
+        "{} cap {} {:?} {:?} joined {:?} reserved {:?} orders {:?}",
+        seats.session_id,
+        seats.capacity,
+        seats.status,
+        seats.info,
+        seats.joined,
+        reservations,
+        seats.last_order
     )
 }

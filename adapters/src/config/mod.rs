@@ -607,6 +607,15 @@ impl Settings {
         }
         self.nakama.validate()?;
         self.seats.validate()?;
+        // A sync makes up to three Gameye calls; a claim that ran out mid-sync would let a second
+        // worker sync the same session beside the first.
+        let slowest_sync = self.gameye.request_timeout.saturating_mul(3) + Duration::from_secs(5);
+        if self.seats.gameye_sync.lease < slowest_sync {
+            return Err(ConfigError::invalid(
+                "seats.gameye_sync.lease",
+                format!("must be at least 3 × gameye.request_timeout + 5s ({slowest_sync:?})"),
+            ));
+        }
         self.reconciler.validate()?;
         self.sns.validate(self.http.listen)?;
         for (key, value) in [

@@ -296,7 +296,8 @@ pub async fn events(State(door): State<NakamaDoor>, body: Bytes) -> Result<Respo
     let mut sessions = Vec::new();
     for (session_id, leaving) in plan.by_session {
         let leaving: Vec<String> = leaving.into_iter().collect();
-        match door.seats.leave(session_id, &leaving).await.map_err(seat_store_failure)? {
+        // Unordered: Nakama's events carry no sequence (see `bridge::seats`, "Ordering").
+        match door.seats.leave(session_id, &leaving, None).await.map_err(seat_store_failure)? {
             Ok(change) if !change.outcome.left.is_empty() || !change.outcome.released.is_empty() => {
                 let left: Vec<String> = change.outcome.left.into_iter().collect();
                 let released: Vec<String> = change.outcome.released.into_iter().collect();

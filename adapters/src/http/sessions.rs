@@ -240,7 +240,8 @@ pub async fn join_players(
     let players = bridge::seats::parse_players_body(&body).map_err(invalid_request)?;
     let change = state
         .seats
-        .join(id, &players)
+        // HTTP requests carry no order: applied as they come (see `bridge::seats`, "Ordering").
+        .join(id, &players, None)
         .await
         .map_err(seat_failure)?
         .map_err(|refused| seat_refusal(&session_id, refused))?;
@@ -279,7 +280,7 @@ pub async fn leave_players(
     let players = bridge::seats::parse_players_body(&body).map_err(invalid_request)?;
     let change = state
         .seats
-        .leave(id, &players)
+        .leave(id, &players, None)
         .await
         .map_err(seat_failure)?
         .map_err(|refused| seat_refusal(&session_id, refused))?;

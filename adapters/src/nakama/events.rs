@@ -263,6 +263,7 @@ mod tests {
             info: bridge::SessionInfo::default(),
             joined: joined.iter().map(|p| (*p).to_owned()).collect(),
             reservations: [(Uuid::from_u128(id + 100), reservation)].into(),
+            last_order: Default::default(),
         }
     }
 

@@ -93,7 +93,10 @@ impl MatchConsumer {
     /// Creates (if absent) the streams and the durable consumer; adds missing subjects to streams
     /// an older version created.
     pub async fn ensure(&self) -> Result<consumer::PullConsumer, NatsError> {
-        let matches = super::streams::ensure_streams(&self.jetstream, &self.settings, &self.subjects).await?;
+        let required = [self.subjects.match_found()];
+        let matches =
+            super::streams::ensure_streams(&self.jetstream, &self.settings, &self.subjects, &required)
+                .await?;
         // Create-or-update: changed ack_wait / max_deliver apply on the next start.
         matches
             .create_consumer(consumer::pull::Config {

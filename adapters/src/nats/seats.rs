@@ -6,6 +6,14 @@
 //! A join or leave is acknowledged only once it was applied (or refused for good) and its outcome
 //! published; a store failure is redelivered, and the store's operations are idempotent, so a
 //! redelivery never counts a player twice.
+//!
+//! **Ordering.** Each change carries its JetStream stream sequence into the store, which keeps per
+//! player the sequence of the last change applied and skips older ones (`bridge::seats`,
+//! "Ordering"). So a join redelivered after a newer leave for its player (or a join and a leave
+//! processed concurrently, by several instances or in flight at once in one) ends as the newest
+//! message says: per player, the latest stream sequence wins. A redelivery of a change applied
+//! before reports its players as `already_applied`; a change a newer one overtook for every one of
+//! its players is reported as rejected with code `STALE`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +98,13 @@ impl ErrorDetail {
         Self { field: invalid.field.clone(), ..Self::new("INVALID_REQUEST", invalid.to_string(), false) }
     }
 
+    /// A change whose every player had a newer one (later stream sequence) applied: ignored.
+    fn stale(sequence: u64) -> Self {
+        let message =
+            format!("a join or leave newer than stream sequence {sequence} was applied to every player");
+        Self::new("STALE", format!("{message}; nothing changed"), false)
+    }
+
     fn store_unavailable() -> Self {
         Self::new("STORE_UNAVAILABLE", "the bridge's state store is unavailable; retry", true)
     }
@@ -144,6 +159,12 @@ struct Changed {
     /// leave: players whose reserved seat was released.
     #[serde(skip_serializing_if = "Option::is_none")]
     released: Option<Vec<String>>,
+    /// Players this message was applied to on an earlier delivery (a redelivery): not applied again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    already_applied: Vec<String>,
+    /// Players a newer join or leave (later stream sequence) had been applied to: skipped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stale: Vec<String>,
     /// Every player in the session now.
     players: Vec<String>,
     capacity: u32,
@@ -161,6 +182,8 @@ impl Changed {
             already_joined: None,
             left: None,
             released: None,
+            already_applied: Vec::new(),
+            stale: Vec::new(),
             players: session.joined.iter().cloned().collect(),
             capacity: session.capacity,
             open_seats: session.open_seats(now),
@@ -190,6 +213,10 @@ struct DeadChange {
     error: ErrorDetail,
     deliveries: i64,
     stream_sequence: u64,
+    /// `true`: the change is in the store, only its outcome could not be published. `false`:
+    /// nothing was applied as far as the bridge knows (a store call that timed out may still have
+    /// been carried out).
+    applied: bool,
     /// The original payload (as text; invalid UTF-8 replaced).
     payload: String,
 }
@@ -201,9 +228,10 @@ enum Verdict {
     /// Refused for good (unknown session, full, malformed) and published: TERM.
     Term { result: &'static str },
     /// Store down or outcome not published: NAK with delay; on the last delivery, a dead letter.
-    Retry { session_id: Option<Uuid>, error: ErrorDetail },
+    /// `applied`: the change is in the store (only its outcome is missing).
+    Retry { session_id: Option<Uuid>, error: ErrorDetail, applied: bool },
     /// No usable session id to report on, or given up: dead letter, then TERM.
-    Dead { session_id: Option<Uuid>, error: ErrorDetail },
+    Dead { session_id: Option<Uuid>, error: ErrorDetail, applied: bool },
     /// Shutdown grace ran out: NAK at once, so another instance takes it now.
     Aborted,
 }
@@ -287,7 +315,10 @@ impl SeatConsumer {
 
     async fn ensure(&self) -> Result<consumer::PullConsumer, NatsError> {
         let name = seats_consumer_name(&self.settings);
-        let stream = super::streams::ensure_streams(&self.jetstream, &self.settings, &self.subjects).await?;
+        let required = [self.subjects.players_join(), self.subjects.players_leave()];
+        let stream =
+            super::streams::ensure_streams(&self.jetstream, &self.settings, &self.subjects, &required)
+                .await?;
         stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(name.clone()),
@@ -375,7 +406,7 @@ impl SeatConsumer {
                 format!("`{}` is neither a join nor a leave subject", message.subject),
                 false,
             );
-            return Verdict::Dead { session_id: None, error };
+            return Verdict::Dead { session_id: None, error, applied: false };
         };
         let change = match bridge::seats::parse_session_players(&message.payload) {
             Ok(change) => change,
@@ -383,33 +414,47 @@ impl SeatConsumer {
                 let mut error = ErrorDetail::invalid(&invalid);
                 let Some(session_id) = session_id_of(&message.payload) else {
                     error.message.push_str(" (and no usable session_id to report it on)");
-                    return Verdict::Dead { session_id: None, error };
+                    return Verdict::Dead { session_id: None, error, applied: false };
                 };
                 let rejected = Rejected { session_id, action, players: None, error };
-                return self.report_rejection(&rejected, sequence, "invalid").await;
+                return self.report_rejection(&rejected, sequence, Verdict::Term { result: "invalid" }).await;
             }
         };
         let session_id = change.session_id;
+        // The stream sequence orders changes per player (0: no message info, which JetStream
+        // always sends; such a change is applied unordered).
+        let order = (sequence > 0).then_some(sequence);
         let applied = match action {
-            Action::Join => self.seats.join(session_id, &change.players).await.map(|result| {
+            Action::Join => self.seats.join(session_id, &change.players, order).await.map(|result| {
                 result.map(|joined| {
                     let mut body = Changed::new(action, &joined.session, self.seats.now());
                     body.joined = Some(joined.outcome.joined.into_iter().collect());
                     body.from_reservations = Some(joined.outcome.from_reservations.into_iter().collect());
                     body.already_joined = Some(joined.outcome.already_joined.into_iter().collect());
+                    body.already_applied = joined.outcome.duplicate.into_iter().collect();
+                    body.stale = joined.outcome.stale.into_iter().collect();
                     body
                 })
             }),
-            Action::Leave => self.seats.leave(session_id, &change.players).await.map(|result| {
+            Action::Leave => self.seats.leave(session_id, &change.players, order).await.map(|result| {
                 result.map(|left| {
                     let mut body = Changed::new(action, &left.session, self.seats.now());
                     body.left = Some(left.outcome.left.into_iter().collect());
                     body.released = Some(left.outcome.released.into_iter().collect());
+                    body.already_applied = left.outcome.duplicate.into_iter().collect();
+                    body.stale = left.outcome.stale.into_iter().collect();
                     body
                 })
             }),
         };
         match applied {
+            // Newer changes had been applied to every player (the players are distinct): nothing of
+            // this one applies, now or before. Reported like a refusal, acknowledged as handled.
+            Ok(Ok(changed)) if changed.stale.len() == change.players.len() => {
+                let error = ErrorDetail::stale(sequence);
+                let rejected = Rejected { session_id, action, players: Some(change.players), error };
+                self.report_rejection(&rejected, sequence, Verdict::Ack { result: "stale" }).await
+            }
             Ok(Ok(changed)) => {
                 let (kind, subject) = match action {
                     Action::Join => ("joined", self.subjects.players_joined(&session_id.to_string())),
@@ -418,7 +463,8 @@ impl SeatConsumer {
                 let headers = outcome_headers(session_id, changed.match_id.as_deref(), kind, sequence);
                 match self.publisher.send(kind, subject, headers, &changed).await {
                     Ok(()) => Verdict::Ack { result: kind },
-                    // Applied but not reported: the redelivery applies it again (idempotent) and reports it.
+                    // Applied but not reported: the redelivery finds it applied (`already_applied`) and
+                    // reports it, or finds it overtaken by a newer change (`STALE`).
                     Err(error) => Verdict::Retry {
                         session_id: Some(session_id),
                         error: ErrorDetail::new(
@@ -426,6 +472,7 @@ impl SeatConsumer {
                             format!("outcome not published: {error}"),
                             true,
                         ),
+                        applied: true,
                     },
                 }
             }
@@ -436,11 +483,15 @@ impl SeatConsumer {
                     players: Some(change.players),
                     error: ErrorDetail::refused(session_id, &refused),
                 };
-                self.report_rejection(&rejected, sequence, "rejected").await
+                self.report_rejection(&rejected, sequence, Verdict::Term { result: "rejected" }).await
             }
             Err(error) if !last => {
                 tracing::warn!(%session_id, %error, "seat change not applied; redelivering");
-                Verdict::Retry { session_id: Some(session_id), error: ErrorDetail::of_service(&error) }
+                Verdict::Retry {
+                    session_id: Some(session_id),
+                    error: ErrorDetail::of_service(&error),
+                    applied: false,
+                }
             }
             Err(error) => {
                 // The last delivery: the publisher hears it failed (retryable), beside the dead letter.
@@ -450,7 +501,7 @@ impl SeatConsumer {
                 if let Err(publish_error) = self.publish_rejection(&rejected, sequence).await {
                     tracing::warn!(%session_id, error = %publish_error, "rejection not published");
                 }
-                Verdict::Dead { session_id: Some(session_id), error }
+                Verdict::Dead { session_id: Some(session_id), error, applied: false }
             }
         }
     }
@@ -462,10 +513,11 @@ impl SeatConsumer {
         self.publisher.send("rejected", subject, headers, rejected).await
     }
 
-    /// Publishes a refusal; TERM once it is out (a refusal never changes on redelivery), else retry.
-    async fn report_rejection(&self, rejected: &Rejected, sequence: u64, result: &'static str) -> Verdict {
+    /// Publishes a refusal (nothing changed); `settled` once it is out (TERM for a refusal, which
+    /// never changes on redelivery; ACK for a stale change), else retry.
+    async fn report_rejection(&self, rejected: &Rejected, sequence: u64, settled: Verdict) -> Verdict {
         match self.publish_rejection(rejected, sequence).await {
-            Ok(()) => Verdict::Term { result },
+            Ok(()) => settled,
             Err(error) => Verdict::Retry {
                 session_id: Some(rejected.session_id),
                 error: ErrorDetail::new(
@@ -473,6 +525,7 @@ impl SeatConsumer {
                     format!("{}; not published: {error}", rejected.error.message),
                     rejected.error.retryable,
                 ),
+                applied: false,
             },
         }
     }
@@ -502,15 +555,15 @@ impl SeatConsumer {
                 final_ack(AckKind::Term).await;
                 self.metrics.handled(kind, result);
             }
-            Verdict::Retry { session_id, error } if !last => {
+            Verdict::Retry { session_id, error, .. } if !last => {
                 tracing::info!(session_id = ?session_id, delivered, reason = %error.message, "NAK: will be redelivered");
                 if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await {
                     tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
                 }
                 self.metrics.handled(kind, "nak");
             }
-            Verdict::Retry { session_id, error } | Verdict::Dead { session_id, error } => {
-                tracing::warn!(session_id = ?session_id, delivered, reason = %error.message, "giving up on a join/leave: dead letter");
+            Verdict::Retry { session_id, error, applied } | Verdict::Dead { session_id, error, applied } => {
+                tracing::warn!(session_id = ?session_id, delivered, applied, reason = %error.message, "giving up on a join/leave: dead letter");
                 let dead = DeadChange {
                     session_id,
                     action,
@@ -518,6 +571,7 @@ impl SeatConsumer {
                     error,
                     deliveries: delivered,
                     stream_sequence: sequence,
+                    applied,
                     payload: String::from_utf8_lossy(&message.payload).into_owned(),
                 };
                 let mut headers = HeaderMap::new();

@@ -9,13 +9,17 @@ use crate::config::NatsSettings;
 
 /// Ensures the work-queue stream `nats.stream` (matches, joins, leaves) and, when configured, the
 /// results stream; returns the work-queue stream. Every consumer runs this before it binds, so
-/// whichever starts first brings both streams up to date.
+/// whichever starts first brings both streams up to date. Only `required` (the caller's own
+/// subjects) must be captured: a stream that cannot be given the other consumer's subjects (no
+/// permission, another stream holds them) is logged, and fails only the consumer that needs them.
 pub(crate) async fn ensure_streams(
     jetstream: &jetstream::Context,
     settings: &NatsSettings,
     subjects: &Subjects,
+    required: &[String],
 ) -> Result<stream::Stream, NatsError> {
     let inbound = ensure_stream(
+        required,
         jetstream,
         stream::Config {
             name: settings.stream.clone(),
@@ -30,6 +34,7 @@ pub(crate) async fn ensure_streams(
     .await?;
     if !settings.results_stream.is_empty() {
         ensure_stream(
+            &[],
             jetstream,
             stream::Config {
                 name: settings.results_stream.clone(),
@@ -51,6 +56,7 @@ pub(crate) async fn ensure_streams(
 /// whose subjects do not cover all of `config.subjects` gets the missing ones added; the rest of
 /// its configuration (which an operator may have tuned) stays as it is.
 async fn ensure_stream(
+    required: &[String],
     jetstream: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, NatsError> {
@@ -68,7 +74,14 @@ async fn ensure_stream(
     }
     let mut updated = existing.clone();
     updated.subjects.extend(missing.iter().cloned());
-    jetstream.update_stream(&updated).await.map_err(|e| failed(format!("adding {missing:?}: {e}")))?;
+    if let Err(error) = jetstream.update_stream(&updated).await {
+        let needed: Vec<&String> = missing.iter().filter(|subject| required.contains(subject)).collect();
+        if needed.is_empty() {
+            tracing::warn!(stream = %name, missing = ?missing, %error, "cannot add subjects to the JetStream stream; the consumers that need them stay not ready");
+            return Ok(stream);
+        }
+        return Err(failed(format!("adding {missing:?}: {error}")));
+    }
     tracing::info!(stream = %name, added = ?missing, "JetStream stream now captures more subjects");
     jetstream.get_stream(&name).await.map_err(|e| failed(e.to_string()))
 }

@@ -125,14 +125,7 @@ impl PlacementStore for MemoryStore {
         let mut inner = self.lock();
         inner.wrote(now);
         let Some(entry) = inner.placement(&claim.match_id, now) else {
-            let record = PlacementRecord {
-                match_id: claim.match_id.clone(),
-                source: claim.source.clone(),
-                session_id: claim.session_id,
-                request: claim.request.clone(),
-                accepted_at: from_millis(now_ms),
-                state: PlacementState::Pending { owner: claim.owner.clone(), fence: 1, lease_until },
-            };
+            let record = claim.new_record(from_millis(now_ms), lease_until);
             let lease = Lease { owner: claim.owner.clone(), fence: 1 };
             let placement = Placement { record: record.clone(), fence: 1 };
             let expires_at = deadline(now, claim.keep_for);

@@ -248,6 +248,13 @@ impl PlayerSyncStore for StateStore {
         }
     }
 
+    async fn queue_player_sync_if_absent(&self, session_id: Uuid) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.queue_player_sync_if_absent(session_id).await,
+            Self::Redis(store) => store.queue_player_sync_if_absent(session_id).await,
+        }
+    }
+
     async fn claim_player_syncs(
         &self,
         limit: usize,
@@ -342,27 +349,29 @@ impl SeatStore for StateStore {
         }
     }
 
-    async fn join_players(
+    async fn join_players_ordered(
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
         match self {
-            Self::Memory(store) => store.join_players(session_id, players, now).await,
-            Self::Redis(store) => store.join_players(session_id, players, now).await,
+            Self::Memory(store) => store.join_players_ordered(session_id, players, order, now).await,
+            Self::Redis(store) => store.join_players_ordered(session_id, players, order, now).await,
         }
     }
 
-    async fn leave_players(
+    async fn leave_players_ordered(
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
         match self {
-            Self::Memory(store) => store.leave_players(session_id, players, now).await,
-            Self::Redis(store) => store.leave_players(session_id, players, now).await,
+            Self::Memory(store) => store.leave_players_ordered(session_id, players, order, now).await,
+            Self::Redis(store) => store.leave_players_ordered(session_id, players, order, now).await,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The player-sync outbox in memory ([`PlayerSyncStore`]): the same claim/finish/retry rules as
-//! Redis, on the monotonic clock.
+//! Redis (see `player_sync_redis.rs`), on the monotonic clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,13 +19,16 @@ pub(super) struct PlayerSyncMemory {
 #[derive(Default)]
 struct Queue {
     entries: HashMap<Uuid, Entry>,
-    /// Makes every queueing and claim distinct, like the scores in Redis.
+    /// Makes every claim distinct, like the scores in Redis.
     next_token: u64,
 }
 
 struct Entry {
     due: Instant,
-    token: u64,
+    /// The claim in hand, if any.
+    claim: Option<u64>,
+    /// Queued again while claimed: due at once when the claim ends.
+    changed: bool,
     attempts: u32,
 }
 
@@ -35,9 +38,34 @@ impl Queue {
         self.next_token
     }
 
-    /// The entry of `claim`, if no one queued or claimed the session since.
+    /// The entry of `claim`, if it still holds the session.
     fn claimed(&mut self, claim: &PlayerSyncClaim) -> Option<&mut Entry> {
-        self.entries.get_mut(&claim.session_id).filter(|entry| entry.token.to_string() == claim.token)
+        self.entries
+            .get_mut(&claim.session_id)
+            .filter(|entry| entry.claim.is_some_and(|token| token.to_string() == claim.token))
+    }
+
+    /// Ends `claim` if it still holds the session: `retry_in` `None` = the sync succeeded.
+    fn settle(&mut self, claim: &PlayerSyncClaim, retry_in: Option<Duration>) {
+        let Some(entry) = self.claimed(claim) else {
+            return;
+        };
+        entry.claim = None;
+        let changed = std::mem::take(&mut entry.changed);
+        let now = Instant::now();
+        match (retry_in, changed) {
+            (None, false) => {
+                self.entries.remove(&claim.session_id);
+            }
+            (None, true) => {
+                entry.attempts = 0;
+                entry.due = now;
+            }
+            (Some(retry_in), changed) => {
+                entry.attempts = entry.attempts.saturating_add(1);
+                entry.due = if changed { now } else { later(now, retry_in) };
+            }
+        }
     }
 }
 
@@ -55,16 +83,25 @@ fn later(now: Instant, after: Duration) -> Instant {
 impl PlayerSyncStore for MemoryStore {
     async fn queue_player_sync(&self, session_id: Uuid) -> Result<(), StoreError> {
         let mut queue = self.player_sync.lock();
-        let token = queue.token();
         let now = Instant::now();
         queue
             .entries
             .entry(session_id)
-            .and_modify(|entry| {
-                entry.due = now;
-                entry.token = token;
+            .and_modify(|entry| match entry.claim {
+                Some(_) => entry.changed = true,
+                None => entry.due = now,
             })
-            .or_insert(Entry { due: now, token, attempts: 0 });
+            .or_insert(Entry { due: now, claim: None, changed: false, attempts: 0 });
+        Ok(())
+    }
+
+    async fn queue_player_sync_if_absent(&self, session_id: Uuid) -> Result<(), StoreError> {
+        self.player_sync.lock().entries.entry(session_id).or_insert(Entry {
+            due: Instant::now(),
+            claim: None,
+            changed: false,
+            attempts: 0,
+        });
         Ok(())
     }
 
@@ -84,26 +121,20 @@ impl PlayerSyncStore for MemoryStore {
             let token = queue.token();
             let entry = queue.entries.get_mut(&session_id).expect("listed above");
             entry.due = later(now, lease);
-            entry.token = token;
+            entry.claim = Some(token);
+            entry.changed = false;
             claims.push(PlayerSyncClaim { session_id, attempts: entry.attempts, token: token.to_string() });
         }
         Ok(claims)
     }
 
     async fn finish_player_sync(&self, claim: &PlayerSyncClaim) -> Result<(), StoreError> {
-        let mut queue = self.player_sync.lock();
-        if queue.claimed(claim).is_some() {
-            queue.entries.remove(&claim.session_id);
-        }
+        self.player_sync.lock().settle(claim, None);
         Ok(())
     }
 
     async fn retry_player_sync(&self, claim: &PlayerSyncClaim, retry_in: Duration) -> Result<(), StoreError> {
-        let mut queue = self.player_sync.lock();
-        if let Some(entry) = queue.claimed(claim) {
-            entry.due = later(Instant::now(), retry_in);
-            entry.attempts = entry.attempts.saturating_add(1);
-        }
+        self.player_sync.lock().settle(claim, Some(retry_in));
         Ok(())
     }
 

@@ -197,8 +197,13 @@ impl RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(err("claim"))?;
-        let Some((record, fence)) = parse_record(fields)? else {
-            return Err(StoreError::permanent("redis claim: the claim script returned no record"));
+        let (record, fence) = if tag == "created" {
+            // Exactly what the script wrote, without reading it back (the request can be large).
+            let record = claim.new_record(from_millis(now_ms), from_millis(lease_until_ms));
+            (record, 1)
+        } else {
+            parse_record(fields)?
+                .ok_or_else(|| StoreError::permanent("redis claim: the claim script returned no record"))?
         };
 
         let outcome = match (tag.as_str(), &record.state) {

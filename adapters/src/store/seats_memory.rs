@@ -167,22 +167,24 @@ impl SeatStore for MemoryStore {
             .map(|c| c.session))
     }
 
-    async fn join_players(
+    async fn join_players_ordered(
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
-        Ok(self.seats.lock().change(session_id, now, |s, now| s.join(players, now)))
+        Ok(self.seats.lock().change(session_id, now, |s, now| s.join(players, order, now)))
     }
 
-    async fn leave_players(
+    async fn leave_players_ordered(
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
-        Ok(self.seats.lock().change(session_id, now, |s, now| s.leave(players, now)))
+        Ok(self.seats.lock().change(session_id, now, |s, now| s.leave(players, order, now)))
     }
 
     async fn reserve_seats(

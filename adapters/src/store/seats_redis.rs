@@ -12,9 +12,11 @@
 //! Record fields: `session_id`, `capacity`, `status` (`created`/`running`/`ended`), `image`,
 //! `version` (JSON: `null` or a string), `location`, `labels` and `metadata` (JSON), `keep_ms`,
 //! `indexed_until_ms`; one `j:<player>` = `1` per joined player; one `r:<reservation_id>` =
-//! `<expires_ms>|<players as a JSON array>` per reservation. Times are ms since the Unix epoch
-//! from the caller's `now`. Every script first treats reservations with `expires_ms <= now` as
-//! gone (and deletes them when it changes the record), so expiry needs no timer.
+//! `<expires_ms>|<players as a JSON array>` per reservation; one `q:<player>` = the decimal order
+//! of the last ordered join or leave applied to the player (`SessionSeats::last_order`, kept after
+//! they leave; stored with the change it orders, in the same script). Times are ms since the Unix
+//! epoch from the caller's `now`. Every script first treats reservations with `expires_ms <= now`
+//! as gone (and deletes them when it changes the record), so expiry needs no timer.
 //!
 //! **Atomicity.** Each operation is one script on the one session key (so one cluster slot).
 //! `reserve_best` tries the ranked candidates one script at a time; each attempt is atomic in its
@@ -148,6 +150,9 @@ fn record_fields(seats: &SessionSeats, keep_ms: i64) -> Result<Vec<String>, Stor
     for (id, reservation) in &seats.reservations {
         fields.extend([format!("r:{id}"), reservation_value(reservation)?]);
     }
+    for (player, order) in &seats.last_order {
+        fields.extend([format!("q:{player}"), order.to_string()]);
+    }
     Ok(fields)
 }
 
@@ -176,6 +181,7 @@ fn parse_seats(mut fields: HashMap<String, String>) -> Result<Option<SessionSeat
         info: SessionInfo { image, version, location, labels, metadata },
         joined: BTreeSet::new(),
         reservations: BTreeMap::new(),
+        last_order: BTreeMap::new(),
     };
     for (field, value) in fields {
         if let Some(player) = field.strip_prefix("j:") {
@@ -183,6 +189,9 @@ fn parse_seats(mut fields: HashMap<String, String>) -> Result<Option<SessionSeat
         } else if let Some(id) = field.strip_prefix("r:") {
             let id = Uuid::parse_str(id).map_err(|_| corrupt(&session, "bad reservation id"))?;
             seats.reservations.insert(id, parse_reservation(&session, &value)?);
+        } else if let Some(player) = field.strip_prefix("q:") {
+            let order = value.parse().map_err(|_| corrupt(&session, "an order is not a number"))?;
+            seats.last_order.insert(player.to_owned(), order);
         }
     }
     Ok(Some(seats))
@@ -226,6 +235,14 @@ fn refusal(tag: &str, detail: &[String]) -> Result<SeatError, StoreError> {
 
 fn distinct(players: &[String]) -> BTreeSet<&String> {
     players.iter().collect()
+}
+
+/// A join's or leave's script arguments after `now_ms`: the order (`''` = unordered), then the
+/// distinct players.
+fn ordered_args(players: &[String], order: Option<u64>) -> Vec<String> {
+    let mut args = vec![order.map(|order| order.to_string()).unwrap_or_default()];
+    args.extend(distinct(players).into_iter().cloned());
+    args
 }
 
 fn positive_keep(keep_for: Duration) -> Result<i64, StoreError> {
@@ -328,16 +345,39 @@ impl RedisStore {
             Ok(seats) => seats,
             Err(refused) => return Ok(Err(refused)),
         };
-        let mut args = vec![keep_ms.to_string()];
-        args.extend(record_fields(&seats, keep_ms)?);
-        // Index first: a session created but never indexed would be missed by backfill. An entry
-        // left by a refused create is dropped by the next listing if it is stale.
-        self.index_session(new.session_id, &new.info.image, now_ms, keep_ms.saturating_mul(2))
-            .await
-            .map_err(err("create_session"))?;
-        let change =
-            self.seat_op("create_session", &SCRIPTS.create, new.session_id, args, now_ms, |_| Ok(())).await?;
-        Ok(change.map(|change| change.session))
+        let index_ttl = keep_ms.saturating_mul(2);
+        let member = new.session_id.to_string();
+        let mut index_all = SCRIPTS.index.key(all_index(self.prefix()));
+        index_all.arg(&member).arg(now_ms).arg(index_ttl);
+        let mut index_image = SCRIPTS.index.key(image_index(self.prefix(), &new.info.image));
+        index_image.arg(&member).arg(now_ms).arg(index_ttl);
+        let mut create = SCRIPTS.create.key(seats_key(self.prefix(), new.session_id));
+        create.arg(now_ms).arg(keep_ms);
+        for field in record_fields(&seats, keep_ms)? {
+            create.arg(field);
+        }
+        // Index first: a session created but never indexed would be missed by backfill (an entry
+        // left by a refused create is dropped by the next listing). One round trip: the pipeline
+        // runs in order, and any failure (say an index script Redis lost after a restart) is
+        // repaired by the sequential path, which loads missing scripts; both steps are idempotent.
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&index_all).invoke_script(&index_image).invoke_script(&create);
+        let mut connection = self.connection.clone();
+        let pipelined: redis::RedisResult<(i64, i64, Reply)> = pipe.query_async(&mut connection).await;
+        let (tag, detail, _, _) = match pipelined {
+            Ok((_, _, reply)) => reply,
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.index_session(new.session_id, &new.info.image, now_ms, index_ttl)
+                    .await
+                    .map_err(err("create_session"))?;
+                create.invoke_async(&mut connection).await.map_err(err("create_session"))?
+            }
+            Err(error) => return Err(store_error("create_session", &error)),
+        };
+        if tag != "ok" {
+            return Ok(Err(refusal(&tag, &detail)?));
+        }
+        Ok(Ok(seats.at(from_millis(now_ms))))
     }
 
     async fn get_session_inner(
@@ -423,15 +463,22 @@ impl RedisStore {
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
-        let args = distinct(players).into_iter().cloned().collect();
+        let args = ordered_args(players, order);
         self.seat_op("join_players", &SCRIPTS.join, session_id, args, to_millis(now), |detail| {
             let mut kinds = by_kind(detail);
             let from_reservations = kinds.remove(&'r').unwrap_or_default();
             let mut joined = kinds.remove(&'n').unwrap_or_default();
             joined.extend(from_reservations.iter().cloned());
-            Ok(Joined { joined, from_reservations, already_joined: kinds.remove(&'a').unwrap_or_default() })
+            Ok(Joined {
+                joined,
+                from_reservations,
+                already_joined: kinds.remove(&'a').unwrap_or_default(),
+                duplicate: kinds.remove(&'d').unwrap_or_default(),
+                stale: kinds.remove(&'s').unwrap_or_default(),
+            })
         })
         .await
     }
@@ -440,14 +487,17 @@ impl RedisStore {
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
-        let args = distinct(players).into_iter().cloned().collect();
+        let args = ordered_args(players, order);
         self.seat_op("leave_players", &SCRIPTS.leave, session_id, args, to_millis(now), |detail| {
             let mut kinds = by_kind(detail);
             Ok(Left {
                 left: kinds.remove(&'l').unwrap_or_default(),
                 released: kinds.remove(&'x').unwrap_or_default(),
+                duplicate: kinds.remove(&'d').unwrap_or_default(),
+                stale: kinds.remove(&'s').unwrap_or_default(),
             })
         })
         .await
@@ -562,22 +612,24 @@ impl SeatStore for RedisStore {
         bounded_store("mark_running", self.mark_running_inner(session_id, now)).await
     }
 
-    async fn join_players(
+    async fn join_players_ordered(
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
-        bounded_store("join_players", self.join_players_inner(session_id, players, now)).await
+        bounded_store("join_players", self.join_players_inner(session_id, players, order, now)).await
     }
 
-    async fn leave_players(
+    async fn leave_players_ordered(
         &self,
         session_id: Uuid,
         players: &[String],
+        order: Option<u64>,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Left>>, StoreError> {
-        bounded_store("leave_players", self.leave_players_inner(session_id, players, now)).await
+        bounded_store("leave_players", self.leave_players_inner(session_id, players, order, now)).await
     }
 
     async fn reserve_seats(
@@ -649,12 +701,14 @@ mod tests {
             },
             joined: BTreeSet::from(["j:odd|name".to_owned(), String::new()]),
             reservations: BTreeMap::new(),
+            last_order: BTreeMap::new(),
         };
         let reservation = Reservation {
             players: BTreeSet::from(["a/b".to_owned(), "\"q\"".to_owned()]),
             expires_at: from_millis(1_795_255_205_123),
         };
         seats.reservations.insert(Uuid::from_u128(9), reservation);
+        seats.last_order = BTreeMap::from([("q:odd".to_owned(), u64::MAX), ("gone".to_owned(), 1)]);
         let fields = record_fields(&seats, 60_000).unwrap();
         let map: HashMap<String, String> =
             fields.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();

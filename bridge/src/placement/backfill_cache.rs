@@ -18,6 +18,10 @@ use uuid::Uuid;
 
 use crate::seats::BackfillCandidate;
 
+/// At most this many images are cached; beyond it, expired entries are dropped and a new image is
+/// not cached (image names come from requests).
+const MAX_IMAGES: usize = 256;
+
 #[derive(Default)]
 pub(super) struct BackfillCache {
     images: Mutex<HashMap<String, Entry>>,
@@ -55,9 +59,11 @@ impl BackfillCache {
         if now < entry.listed_at + ttl {
             return Lookup::Cached(entry.candidates.clone());
         }
-        // A refresh that never finished (its request was dropped) is taken over after a while.
+        // While one request refreshes, the others use the entry, unless it is long out of date
+        // (an image idle for hours); a refresh that never finished is taken over after a while.
+        let patience = ttl.max(Duration::from_millis(100)) * 4;
         match entry.refreshing_since {
-            Some(since) if now < since + ttl.max(Duration::from_millis(100)) * 4 => {
+            Some(since) if now < since + patience && now < entry.listed_at + patience => {
                 Lookup::Cached(entry.candidates.clone())
             }
             _ => {
@@ -67,8 +73,21 @@ impl BackfillCache {
         }
     }
 
-    pub(super) fn store(&self, image: &str, candidates: Vec<BackfillCandidate>, now: OffsetDateTime) {
-        self.lock().insert(image.to_owned(), Entry { listed_at: now, candidates, refreshing_since: None });
+    pub(super) fn store(
+        &self,
+        image: &str,
+        candidates: Vec<BackfillCandidate>,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) {
+        let mut images = self.lock();
+        if images.len() >= MAX_IMAGES && !images.contains_key(image) {
+            images.retain(|_, entry| now < entry.listed_at + ttl);
+            if images.len() >= MAX_IMAGES {
+                return;
+            }
+        }
+        images.insert(image.to_owned(), Entry { listed_at: now, candidates, refreshing_since: None });
     }
 
     /// A listing failed: the next request lists again.
@@ -138,7 +157,7 @@ mod tests {
     fn fresh_entries_are_reused_and_one_caller_refreshes_a_stale_one() {
         let cache = BackfillCache::default();
         assert!(matches!(cache.lookup("game", TTL, t(0)), Lookup::List));
-        cache.store("game", vec![candidate(1, 4)], t(0));
+        cache.store("game", vec![candidate(1, 4)], TTL, t(0));
         assert_eq!(cached(cache.lookup("game", TTL, t(249))), vec![candidate(1, 4)]);
         assert!(matches!(cache.lookup("other", TTL, t(10)), Lookup::List));
 
@@ -147,14 +166,37 @@ mod tests {
         assert_eq!(cached(cache.lookup("game", TTL, t(260))), vec![candidate(1, 4)]);
         // A refresh that never came back is taken over.
         assert!(matches!(cache.lookup("game", TTL, t(250 + 1000)), Lookup::List));
-        cache.store("game", vec![candidate(2, 1)], t(1300));
+        cache.store("game", vec![candidate(2, 1)], TTL, t(1300));
         assert_eq!(cached(cache.lookup("game", TTL, t(1300))), vec![candidate(2, 1)]);
+    }
+
+    #[test]
+    fn a_long_outdated_entry_is_never_served_while_refreshing() {
+        let cache = BackfillCache::default();
+        cache.store("game", vec![candidate(1, 4)], TTL, t(0));
+        // Idle for an hour, then two requests at once: both list.
+        assert!(matches!(cache.lookup("game", TTL, t(3_600_000)), Lookup::List));
+        assert!(matches!(cache.lookup("game", TTL, t(3_600_001)), Lookup::List));
+    }
+
+    #[test]
+    fn the_number_of_cached_images_is_bounded() {
+        let cache = BackfillCache::default();
+        for n in 0..MAX_IMAGES {
+            cache.store(&format!("image-{n}"), Vec::new(), TTL, t(0));
+        }
+        cache.store("one-too-many", Vec::new(), TTL, t(1));
+        assert!(matches!(cache.lookup("one-too-many", TTL, t(2)), Lookup::List));
+        // Once the others expired, they make room.
+        cache.store("one-too-many", vec![candidate(1, 1)], TTL, t(500));
+        assert_eq!(cached(cache.lookup("one-too-many", TTL, t(501))), vec![candidate(1, 1)]);
+        assert_eq!(cache.lock().len(), 1);
     }
 
     #[test]
     fn a_zero_ttl_always_lists_and_a_failed_listing_is_forgotten() {
         let cache = BackfillCache::default();
-        cache.store("game", vec![candidate(1, 4)], t(0));
+        cache.store("game", vec![candidate(1, 4)], TTL, t(0));
         assert!(matches!(cache.lookup("game", Duration::ZERO, t(0)), Lookup::List));
         cache.forget("game");
         assert!(matches!(cache.lookup("game", TTL, t(1)), Lookup::List));
@@ -163,7 +205,7 @@ mod tests {
     #[test]
     fn what_this_instance_learns_is_written_back() {
         let cache = BackfillCache::default();
-        cache.store("game", vec![candidate(1, 5), candidate(2, 5), candidate(3, 5)], t(0));
+        cache.store("game", vec![candidate(1, 5), candidate(2, 5), candidate(3, 5)], TTL, t(0));
         // 1 refused two players, 2 took them and has 3 left; 3 was not tried.
         cache.learn("game", &[Uuid::from_u128(1)], 2, Some((Uuid::from_u128(2), 3)));
         let open: Vec<u32> = cached(cache.lookup("game", TTL, t(1))).iter().map(|c| c.open_seats).collect();

@@ -88,21 +88,20 @@ where
         };
         let to_join: Vec<String> = record.joined.difference(&at_gameye).cloned().collect();
         let to_leave: Vec<String> = at_gameye.difference(&record.joined).cloned().collect();
-        if !to_join.is_empty()
-            && let Err(error) = self.api.join_players(session_id, &to_join).await
-        {
-            return gameye_failed(error);
-        }
-        if !to_leave.is_empty()
-            && let Err(error) = self.api.leave_players(session_id, &to_leave).await
-        {
+        // Both calls are tried even when one fails, so a player id Gameye refuses to add cannot
+        // keep the others from leaving.
+        let joined =
+            if to_join.is_empty() { Ok(()) } else { self.api.join_players(session_id, &to_join).await };
+        let left =
+            if to_leave.is_empty() { Ok(()) } else { self.api.leave_players(session_id, &to_leave).await };
+        if let Err(error) = joined.and(left) {
             return gameye_failed(error);
         }
         PlayerSyncOutcome::InSync { joined: to_join.len(), left: to_leave.len() }
     }
 
     /// The delay before retry number `attempts + 1`: exponential from `retry_min` to `retry_max`,
-    /// with jitter so sessions that failed together do not retry together.
+    /// plus up to 100 % jitter so sessions that failed together do not retry together.
     fn player_sync_delay(&self, attempts: u32) -> std::time::Duration {
         use backon::{BackoffBuilder, ExponentialBuilder};
         let sync = &self.settings.seats.gameye_sync;

@@ -115,18 +115,24 @@ pub trait SeatService: Send + Sync + 'static {
     /// The session, unless unknown or ended.
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>>;
 
-    /// Players join (Redis at once; Gameye through the player-sync outbox).
+    /// Players join (Redis at once; Gameye through the player-sync outbox). `order`: the change's
+    /// JetStream stream sequence (NATS), so that a change older than one already applied to a
+    /// player is skipped for them (reported as `duplicate`/`stale`); `None` (HTTP, Nakama): always
+    /// applied (see `crate::seats`, "Ordering").
     fn join<'a>(
         &'a self,
         session_id: Uuid,
         players: &'a [String],
+        order: Option<u64>,
     ) -> BoxFuture<'a, Result<SeatResult<JoinAnswer>, SeatServiceError>>;
 
-    /// Players leave or give up their reserved seats (Redis at once; Gameye through the outbox).
+    /// Players leave or give up their reserved seats (Redis at once; Gameye through the outbox);
+    /// `order` as for [`SeatService::join`].
     fn leave<'a>(
         &'a self,
         session_id: Uuid,
         players: &'a [String],
+        order: Option<u64>,
     ) -> BoxFuture<'a, Result<SeatResult<LeaveAnswer>, SeatServiceError>>;
 
     /// Stops the session at Gameye, then ends its seats. `Ok(Err(NotFound | Ended))` when the
@@ -233,7 +239,7 @@ where
                 candidate
             })
             .collect();
-        self.backfill_cache.store(image, candidates.clone(), now);
+        self.backfill_cache.store(image, candidates.clone(), self.settings.seats.backfill_cache, now);
         Ok(candidates)
     }
 
@@ -353,9 +359,12 @@ where
         &'a self,
         session_id: Uuid,
         players: &'a [String],
+        order: Option<u64>,
     ) -> BoxFuture<'a, Result<SeatResult<JoinAnswer>, SeatServiceError>> {
         Box::pin(async move {
-            let change = match self.store.join_players(session_id, players, self.clock.now()).await? {
+            let joined =
+                self.store.join_players_ordered(session_id, players, order, self.clock.now()).await?;
+            let change = match joined {
                 Ok(change) => change,
                 Err(refused) => return Ok(Err(refused)),
             };
@@ -371,9 +380,11 @@ where
         &'a self,
         session_id: Uuid,
         players: &'a [String],
+        order: Option<u64>,
     ) -> BoxFuture<'a, Result<SeatResult<LeaveAnswer>, SeatServiceError>> {
         Box::pin(async move {
-            let change = match self.store.leave_players(session_id, players, self.clock.now()).await? {
+            let left = self.store.leave_players_ordered(session_id, players, order, self.clock.now()).await?;
+            let change = match left {
                 Ok(change) => change,
                 Err(refused) => return Ok(Err(refused)),
             };

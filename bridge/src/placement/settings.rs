@@ -62,7 +62,8 @@ impl Default for SeatSettings {
 pub struct PlayerSyncSettings {
     /// How long a claimed session is left to its worker before another instance may take it.
     pub lease: Duration,
-    /// The first retry delay after a failed sync; it doubles (with jitter) up to `retry_max`.
+    /// The first retry delay after a failed sync; it doubles up to `retry_max` (plus up to 100 %
+    /// jitter).
     pub retry_min: Duration,
     pub retry_max: Duration,
 }
@@ -70,7 +71,7 @@ pub struct PlayerSyncSettings {
 impl Default for PlayerSyncSettings {
     fn default() -> Self {
         Self {
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
         }

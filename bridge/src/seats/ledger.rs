@@ -96,6 +96,11 @@ pub struct SessionSeats {
     pub info: SessionInfo,
     pub joined: BTreeSet<String>,
     pub reservations: BTreeMap<Uuid, Reservation>,
+    /// Per player, the order of the last *ordered* join or leave applied to them (a JetStream
+    /// stream sequence): an ordered change not newer than this is skipped for the player. Kept
+    /// after the player leaves (that is the point: a late, older join must not bring them back).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_order: BTreeMap<String, u64>,
 }
 
 /// Why an operation changed nothing.
@@ -134,6 +139,11 @@ pub struct Joined {
     pub from_reservations: BTreeSet<String>,
     /// Players who had joined before: nothing changed for them.
     pub already_joined: BTreeSet<String>,
+    /// Ordered joins only: players this very change (same order) was applied to before, i.e. a
+    /// redelivery. Skipped: nothing changed for them.
+    pub duplicate: BTreeSet<String>,
+    /// Ordered joins only: players a newer change was applied to. Skipped: nothing changed.
+    pub stale: BTreeSet<String>,
 }
 
 /// What a leave did.
@@ -143,6 +153,18 @@ pub struct Left {
     pub left: BTreeSet<String>,
     /// Players whose reserved seat was released.
     pub released: BTreeSet<String>,
+    /// Ordered leaves only: players this very change was applied to before (a redelivery).
+    pub duplicate: BTreeSet<String>,
+    /// Ordered leaves only: players a newer change was applied to (skipped).
+    pub stale: BTreeSet<String>,
+}
+
+/// An ordered change's players sorted against the orders applied before.
+struct OrderedPlayers {
+    /// The players it applies to.
+    current: BTreeSet<String>,
+    duplicate: BTreeSet<String>,
+    stale: BTreeSet<String>,
 }
 
 /// A reservation made.
@@ -211,6 +233,7 @@ impl SessionSeats {
             info: new.info.clone(),
             joined,
             reservations,
+            last_order: BTreeMap::new(),
         })
     }
 
@@ -289,13 +312,46 @@ impl SessionSeats {
             .collect()
     }
 
-    /// `players` join (see the module documentation).
-    pub fn join(&mut self, players: &[String], now: OffsetDateTime) -> SeatResult<Joined> {
+    /// Sorts `players` by `order` against [`SessionSeats::last_order`]: an unordered change
+    /// (`None`) applies to everyone; an ordered one skips players whose last order is the same
+    /// (`duplicate`) or newer (`stale`).
+    fn sort_by_order(&self, players: &[String], order: Option<u64>) -> OrderedPlayers {
+        let mut sorted =
+            OrderedPlayers { current: BTreeSet::new(), duplicate: BTreeSet::new(), stale: BTreeSet::new() };
+        for player in players {
+            let last = self.last_order.get(player).copied();
+            let set = match (order, last) {
+                (Some(order), Some(last)) if last == order => &mut sorted.duplicate,
+                (Some(order), Some(last)) if last > order => &mut sorted.stale,
+                _ => &mut sorted.current,
+            };
+            set.insert(player.clone());
+        }
+        sorted
+    }
+
+    /// Remembers `order` as the last one applied to `players` (an unordered change leaves the
+    /// recorded orders alone: it has none to compare later changes with).
+    fn record_order(&mut self, players: &BTreeSet<String>, order: Option<u64>) {
+        if let Some(order) = order {
+            for player in players {
+                self.last_order.insert(player.clone(), order);
+            }
+        }
+    }
+
+    /// `players` join (see the module documentation); `order` as in [`SessionSeats::last_order`].
+    pub fn join(
+        &mut self,
+        players: &[String],
+        order: Option<u64>,
+        now: OffsetDateTime,
+    ) -> SeatResult<Joined> {
         self.refuse_ended()?;
         self.expire(now);
-        let players: BTreeSet<String> = players.iter().cloned().collect();
+        let OrderedPlayers { current, duplicate, stale } = self.sort_by_order(players, order);
         let (already_joined, new): (BTreeSet<String>, BTreeSet<String>) =
-            players.into_iter().partition(|p| self.joined.contains(p));
+            current.iter().cloned().partition(|p| self.joined.contains(p));
         let from_reservations: BTreeSet<String> =
             new.iter().filter(|p| self.reservation_of(p, now).is_some()).cloned().collect();
         let needed = count(new.len() - from_reservations.len());
@@ -307,21 +363,25 @@ impl SessionSeats {
             self.unreserve(player);
         }
         self.joined.extend(new.iter().cloned());
-        Ok(Joined { joined: new, from_reservations, already_joined })
+        self.record_order(&current, order);
+        Ok(Joined { joined: new, from_reservations, already_joined, duplicate, stale })
     }
 
-    /// `players` leave or give up their reserved seats (see the module documentation).
-    pub fn leave(&mut self, players: &[String], now: OffsetDateTime) -> SeatResult<Left> {
+    /// `players` leave or give up their reserved seats (see the module documentation); `order`
+    /// as in [`SessionSeats::last_order`].
+    pub fn leave(&mut self, players: &[String], order: Option<u64>, now: OffsetDateTime) -> SeatResult<Left> {
         self.refuse_ended()?;
         self.expire(now);
-        let mut outcome = Left::default();
-        for player in players {
+        let OrderedPlayers { current, duplicate, stale } = self.sort_by_order(players, order);
+        let mut outcome = Left { duplicate, stale, ..Left::default() };
+        for player in &current {
             if self.joined.remove(player) {
                 outcome.left.insert(player.clone());
             } else if self.unreserve(player) {
                 outcome.released.insert(player.clone());
             }
         }
+        self.record_order(&current, order);
         Ok(outcome)
     }
 

@@ -32,6 +32,17 @@
 //! - [`SessionSeats::mark_running`]: `created → running` (backfill only considers running
 //!   sessions); idempotent.
 //!
+//! Ordering of joins and leaves: a join or leave may carry an `order` (the NATS door passes the
+//! message's JetStream stream sequence), so that changes applied out of order (a redelivery after
+//! a newer change, two changes processed concurrently) end as the newest one says. Per player, the
+//! session remembers the order of the last ordered change applied to them
+//! ([`SessionSeats::last_order`], kept after they leave). An ordered change is skipped for a player
+//! whose remembered order is the same (reported as `duplicate`: this change was applied before) or
+//! newer (`stale`), and applied to the others, remembering its order for them; all-or-nothing
+//! (`SessionFull`) counts only the players it applies to. An unordered change (`None`: the HTTP
+//! and Nakama doors) is always applied and leaves the remembered orders as they are, so it takes
+//! no part in ordering: a late ordered change older than an unordered one can still apply.
+//!
 //! Backfill choice: [`choose_backfill`] filters and ranks candidate sessions; the store then tries
 //! to reserve in them in that order (a racing reservation may have filled the first).
 

@@ -44,7 +44,7 @@ fn own_players_hold_seats_until_they_join_or_expire() {
     let mut s = session(4, &["a", "b", "a"]);
     assert_eq!(s.reservations[&rid(100)].players, set(&["a", "b"]));
     assert_eq!(s.open_seats(T0), 2);
-    let joined = s.join(&ids(&["a"]), secs(10)).unwrap();
+    let joined = s.join(&ids(&["a"]), None, secs(10)).unwrap();
     assert_eq!(joined.from_reservations, set(&["a"]));
     assert_eq!(s.open_seats(secs(10)), 2, "a moved from reserved to joined");
     assert_eq!(s.open_seats(secs(60)), 3, "b's seat is free once the reservation expires");
@@ -75,27 +75,27 @@ fn too_many_own_players_is_refused() {
 #[test]
 fn join_is_idempotent_and_all_or_nothing() {
     let mut s = session(3, &["a"]);
-    let joined = s.join(&ids(&["x", "x", "y"]), T0).unwrap();
+    let joined = s.join(&ids(&["x", "x", "y"]), None, T0).unwrap();
     assert_eq!(joined.joined, set(&["x", "y"]));
-    let again = s.join(&ids(&["x", "y"]), T0).unwrap();
+    let again = s.join(&ids(&["x", "y"]), None, T0).unwrap();
     assert_eq!(again.joined, set(&[]));
     assert_eq!(again.already_joined, set(&["x", "y"]));
     let before = s.clone();
     // z needs a seat but a's reservation holds the last one.
     assert_eq!(
-        s.join(&ids(&["a", "z"]), T0),
+        s.join(&ids(&["a", "z"]), None, T0),
         Err(SeatError::SessionFull { capacity: 3, open: 0, needed: 1 })
     );
     assert_eq!(s, before, "nothing changed");
     // The reserved player alone fits.
-    assert_eq!(s.join(&ids(&["a"]), T0).unwrap().from_reservations, set(&["a"]));
+    assert_eq!(s.join(&ids(&["a"]), None, T0).unwrap().from_reservations, set(&["a"]));
     assert_eq!(s.open_seats(T0), 0);
 }
 
 #[test]
 fn reserve_moves_reserved_players_and_refuses_joined_ones() {
     let mut s = session(4, &["a", "b"]);
-    s.join(&ids(&["b"]), T0).unwrap();
+    s.join(&ids(&["b"]), None, T0).unwrap();
     assert_eq!(
         s.reserve(rid(2), &ids(&["b", "c"]), Duration::from_secs(30), T0),
         Err(SeatError::AlreadyJoined { players: set(&["b"]) })
@@ -115,21 +115,63 @@ fn reserve_moves_reserved_players_and_refuses_joined_ones() {
 #[test]
 fn leave_releases_joined_and_reserved_seats_and_end_refuses_everything() {
     let mut s = session(4, &["a"]);
-    s.join(&ids(&["x"]), T0).unwrap();
-    let left = s.leave(&ids(&["x", "a", "nobody"]), T0).unwrap();
+    s.join(&ids(&["x"]), None, T0).unwrap();
+    let left = s.leave(&ids(&["x", "a", "nobody"]), None, T0).unwrap();
     assert_eq!((left.left, left.released), (set(&["x"]), set(&["a"])));
     assert_eq!(s.open_seats(T0), 4);
-    s.join(&ids(&["y"]), T0).unwrap();
+    s.join(&ids(&["y"]), None, T0).unwrap();
     s.reserve(rid(5), &ids(&["z"]), Duration::from_secs(5), T0).unwrap();
     let ended = s.end(T0).unwrap();
     assert_eq!(ended.players, set(&["y"]));
     assert_eq!(ended.reservations, BTreeSet::from([rid(5)]));
     assert_eq!(s.open_seats(T0), 0);
-    assert_eq!(s.join(&ids(&["y"]), T0), Err(SeatError::Ended));
-    assert_eq!(s.leave(&ids(&["y"]), T0), Err(SeatError::Ended));
+    assert_eq!(s.join(&ids(&["y"]), None, T0), Err(SeatError::Ended));
+    assert_eq!(s.leave(&ids(&["y"]), None, T0), Err(SeatError::Ended));
     assert_eq!(s.reserve(rid(6), &ids(&["q"]), Duration::from_secs(5), T0), Err(SeatError::Ended));
     assert_eq!(s.mark_running(), Err(SeatError::Ended));
     assert_eq!(s.end(T0), Err(SeatError::Ended));
+}
+
+#[test]
+fn ordered_changes_skip_players_a_same_or_newer_change_was_applied_to() {
+    let mut s = session(3, &[]);
+    // join x@10, then leave x@11, then the join redelivered: x stays out.
+    s.join(&ids(&["x"]), Some(10), T0).unwrap();
+    let left = s.leave(&ids(&["x"]), Some(11), T0).unwrap();
+    assert_eq!(left.left, set(&["x"]));
+    let late = s.join(&ids(&["x", "y"]), Some(10), T0).unwrap();
+    assert_eq!((late.joined, late.stale, late.duplicate), (set(&["y"]), set(&["x"]), BTreeSet::new()));
+    assert_eq!(s.joined, set(&["y"]));
+    assert_eq!(s.last_order, BTreeMap::from([("x".to_owned(), 11), ("y".to_owned(), 10)]));
+    // The same order again is a duplicate, for leaves as for joins.
+    let again = s.leave(&ids(&["x"]), Some(11), T0).unwrap();
+    assert_eq!((again.duplicate, again.stale, again.left), (set(&["x"]), BTreeSet::new(), BTreeSet::new()));
+    // A leave sent before its player ever joined still wins over the older join arriving later.
+    s.leave(&ids(&["z"]), Some(21), T0).unwrap();
+    assert_eq!(s.join(&ids(&["z"]), Some(20), T0).unwrap().stale, set(&["z"]));
+    assert!(!s.joined.contains("z"));
+    // Unordered changes always apply and leave the orders alone.
+    s.join(&ids(&["x"]), None, T0).unwrap();
+    assert!(s.joined.contains("x"));
+    assert_eq!(s.last_order["x"], 11);
+    assert_eq!(s.leave(&ids(&["x"]), Some(11), T0).unwrap().duplicate, set(&["x"]));
+    assert!(s.joined.contains("x"), "a duplicate undoes nothing done since");
+}
+
+#[test]
+fn a_refused_ordered_join_records_no_order_and_counts_only_current_players() {
+    let mut s = session(1, &[]);
+    s.join(&ids(&["x"]), Some(5), T0).unwrap();
+    // Full: x is a duplicate and needs no seat, y needs one.
+    assert_eq!(
+        s.join(&ids(&["x", "y"]), Some(6), T0),
+        Err(SeatError::SessionFull { capacity: 1, open: 0, needed: 1 })
+    );
+    assert_eq!(s.last_order, BTreeMap::from([("x".to_owned(), 5)]), "nothing recorded");
+    s.leave(&ids(&["x"]), Some(7), T0).unwrap();
+    // A stale player does not count against the seats: y fits alone.
+    let joined = s.join(&ids(&["x", "y"]), Some(6), T0).unwrap();
+    assert_eq!((joined.joined, joined.stale), (set(&["y"]), set(&["x"])));
 }
 
 fn candidate(n: u128, location: &str, open: u32) -> BackfillCandidate {

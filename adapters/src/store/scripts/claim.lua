@@ -2,7 +2,8 @@
 -- KEYS[1]  the record
 -- ARGV     1 now_ms, 2 lease_until_ms, 3 keep_for_ms, 4 owner, 5 match_id, 6 source, 7 session_id, 8 request JSON
 -- Returns  {tag, pttl, fields} where tag is `created`, `taken_over` or `existing` (nothing changed),
---          pttl the record's remaining time to live after the change, fields the record's HGETALL.
+--          pttl the record's remaining time to live after the change, fields the record's HGETALL
+--          (empty for `created`: the caller knows what it just wrote, and skips reading it back).
 local key = KEYS[1]
 local state = redis.call('HGET', key, 'state')
 local tag
@@ -24,7 +25,10 @@ else
   redis.call('HDEL', key, 'outcome', 'retryable')
   tag = 'taken_over'
 end
-local fields = redis.call('HGETALL', key)
+local fields = {}
+if tag ~= 'created' then
+  fields = redis.call('HGETALL', key)
+end
 if tag ~= 'existing' then
   redis.call('PEXPIRE', key, ARGV[3])
 end

@@ -1,7 +1,8 @@
 -- Players join: reserved ones consume their reservation, others need a free seat; all or none.
--- ARGV  1 now_ms, 2.. players (distinct)
+-- ARGV  1 now_ms, 2 order ('' = unordered), 3.. players (distinct)
 -- Tags  ok (detail: `n:<p>` joined into a free seat, `r:<p>` joined from a reservation, `a:<p>`
---       already joined), not_found, ended, full (detail: open, needed, capacity)
+--       already joined, `d:<p>`/`s:<p>` skipped by order), not_found, ended, full (detail: open,
+--       needed, capacity)
 local s = load()
 if not s then
   return refuse('not_found')
@@ -9,9 +10,10 @@ end
 if s.meta.status == 'ended' then
   return refuse('ended')
 end
-local detail, fresh, needed = {}, {}, 0
-for i = 2, #ARGV do
-  local p = ARGV[i]
+local order = ARGV[2]
+local current, detail = sort_by_order(s, order, 3)
+local fresh, needed = {}, 0
+for _, p in ipairs(current) do
   if s.joined[p] then
     table.insert(detail, 'a:' .. p)
   elseif s.holder[p] then
@@ -33,4 +35,5 @@ for _, p in ipairs(fresh) do
   end
   redis.call('HSET', key, 'j:' .. p, '1')
 end
+record_order(current, order)
 return done(detail, touch(s))

@@ -3,7 +3,9 @@
 -- ARGV[1]  now_ms (the caller's clock): reservations with expires_ms <= now_ms are expired.
 -- Fields   session_id, capacity, status, image, version (JSON), location, labels (JSON),
 --          metadata (JSON), keep_ms, indexed_until_ms (Redis clock); `j:<player>` = 1 per joined player;
---          `r:<reservation_id>` = `<expires_ms>|<players JSON array>` per reservation.
+--          `r:<reservation_id>` = `<expires_ms>|<players JSON array>` per reservation;
+--          `q:<player>` = the order (decimal JetStream stream sequence) of the last ordered join or
+--          leave applied to the player, kept after they leave.
 -- Replies  {tag, detail, fields, index_ttl_ms}: tag `ok` or why nothing changed; fields the
 --          record's HGETALL after a change; index_ttl_ms > 0 asks the caller to refresh the
 --          session indexes for that long.
@@ -20,7 +22,9 @@ local function load()
   if #flat == 0 then
     return nil
   end
-  local s = { meta = {}, joined = {}, njoined = 0, res = {}, holder = {}, reserved = 0, expired = {} }
+  local s = {
+    meta = {}, joined = {}, njoined = 0, res = {}, holder = {}, reserved = 0, expired = {}, order = {},
+  }
   for i = 1, #flat, 2 do
     local f, v = flat[i], flat[i + 1]
     local kind = string.sub(f, 1, 2)
@@ -41,6 +45,8 @@ local function load()
       else
         table.insert(s.expired, { rid, v })
       end
+    elseif kind == 'q:' then
+      s.order[string.sub(f, 3)] = v
     else
       s.meta[f] = v
     end
@@ -99,6 +105,43 @@ local function touch(s)
     redis.call('HDEL', key, 'r:' .. e[1])
   end
   return refresh(tonumber(s.meta.keep_ms))
+end
+
+-- Whether decimal order `a` is greater than `b` (both without leading zeros). Compared as strings,
+-- not Lua numbers, which are exact only up to 2^53 while stream sequences are 64 bits.
+local function later(a, b)
+  if #a ~= #b then
+    return #a > #b
+  end
+  return a > b
+end
+
+-- Sorts an ordered change's players (ARGV[first..]; `order` '' = unordered) against their stored
+-- orders: the players it applies to, and detail entries `d:<p>` (this order applied before: a
+-- duplicate) and `s:<p>` (a later order applied: stale), which are skipped.
+local function sort_by_order(s, order, first)
+  local current, detail = {}, {}
+  for i = first, #ARGV do
+    local p = ARGV[i]
+    local last = s.order[p]
+    if order ~= '' and last and last == order then
+      table.insert(detail, 'd:' .. p)
+    elseif order ~= '' and last and later(last, order) then
+      table.insert(detail, 's:' .. p)
+    else
+      table.insert(current, p)
+    end
+  end
+  return current, detail
+end
+
+-- Stores `order` as the last applied to `players` (nothing for an unordered change).
+local function record_order(players, order)
+  if order ~= '' then
+    for _, p in ipairs(players) do
+      redis.call('HSET', key, 'q:' .. p, order)
+    end
+  end
 end
 
 local function refuse(tag, detail)
