@@ -87,6 +87,17 @@ struct Cli {
     /// Keep the processes' logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
+    /// More environment for the bridge, `NAME=VALUE` (repeatable), e.g.
+    /// `--bridge-env BRIDGE_RECONCILER__ENABLED=false`; shown in the report.
+    #[arg(long = "bridge-env", value_parser = parse_env_pair)]
+    bridge_env: Vec<(String, String)>,
+}
+
+fn parse_env_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}`: expected NAME=VALUE")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -231,10 +242,11 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
     }
 
     let concurrency = usize::from(cli.concurrency);
-    let bridge_env = vec![
+    let mut bridge_env = vec![
         // Keep every connection the burst opens to Gameye (the default keeps 64 idle).
         ("BRIDGE_GAMEYE__POOL_MAX_IDLE".to_owned(), cli.burst.max(concurrency).to_string()),
     ];
+    bridge_env.extend(cli.bridge_env.iter().cloned());
     let options = StackOptions {
         bin_dir: bin_dir(&cli),
         redis_server: cli.redis_server.clone(),
@@ -406,7 +418,8 @@ async fn run_seats(cli: &Cli, nofile: (u64, u64)) -> Result<()> {
     let concurrency = usize::from(cli.concurrency);
     let in_flight = cli.max_in_flight.max(concurrency);
     // Joins and leaves tell Gameye too: keep as many connections to it as requests can be in flight.
-    let bridge_env = vec![("BRIDGE_GAMEYE__POOL_MAX_IDLE".to_owned(), in_flight.to_string())];
+    let mut bridge_env = vec![("BRIDGE_GAMEYE__POOL_MAX_IDLE".to_owned(), in_flight.to_string())];
+    bridge_env.extend(cli.bridge_env.iter().cloned());
     let options = StackOptions {
         bin_dir: bin_dir(cli),
         redis_server: cli.redis_server.clone(),

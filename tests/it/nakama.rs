@@ -403,10 +403,10 @@ async fn leave_events_remove_their_users_from_seats_once() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["sessions"][0]["left"], json!(["u-6"]), "{answer}");
 
-    // Unknown users, a match the bridge never placed (though u-3 sits elsewhere), custom events:
+    // Unknown users, a match the bridge never placed (nobody of it seated), custom events:
     // nothing changes, and none of it is an error.
     let events = json!([{"name": "session_end", "user_ids": ["ghost-1", "ghost-2"]},
-                        {"name": "session_end", "user_id": "u-3", "match_id": "never-placed"},
+                        {"name": "session_end", "user_id": "ghost-3", "match_id": "never-placed"},
                         {"name": "rage_quit", "user_id": "u-3"},
                         {"name": "session_start", "user_id": "u-4"}]);
     let (status, body) = post_hook(&stack, "/v1/nakama/events", &events).await;
@@ -438,6 +438,14 @@ async fn leave_events_remove_their_users_from_seats_once() {
         .unwrap();
     assert_eq!(response.status(), 400, "not JSON");
     assert_eq!(seated(&stack, &first).await, (strings(&["u-3"]), vec![]));
+
+    // A match id that names no session the bridge knows (Nakama's own id for a match the hook
+    // placed under another): the user is looked for where they sit.
+    let event = json!({"name": "session_end", "user_id": "u-3", "match_id": "nakama-real-match-id"});
+    let (status, body) = post_hook(&stack, "/v1/nakama/events", &event).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["sessions"], json!([{"session_id": first, "left": ["u-3"], "released": []}]), "{body}");
+    assert_eq!(seated(&stack, &first).await, (vec![], vec![]));
     assert_eq!(seated(&stack, &second).await, (strings(&["u-4"]), vec![]));
 }
 

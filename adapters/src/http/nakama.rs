@@ -287,30 +287,46 @@ pub async fn events(State(door): State<NakamaDoor>, body: Bytes) -> Result<Respo
         );
     }
     let mut plan = LeavePlan::of(&events);
+    let mut sessions = Vec::new();
+    // Sessions named through match ids first; users whose match id names no session the bridge
+    // knows (say the hook placed it under a ticket-derived id) are then looked for everywhere.
+    let named = std::mem::take(&mut plan.by_session);
+    let unknown = leave_sessions(&door, named, &mut sessions).await?;
+    plan.unlocated.extend(unknown);
     if !plan.unlocated.is_empty() {
         // One listing for the whole request, however many events lack a match id.
-        let sessions =
-            door.seats.list_sessions(&SessionFilter::default()).await.map_err(seat_store_failure)?;
-        plan.locate(&sessions);
+        let listed = door.seats.list_sessions(&SessionFilter::default()).await.map_err(seat_store_failure)?;
+        plan.locate(&listed);
+        leave_sessions(&door, std::mem::take(&mut plan.by_session), &mut sessions).await?;
     }
-    let mut sessions = Vec::new();
-    for (session_id, leaving) in plan.by_session {
+    sessions.sort_by_key(|s| s.session_id);
+    let accepted = EventsAccepted { accepted: events.len(), users, applied: true, sessions };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// Removes the users from each session; answers the users of sessions the bridge does not know.
+async fn leave_sessions(
+    door: &NakamaDoor,
+    by_session: std::collections::BTreeMap<uuid::Uuid, std::collections::BTreeSet<String>>,
+    released: &mut Vec<SeatsReleased>,
+) -> Result<std::collections::BTreeSet<String>, ApiError> {
+    let mut unknown = std::collections::BTreeSet::new();
+    for (session_id, leaving) in by_session {
         let leaving: Vec<String> = leaving.into_iter().collect();
-        // Unordered: Nakama's events carry no sequence (see `bridge::seats`, "Ordering").
         match door.seats.leave(session_id, &leaving, None).await.map_err(seat_store_failure)? {
             Ok(change) if !change.outcome.left.is_empty() || !change.outcome.released.is_empty() => {
                 let left: Vec<String> = change.outcome.left.into_iter().collect();
-                let released: Vec<String> = change.outcome.released.into_iter().collect();
-                tracing::info!(%session_id, ?left, ?released, "Nakama event: players removed from the session");
-                sessions.push(SeatsReleased { session_id, left, released });
+                let released_seats: Vec<String> = change.outcome.released.into_iter().collect();
+                tracing::info!(%session_id, ?left, released = ?released_seats, "Nakama event: players removed from the session");
+                released.push(SeatsReleased { session_id, left, released: released_seats });
             }
             Ok(_) => {}
-            // Unknown, ended, or whatever else refuses a leave: nothing to take away there.
+            Err(bridge::seats::SeatError::NotFound) => unknown.extend(leaving),
+            // Ended, or whatever else refuses a leave: nothing to take away there.
             Err(refused) => tracing::debug!(%session_id, %refused, "Nakama event: nothing to leave"),
         }
     }
-    let accepted = EventsAccepted { accepted: events.len(), users, applied: true, sessions };
-    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    Ok(unknown)
 }
 
 fn seat_store_failure(error: SeatServiceError) -> ApiError {

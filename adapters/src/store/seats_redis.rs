@@ -77,6 +77,9 @@ static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
     index: Script::new(include_str!("scripts/seats_index.lua")),
 });
 
+/// Records read per round trip when listing.
+const LIST_CHUNK: usize = 256;
+
 /// A script's answer: tag (`ok` or why nothing changed), detail, the record after a change, and how
 /// long the indexes must live from now (0: no refresh needed).
 type Reply = (String, Vec<String>, HashMap<String, String>, i64);
@@ -414,15 +417,18 @@ impl RedisStore {
             .map_err(err("list_sessions"))?;
         let ids: Vec<(String, Option<Uuid>)> =
             members.into_iter().map(|m| (m.clone(), Uuid::parse_str(&m).ok())).collect();
-        let mut pipe = redis::pipe();
-        for (_, id) in &ids {
-            pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
+        // In chunks: one pipeline of every record would hold Redis (single-threaded) for all of
+        // them at once, stalling every other client while the reconciler lists thousands.
+        let mut records: Vec<HashMap<String, String>> = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let mut pipe = redis::pipe();
+            for (_, id) in chunk {
+                pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
+            }
+            let part: Vec<HashMap<String, String>> =
+                pipe.query_async(&mut connection).await.map_err(err("list_sessions"))?;
+            records.extend(part);
         }
-        let records: Vec<HashMap<String, String>> = if ids.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut connection).await.map_err(err("list_sessions"))?
-        };
         let mut found = Vec::new();
         let mut stale = Vec::new();
         for ((member, _), fields) in ids.into_iter().zip(records) {

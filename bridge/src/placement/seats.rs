@@ -389,7 +389,14 @@ where
                 Err(refused) => return Ok(Err(refused)),
             };
             self.seats_changed(&change.session);
-            self.queue_player_sync(session_id).await;
+            // Releasing reserved seats is nothing to Gameye (it only counts joined players): a
+            // backfill's release must not cost a Gameye call. Any other leave is queued, also when
+            // nobody was there to leave (a retry after a crash between change and queue).
+            let only_released =
+                change.outcome.left.is_empty() && players.iter().all(|p| change.outcome.released.contains(p));
+            if !only_released {
+                self.queue_player_sync(session_id).await;
+            }
             Ok(Ok(change))
         })
     }
