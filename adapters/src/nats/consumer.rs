@@ -4,29 +4,21 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use bridge::placement::{PlacementService, Progress};
 use bridge::ports::Outcome;
 use bridge::{Failure, FailureCode, FailureDetail};
-use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::metrics::NatsMetrics;
 use super::sink::{DeadLetter, NatsOutcomeSink};
 use super::subjects::{Subjects, usable_match_id};
 use super::{NatsError, SOURCE};
 use crate::config::NatsSettings;
-
-/// Restarts of the consumer loop wait this long at first, doubling up to [`MAX_RESTART_DELAY`].
-const MIN_RESTART_DELAY: Duration = Duration::from_millis(200);
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
-/// The server sends heartbeats this often while it has nothing for a pull; two missed → rebuild.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// What became of one message.
 #[derive(Debug)]
@@ -45,7 +37,7 @@ enum Verdict {
     Aborted,
 }
 
-/// The consumer loop and the handling of each message.
+/// The handling of each `match.found` message (the loop is [`super::pull`]).
 pub(crate) struct MatchConsumer {
     pub jetstream: jetstream::Context,
     pub settings: NatsSettings,
@@ -59,40 +51,43 @@ pub(crate) struct MatchConsumer {
     pub permits: Arc<Semaphore>,
 }
 
-impl MatchConsumer {
-    /// Runs until `stop`, rebuilding stream, consumer and pull subscription after any error with
-    /// capped backoff. Handlers are spawned on `handlers`; `abort` tells them the grace is over.
-    pub async fn run(
-        self: Arc<Self>,
-        stop: CancellationToken,
-        abort: CancellationToken,
-        handlers: TaskTracker,
-    ) {
-        let mut delay = MIN_RESTART_DELAY;
-        loop {
-            let started = Instant::now();
-            let result = self.consume(&stop, &abort, &handlers).await;
-            self.ready.store(false, Ordering::Relaxed);
-            let error = match result {
-                Ok(()) => return,
-                Err(error) => error,
-            };
-            self.metrics.restarted("consumer");
-            if started.elapsed() > Duration::from_secs(60) {
-                delay = MIN_RESTART_DELAY;
-            }
-            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "NATS match consumer stopped; rebuilding it");
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(MAX_RESTART_DELAY);
-        }
+impl super::pull::PulledConsumer for MatchConsumer {
+    const TASK: &'static str = "consumer";
+    const WHAT: &'static str = "match consumer";
+
+    fn consumer_name(&self) -> String {
+        self.settings.consumer.clone()
     }
 
+    fn settings(&self) -> &NatsSettings {
+        &self.settings
+    }
+
+    fn metrics(&self) -> &NatsMetrics {
+        &self.metrics
+    }
+
+    fn ready(&self) -> &AtomicBool {
+        &self.ready
+    }
+
+    fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
+    fn ensure(&self) -> impl Future<Output = Result<consumer::PullConsumer, NatsError>> + Send {
+        self.ensure_consumer()
+    }
+
+    async fn handle(self: Arc<Self>, message: jetstream::Message, abort: CancellationToken) {
+        self.handle_message(message, abort).await;
+    }
+}
+
+impl MatchConsumer {
     /// Creates (if absent) the streams and the durable consumer; adds missing subjects to streams
     /// an older version created.
-    pub async fn ensure(&self) -> Result<consumer::PullConsumer, NatsError> {
+    pub async fn ensure_consumer(&self) -> Result<consumer::PullConsumer, NatsError> {
         let required = [self.subjects.match_found()];
         let matches =
             super::streams::ensure_streams(&self.jetstream, &self.settings, &self.subjects, &required)
@@ -115,54 +110,7 @@ impl MatchConsumer {
             })
     }
 
-    async fn consume(
-        self: &Arc<Self>,
-        stop: &CancellationToken,
-        abort: &CancellationToken,
-        handlers: &TaskTracker,
-    ) -> Result<(), NatsError> {
-        let consumer_error =
-            |message: String| NatsError::Consumer { consumer: self.settings.consumer.clone(), message };
-        let consumer = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            consumer = self.ensure() => consumer?,
-        };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.settings.concurrency)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| consumer_error(e.to_string()))?;
-        self.ready.store(true, Ordering::Relaxed);
-        tracing::info!(stream = %self.settings.stream, consumer = %self.settings.consumer, "NATS match consumer running");
-        loop {
-            // A free slot first, then a message: at most `concurrency` are worked on; the pull
-            // requests one batch of that size ahead, so a message waits at most for one free slot.
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                None => return Err(consumer_error("the pull subscription ended".to_owned())),
-                Some(Err(error)) => return Err(consumer_error(error.to_string())),
-                Some(Ok(message)) => {
-                    let this = self.clone();
-                    let abort = abort.clone();
-                    handlers.spawn(async move {
-                        let _permit = permit;
-                        this.handle(message, abort).await;
-                    });
-                }
-            }
-        }
-    }
-
-    async fn handle(&self, message: jetstream::Message, abort: CancellationToken) {
+    async fn handle_message(&self, message: jetstream::Message, abort: CancellationToken) {
         let _in_flight = self.metrics.in_flight("consumer");
         let (delivered, stream_sequence) =
             message.info().map(|info| (info.delivered, info.stream_sequence)).unwrap_or((1, 0));

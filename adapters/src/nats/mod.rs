@@ -12,6 +12,7 @@ mod consumer;
 mod latency;
 mod listen;
 mod metrics;
+mod pull;
 mod responder;
 mod seats;
 mod sink;
@@ -136,7 +137,8 @@ impl NatsDoor {
             ready: self.consumer_ready.clone(),
             permits: Arc::new(Semaphore::new(self.settings.concurrency)),
         });
-        let mut tasks = vec![tokio::spawn(consumer.run(stop.clone(), abort.clone(), handlers.clone()))];
+        let mut tasks =
+            vec![tokio::spawn(pull::run(consumer, stop.clone(), abort.clone(), handlers.clone()))];
 
         let responder = Arc::new(responder::MatchResponder {
             client: self.client.clone(),
@@ -191,7 +193,7 @@ impl NatsDoor {
             ready: self.seats_ready.clone(),
             permits: Arc::new(Semaphore::new(self.settings.concurrency)),
         });
-        tasks.push(tokio::spawn(seat_consumer.run(stop.clone(), abort.clone(), handlers.clone())));
+        tasks.push(tokio::spawn(pull::run(seat_consumer, stop.clone(), abort.clone(), handlers.clone())));
 
         let backfill = Arc::new(seats::BackfillResponder {
             client: self.client.clone(),

@@ -16,8 +16,7 @@
 //! its players is reported as rejected with code `STALE`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer};
@@ -25,7 +24,6 @@ use bridge::placement::{PlacementService, Progress, SeatService, SeatServiceErro
 use bridge::ports::Outcome;
 use bridge::seats::{BackfillOutcome, SeatError, SessionSeats};
 use bridge::{Failure, FailureCode, InvalidRequest};
-use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -38,10 +36,6 @@ use super::sink::{MATCH_ID_HEADER, SESSION_ID_HEADER, STATUS_HEADER};
 use super::subjects::Subjects;
 use super::{NatsError, SOURCE};
 use crate::config::NatsSettings;
-
-const MIN_RESTART_DELAY: Duration = Duration::from_millis(200);
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The durable consumer of joins and leaves: the match consumer's name with `-seats`, so several
 /// bridges on one NATS under different `nats.consumer` names stay apart.
@@ -272,7 +266,7 @@ impl SeatPublisher {
     }
 }
 
-/// The consumer loop of joins and leaves and the handling of each message.
+/// The handling of each join and leave (the loop is [`super::pull`]).
 pub(crate) struct SeatConsumer {
     pub jetstream: jetstream::Context,
     pub settings: NatsSettings,
@@ -285,35 +279,41 @@ pub(crate) struct SeatConsumer {
     pub permits: Arc<Semaphore>,
 }
 
-impl SeatConsumer {
-    /// Runs until `stop`, rebuilding streams, consumer and pull subscription after any error with
-    /// capped backoff (like the match consumer).
-    pub async fn run(
-        self: Arc<Self>,
-        stop: CancellationToken,
-        abort: CancellationToken,
-        handlers: TaskTracker,
-    ) {
-        let mut delay = MIN_RESTART_DELAY;
-        loop {
-            let started = Instant::now();
-            let result = self.consume(&stop, &abort, &handlers).await;
-            self.ready.store(false, Ordering::Relaxed);
-            let Err(error) = result else { return };
-            self.metrics.restarted("seats");
-            if started.elapsed() > Duration::from_secs(60) {
-                delay = MIN_RESTART_DELAY;
-            }
-            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "NATS seat consumer stopped; rebuilding it");
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(MAX_RESTART_DELAY);
-        }
+impl super::pull::PulledConsumer for SeatConsumer {
+    const TASK: &'static str = "seats";
+    const WHAT: &'static str = "seat consumer";
+
+    fn consumer_name(&self) -> String {
+        seats_consumer_name(&self.settings)
     }
 
-    async fn ensure(&self) -> Result<consumer::PullConsumer, NatsError> {
+    fn settings(&self) -> &NatsSettings {
+        &self.settings
+    }
+
+    fn metrics(&self) -> &NatsMetrics {
+        &self.metrics
+    }
+
+    fn ready(&self) -> &AtomicBool {
+        &self.ready
+    }
+
+    fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
+    fn ensure(&self) -> impl std::future::Future<Output = Result<consumer::PullConsumer, NatsError>> + Send {
+        self.ensure_consumer()
+    }
+
+    async fn handle(self: Arc<Self>, message: jetstream::Message, abort: CancellationToken) {
+        self.handle_message(message, abort).await;
+    }
+}
+
+impl SeatConsumer {
+    async fn ensure_consumer(&self) -> Result<consumer::PullConsumer, NatsError> {
         let name = seats_consumer_name(&self.settings);
         let required = [self.subjects.players_join(), self.subjects.players_leave()];
         let stream =
@@ -333,52 +333,7 @@ impl SeatConsumer {
             .map_err(|e| NatsError::Consumer { consumer: name, message: e.to_string() })
     }
 
-    async fn consume(
-        self: &Arc<Self>,
-        stop: &CancellationToken,
-        abort: &CancellationToken,
-        handlers: &TaskTracker,
-    ) -> Result<(), NatsError> {
-        let consumer_error =
-            |message: String| NatsError::Consumer { consumer: seats_consumer_name(&self.settings), message };
-        let consumer = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            consumer = self.ensure() => consumer?,
-        };
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(self.settings.concurrency)
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| consumer_error(e.to_string()))?;
-        self.ready.store(true, Ordering::Relaxed);
-        tracing::info!(stream = %self.settings.stream, consumer = %seats_consumer_name(&self.settings), "NATS seat consumer running");
-        loop {
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                permit = self.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            let next = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            match next {
-                None => return Err(consumer_error("the pull subscription ended".to_owned())),
-                Some(Err(error)) => return Err(consumer_error(error.to_string())),
-                Some(Ok(message)) => {
-                    let this = self.clone();
-                    let abort = abort.clone();
-                    handlers.spawn(async move {
-                        let _permit = permit;
-                        this.handle(message, abort).await;
-                    });
-                }
-            }
-        }
-    }
-
-    async fn handle(&self, message: jetstream::Message, abort: CancellationToken) {
+    async fn handle_message(&self, message: jetstream::Message, abort: CancellationToken) {
         let _in_flight = self.metrics.in_flight("seats");
         let (delivered, sequence) =
             message.info().map(|info| (info.delivered, info.stream_sequence)).unwrap_or((1, 0));
