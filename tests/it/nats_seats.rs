@@ -291,9 +291,14 @@ async fn nats_seats_joins_and_leaves_apply_once_and_are_reported() {
     let stored = results.get_last_raw_message_by_subject(&format!("gameye.session.players.left.{sid}")).await;
     let stored: Value = serde_json::from_slice(&stored.unwrap().payload).unwrap();
     assert_eq!(stored, left);
+    // Counted right after each acknowledgement: wait for the counts, then check they are exact.
+    let joined = "gameye_bridge_nats_messages_total{kind=\"join\",result=\"joined\"}";
+    let left = "gameye_bridge_nats_messages_total{kind=\"leave\",result=\"left\"}";
+    seats.wait_metric(joined, 2.0).await;
+    seats.wait_metric(left, 1.0).await;
     let text = seats.metrics().await;
-    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"joined\"}"), 2.0);
-    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"leave\",result=\"left\"}"), 1.0);
+    assert_eq!(metric(&text, joined), 2.0);
+    assert_eq!(metric(&text, left), 1.0);
 }
 
 #[tokio::test]
@@ -352,10 +357,16 @@ async fn nats_seats_refusals_and_malformed_bodies_are_reported_and_change_nothin
     let info = seats.seats_consumer_settled().await;
     assert_eq!(info.num_redelivered, 0, "{info:?}");
     assert!(!an_outcome_within(&mut outcomes, Duration::from_millis(500)).await, "more outcomes");
+    // Counted right after each acknowledgement: wait for the counts, then check they are exact.
+    let counted = ["rejected", "invalid", "dead"]
+        .map(|result| format!("gameye_bridge_nats_messages_total{{kind=\"join\",result=\"{result}\"}}"));
+    for name in &counted {
+        seats.wait_metric(name, 1.0).await;
+    }
     let text = seats.metrics().await;
-    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"rejected\"}"), 1.0);
-    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"invalid\"}"), 1.0);
-    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"dead\"}"), 1.0);
+    for name in &counted {
+        assert_eq!(metric(&text, name), 1.0, "{name}");
+    }
 
     // A core-NATS request on a join subject is answered by JetStream (the PubAck), not the bridge;
     // the join itself still applies and is reported.
@@ -433,6 +444,7 @@ async fn nats_seats_a_join_redelivered_after_a_newer_leave_does_not_bring_the_pl
     assert_eq!(stale["players"], json!(["x1"]), "{stale}");
     assert_eq!(stale["error"]["code"], "STALE", "{stale}");
     assert_eq!(stale["error"]["retryable"], false, "{stale}");
+    seats.wait_metric("gameye_bridge_nats_messages_total{kind=\"join\",result=\"stale\"}", 1.0).await;
     let text = seats.metrics().await;
     assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"stale\"}"), 1.0);
     assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"joined\"}"), 0.0);
@@ -571,6 +583,11 @@ async fn nats_seats_backfill_reserves_answers_no_seats_and_places_when_asked() {
     let (_, view) = seats.session(&sid).await;
     assert!(!reserved_players(&view).contains("q5"), "{view}");
 
+    // Counted right after each reply: wait for the last counts, then check every count is exact.
+    for (result, count) in [("reserved", 1.0), ("no_seats", 2.0), ("placed", 1.0), ("invalid", 5.0)] {
+        let name = format!("gameye_bridge_nats_messages_total{{kind=\"backfill\",result=\"{result}\"}}");
+        seats.wait_metric(&name, count).await;
+    }
     let text = seats.metrics().await;
     assert_eq!(
         metric(&text, "gameye_bridge_nats_messages_total{kind=\"backfill\",result=\"reserved\"}"),
