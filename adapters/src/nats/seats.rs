@@ -248,21 +248,16 @@ impl SeatPublisher {
     ) -> Result<(), NatsError> {
         let payload = serde_json::to_vec(body)
             .map_err(|e| NatsError::Publish { subject: subject.clone(), message: e.to_string() })?;
-        let result = match &self.jetstream {
-            Some(jetstream) => {
-                match jetstream.publish_with_headers(subject.clone(), headers, payload.into()).await {
-                    Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            None => self
-                .client
-                .publish_with_headers(subject.clone(), headers, payload.into())
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        self.metrics.published(kind, result.is_ok());
-        result.map_err(|message| NatsError::Publish { subject, message })
+        super::sink::publish(
+            &self.client,
+            self.jetstream.as_ref(),
+            &self.metrics,
+            kind,
+            subject,
+            headers,
+            payload,
+        )
+        .await
     }
 }
 

@@ -131,23 +131,36 @@ impl NatsOutcomeSink {
         headers: HeaderMap,
         payload: Vec<u8>,
     ) -> Result<(), NatsError> {
-        let result = match &self.jetstream {
-            Some(jetstream) => {
-                match jetstream.publish_with_headers(subject.clone(), headers, payload.into()).await {
-                    Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            // Core NATS: at most once by nature; buffered while reconnecting.
-            None => self
-                .client
-                .publish_with_headers(subject.clone(), headers, payload.into())
-                .await
-                .map_err(|e| e.to_string()),
-        };
-        self.metrics.published(kind, result.is_ok());
-        result.map_err(|message| NatsError::Publish { subject, message })
+        publish(&self.client, self.jetstream.as_ref(), &self.metrics, kind, subject, headers, payload).await
     }
+}
+
+/// Publishes on `subject`: through JetStream when a results stream captures it (then "published"
+/// means "stored": the stream's ack is awaited), else on core NATS (at most once by nature;
+/// buffered while reconnecting). Counted in `metrics` as `kind`.
+pub(super) async fn publish(
+    client: &async_nats::Client,
+    jetstream: Option<&jetstream::Context>,
+    metrics: &NatsMetrics,
+    kind: &'static str,
+    subject: String,
+    headers: HeaderMap,
+    payload: Vec<u8>,
+) -> Result<(), NatsError> {
+    let result = match jetstream {
+        Some(jetstream) => {
+            match jetstream.publish_with_headers(subject.clone(), headers, payload.into()).await {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        None => client
+            .publish_with_headers(subject.clone(), headers, payload.into())
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    metrics.published(kind, result.is_ok());
+    result.map_err(|message| NatsError::Publish { subject, message })
 }
 
 impl OutcomeSink for NatsOutcomeSink {
