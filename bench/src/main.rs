@@ -67,7 +67,7 @@ struct Cli {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
     /// Host machines of the emulator's location (5,000 sessions each).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 400)]
     emulator_hosts: usize,
     /// Directory of gameye-bridge and gameye-emulator (default: next to this binary, else target/release).
     #[arg(long)]

@@ -97,6 +97,8 @@ pub struct Session {
     pub tag: String,
     /// Host machine.
     pub host: IpAddr,
+    /// The host's position in its location's `host_ips` (its key in the load index).
+    host_slot: usize,
     /// Mapped ports, in the image's order.
     pub ports: Vec<PortMapping>,
     /// Unix milliseconds of creation.
@@ -171,6 +173,9 @@ pub struct Registry {
     expiries: BTreeSet<(Instant, usize)>,
     per_location: HashMap<String, usize>,
     hosts: HashMap<IpAddr, HostPorts>,
+    /// Per location, its hosts as (active sessions, position in `host_ips`), least loaded first:
+    /// picking a host stays O(log hosts) however many hosts a world has.
+    by_load: HashMap<String, BTreeSet<(usize, usize)>>,
 }
 
 impl Registry {
@@ -209,16 +214,10 @@ impl Registry {
         }
         // Least-loaded host that still has enough free ports; ties go to the first listed.
         let n = app.ports.len();
-        let host = location
-            .host_ips
-            .iter()
-            .filter(|ip| self.hosts.get(ip).is_none_or(|h| h.has_room_for(n)))
-            .min_by_key(|ip| self.hosts.get(ip).map_or(0, |h| h.sessions))
-            .copied()
-            .ok_or(CreateError::NoCapacity)?;
+        let (host, host_slot) = self.least_loaded_host(location, n).ok_or(CreateError::NoCapacity)?;
         let usage = self.hosts.entry(host).or_default();
         let host_ports = usage.allocate(n).ok_or(CreateError::NoCapacity)?;
-        usage.sessions += 1;
+        self.set_host_sessions(&location.id, host, host_slot, |sessions| sessions + 1);
         let ports: Vec<PortMapping> = app
             .ports
             .iter()
@@ -235,6 +234,7 @@ impl Registry {
             image: app.image.clone(),
             tag: req.tag,
             host,
+            host_slot,
             ports,
             created_ms: now_ms,
             created_at: now,
@@ -340,9 +340,60 @@ impl Registry {
         if let Some(n) = self.per_location.get_mut(&s.location) {
             *n -= 1;
         }
-        if let Some(h) = self.hosts.get_mut(&s.host) {
-            h.sessions -= 1;
-            h.release(s.ports.iter().map(|p| p.host));
+        let (location, host, slot) = (s.location.clone(), s.host, s.host_slot);
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.release(self.sessions[idx].ports.iter().map(|p| p.host));
+        }
+        self.set_host_sessions(&location, host, slot, |sessions| sessions.saturating_sub(1));
+    }
+
+    /// The least-loaded host of `location` with room for `n` ports (ties: first listed), and its
+    /// position in `host_ips`.
+    fn least_loaded_host(&mut self, location: &Location, n: usize) -> Option<(IpAddr, usize)> {
+        let hosts = &self.hosts;
+        let sessions_on = |ip: &IpAddr| hosts.get(ip).map_or(0, |h| h.sessions);
+        let loads = self.by_load.entry(location.id.clone()).or_insert_with(|| {
+            location.host_ips.iter().enumerate().map(|(slot, ip)| (sessions_on(ip), slot)).collect()
+        });
+        let mut stale = Vec::new();
+        let mut found = None;
+        for &(sessions, slot) in loads.iter() {
+            let Some(ip) = location.host_ips.get(slot) else { continue };
+            if sessions != sessions_on(ip) {
+                // A host listed in two locations changed through the other one: fix, look again.
+                stale.push((sessions, slot));
+                continue;
+            }
+            if hosts.get(ip).is_none_or(|h| h.has_room_for(n)) {
+                found = Some((*ip, slot));
+                break;
+            }
+        }
+        if stale.is_empty() {
+            return found;
+        }
+        for (sessions, slot) in stale {
+            loads.remove(&(sessions, slot));
+            loads.insert((sessions_on(&location.host_ips[slot]), slot));
+        }
+        self.least_loaded_host(location, n)
+    }
+
+    /// Changes a host's session count and keeps the load index of `location` in step.
+    fn set_host_sessions(
+        &mut self,
+        location: &str,
+        host: IpAddr,
+        slot: usize,
+        change: impl Fn(usize) -> usize,
+    ) {
+        let usage = self.hosts.entry(host).or_default();
+        let before = usage.sessions;
+        usage.sessions = change(before);
+        if let Some(loads) = self.by_load.get_mut(location)
+            && loads.remove(&(before, slot))
+        {
+            loads.insert((usage.sessions, slot));
         }
     }
 }
@@ -378,5 +429,46 @@ fn encode_labels(
         env: serde_json::to_string(&env).unwrap_or_default(),
         tags: serde_json::to_string(&req.labels).unwrap_or_default(),
         gameye: gameye.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{ContainerPort, ImageTag, Protocol};
+
+    fn world() -> (Location, Application) {
+        let location = Location {
+            id: "eu".to_owned(),
+            ping_ips: Vec::new(),
+            host_ips: ["10.0.0.1", "10.0.0.2", "10.0.0.3"].map(|ip| ip.parse().unwrap()).to_vec(),
+            capacity: 100,
+        };
+        let app = Application {
+            image: "game".to_owned(),
+            tags: vec![ImageTag { name: "1".to_owned(), priority: 0 }],
+            ports: vec![ContainerPort { container: 7777, protocol: Protocol::Udp }],
+        };
+        (location, app)
+    }
+
+    fn create(registry: &mut Registry, location: &Location, app: &Application, id: &str) -> IpAddr {
+        let request = NewSession { id: Some(id.to_owned()), tag: "1".to_owned(), ..NewSession::default() };
+        let now = Instant::now();
+        registry.create(location, app, request, now, Duration::ZERO, 0).unwrap().host
+    }
+
+    #[test]
+    fn sessions_go_to_the_least_loaded_host_first_listed_on_ties() {
+        let (location, app) = world();
+        let mut registry = Registry::default();
+        let hosts: Vec<String> =
+            (0..6).map(|i| create(&mut registry, &location, &app, &format!("s{i}")).to_string()).collect();
+        assert_eq!(hosts, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+
+        // Freeing a seat on the second host makes it the least loaded.
+        registry.stop("s4", Instant::now()).unwrap();
+        assert_eq!(create(&mut registry, &location, &app, "s6").to_string(), "10.0.0.2");
+        assert_eq!(create(&mut registry, &location, &app, "s7").to_string(), "10.0.0.1");
     }
 }

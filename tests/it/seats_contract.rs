@@ -957,6 +957,17 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
     assert_eq!(fields["q:b"], "42");
     assert!(!fields.contains_key("j:b"));
     assert_eq!(keys_and_ttls(&url).await.len(), expected.len(), "no other key");
+
+    // Scripts Redis lost (restart, failover) are loaded again, and the new session is indexed.
+    let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.unwrap();
+    fx.create(3, 4, &[]).await;
+    let listed = fx.store.list_sessions(Some("game"), fx.t0).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(2), sid(3)]);
+    let ttls = keys_and_ttls(&url).await;
+    assert!(
+        ttls["it-seats:seats-image:{game}"] >= ttls[&format!("it-seats:seats:{{{}}}", sid(3))],
+        "{ttls:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -655,6 +655,31 @@ async fn redis_pending_index_follows_the_records() {
     assert_eq!(members().await, [], "stale entry removed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_written() {
+    let fx = Fixture::redis().await;
+    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let index = "it-store:{placements}:pending";
+    fx.own(&fx.claim("m-1", "alpha", 0)).await;
+
+    // What a Redis restart or failover does to the scripts, without losing the data.
+    let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.unwrap();
+    let lease = fx.own(&fx.claim("m-2", "alpha", 0)).await;
+    let t0 = fx.t0.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let score: Option<i64> =
+        ::redis::cmd("ZSCORE").arg(index).arg("m-2").query_async(&mut connection).await.unwrap();
+    assert_eq!(score, Some(t0 + 10_000), "the claim after the flush is indexed at its lease");
+    let ttl: i64 = ::redis::cmd("PTTL").arg(index).query_async(&mut connection).await.unwrap();
+    assert!(ttl > KEEP.as_millis() as i64 - 60_000, "the index still expires, late enough: {ttl}");
+
+    let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.unwrap();
+    let placed = Outcome::Placed(fx.assignment("m-2", "eu-west-1"));
+    assert!(fx.store.complete("m-2", &lease, &placed, KEEP).await.unwrap());
+    let duplicate = fx.store.claim(&fx.claim("m-2", "beta", 1_000)).await.unwrap();
+    assert!(matches!(duplicate, ClaimOutcome::Placed(_)), "{duplicate:?}");
+}
+
 /// Retries `call` until it succeeds or `within` passes.
 async fn eventually<T, F: AsyncFnMut() -> Result<T, StoreError>>(within: Duration, mut call: F) -> T {
     let deadline = Instant::now() + within;

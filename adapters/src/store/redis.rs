@@ -26,8 +26,10 @@
 //!
 //! **Atomicity.** Every change to a record is one Lua script (`EVALSHA`, loaded again automatically
 //! after a Redis restart) on that one key. The pending index lives in another slot, so it is kept
-//! *outside* those scripts: an entry is added (if missing) before a claim, set to the real lease after
-//! it, moved on renewal and removed on completion. A stale entry is harmless — `expired_pending`
+//! *outside* those scripts, with plain commands (a `MULTI`/`EXEC` of `ZADD` and `PEXPIRE NX|GT`,
+//! Redis ≥ 7, checked on connect): an entry is added (if missing) just before a claim, in the
+//! claim's own pipeline, set to the real lease after it when it was not new, moved on renewal and
+//! removed on completion. A stale entry is harmless — `expired_pending`
 //! checks each record and drops (or re-scores) entries whose record is gone, done or renewed, and the
 //! engine checks the record again before taking anything over. Reads across slots (latencies,
 //! cool-downs, index checks) are pipelines of single-key commands, never `MGET`.
@@ -68,7 +70,6 @@ struct Scripts {
     claim: Script,
     renew: Script,
     complete: Script,
-    index_add: Script,
     index_remove: Script,
 }
 
@@ -76,9 +77,66 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     claim: Script::new(include_str!("scripts/claim.lua")),
     renew: Script::new(include_str!("scripts/renew.lua")),
     complete: Script::new(include_str!("scripts/complete.lua")),
-    index_add: Script::new(include_str!("scripts/index_add.lua")),
     index_remove: Script::new(include_str!("scripts/index_remove.lua")),
 });
+
+/// The oldest Redis this store works with: `PEXPIRE` with `NX` / `GT` came in 7.0.
+const MIN_REDIS_MAJOR: u32 = 7;
+
+/// Refuses a Redis older than [`MIN_REDIS_MAJOR`] with a clear error, instead of failing on the
+/// first placement. A server that does not say (`INFO` denied by an ACL) is trusted, with a warning.
+async fn check_version(connection: &ConnectionManager) -> Result<(), StoreError> {
+    let mut connection = connection.clone();
+    let info =
+        bounded("connect", redis::cmd("INFO").arg("server").query_async::<String>(&mut connection)).await;
+    let version = match info {
+        Ok(info) => info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .map(str::trim)
+            .map(str::to_owned),
+        Err(error) if error.transient => return Err(error),
+        Err(_) => None,
+    };
+    let Some(version) = version else {
+        tracing::warn!("cannot tell the Redis version (INFO server); Redis 7.0 or newer is needed");
+        return Ok(());
+    };
+    match version.split('.').next().and_then(|major| major.parse::<u32>().ok()) {
+        Some(major) if major >= MIN_REDIS_MAJOR => Ok(()),
+        _ => Err(StoreError::permanent(format!(
+            "Redis {version} is too old: the bridge needs Redis {MIN_REDIS_MAJOR}.0 or newer (PEXPIRE NX/GT)"
+        ))),
+    }
+}
+
+/// The claim script's answer: tag, the record's PTTL, the record's fields.
+type ClaimReply = (String, i64, HashMap<String, String>);
+
+/// Queues on `pipe` one transaction on the sorted set `index` (one key, so one cluster slot): add
+/// `member` at `score` (only if missing when `only_new`) and make the index live at least `ttl_ms`
+/// (> 0): `PEXPIRE … NX` gives a new index its first expiry, `PEXPIRE … GT` only ever extends it
+/// (both Redis ≥ 7). Plain commands rather than a script because a Lua call costs Redis several
+/// times more than these, and every placement and seat record maintains indexes. The pipeline's
+/// answer for it is `(added, _, _)`.
+pub(super) fn queue_index_add(
+    pipe: &mut redis::Pipeline,
+    index: &str,
+    member: &str,
+    score: i64,
+    ttl_ms: i64,
+    only_new: bool,
+) {
+    pipe.cmd("MULTI").ignore();
+    pipe.cmd("ZADD").arg(index);
+    if only_new {
+        pipe.arg("NX");
+    }
+    pipe.arg(score).arg(member).ignore();
+    pipe.cmd("PEXPIRE").arg(index).arg(ttl_ms).arg("NX").ignore();
+    pipe.cmd("PEXPIRE").arg(index).arg(ttl_ms).arg("GT").ignore();
+    pipe.cmd("EXEC");
+}
 
 /// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection.
 #[derive(Clone)]
@@ -115,6 +173,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
+        check_version(&connection).await?;
         Ok(Self { connection, keys: Keys { prefix: prefix.to_owned() }, cooldowns: Arc::default() })
     }
 
@@ -146,28 +205,34 @@ impl RedisStore {
         if ttl_ms <= 0 {
             return Ok(false);
         }
+        let mut pipe = redis::pipe();
+        queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, ttl_ms, only_new);
         let mut connection = self.connection.clone();
-        SCRIPTS
-            .index_add
-            .key(self.keys.pending())
-            .arg(match_id)
-            .arg(lease_until_ms)
-            .arg(ttl_ms)
-            .arg(if only_new { "NX" } else { "" })
-            .invoke_async(&mut connection)
-            .await
+        let ((added, _, _),): ((i64, i64, i64),) = pipe.query_async(&mut connection).await?;
+        Ok(added > 0)
     }
 
     /// Removes `match_id` from the pending index; with `score`, only if its entry still has it.
     async fn index_remove(&self, match_id: &str, score: Option<&str>) -> Result<(), RedisError> {
         let mut connection = self.connection.clone();
-        let _: i64 = SCRIPTS
-            .index_remove
-            .key(self.keys.pending())
-            .arg(match_id)
-            .arg(score.unwrap_or(""))
-            .invoke_async(&mut connection)
-            .await?;
+        match score {
+            Some(score) => {
+                let _: i64 = SCRIPTS
+                    .index_remove
+                    .key(self.keys.pending())
+                    .arg(match_id)
+                    .arg(score)
+                    .invoke_async(&mut connection)
+                    .await?;
+            }
+            None => {
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(self.keys.pending())
+                    .arg(match_id)
+                    .query_async(&mut connection)
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -178,14 +243,8 @@ impl RedisStore {
         let request = serde_json::to_string(&claim.request)
             .map_err(|e| StoreError::permanent(format!("cannot encode the match request: {e}")))?;
 
-        // Index first: a claimant that dies right after its claim still leaves an entry to recover.
-        let indexed =
-            self.index_add(&claim.match_id, lease_until_ms, keep_ms, true).await.map_err(err("claim"))?;
-
-        let mut connection = self.connection.clone();
-        let (tag, pttl, fields): (String, i64, HashMap<String, String>) = SCRIPTS
-            .claim
-            .key(self.keys.placement(&claim.match_id))
+        let mut invocation = SCRIPTS.claim.key(self.keys.placement(&claim.match_id));
+        invocation
             .arg(now_ms)
             .arg(lease_until_ms)
             .arg(keep_ms)
@@ -193,10 +252,33 @@ impl RedisStore {
             .arg(&claim.match_id)
             .arg(&claim.source)
             .arg(claim.session_id.to_string())
-            .arg(request)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(err("claim"))?;
+            .arg(request);
+        // Index first, in the same round trip (a pipeline runs in order): a claimant that dies right
+        // after its claim still leaves an entry to recover.
+        let mut pipe = redis::pipe();
+        let index_first = keep_ms > 0;
+        if index_first {
+            queue_index_add(&mut pipe, &self.keys.pending(), &claim.match_id, lease_until_ms, keep_ms, true);
+        }
+        pipe.invoke_script(&invocation);
+        let mut connection = self.connection.clone();
+        let pipelined = if index_first {
+            pipe.query_async::<((i64, i64, i64), ClaimReply)>(&mut connection)
+                .await
+                .map(|((added, _, _), reply)| (added > 0, reply))
+        } else {
+            pipe.query_async::<(ClaimReply,)>(&mut connection).await.map(|(reply,)| (false, reply))
+        };
+        let (indexed, (tag, pttl, fields)) = match pipelined {
+            Ok(answer) => answer,
+            // Redis lost its scripts (a restart). The index transaction ran; whether it added the
+            // entry is unknown, and "not added" is the safe guess: the entry is then moved to this
+            // claim's lease below, or left for `expired_pending` to drop.
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                (false, invocation.invoke_async(&mut connection).await.map_err(err("claim"))?)
+            }
+            Err(error) => return Err(store_error("claim", &error)),
+        };
         let (record, fence) = if tag == "created" {
             // Exactly what the script wrote, without reading it back (the request can be large).
             let record = claim.new_record(from_millis(now_ms), from_millis(lease_until_ms));

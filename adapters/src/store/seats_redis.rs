@@ -22,8 +22,9 @@
 //! `reserve_best` tries the ranked candidates one script at a time; each attempt is atomic in its
 //! session, which is what "never more players + reservations than capacity" needs.
 //!
-//! **Indexes** live in other slots, so they are maintained beside the scripts: a session is added
-//! just before its record is created, and again whenever a script reports that the record could
+//! **Indexes** live in other slots, so they are maintained beside the scripts, with plain commands
+//! (one `MULTI`/`EXEC` per index: `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its
+//! record is created (same pipeline), and again whenever a script reports that the record could
 //! outlive the indexes (the record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`,
 //! on Redis's clock like the TTLs, so this costs a round trip about once per `keep_for`, not per
 //! operation); it is removed when the session ends, and `list_sessions` re-reads every listed
@@ -41,7 +42,7 @@ use redis::Script;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::redis::{RedisStore, bounded_store, err, hash_tag, store_error};
+use super::redis::{RedisStore, bounded_store, err, hash_tag, queue_index_add, store_error};
 use super::{duration_millis, from_millis, to_millis};
 use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
@@ -63,7 +64,6 @@ struct SeatScripts {
     expire: Script,
     running: Script,
     end: Script,
-    index: Script,
 }
 
 static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
@@ -74,7 +74,6 @@ static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
     expire: seat_script!("scripts/seats_expire.lua"),
     running: seat_script!("scripts/seats_running.lua"),
     end: seat_script!("scripts/seats_end.lua"),
-    index: Script::new(include_str!("scripts/seats_index.lua")),
 });
 
 /// Records read per round trip when listing.
@@ -309,17 +308,12 @@ impl RedisStore {
         ttl_ms: i64,
     ) -> redis::RedisResult<()> {
         let member = session_id.to_string();
+        let mut pipe = redis::pipe();
         for index in [all_index(self.prefix()), image_index(self.prefix(), image)] {
-            let mut connection = self.connection.clone();
-            let _: i64 = SCRIPTS
-                .index
-                .key(index)
-                .arg(&member)
-                .arg(now_ms)
-                .arg(ttl_ms)
-                .invoke_async(&mut connection)
-                .await?;
+            queue_index_add(&mut pipe, &index, &member, now_ms, ttl_ms, true);
         }
+        let mut connection = self.connection.clone();
+        let _: ((i64, i64, i64), (i64, i64, i64)) = pipe.query_async(&mut connection).await?;
         Ok(())
     }
 
@@ -350,10 +344,6 @@ impl RedisStore {
         };
         let index_ttl = keep_ms.saturating_mul(2);
         let member = new.session_id.to_string();
-        let mut index_all = SCRIPTS.index.key(all_index(self.prefix()));
-        index_all.arg(&member).arg(now_ms).arg(index_ttl);
-        let mut index_image = SCRIPTS.index.key(image_index(self.prefix(), &new.info.image));
-        index_image.arg(&member).arg(now_ms).arg(index_ttl);
         let mut create = SCRIPTS.create.key(seats_key(self.prefix(), new.session_id));
         create.arg(now_ms).arg(keep_ms);
         for field in record_fields(&seats, keep_ms)? {
@@ -361,18 +351,19 @@ impl RedisStore {
         }
         // Index first: a session created but never indexed would be missed by backfill (an entry
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
-        // runs in order, and any failure (say an index script Redis lost after a restart) is
-        // repaired by the sequential path, which loads missing scripts; both steps are idempotent.
+        // runs in order, and a script Redis lost after a restart is repaired by the sequential
+        // path, which loads it; both steps are idempotent.
         let mut pipe = redis::pipe();
-        pipe.invoke_script(&index_all).invoke_script(&index_image).invoke_script(&create);
+        for index in [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)] {
+            queue_index_add(&mut pipe, &index, &member, now_ms, index_ttl, true);
+        }
+        pipe.invoke_script(&create);
         let mut connection = self.connection.clone();
-        let pipelined: redis::RedisResult<(i64, i64, Reply)> = pipe.query_async(&mut connection).await;
+        let pipelined: redis::RedisResult<((i64, i64, i64), (i64, i64, i64), Reply)> =
+            pipe.query_async(&mut connection).await;
         let (tag, detail, _, _) = match pipelined {
             Ok((_, _, reply)) => reply,
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.index_session(new.session_id, &new.info.image, now_ms, index_ttl)
-                    .await
-                    .map_err(err("create_session"))?;
                 create.invoke_async(&mut connection).await.map_err(err("create_session"))?
             }
             Err(error) => return Err(store_error("create_session", &error)),
