@@ -244,7 +244,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         };
         let reconciler = Reconciler::new(
             store.clone(),
-            bridge_sessions(gameye.clone()),
+            bridge_sessions(gameye.clone(), settings.redis.prefix.clone()),
             session_events,
             config,
             ReconcilerMetrics::register(&mut registry),
@@ -370,6 +370,7 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
         latency_keep_for: placement.latency_ttl,
         keep_for: placement.record_ttl,
         owner: instance_name(),
+        deployment: settings.redis.prefix.clone(),
         retry_min: Duration::from_millis(100),
         retry_max: Duration::from_secs(2),
         seats: SeatSettings {
@@ -447,14 +448,19 @@ fn session_ended_webhook(
     Ok(Some(Arc::new(SessionEndedWebhook::new(sender, retry, SessionWebhookMetrics::register(registry)))))
 }
 
-/// The reconciler's view of Gameye: every session (`all=true`: starting ones too) carrying the
-/// bridge's match label, exited and dead ones counted as gone.
-fn bridge_sessions(client: GameyeClient) -> SessionLister {
+/// The reconciler's view of Gameye: every session (`all=true`: starting ones too) this deployment
+/// started (its label, filtered by Gameye) carrying the bridge's match label, exited and dead ones
+/// counted as gone.
+fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
     let describer = client.clone();
     SessionLister::new(move || {
         let client = client.clone();
+        let labels = std::collections::BTreeMap::from([(
+            bridge::placement::DEPLOYMENT_LABEL.to_owned(),
+            deployment.clone(),
+        )]);
         async move {
-            let filter = adapters::gameye::ListFilter { all: true, ..Default::default() };
+            let filter = adapters::gameye::ListFilter { all: true, labels, ..Default::default() };
             let sessions = client.list_sessions(&filter).await.map_err(|error| error.to_string())?;
             Ok(sessions.into_iter().filter_map(listed_session).collect())
         }

@@ -285,6 +285,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         let recorded: HashSet<Uuid> = records.iter().map(|r| r.session_id).collect();
         self.absent.retain(|id, _| recorded.contains(id));
         let mut report = ScanReport::default();
+        let mut to_mark_running = Vec::new();
 
         for record in &records {
             let id = record.session_id;
@@ -303,18 +304,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                         }
                     }
                     if record.status == SessionStatus::Created && session.running {
-                        match self.store.mark_running(id, now).await {
-                            Ok(Ok(_)) => {
-                                self.metrics.refreshed.inc();
-                                report.refreshed.push(id);
-                            }
-                            Ok(Err(refused)) => {
-                                tracing::debug!(session_id = %id, %refused, "not marked running")
-                            }
-                            Err(error) => {
-                                tracing::warn!(session_id = %id, %error, "cannot mark the session running")
-                            }
-                        }
+                        to_mark_running.push(id);
                     }
                 }
                 None => {
@@ -342,6 +332,17 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                         }
                     }
                 }
+            }
+        }
+
+        // In bulk: right after placements Gameye lists thousands of sessions running at once.
+        match self.store.mark_running_many(&to_mark_running, now).await {
+            Ok(marked) => {
+                self.metrics.refreshed.inc_by(marked.len() as u64);
+                report.refreshed = marked;
+            }
+            Err(error) => {
+                tracing::warn!(%error, sessions = to_mark_running.len(), "cannot mark sessions running; next scan tries again")
             }
         }
 

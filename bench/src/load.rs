@@ -36,7 +36,9 @@ impl Endpoint {
                     "location": LOCATION,
                     "image": IMAGE,
                     "ttl": "30m",
-                    "labels": { "gameye-bridge.match": format!("raw-{n}"), "gameye-bridge.source": "bench" },
+                    // The bridge's label shape and size, not its keys: the bridge's reconciler would
+                    // otherwise take these sessions for orphans of its own and adopt every one.
+                    "labels": { "gameye-raw-bn.match": format!("raw-{n}"), "gameye-raw-bn.source": "bench" },
                 });
                 client.post(format!("{url}/session")).bearer_auth(token).json(&body)
             }

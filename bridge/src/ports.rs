@@ -453,6 +453,15 @@ pub trait SeatStore: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<crate::seats::SeatResult<crate::seats::SessionSeats>, StoreError>> + Send;
 
+    /// `created → running` for many sessions at once (the reconciler's scan, which may find
+    /// thousands): returns those it moved; absent, ended or already running ones are skipped.
+    /// Cheaper than [`SeatStore::mark_running`] per session, as it returns no records.
+    fn mark_running_many(
+        &self,
+        session_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send;
+
     /// Players join ([`crate::seats::SessionSeats::join`]). `order`: the change's place in its
     /// source (a JetStream stream sequence), so that a change older than one already applied to a
     /// player is skipped for them (`duplicate`/`stale` in the outcome); `None` for changes without

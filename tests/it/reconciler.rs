@@ -70,14 +70,27 @@ async fn create_at_gameye(stack: &Stack, id: &str, match_id: &str) {
     create_at_gameye_for(stack, id, match_id, None).await;
 }
 
+/// The label the stack's bridge (default key prefix) puts on the sessions it starts.
+const OUR_DEPLOYMENT: &str = "gameye-bridge";
+
 /// [`create_at_gameye`] with a TTL in whole seconds (the emulator takes them literally).
 pub(crate) async fn create_at_gameye_for(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>) {
+    create_at_gameye_as(stack, id, match_id, ttl_s, OUR_DEPLOYMENT).await;
+}
+
+/// A session started at Gameye with the labels a bridge of `deployment` gives its sessions.
+async fn create_at_gameye_as(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>, deployment: &str) {
     let mut body = json!({
         "id": id,
         "location": "eu-west-1",
         "image": "demo-game",
         "version": "1.0.0",
-        "labels": {"gameye-bridge.match": match_id, "gameye-bridge.source": "http", "mode": "solo"},
+        "labels": {
+            "gameye-bridge.match": match_id,
+            "gameye-bridge.source": "http",
+            "gameye-bridge.deployment": deployment,
+            "mode": "solo",
+        },
     });
     if let Some(ttl) = ttl_s {
         body["ttl"] = json!(ttl);
@@ -189,6 +202,9 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
 
     let orphan = uuid::Uuid::new_v4().to_string();
     create_at_gameye(&stack, &orphan, "m-orphan").await;
+    // Another deployment's session (say staging, on the same Gameye account) is not ours to adopt.
+    let foreign = uuid::Uuid::new_v4().to_string();
+    create_at_gameye_as(&stack, &foreign, "m-foreign", None, "gameye-bridge-staging").await;
 
     let view = wait_session_status(&stack, &orphan, 200, Duration::from_secs(10)).await;
     assert_eq!(view["match_id"], "m-orphan", "{view}");
@@ -210,6 +226,8 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     let listed: Vec<&str> =
         list["sessions"].as_array().unwrap().iter().filter_map(|s| s["session_id"].as_str()).collect();
     assert!(listed.contains(&orphan.as_str()) && listed.contains(&placed.as_str()), "{list}");
+    assert!(!listed.contains(&foreign.as_str()), "{list}");
+    assert_eq!(bridge_session(&stack, &foreign).await.0, 404);
     assert_eq!(metric(&stack.bridge, ADOPTED).await, 2.0);
 }
 

@@ -173,6 +173,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    mark_running_many_moves_only_created_sessions,
     create_records_the_session_with_its_own_players_reserved,
     create_refuses_duplicates_and_too_many_own_players,
     join_beyond_capacity_is_session_full_unless_reserved,
@@ -554,6 +555,31 @@ async fn mark_running_and_listing_by_image(fx: Fixture) {
     // Listed at `now`: the expired reservation is left out.
     let later = fx.store.list_sessions(Some("game"), fx.at(60_000)).await.unwrap();
     assert!(later[1].reservations.is_empty());
+}
+
+async fn mark_running_many_moves_only_created_sessions(fx: Fixture) {
+    for n in [1, 2, 4] {
+        let mut new = fx.new_session(n, 4, &[]);
+        new.status = SessionStatus::Created;
+        fx.store.create_session(&new, KEEP).await.unwrap().unwrap();
+    }
+    fx.create(3, 4, &["a"]).await; // running already
+    fx.store.end_session(sid(2), fx.t0).await.unwrap().unwrap();
+    let before_3 = fx.get(3, 0).await;
+
+    let asked = [sid(1), sid(2), sid(3), sid(9), sid(4)];
+    let marked = fx.store.mark_running_many(&asked, fx.t0).await.unwrap();
+    assert_eq!(marked, [sid(1), sid(4)], "only the created ones, in the order asked");
+    assert_eq!(fx.get(1, 0).await.status, SessionStatus::Running);
+    assert_eq!(fx.get(4, 0).await.status, SessionStatus::Running);
+    assert_eq!(fx.get(2, 0).await.status, SessionStatus::Ended, "an ended session stays ended");
+    assert_eq!(fx.get(3, 0).await, before_3, "a running session is untouched");
+    assert_eq!(fx.store.get_session(sid(9), fx.t0).await.unwrap(), None, "nothing created");
+    assert!(fx.store.mark_running_many(&asked, fx.t0).await.unwrap().is_empty(), "idempotent");
+    assert!(fx.store.mark_running_many(&[], fx.t0).await.unwrap().is_empty());
+    // The records still serve every operation.
+    fx.join(1, &["x"], 0).await.unwrap();
+    assert_eq!(fx.get(1, 0).await.joined, set(&["x"]));
 }
 
 async fn end_releases_everything_and_refuses_everything_after(fx: Fixture) {

@@ -349,6 +349,17 @@ impl SeatStore for StateStore {
         }
     }
 
+    async fn mark_running_many(
+        &self,
+        session_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        match self {
+            Self::Memory(store) => store.mark_running_many(session_ids, now).await,
+            Self::Redis(store) => store.mark_running_many(session_ids, now).await,
+        }
+    }
+
     async fn join_players_ordered(
         &self,
         session_id: Uuid,

@@ -113,6 +113,9 @@ async fn check_version(connection: &ConnectionManager) -> Result<(), StoreError>
 /// The claim script's answer: tag, the record's PTTL, the record's fields.
 type ClaimReply = (String, i64, HashMap<String, String>);
 
+/// The answer of one [`queue_index_add`] transaction: `(added, _, _)`.
+pub(super) type IndexAdded = (i64, i64, i64);
+
 /// Queues on `pipe` one transaction on the sorted set `index` (one key, so one cluster slot): add
 /// `member` at `score` (only if missing when `only_new`) and make the index live at least `ttl_ms`
 /// (> 0): `PEXPIRE … NX` gives a new index its first expiry, `PEXPIRE … GT` only ever extends it
@@ -208,7 +211,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, ttl_ms, only_new);
         let mut connection = self.connection.clone();
-        let ((added, _, _),): ((i64, i64, i64),) = pipe.query_async(&mut connection).await?;
+        let ((added, _, _),): (IndexAdded,) = pipe.query_async(&mut connection).await?;
         Ok(added > 0)
     }
 
@@ -263,7 +266,7 @@ impl RedisStore {
         pipe.invoke_script(&invocation);
         let mut connection = self.connection.clone();
         let pipelined = if index_first {
-            pipe.query_async::<((i64, i64, i64), ClaimReply)>(&mut connection)
+            pipe.query_async::<(IndexAdded, ClaimReply)>(&mut connection)
                 .await
                 .map(|((added, _, _), reply)| (added > 0, reply))
         } else {

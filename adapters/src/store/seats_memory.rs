@@ -167,6 +167,24 @@ impl SeatStore for MemoryStore {
             .map(|c| c.session))
     }
 
+    async fn mark_running_many(
+        &self,
+        session_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut inner = self.seats.lock();
+        let mut marked = Vec::new();
+        for &session_id in session_ids {
+            let was_created = inner
+                .live(session_id, Instant::now())
+                .is_some_and(|r| r.seats.status == bridge::SessionStatus::Created);
+            if was_created && inner.change(session_id, now, |s, _| s.mark_running()).is_ok() {
+                marked.push(session_id);
+            }
+        }
+        Ok(marked)
+    }
+
     async fn join_players_ordered(
         &self,
         session_id: Uuid,

@@ -42,7 +42,7 @@ use redis::Script;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::redis::{RedisStore, bounded_store, err, hash_tag, queue_index_add, store_error};
+use super::redis::{IndexAdded, RedisStore, bounded_store, err, hash_tag, queue_index_add, store_error};
 use super::{duration_millis, from_millis, to_millis};
 use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
@@ -64,6 +64,7 @@ struct SeatScripts {
     expire: Script,
     running: Script,
     end: Script,
+    running_light: Script,
 }
 
 static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
@@ -74,6 +75,7 @@ static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
     expire: seat_script!("scripts/seats_expire.lua"),
     running: seat_script!("scripts/seats_running.lua"),
     end: seat_script!("scripts/seats_end.lua"),
+    running_light: seat_script!("scripts/seats_running_light.lua"),
 });
 
 /// Records read per round trip when listing.
@@ -313,7 +315,7 @@ impl RedisStore {
             queue_index_add(&mut pipe, &index, &member, now_ms, ttl_ms, true);
         }
         let mut connection = self.connection.clone();
-        let _: ((i64, i64, i64), (i64, i64, i64)) = pipe.query_async(&mut connection).await?;
+        let _: (IndexAdded, IndexAdded) = pipe.query_async(&mut connection).await?;
         Ok(())
     }
 
@@ -359,7 +361,7 @@ impl RedisStore {
         }
         pipe.invoke_script(&create);
         let mut connection = self.connection.clone();
-        let pipelined: redis::RedisResult<((i64, i64, i64), (i64, i64, i64), Reply)> =
+        let pipelined: redis::RedisResult<(IndexAdded, IndexAdded, Reply)> =
             pipe.query_async(&mut connection).await;
         let (tag, detail, _, _) = match pipelined {
             Ok((_, _, reply)) => reply,
@@ -454,6 +456,56 @@ impl RedisStore {
             .seat_op("mark_running", &SCRIPTS.running, session_id, Vec::new(), to_millis(now), |_| Ok(()))
             .await?;
         Ok(change.map(|change| change.session))
+    }
+
+    /// One pipelined round trip of `seats_running_light.lua`, which answers only whether it changed
+    /// the record (parsing every record back would cost more than the change).
+    async fn mark_running_chunk(&self, session_ids: &[Uuid], now_ms: i64) -> Result<Vec<Uuid>, StoreError> {
+        let invocations: Vec<_> = session_ids
+            .iter()
+            .map(|&id| {
+                let mut invocation = SCRIPTS.running_light.key(seats_key(self.prefix(), id));
+                invocation.arg(now_ms);
+                invocation
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let mut connection = self.connection.clone();
+        let replies: Vec<(i64, i64, String)> = match pipe.query_async(&mut connection).await {
+            Ok(replies) => replies,
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis lost the script: the first call loads it, the pipeline then finds it.
+                let first: (i64, i64, String) =
+                    invocations[0].invoke_async(&mut connection).await.map_err(err("mark_running"))?;
+                let mut rest: Vec<(i64, i64, String)> = if invocations.len() > 1 {
+                    let mut pipe = redis::pipe();
+                    for invocation in &invocations[1..] {
+                        pipe.invoke_script(invocation);
+                    }
+                    pipe.query_async(&mut connection).await.map_err(err("mark_running"))?
+                } else {
+                    Vec::new()
+                };
+                rest.insert(0, first);
+                rest
+            }
+            Err(error) => return Err(store_error("mark_running", &error)),
+        };
+        let mut marked = Vec::new();
+        for (&session_id, (changed, index_ttl, image)) in session_ids.iter().zip(replies) {
+            if changed == 1 {
+                marked.push(session_id);
+            }
+            if index_ttl > 0
+                && let Err(error) = self.index_session(session_id, &image, now_ms, index_ttl).await
+            {
+                tracing::warn!(%session_id, error = %store_error("mark_running", &error), "seats index not refreshed");
+            }
+        }
+        Ok(marked)
     }
 
     async fn join_players_inner(
@@ -607,6 +659,20 @@ impl SeatStore for RedisStore {
         now: OffsetDateTime,
     ) -> Result<SeatResult<SessionSeats>, StoreError> {
         bounded_store("mark_running", self.mark_running_inner(session_id, now)).await
+    }
+
+    async fn mark_running_many(
+        &self,
+        session_ids: &[Uuid],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut marked = Vec::new();
+        // One bound per chunk: the whole list may be long.
+        for chunk in session_ids.chunks(LIST_CHUNK) {
+            marked
+                .extend(bounded_store("mark_running", self.mark_running_chunk(chunk, to_millis(now))).await?);
+        }
+        Ok(marked)
     }
 
     async fn join_players_ordered(

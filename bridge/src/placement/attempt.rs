@@ -6,7 +6,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::engine::Engine;
-use super::{MATCH_LABEL, SOURCE_LABEL};
+use super::{DEPLOYMENT_LABEL, MATCH_LABEL, SOURCE_LABEL};
 use crate::ports::{
     Clock, Outcome, PlacementRecord, SessionApi, SessionApiError, SessionApiErrorKind, SessionSpec,
     StartedSession, StateStore,
@@ -174,6 +174,7 @@ where
         let mut labels = request.labels.clone();
         labels.insert(MATCH_LABEL.to_owned(), record.match_id.clone());
         labels.insert(SOURCE_LABEL.to_owned(), record.source.clone());
+        labels.insert(DEPLOYMENT_LABEL.to_owned(), self.settings.deployment.clone());
         SessionSpec {
             session_id: record.session_id,
             location: location.to_owned(),

@@ -21,6 +21,10 @@ pub use settings::{EngineSettings, PlayerSyncSettings, SeatSettings};
 /// Label keys the bridge puts on every session it starts, so the reconciler can find them.
 pub const MATCH_LABEL: &str = "gameye-bridge.match";
 pub const SOURCE_LABEL: &str = "gameye-bridge.source";
+/// Names the deployment that started the session (its state's key prefix): the reconciler asks
+/// Gameye for these sessions only (`filter[gameye-bridge.deployment]`), so sessions of other
+/// deployments or tools on the same Gameye account are neither listed nor adopted.
+pub const DEPLOYMENT_LABEL: &str = "gameye-bridge.deployment";
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,8 @@ pub struct EngineSettings {
     pub keep_for: Duration,
     /// This instance's name in leases.
     pub owner: String,
+    /// The value of [`super::DEPLOYMENT_LABEL`] on every session this deployment starts.
+    pub deployment: String,
     /// First and longest pause between retries of an unavailable Gameye (jittered, exponential).
     pub retry_min: Duration,
     pub retry_max: Duration,
