@@ -462,7 +462,10 @@ fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
         async move {
             let filter = adapters::gameye::ListFilter { all: true, labels, ..Default::default() };
             let sessions = client.list_sessions(&filter).await.map_err(|error| error.to_string())?;
-            Ok(sessions.into_iter().filter_map(listed_session).collect())
+            // Off the async workers, like the decoding: a listing may hold a hundred thousand.
+            tokio::task::spawn_blocking(move || sessions.into_iter().filter_map(listed_session).collect())
+                .await
+                .map_err(|error| error.to_string())
         }
     })
     .with_players(move |session_id| {

@@ -173,6 +173,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    long_listings_hold_every_live_session_once,
     mark_running_many_moves_only_created_sessions,
     create_records_the_session_with_its_own_players_reserved,
     create_refuses_duplicates_and_too_many_own_players,
@@ -555,6 +556,32 @@ async fn mark_running_and_listing_by_image(fx: Fixture) {
     // Listed at `now`: the expired reservation is left out.
     let later = fx.store.list_sessions(Some("game"), fx.at(60_000)).await.unwrap();
     assert!(later[1].reservations.is_empty());
+}
+
+/// More sessions than one index scan page and one record round trip hold (Redis reads both in
+/// pages), some ended and some marked running in bulk: every live one listed exactly once.
+async fn long_listings_hold_every_live_session_once(fx: Fixture) {
+    const SESSIONS: u128 = 1_300;
+    let store = &fx.store;
+    let creates = (1..=SESSIONS).map(|n| {
+        let mut new = fx.new_session(n, 4, &[]);
+        new.status = SessionStatus::Created;
+        async move { store.create_session(&new, KEEP).await.unwrap().unwrap() }
+    });
+    futures::future::join_all(creates).await;
+    for n in (7..=SESSIONS).step_by(100) {
+        fx.store.end_session(sid(n), fx.t0).await.unwrap().unwrap();
+    }
+    let all: Vec<Uuid> = (1..=SESSIONS).map(sid).collect();
+    let marked = fx.store.mark_running_many(&all, fx.t0).await.unwrap();
+    assert_eq!(marked.len(), SESSIONS as usize - 13, "every live one, across chunks");
+
+    let listed = fx.store.list_sessions(None, fx.t0).await.unwrap();
+    let ids: Vec<Uuid> = listed.iter().map(|s| s.session_id).collect();
+    let expected: Vec<Uuid> = (1..=SESSIONS).filter(|n| n % 100 != 7).map(sid).collect();
+    assert_eq!(ids, expected, "each live session once, in id order");
+    assert!(listed.iter().all(|s| s.status == SessionStatus::Running));
+    assert_eq!(fx.store.list_sessions(Some("game"), fx.t0).await.unwrap().len(), expected.len());
 }
 
 async fn mark_running_many_moves_only_created_sessions(fx: Fixture) {

@@ -100,9 +100,19 @@ impl GameyeClient {
 
     /// `GET /session` (session-list) with filters.
     pub async fn list_sessions(&self, filter: &ListFilter) -> Result<Vec<SessionSummary>, GameyeError> {
+        let operation = "session-list";
         let request = self.request(Method::GET, &["session"]).query(&filter.query_pairs());
-        let list: SessionList = self.call_json("session-list", request).await?;
-        Ok(list.sessions)
+        let body = self.call(operation, request).await?;
+        // No pagination: a listing holds every matching session of the account, possibly megabytes.
+        // Decoded off the async workers, which would otherwise stall every request they serve.
+        let decoded = tokio::task::spawn_blocking(move || serde_json::from_slice::<SessionList>(&body))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|decoded| decoded.map_err(|e| e.to_string()));
+        decoded.map(|list| list.sessions).map_err(|message| {
+            self.count(operation, "undecodable".to_owned());
+            GameyeError::Decode { operation, message }
+        })
     }
 
     /// `DELETE /session/{id}` (session-stop). 404 and 409 mean it is already gone: success.

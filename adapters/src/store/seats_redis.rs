@@ -80,6 +80,8 @@ static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
 
 /// Records read per round trip when listing.
 const LIST_CHUNK: usize = 256;
+/// Index entries asked for per `ZSCAN` call when listing.
+const SCAN_COUNT: usize = 1024;
 
 /// A script's answer: tag (`ok` or why nothing changed), detail, the record after a change, and how
 /// long the indexes must live from now (0: no refresh needed).
@@ -401,39 +403,52 @@ impl RedisStore {
             None => all_index(self.prefix()),
         };
         let mut connection = self.connection.clone();
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&index)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut connection)
-            .await
-            .map_err(err("list_sessions"))?;
+        // ZSCAN, not one ZRANGE: the reconciler lists every session, and one reply of a
+        // hundred-thousand-entry index holds Redis (single-threaded) for tens of milliseconds. A
+        // ZSCAN returns every entry present throughout at least once; duplicates are dropped.
+        let mut members = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("ZSCAN")
+                .arg(&index)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut connection)
+                .await
+                .map_err(err("list_sessions"))?;
+            members.extend(page.into_iter().map(|(member, _score)| member));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
         let ids: Vec<(String, Option<Uuid>)> =
             members.into_iter().map(|m| (m.clone(), Uuid::parse_str(&m).ok())).collect();
         // In chunks: one pipeline of every record would hold Redis (single-threaded) for all of
         // them at once, stalling every other client while the reconciler lists thousands.
-        let mut records: Vec<HashMap<String, String>> = Vec::with_capacity(ids.len());
+        let mut found = Vec::new();
+        let mut stale = Vec::new();
         for chunk in ids.chunks(LIST_CHUNK) {
             let mut pipe = redis::pipe();
             for (_, id) in chunk {
                 pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
             }
-            let part: Vec<HashMap<String, String>> =
+            let records: Vec<HashMap<String, String>> =
                 pipe.query_async(&mut connection).await.map_err(err("list_sessions"))?;
-            records.extend(part);
-        }
-        let mut found = Vec::new();
-        let mut stale = Vec::new();
-        for ((member, _), fields) in ids.into_iter().zip(records) {
-            match parse_seats(fields)? {
-                Some(seats)
-                    if seats.status != SessionStatus::Ended
-                        && image.is_none_or(|image| seats.info.image == image) =>
-                {
-                    found.push(seats.at(now));
+            for ((member, _), fields) in chunk.iter().zip(records) {
+                match parse_seats(fields)? {
+                    Some(seats)
+                        if seats.status != SessionStatus::Ended
+                            && image.is_none_or(|image| seats.info.image == image) =>
+                    {
+                        found.push(seats.at(now));
+                    }
+                    _ => stale.push(member.clone()),
                 }
-                _ => stale.push(member),
             }
+            // Long listings: let the placements sharing this worker thread run between chunks.
+            tokio::task::yield_now().await;
         }
         if !stale.is_empty() {
             redis::cmd("ZREM")
