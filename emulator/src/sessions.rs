@@ -267,9 +267,9 @@ impl Registry {
         self.get(id).filter(|s| s.is_active())
     }
 
-    /// Active sessions in creation order.
-    pub fn active(&self) -> impl Iterator<Item = &Session> {
-        self.active.iter().map(|&i| &self.sessions[i])
+    /// Active sessions from creation index `from` on, with their indexes, in creation order.
+    pub fn active_from(&self, from: usize) -> impl Iterator<Item = (usize, &Session)> {
+        self.active.range(from..).map(|&i| (i, &self.sessions[i]))
     }
 
     /// Every session ever, in creation order.

@@ -6,7 +6,6 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{
@@ -32,22 +31,47 @@ pub async fn session_list(
     let query = ListQuery::parse(query.as_deref());
     inject_faults(&state, Operation::SessionList, query.location.as_deref()).await?;
 
-    #[derive(Serialize)]
-    struct SessionList<'a> {
-        sessions: Vec<ListEntry<'a>>,
+    // Written in pages, the lock released between them: a listing of a hundred thousand sessions
+    // would otherwise hold every other request (POST /session included) for its whole
+    // serialization. Like any unpaginated live listing it is not a snapshot: a session created or
+    // stopped meanwhile may or may not be in it; one active throughout always is.
+    let mut body = b"{\"sessions\":[".to_vec();
+    let mut from = 0;
+    let mut first = true;
+    loop {
+        let mut next = None;
+        {
+            let registry = state.sessions();
+            let now = Instant::now();
+            for (scanned, (idx, s)) in registry.active_from(from).enumerate() {
+                if scanned == LIST_PAGE {
+                    next = Some(idx);
+                    break;
+                }
+                // A list entry is plain data: serializing it cannot fail.
+                if query.matches(s, s.status(now))
+                    && let Ok(entry) = serde_json::to_vec(&ListEntry::new(s, now))
+                {
+                    if !first {
+                        body.push(b',');
+                    }
+                    first = false;
+                    body.extend_from_slice(&entry);
+                }
+            }
+        }
+        match next {
+            Some(idx) => from = idx,
+            None => break,
+        }
+        tokio::task::yield_now().await;
     }
-    let now = Instant::now();
-    let registry = state.sessions();
-    let sessions = registry
-        .active()
-        .filter_map(|s| {
-            let status = s.status(now);
-            query.matches(s, status).then(|| ListEntry::new(s, now))
-        })
-        .collect();
-    // Serialized under the lock: the entries borrow the sessions.
-    Ok(Json(SessionList { sessions }).into_response())
+    body.extend_from_slice(b"]}");
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
+
+/// Sessions looked at per lock hold when listing.
+const LIST_PAGE: usize = 2048;
 
 /// Handler of GET /session/{id}.
 pub async fn describe_session(

@@ -290,3 +290,32 @@ async fn router_can_be_embedded_without_start() {
     assert_eq!(response.status(), StatusCode::OK);
     server.abort();
 }
+
+/// A listing longer than one page of the registry (it is written page by page, the lock released
+/// between pages) holds every matching session exactly once, and is valid JSON.
+#[tokio::test]
+async fn long_lists_hold_every_session_once() {
+    let emu = Emu::toml(
+        "start_delay = \"0s\"\n[[locations]]\nid = \"eu-west-1\"\nhost_ips = [\"203.0.113.10\", \"203.0.113.11\"]\ncapacity = 6000",
+    )
+    .await;
+    let ids: Vec<String> = (0..4_500).map(|n| format!("s{n:05}")).collect();
+    for chunk in ids.chunks(100) {
+        let creates = chunk.iter().map(|id| {
+            let mut body = session(id, "eu-west-1");
+            let parity = if id.ends_with(['0', '2', '4', '6', '8']) { "even" } else { "odd" };
+            body["labels"] = json!({ "parity": parity });
+            emu.run_ok(body)
+        });
+        futures::future::join_all(creates).await;
+    }
+    // Created concurrently, so compared sorted; a duplicate would still show.
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert!(sorted(emu.list_ids("").await) == ids, "every session exactly once");
+    let even: Vec<String> =
+        ids.iter().filter(|id| id.ends_with(['0', '2', '4', '6', '8'])).cloned().collect();
+    assert!(sorted(emu.list_ids("filter[parity]=even").await) == even, "the filter applies on every page");
+}
