@@ -230,12 +230,19 @@ where
     pub async fn finish(&self, job: Job) -> Result<Outcome, PlaceError> {
         let started = self.clock.now();
         let outcome = self.attempt(&job.record).await;
-        let written =
-            self.store.complete(&job.record.match_id, &job.lease, &outcome, self.settings.keep_for).await?;
-        let outcome = if written {
+        // The seat record is written alongside the outcome, not after it: one store round trip's wait
+        // instead of two. That is safe whatever `complete` answers, because the session id is the
+        // match's own: creating its seats is idempotent, and right even when this owner lost its
+        // lease (the session exists at Gameye either way).
+        let record_seats = async {
             if let Outcome::Placed(assignment) = &outcome {
                 self.record_seats(&job.record.request, assignment).await;
             }
+        };
+        let complete =
+            self.store.complete(&job.record.match_id, &job.lease, &outcome, self.settings.keep_for);
+        let (written, ()) = futures_util::future::join(complete, record_seats).await;
+        let outcome = if written? {
             outcome
         } else {
             tracing::warn!(match_id = %job.record.match_id, "lost the placement lease; using the new owner's outcome");
