@@ -471,9 +471,20 @@ fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
     .with_players(move |session_id| {
         let client = describer.clone();
         async move {
-            let described =
-                client.describe_session(&session_id.to_string()).await.map_err(|error| error.to_string())?;
-            Ok(described.players.joined)
+            use adapters::gameye::SessionStatus;
+            match client.describe_session(&session_id.to_string()).await {
+                Ok(described)
+                    if matches!(
+                        described.session.status,
+                        Some(SessionStatus::Exited | SessionStatus::Dead)
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Ok(described) => Ok(Some(described.players.joined)),
+                Err(error) if error.status() == Some(404) => Ok(None),
+                Err(error) => Err(error.to_string()),
+            }
         }
     })
 }

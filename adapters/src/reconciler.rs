@@ -66,7 +66,7 @@ pub struct ListedSession {
 }
 
 type ListFuture = Pin<Box<dyn Future<Output = Result<Vec<ListedSession>, String>> + Send>>;
-type PlayersFuture = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send>>;
+type PlayersFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<String>>, String>> + Send>>;
 
 /// Lists the bridge's sessions at Gameye: every one, or an error (the scan is then incomplete);
 /// and, for adoptions, who has joined one of them.
@@ -85,12 +85,15 @@ impl SessionLister {
         Self { list: Arc::new(move || Box::pin(list())), players: None }
     }
 
-    /// How to ask Gameye who joined a session (`GET /session/{id}`). Without it, orphans are
-    /// adopted with no players.
+    /// How to ask Gameye about one session (`GET /session/{id}`): who joined it, or `None` when
+    /// Gameye no longer runs it. Used for orphans' players, and to confirm that a recorded session
+    /// missing from listings is really gone before it is ended (a session started by a version
+    /// without the deployment label is missing from the filtered listing, yet runs). Without it,
+    /// orphans are adopted with no players and absence alone ends a session.
     pub fn with_players<F, Fut>(mut self, players: F) -> Self
     where
         F: Fn(Uuid) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<String>, String>> + Send + 'static,
+        Fut: Future<Output = Result<Option<Vec<String>>, String>> + Send + 'static,
     {
         self.players = Some(Arc::new(move |id| Box::pin(players(id))));
         self
@@ -102,8 +105,16 @@ impl SessionLister {
 
     async fn players(&self, session_id: Uuid) -> Result<Vec<String>, String> {
         match &self.players {
-            Some(players) => players(session_id).await,
+            Some(players) => players(session_id).await?.ok_or_else(|| "gone at Gameye".to_owned()),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// Whether Gameye still runs the session (`false` without a way to ask).
+    async fn still_runs(&self, session_id: Uuid) -> Result<bool, String> {
+        match &self.players {
+            Some(players) => Ok(players(session_id).await?.is_some()),
+            None => Ok(false),
         }
     }
 }
@@ -314,6 +325,20 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                         tracing::debug!(session_id = %id, "session missing from Gameye's list once");
                         continue;
                     }
+                    match self.lister.still_runs(id).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            // Not in the filtered listing, yet running: most likely started before
+                            // sessions carried the deployment label. Kept; asked again next time.
+                            tracing::info!(session_id = %id, "session missing from the listing still runs at Gameye; kept");
+                            self.absent.remove(&id);
+                            continue;
+                        }
+                        Err(error) => {
+                            tracing::warn!(session_id = %id, %error, "cannot confirm the session is gone; next scan tries again");
+                            continue;
+                        }
+                    }
                     match self.store.end_session(id, now).await {
                         Ok(Ok(_)) => {
                             self.absent.remove(&id);
@@ -510,7 +535,7 @@ mod tests {
         let players = crowd.clone();
         r.lister = r.lister.clone().with_players(move |_| {
             let players = players.clone();
-            async move { Ok(players) }
+            async move { Ok(Some(players)) }
         });
         assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
         let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();

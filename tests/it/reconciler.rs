@@ -75,23 +75,28 @@ const OUR_DEPLOYMENT: &str = "gameye-bridge";
 
 /// [`create_at_gameye`] with a TTL in whole seconds (the emulator takes them literally).
 pub(crate) async fn create_at_gameye_for(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>) {
-    create_at_gameye_as(stack, id, match_id, ttl_s, OUR_DEPLOYMENT).await;
+    create_at_gameye_as(stack, id, match_id, ttl_s, Some(OUR_DEPLOYMENT)).await;
 }
 
-/// A session started at Gameye with the labels a bridge of `deployment` gives its sessions.
-async fn create_at_gameye_as(stack: &Stack, id: &str, match_id: &str, ttl_s: Option<u64>, deployment: &str) {
+/// A session started at Gameye with the labels a bridge of `deployment` gives its sessions
+/// (`None`: a bridge from before the deployment label).
+async fn create_at_gameye_as(
+    stack: &Stack,
+    id: &str,
+    match_id: &str,
+    ttl_s: Option<u64>,
+    deployment: Option<&str>,
+) {
     let mut body = json!({
         "id": id,
         "location": "eu-west-1",
         "image": "demo-game",
         "version": "1.0.0",
-        "labels": {
-            "gameye-bridge.match": match_id,
-            "gameye-bridge.source": "http",
-            "gameye-bridge.deployment": deployment,
-            "mode": "solo",
-        },
+        "labels": {"gameye-bridge.match": match_id, "gameye-bridge.source": "http", "mode": "solo"},
     });
+    if let Some(deployment) = deployment {
+        body["labels"]["gameye-bridge.deployment"] = json!(deployment);
+    }
     if let Some(ttl) = ttl_s {
         body["ttl"] = json!(ttl);
     }
@@ -135,6 +140,46 @@ async fn stack_with_nats(interval: &str) -> (Stack, NatsServer, async_nats::Clie
     let ended = client.subscribe("gameye.session.ended.>").await.unwrap();
     client.flush().await.unwrap();
     (stack, nats, client, ended)
+}
+
+/// A session started by a bridge from before the deployment label is missing from the filtered
+/// listing, yet runs: its record must stay (Gameye is asked before anything is ended).
+#[tokio::test]
+async fn a_recorded_session_missing_from_the_listing_but_running_is_not_ended() {
+    let stack = Stack::start_with(&[("BRIDGE_RECONCILER__INTERVAL", "200ms")]).await;
+    let old = uuid::Uuid::new_v4();
+    create_at_gameye_as(&stack, &old.to_string(), "m-old", None, None).await;
+    // Its record, as the older bridge wrote it when placing it.
+    let store = adapters::store::RedisStore::connect(&stack.redis.url(), "gameye-bridge").await.unwrap();
+    let new = bridge::seats::NewSession {
+        session_id: old,
+        capacity: 4,
+        status: bridge::SessionStatus::Running,
+        info: bridge::seats::SessionInfo {
+            image: "demo-game".to_owned(),
+            version: None,
+            location: "eu-west-1".to_owned(),
+            labels: Default::default(),
+            metadata: json!({"match_id": "m-old"}),
+        },
+        players: Vec::new(),
+        joined: Vec::new(),
+        reservation_ttl: Duration::from_secs(60),
+        now: time::OffsetDateTime::now_utc(),
+    };
+    use bridge::ports::SeatStore;
+    store.create_session(&new, Duration::from_secs(3600)).await.unwrap().unwrap();
+    assert_eq!(bridge_session(&stack, &old.to_string()).await.0, 200);
+
+    let scans = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, scans + 5.0, Duration::from_secs(15)).await;
+    assert_eq!(bridge_session(&stack, &old.to_string()).await.0, 200, "kept:\n{}", stack.bridge.logs());
+    assert_eq!(metric(&stack.bridge, ENDED).await, 0.0);
+
+    // Once Gameye stops it, it is ended as usual.
+    stop_at_gameye(&stack, &old.to_string()).await;
+    wait_session_status(&stack, &old.to_string(), 404, Duration::from_secs(10)).await;
+    assert_eq!(metric(&stack.bridge, ENDED).await, 1.0);
 }
 
 #[tokio::test]
@@ -204,7 +249,7 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     create_at_gameye(&stack, &orphan, "m-orphan").await;
     // Another deployment's session (say staging, on the same Gameye account) is not ours to adopt.
     let foreign = uuid::Uuid::new_v4().to_string();
-    create_at_gameye_as(&stack, &foreign, "m-foreign", None, "gameye-bridge-staging").await;
+    create_at_gameye_as(&stack, &foreign, "m-foreign", None, Some("gameye-bridge-staging")).await;
 
     let view = wait_session_status(&stack, &orphan, 200, Duration::from_secs(10)).await;
     assert_eq!(view["match_id"], "m-orphan", "{view}");
