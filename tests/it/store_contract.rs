@@ -680,6 +680,31 @@ async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_w
     assert!(matches!(duplicate, ClaimOutcome::Placed(_)), "{duplicate:?}");
 }
 
+/// The pending index cannot be written (here: a key of the wrong type) while the claim script
+/// runs: the claim must not answer "owned" for a record nothing indexes (a crash of its owner would
+/// go unrecovered); once the index works again the record is indexed at its holder's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_claim_whose_index_write_fails_is_not_owned_silently() {
+    let fx = Fixture::redis().await;
+    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let index = "it-store:{placements}:pending";
+    fx.own(&fx.claim("m-0", "alpha", 0)).await; // the claim script is loaded: it runs below
+    let () =
+        ::redis::cmd("SET").arg(index).arg("not a sorted set").query_async(&mut connection).await.unwrap();
+
+    let error = fx.store.claim(&fx.claim("m-1", "alpha", 0)).await.unwrap_err();
+    assert!(!error.transient, "a wrong-type index is no transient failure: {error}");
+
+    let () = ::redis::cmd("DEL").arg(index).query_async(&mut connection).await.unwrap();
+    let held = fx.store.claim(&fx.claim("m-1", "beta", 1_000)).await.unwrap();
+    assert!(matches!(held, ClaimOutcome::Held { .. }), "{held:?}");
+    let t0 = fx.t0.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let score: Option<i64> =
+        ::redis::cmd("ZSCORE").arg(index).arg("m-1").query_async(&mut connection).await.unwrap();
+    assert_eq!(score, Some(t0 + 10_000), "indexed at the holder's lease");
+}
+
 /// Retries `call` until it succeeds or `within` passes.
 async fn eventually<T, F: AsyncFnMut() -> Result<T, StoreError>>(within: Duration, mut call: F) -> T {
     let deadline = Instant::now() + within;
@@ -737,6 +762,25 @@ async fn redis_down_fails_fast_and_transiently_then_recovers_after_restart() {
     let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
     assert!(fx.store.complete("m-1", &lease, &placed, KEEP).await.unwrap());
     fx.store.ping().await.unwrap();
+}
+
+/// A server without `PEXPIRE … NX` (Redis < 7, or a user an ACL denies it) is refused when the
+/// store connects, with an error that says what is needed, not on the first placement.
+#[tokio::test]
+async fn redis_without_pexpire_options_is_refused_at_connect() {
+    let server = RedisServer::start();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("ACL")
+        .arg(&["SETUSER", "limited", "on", ">secret", "~*", "+@all", "-pexpire"][..])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let limited = server.url().replacen("redis://", "redis://limited:secret@", 1);
+    let error = RedisStore::connect(&limited, PREFIX).await.unwrap_err();
+    assert!(!error.transient, "{error}");
+    assert!(error.to_string().contains("Redis 7.0 or newer"), "{error}");
+    RedisStore::connect(&server.url(), PREFIX).await.expect("the default user may");
 }
 
 #[tokio::test]

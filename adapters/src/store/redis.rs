@@ -27,7 +27,7 @@
 //! **Atomicity.** Every change to a record is one Lua script (`EVALSHA`, loaded again automatically
 //! after a Redis restart) on that one key. The pending index lives in another slot, so it is kept
 //! *outside* those scripts, with plain commands (a `MULTI`/`EXEC` of `ZADD` and `PEXPIRE NX|GT`,
-//! Redis ≥ 7, checked on connect): an entry is added (if missing) just before a claim, in the
+//! Redis ≥ 7, probed on connect): an entry is added (if missing) just before a claim, in the
 //! claim's own pipeline, set to the real lease after it when it was not new, moved on renewal and
 //! removed on completion. A stale entry is harmless — `expired_pending`
 //! checks each record and drops (or re-scores) entries whose record is gone, done or renewed, and the
@@ -80,32 +80,18 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     index_remove: Script::new(include_str!("scripts/index_remove.lua")),
 });
 
-/// The oldest Redis this store works with: `PEXPIRE` with `NX` / `GT` came in 7.0.
-const MIN_REDIS_MAJOR: u32 = 7;
-
-/// Refuses a Redis older than [`MIN_REDIS_MAJOR`] with a clear error, instead of failing on the
-/// first placement. A server that does not say (`INFO` denied by an ACL) is trusted, with a warning.
-async fn check_version(connection: &ConnectionManager) -> Result<(), StoreError> {
+/// Refuses a server without `PEXPIRE … NX` (Redis < 7.0) with a clear error, instead of failing
+/// on the first placement. A probe of the capability itself, not a version string: `INFO` may be
+/// denied on managed Redis, and compatible servers report versions of their own. On a key that does
+/// not exist the probe changes nothing.
+async fn check_version(connection: &ConnectionManager, prefix: &str) -> Result<(), StoreError> {
     let mut connection = connection.clone();
-    let info =
-        bounded("connect", redis::cmd("INFO").arg("server").query_async::<String>(&mut connection)).await;
-    let version = match info {
-        Ok(info) => info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .map(str::trim)
-            .map(str::to_owned),
-        Err(error) if error.transient => return Err(error),
-        Err(_) => None,
-    };
-    let Some(version) = version else {
-        tracing::warn!("cannot tell the Redis version (INFO server); Redis 7.0 or newer is needed");
-        return Ok(());
-    };
-    match version.split('.').next().and_then(|major| major.parse::<u32>().ok()) {
-        Some(major) if major >= MIN_REDIS_MAJOR => Ok(()),
-        _ => Err(StoreError::permanent(format!(
-            "Redis {version} is too old: the bridge needs Redis {MIN_REDIS_MAJOR}.0 or newer (PEXPIRE NX/GT)"
+    let probe = redis::cmd("PEXPIRE").arg(format!("{prefix}:{{probe}}")).arg(1).arg("NX").to_owned();
+    match bounded("connect", probe.query_async::<i64>(&mut connection)).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.transient => Err(error),
+        Err(error) => Err(StoreError::permanent(format!(
+            "this Redis does not support PEXPIRE NX (Redis 7.0 or newer is needed): {error}"
         ))),
     }
 }
@@ -176,7 +162,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
-        check_version(&connection).await?;
+        check_version(&connection, prefix).await?;
         Ok(Self { connection, keys: Keys { prefix: prefix.to_owned() }, cooldowns: Arc::default() })
     }
 
@@ -264,23 +250,38 @@ impl RedisStore {
             queue_index_add(&mut pipe, &self.keys.pending(), &claim.match_id, lease_until_ms, keep_ms, true);
         }
         pipe.invoke_script(&invocation);
+        // Each command's own answer: the commands before a failed one ran all the same.
+        pipe.ignore_errors();
         let mut connection = self.connection.clone();
-        let pipelined = if index_first {
-            pipe.query_async::<(IndexAdded, ClaimReply)>(&mut connection)
-                .await
-                .map(|((added, _, _), reply)| (added > 0, reply))
+        let (index_answer, claim_answer) = if index_first {
+            pipe.query_async::<(redis::RedisResult<IndexAdded>, redis::RedisResult<ClaimReply>)>(
+                &mut connection,
+            )
+            .await
+            .map(|(index, claim)| (Some(index), claim))
         } else {
-            pipe.query_async::<(ClaimReply,)>(&mut connection).await.map(|(reply,)| (false, reply))
-        };
-        let (indexed, (tag, pttl, fields)) = match pipelined {
-            Ok(answer) => answer,
-            // Redis lost its scripts (a restart). The index transaction ran; whether it added the
-            // entry is unknown, and "not added" is the safe guess: the entry is then moved to this
-            // claim's lease below, or left for `expired_pending` to drop.
+            pipe.query_async::<(redis::RedisResult<ClaimReply>,)>(&mut connection)
+                .await
+                .map(|(claim,)| (None, claim))
+        }
+        .map_err(err("claim"))?;
+        let (tag, pttl, fields) = match claim_answer {
+            Ok(reply) => reply,
+            // Redis lost its scripts (a restart): the sequential call loads it.
             Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                (false, invocation.invoke_async(&mut connection).await.map_err(err("claim"))?)
+                invocation.invoke_async(&mut connection).await.map_err(err("claim"))?
             }
             Err(error) => return Err(store_error("claim", &error)),
+        };
+        // "Not added" when the index transaction failed: the entry is then written again below for
+        // an owned claim (or the claim fails), so no owned record goes unindexed.
+        let indexed = match index_answer {
+            Some(Ok((added, _, _))) => added > 0,
+            Some(Err(error)) => {
+                tracing::warn!(error = %store_error("claim", &error), "pending index not written with the claim; trying again");
+                false
+            }
+            None => false,
         };
         let (record, fence) = if tag == "created" {
             // Exactly what the script wrote, without reading it back (the request can be large).
@@ -895,7 +896,7 @@ pub(super) fn err(operation: &'static str) -> impl Fn(RedisError) -> StoreError 
 }
 
 /// Runs one Redis call within [`OPERATION_TIMEOUT`].
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     operation: &'static str,
     call: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, StoreError> {

@@ -42,7 +42,9 @@ use redis::Script;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::redis::{IndexAdded, RedisStore, bounded_store, err, hash_tag, queue_index_add, store_error};
+use super::redis::{
+    IndexAdded, RedisStore, bounded, bounded_store, err, hash_tag, queue_index_add, store_error,
+};
 use super::{duration_millis, from_millis, to_millis};
 use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
@@ -362,16 +364,28 @@ impl RedisStore {
             queue_index_add(&mut pipe, &index, &member, now_ms, index_ttl, true);
         }
         pipe.invoke_script(&create);
+        // Each command's own answer: the commands before a failed one ran all the same.
+        pipe.ignore_errors();
         let mut connection = self.connection.clone();
-        let pipelined: redis::RedisResult<(IndexAdded, IndexAdded, Reply)> =
-            pipe.query_async(&mut connection).await;
-        let (tag, detail, _, _) = match pipelined {
-            Ok((_, _, reply)) => reply,
+        type Answers =
+            (redis::RedisResult<IndexAdded>, redis::RedisResult<IndexAdded>, redis::RedisResult<Reply>);
+        let (index_all, index_image, created): Answers =
+            pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+        let (tag, detail, _, _) = match created {
+            Ok(reply) => reply,
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 create.invoke_async(&mut connection).await.map_err(err("create_session"))?
             }
             Err(error) => return Err(store_error("create_session", &error)),
         };
+        if let Err(error) = index_all.and(index_image) {
+            // The record may exist unindexed: index it again; should that fail too, the
+            // reconciler's next scan finds the session unrecorded and its create re-indexes it.
+            tracing::warn!(error = %store_error("create_session", &error), "seats index not written with the record; trying again");
+            if let Err(error) = self.index_session(new.session_id, &new.info.image, now_ms, index_ttl).await {
+                tracing::warn!(session_id = %new.session_id, error = %store_error("create_session", &error), "seats index not written");
+            }
+        }
         if tag != "ok" {
             return Ok(Err(refusal(&tag, &detail)?));
         }
@@ -409,14 +423,9 @@ impl RedisStore {
         let mut members = BTreeSet::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("ZSCAN")
-                .arg(&index)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut connection)
-                .await
-                .map_err(err("list_sessions"))?;
+            let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(SCAN_COUNT).to_owned();
+            let (next, page): (u64, Vec<(String, String)>) =
+                bounded("list_sessions", scan.query_async(&mut connection)).await?;
             members.extend(page.into_iter().map(|(member, _score)| member));
             if next == 0 {
                 break;
@@ -435,7 +444,7 @@ impl RedisStore {
                 pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
             }
             let records: Vec<HashMap<String, String>> =
-                pipe.query_async(&mut connection).await.map_err(err("list_sessions"))?;
+                bounded("list_sessions", pipe.query_async(&mut connection)).await?;
             for ((member, _), fields) in chunk.iter().zip(records) {
                 match parse_seats(fields)? {
                     Some(seats)
@@ -451,12 +460,8 @@ impl RedisStore {
             tokio::task::yield_now().await;
         }
         if !stale.is_empty() {
-            redis::cmd("ZREM")
-                .arg(&index)
-                .arg(&stale)
-                .exec_async(&mut connection)
-                .await
-                .map_err(err("list_sessions"))?;
+            let zrem = redis::cmd("ZREM").arg(&index).arg(&stale).to_owned();
+            bounded("list_sessions", zrem.exec_async(&mut connection)).await?;
         }
         found.sort_by_key(|seats| seats.session_id);
         Ok(found)
@@ -665,7 +670,9 @@ impl SeatStore for RedisStore {
         image: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionSeats>, StoreError> {
-        bounded_store("list_sessions", self.list_sessions_inner(image, now)).await
+        // Each round trip is bounded, not the whole: the reconciler lists every session, which at
+        // a hundred thousand takes longer than one operation's bound while Redis answers fine.
+        self.list_sessions_inner(image, now).await
     }
 
     async fn mark_running(
