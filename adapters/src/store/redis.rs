@@ -26,8 +26,8 @@
 //!
 //! **Atomicity.** Every change to a record is one Lua script (`EVALSHA`, loaded again automatically
 //! after a Redis restart) on that one key. The pending index lives in another slot, so it is kept
-//! *outside* those scripts, with plain commands (a `MULTI`/`EXEC` of `ZADD` and `PEXPIRE NX|GT`,
-//! Redis ≥ 7, probed on connect): an entry is added (if missing) just before a claim, in the
+//! *outside* those scripts, with plain commands (`ZADD` and `PEXPIRE NX|GT`, Redis ≥ 7, probed on
+//! connect): an entry is added (if missing) just before a claim, in the
 //! claim's own pipeline, set to the real lease after it when it was not new, moved on renewal and
 //! removed on completion. A stale entry is harmless — `expired_pending`
 //! checks each record and drops (or re-scores) entries whose record is gone, done or renewed, and the
@@ -99,15 +99,18 @@ async fn check_version(connection: &ConnectionManager, prefix: &str) -> Result<(
 /// The claim script's answer: tag, the record's PTTL, the record's fields.
 type ClaimReply = (String, i64, HashMap<String, String>);
 
-/// The answer of one [`queue_index_add`] transaction: `(added, _, _)`.
-pub(super) type IndexAdded = (i64, i64, i64);
+/// The answer of one [`queue_index_add`]: how many entries `ZADD` added (0 or 1).
+pub(super) type IndexAdded = i64;
 
-/// Queues on `pipe` one transaction on the sorted set `index` (one key, so one cluster slot): add
-/// `member` at `score` (only if missing when `only_new`) and make the index live at least `ttl_ms`
-/// (> 0): `PEXPIRE … NX` gives a new index its first expiry, `PEXPIRE … GT` only ever extends it
-/// (both Redis ≥ 7). Plain commands rather than a script because a Lua call costs Redis several
-/// times more than these, and every placement and seat record maintains indexes. The pipeline's
-/// answer for it is `(added, _, _)`.
+/// Queues on `pipe` the commands that add `member` to the sorted set `index` at `score` (only if
+/// missing when `only_new`) and make the index live at least `ttl_ms` (> 0): `ZADD`, then
+/// `PEXPIRE … NX` (a new index's first expiry) and `PEXPIRE … GT` (only ever later); Redis ≥ 7.
+/// Plain single-key commands rather than a script because a Lua call costs Redis several times more,
+/// and every placement and seat record maintains indexes; no `MULTI`, so a Cluster client can route
+/// them as they are. Not atomic, and need not be: other writers only add entries or extend the
+/// expiry, and the commands of one pipeline reach Redis together (an index idle for `keep_for`
+/// expiring between them is the only gap, and costs one entry that `expired_pending` or the next
+/// listing makes good). The pipeline's answer for them is `ZADD`'s ([`IndexAdded`]).
 pub(super) fn queue_index_add(
     pipe: &mut redis::Pipeline,
     index: &str,
@@ -116,15 +119,13 @@ pub(super) fn queue_index_add(
     ttl_ms: i64,
     only_new: bool,
 ) {
-    pipe.cmd("MULTI").ignore();
     pipe.cmd("ZADD").arg(index);
     if only_new {
         pipe.arg("NX");
     }
-    pipe.arg(score).arg(member).ignore();
+    pipe.arg(score).arg(member);
     pipe.cmd("PEXPIRE").arg(index).arg(ttl_ms).arg("NX").ignore();
     pipe.cmd("PEXPIRE").arg(index).arg(ttl_ms).arg("GT").ignore();
-    pipe.cmd("EXEC");
 }
 
 /// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection.
@@ -197,7 +198,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, ttl_ms, only_new);
         let mut connection = self.connection.clone();
-        let ((added, _, _),): (IndexAdded,) = pipe.query_async(&mut connection).await?;
+        let (added,): (IndexAdded,) = pipe.query_async(&mut connection).await?;
         Ok(added > 0)
     }
 
@@ -273,10 +274,10 @@ impl RedisStore {
             }
             Err(error) => return Err(store_error("claim", &error)),
         };
-        // "Not added" when the index transaction failed: the entry is then written again below for
+        // "Not added" when the index write failed: the entry is then written again below for
         // an owned claim (or the claim fails), so no owned record goes unindexed.
         let indexed = match index_answer {
-            Some(Ok((added, _, _))) => added > 0,
+            Some(Ok(added)) => added > 0,
             Some(Err(error)) => {
                 tracing::warn!(error = %store_error("claim", &error), "pending index not written with the claim; trying again");
                 false

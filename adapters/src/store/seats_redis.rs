@@ -23,7 +23,7 @@
 //! session, which is what "never more players + reservations than capacity" needs.
 //!
 //! **Indexes** live in other slots, so they are maintained beside the scripts, with plain commands
-//! (one `MULTI`/`EXEC` per index: `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its
+//! (per index `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its
 //! record is created (same pipeline), and again whenever a script reports that the record could
 //! outlive the indexes (the record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`,
 //! on Redis's clock like the TTLs, so this costs a round trip about once per `keep_for`, not per
