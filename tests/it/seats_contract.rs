@@ -1052,6 +1052,44 @@ async fn redis_indexes_drop_sessions_whose_records_are_gone() {
     assert!(members("it-seats:{seats}:sessions").await.is_empty());
 }
 
+/// Bulk marking after Redis lost its scripts, for records whose index entries ran out: the records
+/// are marked and the indexes hold them again, with an expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_bulk_marking_loads_its_script_and_refreshes_the_indexes() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    for n in [1, 2] {
+        let mut new = fx.new_session(n, 4, &[]);
+        new.status = SessionStatus::Created;
+        fx.store.create_session(&new, KEEP).await.unwrap().unwrap();
+    }
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    for n in [1, 2] {
+        let key = format!("it-seats:seats:{{{}}}", sid(n));
+        let () = ::redis::cmd("HSET")
+            .arg(&key)
+            .arg("indexed_until_ms")
+            .arg(0)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    for index in ["it-seats:{seats}:sessions", "it-seats:seats-image:{game}"] {
+        let () = ::redis::cmd("DEL").arg(index).query_async(&mut connection).await.unwrap();
+    }
+    let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.unwrap();
+
+    let marked = fx.store.mark_running_many(&[sid(1), sid(2)], fx.t0).await.unwrap();
+    assert_eq!(marked, [sid(1), sid(2)]);
+    let listed = fx.store.list_sessions(Some("game"), fx.t0).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(1), sid(2)], "indexed again");
+    let ttls = keys_and_ttls(&url).await;
+    for index in ["it-seats:{seats}:sessions", "it-seats:seats-image:{game}"] {
+        assert!(ttls[index] > KEEP.as_millis() as i64, "{index} expires after its records: {ttls:?}");
+    }
+}
+
 /// Redis's scripts and the in-memory store (the core ledger itself, property-tested) answer every
 /// operation alike: long random sequences run against both side by side, compared after each step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -515,15 +515,25 @@ impl RedisStore {
             Err(error) => return Err(store_error("mark_running", &error)),
         };
         let mut marked = Vec::new();
+        // Records that could outlive their index entries: refreshed together, one round trip.
+        let mut refresh = redis::pipe();
+        let mut refreshing = 0;
         for (&session_id, (changed, index_ttl, image)) in session_ids.iter().zip(replies) {
             if changed == 1 {
                 marked.push(session_id);
             }
-            if index_ttl > 0
-                && let Err(error) = self.index_session(session_id, &image, now_ms, index_ttl).await
-            {
-                tracing::warn!(%session_id, error = %store_error("mark_running", &error), "seats index not refreshed");
+            if index_ttl > 0 {
+                let member = session_id.to_string();
+                for index in [all_index(self.prefix()), image_index(self.prefix(), &image)] {
+                    queue_index_add(&mut refresh, &index, &member, now_ms, index_ttl, true);
+                }
+                refreshing += 1;
             }
+        }
+        if refreshing > 0
+            && let Err(error) = refresh.exec_async(&mut connection).await
+        {
+            tracing::warn!(sessions = refreshing, error = %store_error("mark_running", &error), "seats indexes not refreshed");
         }
         Ok(marked)
     }
@@ -689,12 +699,21 @@ impl SeatStore for RedisStore {
         now: OffsetDateTime,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut marked = Vec::new();
-        // One bound per chunk: the whole list may be long.
+        let mut first_error = None;
+        // One bound per chunk (the whole list may be long); a failed chunk does not stop the rest.
         for chunk in session_ids.chunks(LIST_CHUNK) {
-            marked
-                .extend(bounded_store("mark_running", self.mark_running_chunk(chunk, to_millis(now))).await?);
+            match bounded_store("mark_running", self.mark_running_chunk(chunk, to_millis(now))).await {
+                Ok(chunk_marked) => marked.extend(chunk_marked),
+                Err(error) => {
+                    tracing::warn!(sessions = chunk.len(), %error, "sessions not marked running; the next scan tries again");
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        Ok(marked)
+        match first_error {
+            Some(error) if marked.is_empty() => Err(error),
+            _ => Ok(marked),
+        }
     }
 
     async fn join_players_ordered(
