@@ -348,35 +348,18 @@ impl Registry {
     }
 
     /// The least-loaded host of `location` with room for `n` ports (ties: first listed), and its
-    /// position in `host_ips`.
+    /// position in `host_ips`. A host is in one location only (the world is validated so), so the
+    /// location's index sees every change of its hosts' loads.
     fn least_loaded_host(&mut self, location: &Location, n: usize) -> Option<(IpAddr, usize)> {
         let hosts = &self.hosts;
-        let sessions_on = |ip: &IpAddr| hosts.get(ip).map_or(0, |h| h.sessions);
         let loads = self.by_load.entry(location.id.clone()).or_insert_with(|| {
+            let sessions_on = |ip: &IpAddr| hosts.get(ip).map_or(0, |h| h.sessions);
             location.host_ips.iter().enumerate().map(|(slot, ip)| (sessions_on(ip), slot)).collect()
         });
-        let mut stale = Vec::new();
-        let mut found = None;
-        for &(sessions, slot) in loads.iter() {
-            let Some(ip) = location.host_ips.get(slot) else { continue };
-            if sessions != sessions_on(ip) {
-                // A host listed in two locations changed through the other one: fix, look again.
-                stale.push((sessions, slot));
-                continue;
-            }
-            if hosts.get(ip).is_none_or(|h| h.has_room_for(n)) {
-                found = Some((*ip, slot));
-                break;
-            }
-        }
-        if stale.is_empty() {
-            return found;
-        }
-        for (sessions, slot) in stale {
-            loads.remove(&(sessions, slot));
-            loads.insert((sessions_on(&location.host_ips[slot]), slot));
-        }
-        self.least_loaded_host(location, n)
+        loads
+            .iter()
+            .filter_map(|&(_, slot)| location.host_ips.get(slot).map(|ip| (*ip, slot)))
+            .find(|(ip, _)| hosts.get(ip).is_none_or(|h| h.has_room_for(n)))
     }
 
     /// Changes a host's session count and keeps the load index of `location` in step.

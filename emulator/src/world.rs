@@ -262,12 +262,17 @@ impl World {
             }
         }
         let mut seen = HashSet::new();
+        let mut hosts = HashSet::new();
         for loc in &self.locations {
             if loc.id.is_empty() || !seen.insert(loc.id.as_str()) {
                 return invalid(format!("location {:?} is empty or listed twice", loc.id));
             }
             if loc.host_ips.is_empty() {
                 return invalid(format!("location {:?} has no host_ips", loc.id));
+            }
+            // A machine is in one location, once (host load is accounted per location).
+            if let Some(ip) = loc.host_ips.iter().find(|ip| !hosts.insert(**ip)) {
+                return invalid(format!("host {ip} is listed twice (location {:?})", loc.id));
             }
         }
         for rule in &self.faults {

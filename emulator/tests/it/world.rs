@@ -79,6 +79,9 @@ fn inconsistent_worlds_are_rejected() {
     for toml in [
         "[[locations]]\nid = \"a\"\nhost_ips = [\"203.0.113.1\"]\n[[locations]]\nid = \"a\"\nhost_ips = [\"203.0.113.2\"]",
         "[[locations]]\nid = \"a\"\nhost_ips = []",
+        // A host machine is in one location, once.
+        "[[locations]]\nid = \"a\"\nhost_ips = [\"203.0.113.1\", \"203.0.113.1\"]",
+        "[[locations]]\nid = \"a\"\nhost_ips = [\"203.0.113.1\"]\n[[locations]]\nid = \"b\"\nhost_ips = [\"203.0.113.1\"]",
         "[[applications]]\nimage = \"g\"\ntags = []",
         "[[applications]]\nimage = \"g\"\ntags = [{ name = \"1\" }, { name = \"1\" }]",
         "[[applications]]\nimage = \"g\"\ntags = [{ name = \"1\" }]\nports = [{ container = 0, protocol = \"udp\" }]",
