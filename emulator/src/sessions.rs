@@ -176,6 +176,9 @@ pub struct Registry {
     /// Per location, its hosts as (active sessions, position in `host_ips`), least loaded first:
     /// picking a host stays O(log hosts) however many hosts a world has.
     by_load: HashMap<String, BTreeSet<(usize, usize)>>,
+    /// Active sessions by user label (key, value), in creation order: a listing filtered by a label
+    /// reads only the sessions carrying it, however many others run.
+    by_label: HashMap<(String, String), BTreeSet<usize>>,
 }
 
 impl Registry {
@@ -248,6 +251,9 @@ impl Registry {
             players: Vec::new(),
             events: Vec::new(),
         });
+        for label in &self.sessions[idx].user_labels {
+            self.by_label.entry((label.0.clone(), label.1.clone())).or_default().insert(idx);
+        }
         self.by_id.insert(id, idx);
         self.active.insert(idx);
         if let Some(deadline) = expires_at {
@@ -267,9 +273,21 @@ impl Registry {
         self.get(id).filter(|s| s.is_active())
     }
 
-    /// Active sessions from creation index `from` on, with their indexes, in creation order.
-    pub fn active_from(&self, from: usize) -> impl Iterator<Item = (usize, &Session)> {
-        self.active.range(from..).map(|&i| (i, &self.sessions[i]))
+    /// Active sessions from creation index `from` on, with their indexes, in creation order; with
+    /// `label`, only those carrying it.
+    pub fn active_from(
+        &self,
+        from: usize,
+        label: Option<&(String, String)>,
+    ) -> Box<dyn Iterator<Item = (usize, &Session)> + '_> {
+        let indexes = match label {
+            None => &self.active,
+            Some(label) => match self.by_label.get(label) {
+                Some(indexes) => indexes,
+                None => return Box::new(std::iter::empty()),
+            },
+        };
+        Box::new(indexes.range(from..).map(|&i| (i, &self.sessions[i])))
     }
 
     /// Every session ever, in creation order.
@@ -336,6 +354,15 @@ impl Registry {
             self.expiries.remove(&(deadline, idx));
         }
         self.active.remove(&idx);
+        for label in &self.sessions[idx].user_labels {
+            let key = (label.0.clone(), label.1.clone());
+            if let Some(indexes) = self.by_label.get_mut(&key) {
+                indexes.remove(&idx);
+                if indexes.is_empty() {
+                    self.by_label.remove(&key);
+                }
+            }
+        }
         let s = &self.sessions[idx];
         if let Some(n) = self.per_location.get_mut(&s.location) {
             *n -= 1;

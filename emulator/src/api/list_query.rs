@@ -50,6 +50,11 @@ impl ListQuery {
         q
     }
 
+    /// One `filter[k]=v` pair, if any: only sessions carrying it can match.
+    pub fn first_filter(&self) -> Option<&(String, String)> {
+        self.filter.first()
+    }
+
     /// Whether an active session with status `status` belongs in the answer.
     pub fn matches(&self, s: &Session, status: Status) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);

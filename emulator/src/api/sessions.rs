@@ -43,7 +43,7 @@ pub async fn session_list(
         {
             let registry = state.sessions();
             let now = Instant::now();
-            for (scanned, (idx, s)) in registry.active_from(from).enumerate() {
+            for (scanned, (idx, s)) in registry.active_from(from, query.first_filter()).enumerate() {
                 if scanned == LIST_PAGE {
                     next = Some(idx);
                     break;
