@@ -283,7 +283,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             }
         };
         let now = OffsetDateTime::now_utc();
-        let records = match self.store.list_sessions(None, now).await {
+        let records = match self.store.recorded_sessions(now).await {
             Ok(records) => records,
             Err(error) => {
                 tracing::warn!(%error, "reconciler: cannot read the seat records; nothing changes this scan");
@@ -303,7 +303,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             match listed.get(&id) {
                 Some(session) => {
                     self.absent.remove(&id);
-                    if session.player_count.is_some_and(|count| count as usize != record.joined.len()) {
+                    if session.player_count.is_some_and(|count| count as usize != record.joined) {
                         match self.store.queue_player_sync_if_absent(id).await {
                             Ok(()) => {
                                 self.metrics.player_syncs_queued.inc();
@@ -339,13 +339,23 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                             continue;
                         }
                     }
+                    // The whole record, for the announcement (who was in it when it ended).
+                    let before = match self.store.get_session(id, now).await {
+                        Ok(before) => before,
+                        Err(error) => {
+                            tracing::warn!(session_id = %id, %error, "cannot read the session; next scan tries again");
+                            continue;
+                        }
+                    };
                     match self.store.end_session(id, now).await {
                         Ok(Ok(_)) => {
                             self.absent.remove(&id);
                             self.metrics.ended.inc();
                             report.ended.push(id);
                             tracing::info!(session_id = %id, "session gone at Gameye: ended, seats released");
-                            self.announce(record).await;
+                            if let Some(before) = &before {
+                                self.announce(before).await;
+                            }
                         }
                         Ok(Err(SeatError::Ended | SeatError::NotFound)) => {
                             // Ended meanwhile (DELETE /v1/sessions/{id}): whoever ended it said so.

@@ -417,6 +417,15 @@ pub struct SeatChange<T> {
 /// Reserved seats in one session, picked by [`SeatStore::reserve_best`].
 pub type BackfillReserved = SeatChange<crate::seats::Reserved>;
 
+/// A session's record as [`SeatStore::recorded_sessions`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordedSession {
+    pub session_id: Uuid,
+    pub status: crate::seats::SessionStatus,
+    /// How many players have joined.
+    pub joined: usize,
+}
+
 /// Sessions' seats. Every operation is atomic per session and all-or-nothing; `now` is the
 /// caller's clock (reservation expiry), record time to live runs on the store's clock.
 /// `Ok(Err(SeatError))` is a refusal (nothing changed); `Err(StoreError)` a store failure.
@@ -445,6 +454,13 @@ pub trait SeatStore: Send + Sync + 'static {
         image: Option<&str>,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<crate::seats::SessionSeats>, StoreError>> + Send;
+
+    /// Every session not ended, as the reconciler compares them with Gameye: status and joined
+    /// count, not the whole record (cheaper to read and parse when there are a hundred thousand).
+    fn recorded_sessions(
+        &self,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<RecordedSession>, StoreError>> + Send;
 
     /// `created → running`; idempotent.
     fn mark_running(

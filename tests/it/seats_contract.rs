@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
-use bridge::ports::{PlayerSyncClaim, PlayerSyncStore, SeatChange, SeatStore};
+use bridge::ports::{PlayerSyncClaim, PlayerSyncStore, RecordedSession, SeatChange, SeatStore};
 use bridge::seats::{
     BackfillPlayer, BackfillQuery, NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus,
     choose_backfill,
@@ -173,6 +173,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    recorded_sessions_give_status_and_joined_counts,
     long_listings_hold_every_live_session_once,
     mark_running_many_moves_only_created_sessions,
     create_records_the_session_with_its_own_players_reserved,
@@ -580,8 +581,42 @@ async fn long_listings_hold_every_live_session_once(fx: Fixture) {
     let ids: Vec<Uuid> = listed.iter().map(|s| s.session_id).collect();
     let expected: Vec<Uuid> = (1..=SESSIONS).filter(|n| n % 100 != 7).map(sid).collect();
     assert_eq!(ids, expected, "each live session once, in id order");
+    let recorded: Vec<Uuid> =
+        fx.store.recorded_sessions(fx.t0).await.unwrap().iter().map(|s| s.session_id).collect();
+    assert_eq!(recorded, expected, "the reconciler's view too");
     assert!(listed.iter().all(|s| s.status == SessionStatus::Running));
     assert_eq!(fx.store.list_sessions(Some("game"), fx.t0).await.unwrap().len(), expected.len());
+}
+
+/// The reconciler's view: every live session with its status and how many joined (reserved seats
+/// and ended sessions left out), in session id order.
+async fn recorded_sessions_give_status_and_joined_counts(fx: Fixture) {
+    let mut created = fx.new_session(1, 4, &[]);
+    created.status = SessionStatus::Created;
+    fx.store.create_session(&created, KEEP).await.unwrap().unwrap();
+    fx.create(2, 8, &["own"]).await;
+    fx.join(2, &["a", "b", "j:c"], 0).await.unwrap();
+    fx.reserve(2, &["r"], 10_000, 0).await.unwrap();
+    fx.create(3, 4, &[]).await;
+    fx.store.end_session(sid(3), fx.t0).await.unwrap().unwrap();
+    fx.create(4, 4, &[]).await;
+    fx.join(4, &["x"], 0).await.unwrap();
+    fx.leave(4, &["x"], 0).await.unwrap();
+
+    let recorded = fx.store.recorded_sessions(fx.t0).await.unwrap();
+    let expected = [
+        RecordedSession { session_id: sid(1), status: SessionStatus::Created, joined: 0 },
+        RecordedSession { session_id: sid(2), status: SessionStatus::Running, joined: 3 },
+        RecordedSession { session_id: sid(4), status: SessionStatus::Running, joined: 0 },
+    ];
+    assert_eq!(recorded, expected);
+    // The same sessions list_sessions gives, with the same counts.
+    let listed = fx.store.list_sessions(None, fx.t0).await.unwrap();
+    let from_listing: Vec<RecordedSession> = listed
+        .iter()
+        .map(|s| RecordedSession { session_id: s.session_id, status: s.status, joined: s.joined.len() })
+        .collect();
+    assert_eq!(from_listing, expected);
 }
 
 async fn mark_running_many_moves_only_created_sessions(fx: Fixture) {

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use bridge::ports::{
-    BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, SeatChange, SeatStore,
+    BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedSession, SeatChange, SeatStore,
 };
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
@@ -346,6 +346,13 @@ impl SeatStore for StateStore {
         match self {
             Self::Memory(store) => store.mark_running(session_id, now).await,
             Self::Redis(store) => store.mark_running(session_id, now).await,
+        }
+    }
+
+    async fn recorded_sessions(&self, now: OffsetDateTime) -> Result<Vec<RecordedSession>, StoreError> {
+        match self {
+            Self::Memory(store) => store.recorded_sessions(now).await,
+            Self::Redis(store) => store.recorded_sessions(now).await,
         }
     }
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::memory::MemoryStore;
 use super::{duration_millis, from_millis, to_millis};
-use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
+use bridge::ports::{BackfillReserved, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
 };
@@ -165,6 +165,14 @@ impl SeatStore for MemoryStore {
                 s.mark_running()
             })
             .map(|c| c.session))
+    }
+
+    async fn recorded_sessions(&self, now: OffsetDateTime) -> Result<Vec<RecordedSession>, StoreError> {
+        let sessions = self.list_sessions(None, now).await?;
+        Ok(sessions
+            .iter()
+            .map(|s| RecordedSession { session_id: s.session_id, status: s.status, joined: s.joined.len() })
+            .collect())
     }
 
     async fn mark_running_many(

@@ -46,7 +46,7 @@ use super::redis::{
     IndexAdded, RedisStore, bounded, bounded_store, err, hash_tag, queue_index_add, store_error,
 };
 use super::{duration_millis, from_millis, to_millis};
-use bridge::ports::{BackfillReserved, SeatChange, SeatStore, StoreError};
+use bridge::ports::{BackfillReserved, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
     SessionInfo, SessionSeats, SessionStatus,
@@ -406,6 +406,89 @@ impl RedisStore {
         Ok(parse_seats(fields)?.map(|seats| seats.at(from_millis(to_millis(now)))))
     }
 
+    /// Every member of a seats index, each with its session id when it parses as one. `ZSCAN`, not
+    /// one `ZRANGE`: the reconciler lists every session, and one reply of a hundred-thousand-entry
+    /// index holds Redis (single-threaded) for tens of milliseconds. A `ZSCAN` returns every entry
+    /// present throughout at least once; duplicates are dropped.
+    async fn index_members(
+        &self,
+        index: &str,
+        operation: &'static str,
+    ) -> Result<Vec<(String, Option<Uuid>)>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut members = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let scan = redis::cmd("ZSCAN").arg(index).arg(cursor).arg("COUNT").arg(SCAN_COUNT).to_owned();
+            let (next, page): (u64, Vec<(String, String)>) =
+                bounded(operation, scan.query_async(&mut connection)).await?;
+            members.extend(page.into_iter().map(|(member, _score)| member));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(members.into_iter().map(|m| (m.clone(), Uuid::parse_str(&m).ok())).collect())
+    }
+
+    /// Drops index entries whose record is gone or ended.
+    async fn drop_stale(
+        &self,
+        index: &str,
+        stale: &[String],
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection.clone();
+        let zrem = redis::cmd("ZREM").arg(index).arg(stale).to_owned();
+        bounded(operation, zrem.exec_async(&mut connection)).await
+    }
+
+    async fn recorded_sessions_inner(&self) -> Result<Vec<RecordedSession>, StoreError> {
+        let index = all_index(self.prefix());
+        let ids = self.index_members(&index, "recorded_sessions").await?;
+        let mut connection = self.connection.clone();
+        let mut found = Vec::with_capacity(ids.len());
+        let mut stale = Vec::new();
+        for chunk in ids.chunks(LIST_CHUNK) {
+            // The status and the field names (one `j:<player>` per joined player): no values, no JSON.
+            let mut pipe = redis::pipe();
+            for (_, id) in chunk {
+                let key = id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default();
+                pipe.cmd("HGET").arg(&key).arg("status");
+                pipe.cmd("HKEYS").arg(&key);
+            }
+            let replies: Vec<redis::Value> =
+                bounded("recorded_sessions", pipe.query_async(&mut connection)).await?;
+            let mut replies = replies.into_iter();
+            for (member, id) in chunk {
+                let (Some(status), Some(fields)) = (replies.next(), replies.next()) else {
+                    return Err(StoreError::permanent("redis recorded_sessions: a reply is missing"));
+                };
+                let status: Option<String> = redis::from_redis_value(status).map_err(|e| {
+                    StoreError::permanent(format!("redis recorded_sessions: unreadable status: {e}"))
+                })?;
+                let fields: Vec<String> = redis::from_redis_value(fields).map_err(|e| {
+                    StoreError::permanent(format!("redis recorded_sessions: unreadable fields: {e}"))
+                })?;
+                match (id, status.as_deref().and_then(SessionStatus::parse)) {
+                    (Some(session_id), Some(status)) if status != SessionStatus::Ended => {
+                        let joined = fields.iter().filter(|field| field.starts_with("j:")).count();
+                        found.push(RecordedSession { session_id: *session_id, status, joined });
+                    }
+                    _ => stale.push(member.clone()),
+                }
+            }
+            // Long listings: let the placements sharing this worker thread run between chunks.
+            tokio::task::yield_now().await;
+        }
+        self.drop_stale(&index, &stale, "recorded_sessions").await?;
+        found.sort_by_key(|session| session.session_id);
+        Ok(found)
+    }
+
     async fn list_sessions_inner(
         &self,
         image: Option<&str>,
@@ -417,23 +500,7 @@ impl RedisStore {
             None => all_index(self.prefix()),
         };
         let mut connection = self.connection.clone();
-        // ZSCAN, not one ZRANGE: the reconciler lists every session, and one reply of a
-        // hundred-thousand-entry index holds Redis (single-threaded) for tens of milliseconds. A
-        // ZSCAN returns every entry present throughout at least once; duplicates are dropped.
-        let mut members = BTreeSet::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(SCAN_COUNT).to_owned();
-            let (next, page): (u64, Vec<(String, String)>) =
-                bounded("list_sessions", scan.query_async(&mut connection)).await?;
-            members.extend(page.into_iter().map(|(member, _score)| member));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        let ids: Vec<(String, Option<Uuid>)> =
-            members.into_iter().map(|m| (m.clone(), Uuid::parse_str(&m).ok())).collect();
+        let ids = self.index_members(&index, "list_sessions").await?;
         // In chunks: one pipeline of every record would hold Redis (single-threaded) for all of
         // them at once, stalling every other client while the reconciler lists thousands.
         let mut found = Vec::new();
@@ -459,10 +526,7 @@ impl RedisStore {
             // Long listings: let the placements sharing this worker thread run between chunks.
             tokio::task::yield_now().await;
         }
-        if !stale.is_empty() {
-            let zrem = redis::cmd("ZREM").arg(&index).arg(&stale).to_owned();
-            bounded("list_sessions", zrem.exec_async(&mut connection)).await?;
-        }
+        self.drop_stale(&index, &stale, "list_sessions").await?;
         found.sort_by_key(|seats| seats.session_id);
         Ok(found)
     }
@@ -691,6 +755,11 @@ impl SeatStore for RedisStore {
         now: OffsetDateTime,
     ) -> Result<SeatResult<SessionSeats>, StoreError> {
         bounded_store("mark_running", self.mark_running_inner(session_id, now)).await
+    }
+
+    async fn recorded_sessions(&self, _now: OffsetDateTime) -> Result<Vec<RecordedSession>, StoreError> {
+        // Each round trip is bounded, not the whole (see `list_sessions`).
+        self.recorded_sessions_inner().await
     }
 
     async fn mark_running_many(
