@@ -561,20 +561,9 @@ impl RedisStore {
         let replies: Vec<(i64, i64, String)> = match pipe.query_async(&mut connection).await {
             Ok(replies) => replies,
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis lost the script: the first call loads it, the pipeline then finds it.
-                let first: (i64, i64, String) =
-                    invocations[0].invoke_async(&mut connection).await.map_err(err("mark_running"))?;
-                let mut rest: Vec<(i64, i64, String)> = if invocations.len() > 1 {
-                    let mut pipe = redis::pipe();
-                    for invocation in &invocations[1..] {
-                        pipe.invoke_script(invocation);
-                    }
-                    pipe.query_async(&mut connection).await.map_err(err("mark_running"))?
-                } else {
-                    Vec::new()
-                };
-                rest.insert(0, first);
-                rest
+                // Redis lost the script, so none of the calls ran: load it and send them again.
+                SCRIPTS.running_light.load_async(&mut connection).await.map_err(err("mark_running"))?;
+                pipe.query_async(&mut connection).await.map_err(err("mark_running"))?
             }
             Err(error) => return Err(store_error("mark_running", &error)),
         };
