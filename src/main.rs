@@ -241,6 +241,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             owner: instance_name(),
             seats: engine_settings(&settings).seats,
             keep_for: settings.gameye.ttl + Duration::from_secs(600),
+            pace: settings.reconciler.pace(),
         };
         let reconciler = Reconciler::new(
             store.clone(),
@@ -453,7 +454,7 @@ fn session_ended_webhook(
 /// counted as gone.
 fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
     let describer = client.clone();
-    SessionLister::new(move || {
+    SessionLister::new(move |pace| {
         let client = client.clone();
         let labels = std::collections::BTreeMap::from([(
             bridge::placement::DEPLOYMENT_LABEL.to_owned(),
@@ -461,11 +462,22 @@ fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
         )]);
         async move {
             let filter = adapters::gameye::ListFilter { all: true, labels, ..Default::default() };
-            let sessions = client.list_sessions(&filter).await.map_err(|error| error.to_string())?;
+            let sessions =
+                client.list_sessions_paced(&filter, pace).await.map_err(|error| error.to_string())?;
             // Off the async workers, like the decoding: a listing may hold a hundred thousand.
-            tokio::task::spawn_blocking(move || sessions.into_iter().filter_map(listed_session).collect())
-                .await
-                .map_err(|error| error.to_string())
+            tokio::task::spawn_blocking(move || {
+                let mut pacer = adapters::pace::Pacer::new(pace);
+                let mut listed = Vec::with_capacity(sessions.len());
+                for (n, summary) in sessions.into_iter().enumerate() {
+                    listed.extend(listed_session(summary));
+                    if n % 64 == 63 {
+                        pacer.breathe_blocking();
+                    }
+                }
+                listed
+            })
+            .await
+            .map_err(|error| error.to_string())
         }
     })
     .with_players(move |session_id| {

@@ -5,6 +5,8 @@ pub mod gameye;
 pub mod http;
 pub mod nakama;
 pub mod nats;
+/// Pacing of background work, shared by the adapters that do it (not an adapter).
+pub mod pace;
 pub mod reconciler;
 pub mod runtime;
 pub mod session_events;

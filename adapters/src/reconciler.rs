@@ -24,26 +24,32 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bridge::Port;
 use bridge::placement::{SeatSettings, SessionMetadata};
-use bridge::ports::{LeaseStore, PlayerSyncStore, SeatStore, SessionEvents};
+use bridge::ports::{LeaseStore, PlayerSyncStore, RecordedSession, SeatStore, SessionEvents};
 use bridge::seats::{NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::pace::{Pace, Pacer};
 
 /// The lease's name in the state store (`<prefix>:lease:{reconciler}` in Redis).
 pub const LEASE_NAME: &str = "reconciler";
 
 /// How many consecutive complete scans a recorded session must be missing from to be ended.
 pub const ABSENT_SCANS_TO_END: u32 = 2;
+
+/// Sessions marked running in one store call.
+const MARK_RUNNING_BATCH: usize = 1024;
 
 /// A session Gameye runs that carries the bridge's labels, as the reconciler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,23 +72,26 @@ pub struct ListedSession {
 }
 
 type ListFuture = Pin<Box<dyn Future<Output = Result<Vec<ListedSession>, String>> + Send>>;
+/// Gameye's listing by session id.
+type Listing = HashMap<Uuid, ListedSession>;
 type PlayersFuture = Pin<Box<dyn Future<Output = Result<Option<Vec<String>>, String>> + Send>>;
 
 /// Lists the bridge's sessions at Gameye: every one, or an error (the scan is then incomplete);
 /// and, for adoptions, who has joined one of them.
 #[derive(Clone)]
 pub struct SessionLister {
-    list: Arc<dyn Fn() -> ListFuture + Send + Sync>,
+    list: Arc<dyn Fn(Pace) -> ListFuture + Send + Sync>,
     players: Option<Arc<dyn Fn(Uuid) -> PlayersFuture + Send + Sync>>,
 }
 
 impl SessionLister {
+    /// `list` reads and decodes the listing at the [`Pace`] it is given.
     pub fn new<F, Fut>(list: F) -> Self
     where
-        F: Fn() -> Fut + Send + Sync + 'static,
+        F: Fn(Pace) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<ListedSession>, String>> + Send + 'static,
     {
-        Self { list: Arc::new(move || Box::pin(list())), players: None }
+        Self { list: Arc::new(move |pace| Box::pin(list(pace))), players: None }
     }
 
     /// How to ask Gameye about one session (`GET /session/{id}`): who joined it, or `None` when
@@ -99,8 +108,12 @@ impl SessionLister {
         self
     }
 
-    async fn list(&self) -> Result<Vec<ListedSession>, String> {
-        (self.list)().await
+    async fn list(&self, pace: Pace) -> Result<Listing, String> {
+        let listed = (self.list)(pace).await?;
+        // Hashing a hundred thousand entries is milliseconds: off the async workers too.
+        tokio::task::spawn_blocking(move || listed.into_iter().map(|s| (s.session_id, s)).collect())
+            .await
+            .map_err(|error| error.to_string())
     }
 
     async fn players(&self, session_id: Uuid) -> Result<Vec<String>, String> {
@@ -127,14 +140,19 @@ impl std::fmt::Debug for SessionLister {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScanLabels {
-    /// complete, incomplete (Gameye listing failed), store_error
+    /// complete, incomplete (Gameye listing failed), store_error, lease_lost
     result: &'static str,
 }
 
-/// Scans by result, sessions ended, adopted and refreshed, and whether this instance holds the lease.
-#[derive(Clone, Default)]
+/// Scans by result and how long they took, sessions listed, recorded, ended, adopted and
+/// refreshed, and whether this instance holds the lease.
+#[derive(Clone)]
 pub struct ReconcilerMetrics {
     scans: Family<ScanLabels, Counter>,
+    scan_seconds: Histogram,
+    scanning: Gauge,
+    listed: Gauge,
+    recorded: Gauge,
     ended: Counter,
     adopted: Counter,
     refreshed: Counter,
@@ -142,13 +160,51 @@ pub struct ReconcilerMetrics {
     leader: Gauge,
 }
 
+impl Default for ReconcilerMetrics {
+    fn default() -> Self {
+        Self {
+            scans: Family::default(),
+            // 10 ms to about 80 s: a paced scan of a large deployment takes tens of seconds.
+            scan_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            scanning: Gauge::default(),
+            listed: Gauge::default(),
+            recorded: Gauge::default(),
+            ended: Counter::default(),
+            adopted: Counter::default(),
+            refreshed: Counter::default(),
+            player_syncs_queued: Counter::default(),
+            leader: Gauge::default(),
+        }
+    }
+}
+
 impl ReconcilerMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let metrics = Self::default();
         registry.register(
             "reconciler_scans",
-            "Reconciler scans by result (complete, incomplete: Gameye listing failed, store_error)",
+            "Reconciler scans by result (complete, incomplete: Gameye listing failed, store_error, lease_lost)",
             metrics.scans.clone(),
+        );
+        registry.register(
+            "reconciler_scan_seconds",
+            "Wall-clock time of a reconciler scan, rests included (see reconciler.max_busy)",
+            metrics.scan_seconds.clone(),
+        );
+        registry.register(
+            "reconciler_scanning",
+            "1 while a reconciler scan runs (a paced scan of a large deployment takes a while)",
+            metrics.scanning.clone(),
+        );
+        registry.register(
+            "reconciler_sessions_listed",
+            "Sessions with the bridge's labels in Gameye's listing at the last scan",
+            metrics.listed.clone(),
+        );
+        registry.register(
+            "reconciler_sessions_recorded",
+            "Seat records not ended at the last complete scan",
+            metrics.recorded.clone(),
         );
         registry.register(
             "reconciler_sessions_ended",
@@ -193,6 +249,8 @@ pub struct ReconcilerConfig {
     pub seats: SeatSettings,
     /// How long an adopted record lives after its last change.
     pub keep_for: Duration,
+    /// How a scan is spread over time.
+    pub pace: Pace,
 }
 
 /// The reconciler of one instance; [`Reconciler::run`] until cancelled.
@@ -204,6 +262,9 @@ pub struct Reconciler<S> {
     metrics: Arc<ReconcilerMetrics>,
     /// Recorded sessions missing from the last complete scans, and how many in a row.
     absent: HashMap<Uuid, u32>,
+    /// When the lease was last taken or renewed (`None` outside [`Reconciler::run`]: tests scan
+    /// without one).
+    lease_renewed: Option<Instant>,
 }
 
 /// What one complete scan did.
@@ -224,7 +285,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         config: ReconcilerConfig,
         metrics: Arc<ReconcilerMetrics>,
     ) -> Self {
-        Self { store, lister, events, config, metrics, absent: HashMap::new() }
+        Self { store, lister, events, config, metrics, absent: HashMap::new(), lease_renewed: None }
     }
 
     /// Every `interval`: take or renew the lease (three intervals long) and scan while holding it;
@@ -245,6 +306,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                     }
                     held = true;
                     self.metrics.leader.set(1);
+                    self.lease_renewed = Some(Instant::now());
                     let _ = self.scan().await;
                 }
                 Ok(false) => {
@@ -272,9 +334,27 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         }
     }
 
-    /// One scan. `None`: incomplete (nothing changed).
+    /// One scan, paced by `config.pace`. `None`: incomplete. A failed listing changes nothing. A
+    /// store failure (or a lost lease) stops the scan where it is: the changes made so far stand
+    /// (each rests on a complete listing), the rest waits for the next scan, nothing is adopted.
     pub async fn scan(&mut self) -> Option<ScanReport> {
-        let listed = match self.lister.list().await {
+        let started = Instant::now();
+        let mut pacer = Pacer::new(self.config.pace);
+        self.metrics.scanning.set(1);
+        let report = self.scan_paced(&mut pacer).await;
+        self.metrics.scanning.set(0);
+        self.metrics.scan_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            took_ms = started.elapsed().as_millis() as u64,
+            rested_ms = pacer.rested().as_millis() as u64,
+            complete = report.is_some(),
+            "reconciler scan"
+        );
+        report
+    }
+
+    async fn scan_paced(&mut self, pacer: &mut Pacer) -> Option<ScanReport> {
+        let mut listed = match self.lister.list(self.config.pace).await {
             Ok(listed) => listed,
             Err(error) => {
                 tracing::warn!(%error, "reconciler: Gameye listing failed; nothing changes this scan");
@@ -282,121 +362,59 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                 return None;
             }
         };
-        let now = OffsetDateTime::now_utc();
-        let records = match self.store.recorded_sessions(now).await {
-            Ok(records) => records,
-            Err(error) => {
-                tracing::warn!(%error, "reconciler: cannot read the seat records; nothing changes this scan");
-                self.metrics.scan("store_error");
+        self.metrics.listed.set(listed.len() as i64);
+        let mut report = ScanReport::default();
+        let mut recorded = HashSet::new();
+        let mut to_mark_running = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let now = OffsetDateTime::now_utc();
+            let page = match self.store.recorded_sessions_page(cursor, now).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, "reconciler: cannot read the seat records; the scan stops here");
+                    self.metrics.scan("store_error");
+                    return None;
+                }
+            };
+            for record in page.sessions {
+                // A page may repeat a session of an earlier one.
+                if recorded.insert(record.session_id) {
+                    self.compare(record, &mut listed, &mut to_mark_running, &mut report, now).await;
+                }
+            }
+            if to_mark_running.len() >= MARK_RUNNING_BATCH || page.next.is_none() {
+                self.mark_running(&mut to_mark_running, &mut report, now).await;
+            }
+            pacer.breathe().await;
+            if !self.keep_lease().await {
+                self.metrics.scan("lease_lost");
                 return None;
             }
-        };
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
         self.metrics.scan("complete");
-        let listed: HashMap<Uuid, ListedSession> = listed.into_iter().map(|s| (s.session_id, s)).collect();
-        let recorded: HashSet<Uuid> = records.iter().map(|r| r.session_id).collect();
+        self.metrics.recorded.set(recorded.len() as i64);
         self.absent.retain(|id, _| recorded.contains(id));
-        let mut report = ScanReport::default();
-        let mut to_mark_running = Vec::new();
 
-        for record in &records {
-            let id = record.session_id;
-            match listed.get(&id) {
-                Some(session) => {
-                    self.absent.remove(&id);
-                    if session.player_count.is_some_and(|count| count as usize != record.joined) {
-                        match self.store.queue_player_sync_if_absent(id).await {
-                            Ok(()) => {
-                                self.metrics.player_syncs_queued.inc();
-                                report.player_syncs_queued.push(id);
-                            }
-                            Err(error) => {
-                                tracing::warn!(session_id = %id, %error, "cannot queue a player sync")
-                            }
-                        }
-                    }
-                    if record.status == SessionStatus::Created && session.running {
-                        to_mark_running.push(id);
-                    }
-                }
-                None => {
-                    let count = self.absent.entry(id).or_insert(0);
-                    *count += 1;
-                    if *count < ABSENT_SCANS_TO_END {
-                        tracing::debug!(session_id = %id, "session missing from Gameye's list once");
-                        continue;
-                    }
-                    match self.lister.still_runs(id).await {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            // Not in the filtered listing, yet running: most likely started before
-                            // sessions carried the deployment label. Kept; asked again next time.
-                            tracing::info!(session_id = %id, "session missing from the listing still runs at Gameye; kept");
-                            self.absent.remove(&id);
-                            continue;
-                        }
-                        Err(error) => {
-                            tracing::warn!(session_id = %id, %error, "cannot confirm the session is gone; next scan tries again");
-                            continue;
-                        }
-                    }
-                    // The whole record, for the announcement (who was in it when it ended).
-                    let before = match self.store.get_session(id, now).await {
-                        Ok(before) => before,
-                        Err(error) => {
-                            tracing::warn!(session_id = %id, %error, "cannot read the session; next scan tries again");
-                            continue;
-                        }
-                    };
-                    match self.store.end_session(id, now).await {
-                        Ok(Ok(_)) => {
-                            self.absent.remove(&id);
-                            self.metrics.ended.inc();
-                            report.ended.push(id);
-                            tracing::info!(session_id = %id, "session gone at Gameye: ended, seats released");
-                            if let Some(before) = &before {
-                                self.announce(before).await;
-                            }
-                        }
-                        Ok(Err(SeatError::Ended | SeatError::NotFound)) => {
-                            // Ended meanwhile (DELETE /v1/sessions/{id}): whoever ended it said so.
-                            self.absent.remove(&id);
-                        }
-                        Ok(Err(refused)) => tracing::warn!(session_id = %id, %refused, "session not ended"),
-                        Err(error) => {
-                            tracing::warn!(session_id = %id, %error, "cannot end the session; next scan tries again")
-                        }
-                    }
-                }
-            }
-        }
-
-        // In bulk: right after placements Gameye lists thousands of sessions running at once.
-        match self.store.mark_running_many(&to_mark_running, now).await {
-            Ok(marked) => {
-                self.metrics.refreshed.inc_by(marked.len() as u64);
-                report.refreshed = marked;
-            }
-            Err(error) => {
-                tracing::warn!(%error, sessions = to_mark_running.len(), "cannot mark sessions running; next scan tries again")
-            }
-        }
-
-        for (id, session) in &listed {
-            if recorded.contains(id) {
-                continue;
-            }
-            let players = match self.lister.players(*id).await {
+        // What is left of the listing has no record.
+        let now = OffsetDateTime::now_utc();
+        for (id, session) in listed {
+            let players = match self.lister.players(id).await {
                 Ok(players) => players,
                 Err(error) => {
                     tracing::warn!(session_id = %id, %error, "cannot read the orphan's players; next scan tries again");
                     continue;
                 }
             };
-            let adoption = self.adoption(session, players, now);
+            let adoption = self.adoption(&session, players, now);
             match self.store.create_session(&adoption, self.config.keep_for).await {
                 Ok(Ok(_)) => {
                     self.metrics.adopted.inc();
-                    report.adopted.push(*id);
+                    report.adopted.push(id);
                     tracing::info!(session_id = %id, match_id = %session.match_id, "orphan session adopted");
                 }
                 // Recorded meanwhile (a placement), or ended here while Gameye still stops it.
@@ -406,8 +424,127 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                     tracing::warn!(session_id = %id, %error, "cannot adopt the orphan; next scan tries again")
                 }
             }
+            pacer.breathe().await;
         }
         Some(report)
+    }
+
+    /// Compares one record with the listing, taking its session out of the listing (what is left
+    /// at the end has no record).
+    async fn compare(
+        &mut self,
+        record: RecordedSession,
+        listed: &mut Listing,
+        to_mark_running: &mut Vec<Uuid>,
+        report: &mut ScanReport,
+        now: OffsetDateTime,
+    ) {
+        let id = record.session_id;
+        if let Some(session) = listed.remove(&id) {
+            self.absent.remove(&id);
+            if session.player_count.is_some_and(|count| count as usize != record.joined) {
+                match self.store.queue_player_sync_if_absent(id).await {
+                    Ok(()) => {
+                        self.metrics.player_syncs_queued.inc();
+                        report.player_syncs_queued.push(id);
+                    }
+                    Err(error) => tracing::warn!(session_id = %id, %error, "cannot queue a player sync"),
+                }
+            }
+            if record.status == SessionStatus::Created && session.running {
+                to_mark_running.push(id);
+            }
+            return;
+        }
+        let count = self.absent.entry(id).or_insert(0);
+        *count += 1;
+        if *count < ABSENT_SCANS_TO_END {
+            tracing::debug!(session_id = %id, "session missing from Gameye's list once");
+            return;
+        }
+        match self.lister.still_runs(id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                // Not in the filtered listing, yet running: most likely started before sessions
+                // carried the deployment label. Kept; asked again next time.
+                tracing::info!(session_id = %id, "session missing from the listing still runs at Gameye; kept");
+                self.absent.remove(&id);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(session_id = %id, %error, "cannot confirm the session is gone; next scan tries again");
+                return;
+            }
+        }
+        // The whole record, for the announcement (who was in it when it ended).
+        let before = match self.store.get_session(id, now).await {
+            Ok(before) => before,
+            Err(error) => {
+                tracing::warn!(session_id = %id, %error, "cannot read the session; next scan tries again");
+                return;
+            }
+        };
+        match self.store.end_session(id, now).await {
+            Ok(Ok(_)) => {
+                self.absent.remove(&id);
+                self.metrics.ended.inc();
+                report.ended.push(id);
+                tracing::info!(session_id = %id, "session gone at Gameye: ended, seats released");
+                if let Some(before) = &before {
+                    self.announce(before).await;
+                }
+            }
+            Ok(Err(SeatError::Ended | SeatError::NotFound)) => {
+                // Ended meanwhile (DELETE /v1/sessions/{id}): whoever ended it said so.
+                self.absent.remove(&id);
+            }
+            Ok(Err(refused)) => tracing::warn!(session_id = %id, %refused, "session not ended"),
+            Err(error) => {
+                tracing::warn!(session_id = %id, %error, "cannot end the session; next scan tries again")
+            }
+        }
+    }
+
+    /// In bulk: right after placements Gameye lists thousands of sessions running at once.
+    async fn mark_running(&self, ids: &mut Vec<Uuid>, report: &mut ScanReport, now: OffsetDateTime) {
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.mark_running_many(ids, now).await {
+            Ok(marked) => {
+                self.metrics.refreshed.inc_by(marked.len() as u64);
+                report.refreshed.extend(marked);
+            }
+            Err(error) => {
+                tracing::warn!(%error, sessions = ids.len(), "cannot mark sessions running; next scan tries again")
+            }
+        }
+        ids.clear();
+    }
+
+    /// Renews the lease during a long scan (it lasts three intervals). `false`: lost, or unknown.
+    async fn keep_lease(&mut self) -> bool {
+        let Some(renewed) = self.lease_renewed else { return true };
+        if renewed.elapsed() < self.config.interval {
+            return true;
+        }
+        let ttl = self.config.interval.saturating_mul(3);
+        match self.store.try_acquire(LEASE_NAME, &self.config.owner, ttl).await {
+            Ok(true) => {
+                self.lease_renewed = Some(Instant::now());
+                true
+            }
+            Ok(false) => {
+                tracing::info!("reconciler lease lost during a scan; the scan stops here");
+                self.absent.clear();
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot renew the reconciler lease; the scan stops here");
+                self.absent.clear();
+                false
+            }
+        }
     }
 
     fn adoption(&self, session: &ListedSession, joined: Vec<String>, now: OffsetDateTime) -> NewSession {
@@ -474,7 +611,7 @@ mod tests {
     type Gameye = Arc<Mutex<Result<Vec<ListedSession>, String>>>;
 
     fn reconciler(store: MemoryStore, gameye: Gameye) -> Reconciler<MemoryStore> {
-        let lister = SessionLister::new(move || {
+        let lister = SessionLister::new(move |_| {
             let answer = gameye.lock().unwrap().clone();
             async move { answer }
         });
@@ -483,6 +620,7 @@ mod tests {
             owner: "test".to_owned(),
             seats: SeatSettings::default(),
             keep_for: Duration::from_secs(600),
+            pace: Pace::UNPACED,
         };
         Reconciler::new(store, lister, Vec::new(), config, Arc::new(ReconcilerMetrics::default()))
     }
@@ -558,6 +696,28 @@ mod tests {
         r.lister = r.lister.clone().with_players(|_| async { Err("503".to_owned()) });
         assert!(r.scan().await.unwrap().adopted.is_empty());
         assert!(store.get_session(other, OffsetDateTime::now_utc()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_scan_that_outlives_its_lease_renewal_stops_when_another_instance_holds_it() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
+        let mut r = reconciler(store.clone(), gameye);
+        let long_ago = Instant::now() - Duration::from_secs(1);
+
+        store.try_acquire(LEASE_NAME, "other", Duration::from_secs(60)).await.unwrap();
+        r.lease_renewed = Some(long_ago);
+        assert!(r.scan().await.is_none(), "the lease went to another instance meanwhile");
+        assert!(store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().is_none(), "nothing adopted");
+
+        // Its own lease, renewed on the way: the scan goes on to the end.
+        store.release(LEASE_NAME, "other").await.unwrap();
+        store.try_acquire(LEASE_NAME, "test", Duration::from_secs(60)).await.unwrap();
+        r.lease_renewed = Some(long_ago);
+        assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
+        assert!(r.lease_renewed.unwrap() > long_ago, "renewed");
+        assert!(!store.try_acquire(LEASE_NAME, "other", Duration::from_secs(60)).await.unwrap());
     }
 
     #[tokio::test]

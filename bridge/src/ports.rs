@@ -426,6 +426,14 @@ pub struct RecordedSession {
     pub joined: usize,
 }
 
+/// One page of [`SeatStore::recorded_sessions_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordedPage {
+    pub sessions: Vec<RecordedSession>,
+    /// The cursor of the next page; `None` after the last.
+    pub next: Option<u64>,
+}
+
 /// Sessions' seats. Every operation is atomic per session and all-or-nothing; `now` is the
 /// caller's clock (reservation expiry), record time to live runs on the store's clock.
 /// `Ok(Err(SeatError))` is a refusal (nothing changed); `Err(StoreError)` a store failure.
@@ -457,10 +465,36 @@ pub trait SeatStore: Send + Sync + 'static {
 
     /// Every session not ended, as the reconciler compares them with Gameye: status and joined
     /// count, not the whole record (cheaper to read and parse when there are a hundred thousand).
+    /// In session id order, each once.
     fn recorded_sessions(
         &self,
         now: OffsetDateTime,
-    ) -> impl Future<Output = Result<Vec<RecordedSession>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<RecordedSession>, StoreError>> + Send {
+        async move {
+            let mut all = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let page = self.recorded_sessions_page(cursor, now).await?;
+                all.extend(page.sessions);
+                match page.next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            all.sort_by_key(|session| session.session_id);
+            all.dedup_by_key(|session| session.session_id);
+            Ok(all)
+        }
+    }
+
+    /// [`SeatStore::recorded_sessions`] a page at a time, so a caller can pace a long read: start
+    /// at cursor 0 and go on with `next` until it is `None`. Every session recorded throughout is
+    /// in some page; one may be in more than one, and one recorded meanwhile may be missing.
+    fn recorded_sessions_page(
+        &self,
+        cursor: u64,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<RecordedPage, StoreError>> + Send;
 
     /// `created → running`; idempotent.
     fn mark_running(

@@ -584,6 +584,24 @@ async fn long_listings_hold_every_live_session_once(fx: Fixture) {
     let recorded: Vec<Uuid> =
         fx.store.recorded_sessions(fx.t0).await.unwrap().iter().map(|s| s.session_id).collect();
     assert_eq!(recorded, expected, "the reconciler's view too");
+
+    // Page by page (how the reconciler paces its read): together, every live session.
+    let (mut paged, mut pages, mut cursor) = (Vec::new(), 0, 0);
+    loop {
+        let page = fx.store.recorded_sessions_page(cursor, fx.t0).await.unwrap();
+        pages += 1;
+        paged.extend(page.sessions.iter().map(|s| s.session_id));
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, expected, "the pages together hold each live session");
+    if fx.redis.is_some() {
+        assert!(pages > 1, "Redis reads an index this long in more than one page");
+    }
     assert!(listed.iter().all(|s| s.status == SessionStatus::Running));
     assert_eq!(fx.store.list_sessions(Some("game"), fx.t0).await.unwrap().len(), expected.len());
 }

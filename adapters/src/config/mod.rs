@@ -295,6 +295,9 @@ pub struct ReconcilerSettings {
     /// Time between two scans; the lease lasts three intervals (renewed at every scan).
     #[serde(with = "lenient::duration")]
     pub interval: Duration,
+    /// The largest share of wall-clock time a scan spends working, in (0, 1]: it rests in between,
+    /// so that a scan of a large deployment does not show in placements' latency. 1: never rests.
+    pub max_busy: f64,
 }
 
 impl ReconcilerSettings {
@@ -302,7 +305,16 @@ impl ReconcilerSettings {
         if self.interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid("reconciler.interval", "must be at least 100ms"));
         }
+        // Also refuses NaN.
+        if !(self.max_busy > 0.0 && self.max_busy <= 1.0) {
+            return Err(ConfigError::invalid("reconciler.max_busy", "must be above 0 and at most 1"));
+        }
         Ok(())
+    }
+
+    /// How a scan is paced: slices of 2 ms, each followed by its rest.
+    pub fn pace(&self) -> crate::pace::Pace {
+        crate::pace::Pace { busy: self.max_busy, slice: Duration::from_millis(2) }
     }
 }
 

@@ -9,6 +9,7 @@ use super::error::GameyeError;
 use super::metrics::{CallLabels, GameyeMetrics, OperationLabels};
 use super::types::*;
 use crate::config::{GameyeSettings, Secret};
+use crate::pace::{Pace, Pacer};
 
 /// How to reach Gameye.
 #[derive(Clone, Debug)]
@@ -100,16 +101,31 @@ impl GameyeClient {
 
     /// `GET /session` (session-list) with filters.
     pub async fn list_sessions(&self, filter: &ListFilter) -> Result<Vec<SessionSummary>, GameyeError> {
+        self.list_sessions_paced(filter, Pace::UNPACED).await
+    }
+
+    /// [`GameyeClient::list_sessions`], with reading and decoding the listing paced (the
+    /// reconciler's background scans: a listing of a large deployment is tens of megabytes).
+    pub async fn list_sessions_paced(
+        &self,
+        filter: &ListFilter,
+        pace: Pace,
+    ) -> Result<Vec<SessionSummary>, GameyeError> {
         let operation = "session-list";
         let request = self.request(Method::GET, &["session"]).query(&filter.query_pairs());
-        let body = self.call(operation, request).await?;
+        let body = self.call_paced(operation, request, pace).await?;
         // No pagination: a listing holds every matching session of the account, possibly megabytes.
         // Decoded off the async workers, which would otherwise stall every request they serve.
-        let decoded = tokio::task::spawn_blocking(move || serde_json::from_slice::<SessionList>(&body))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|decoded| decoded.map_err(|e| e.to_string()));
-        decoded.map(|list| list.sessions).map_err(|message| {
+        let decoded = tokio::task::spawn_blocking(move || {
+            let mut pacer = Pacer::new(pace);
+            let mut decoder = serde_json::Deserializer::from_slice(&body);
+            let list = serde::de::DeserializeSeed::deserialize(PacedSessionList(&mut pacer), &mut decoder)?;
+            decoder.end().map(|()| list)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|decoded| decoded.map_err(|e| e.to_string()));
+        decoded.map_err(|message| {
             self.count(operation, "undecodable".to_owned());
             GameyeError::Decode { operation, message }
         })
@@ -181,8 +197,17 @@ impl GameyeClient {
     }
 
     async fn call(&self, operation: &'static str, request: RequestBuilder) -> Result<Vec<u8>, GameyeError> {
+        self.call_paced(operation, request, Pace::UNPACED).await
+    }
+
+    async fn call_paced(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        pace: Pace,
+    ) -> Result<Vec<u8>, GameyeError> {
         let started = Instant::now();
-        let result = self.send(operation, request).await;
+        let result = self.send(operation, request, pace).await;
         let elapsed = started.elapsed();
         if let Some(metrics) = &self.metrics {
             metrics.duration.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
@@ -202,10 +227,22 @@ impl GameyeClient {
         &self,
         operation: &'static str,
         request: RequestBuilder,
+        pace: Pace,
     ) -> Result<(StatusCode, Vec<u8>), GameyeError> {
-        let response = request.send().await.map_err(|e| self.transport_error(operation, e))?;
+        let mut response = request.send().await.map_err(|e| self.transport_error(operation, e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport_error(operation, e))?.to_vec();
+        let body = if pace == Pace::UNPACED {
+            response.bytes().await.map_err(|e| self.transport_error(operation, e))?.to_vec()
+        } else {
+            // A slow reader slows the sender too (TCP flow control): the emulator's paged listing.
+            let mut pacer = Pacer::new(pace);
+            let mut body = Vec::with_capacity(response.content_length().unwrap_or(0).min(1 << 26) as usize);
+            while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(operation, e))? {
+                body.extend_from_slice(&chunk);
+                pacer.breathe().await;
+            }
+            body
+        };
         if status.is_success() {
             return Ok((status, body));
         }

@@ -313,9 +313,65 @@ impl ListFilter {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct SessionList {
-    pub sessions: Vec<SessionSummary>,
+/// Decodes a listing (`{"sessions": [...]}`, other fields ignored) into its sessions one at a
+/// time, breathing in between: a listing of a large deployment takes a core for a good while.
+pub(crate) struct PacedSessionList<'p>(pub &'p mut crate::pace::Pacer);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PacedSessionList<'_> {
+    type Value = Vec<SessionSummary>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, decoder: D) -> Result<Self::Value, D::Error> {
+        decoder.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PacedSessionList<'_> {
+    type Value = Vec<SessionSummary>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a session list")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut sessions = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "sessions" {
+                sessions = Some(map.next_value_seed(PacedSessions(&mut *self.0))?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        sessions.ok_or_else(|| serde::de::Error::missing_field("sessions"))
+    }
+}
+
+struct PacedSessions<'p>(&'p mut crate::pace::Pacer);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PacedSessions<'_> {
+    type Value = Vec<SessionSummary>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, decoder: D) -> Result<Self::Value, D::Error> {
+        decoder.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PacedSessions<'_> {
+    type Value = Vec<SessionSummary>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of sessions")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+        let mut sessions = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+        while let Some(session) = seq.next_element::<SessionSummary>()? {
+            sessions.push(session);
+            if sessions.len() % 64 == 0 {
+                self.0.breathe_blocking();
+            }
+        }
+        Ok(sessions)
+    }
 }
 
 /// Body of join and leave. `session` is always sent: the live leave endpoint needs it.
@@ -432,6 +488,40 @@ mod tests {
         assert_eq!(entry.labels.gameye.get("image").map(String::as_str), Some("demo-game"));
         assert!(!format!("{entry:?}").contains("hunter2"));
         assert_eq!(entry.status, Some(SessionStatus::Running));
+    }
+
+    #[test]
+    fn a_paced_listing_decodes_like_a_plain_one_and_refuses_what_is_not_a_listing() {
+        let entry = |n: u32| {
+            serde_json::json!({"id": format!("s{n}"), "image": "demo-game", "location": "eu-west-1",
+                               "host": "203.0.113.1", "created": 1648472895000_i64, "port": {"7777/udp": 20001}})
+        };
+        let sessions: Vec<_> = (0..200).map(entry).collect();
+        let body = serde_json::to_vec(&serde_json::json!({"before": [1, {"x": 2}], "sessions": sessions,
+                                                          "after": null}))
+        .unwrap();
+        let paced = |body: &[u8]| {
+            let mut pacer = crate::pace::Pacer::new(crate::pace::Pace {
+                busy: 0.5,
+                slice: std::time::Duration::from_micros(1),
+            });
+            let mut decoder = serde_json::Deserializer::from_slice(body);
+            serde::de::DeserializeSeed::deserialize(PacedSessionList(&mut pacer), &mut decoder)
+                .and_then(|list| decoder.end().map(|()| list))
+        };
+        let decoded = paced(&body).unwrap();
+        let plain: Vec<SessionSummary> = serde_json::from_value(serde_json::Value::Array(sessions)).unwrap();
+        assert_eq!(decoded, plain);
+
+        for bad in [
+            &b"{}"[..],
+            b"[]",
+            b"{\"sessions\": {}}",
+            b"{\"sessions\": [{\"id\": 1}]}",
+            b"{\"sessions\": []} x",
+        ] {
+            assert!(paced(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use bridge::ports::{
-    BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedSession, SeatChange, SeatStore,
+    BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
 };
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
@@ -349,10 +349,14 @@ impl SeatStore for StateStore {
         }
     }
 
-    async fn recorded_sessions(&self, now: OffsetDateTime) -> Result<Vec<RecordedSession>, StoreError> {
+    async fn recorded_sessions_page(
+        &self,
+        cursor: u64,
+        now: OffsetDateTime,
+    ) -> Result<RecordedPage, StoreError> {
         match self {
-            Self::Memory(store) => store.recorded_sessions(now).await,
-            Self::Redis(store) => store.recorded_sessions(now).await,
+            Self::Memory(store) => store.recorded_sessions_page(cursor, now).await,
+            Self::Redis(store) => store.recorded_sessions_page(cursor, now).await,
         }
     }
 

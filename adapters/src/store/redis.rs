@@ -385,9 +385,12 @@ impl RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(err("complete"))?;
-        if written {
-            // Off the answer's path: a stale entry is harmless (expired_pending re-checks the
-            // record and drops it), a slower answer is not.
+        // A final outcome's entry is dropped, off the answer's path: a stale entry is harmless
+        // (expired_pending re-checks the record and drops it), a slower answer is not. A retryable
+        // failure's is left to expired_pending: another instance may take the match over at any
+        // moment and move the entry to its own lease, and an unconditional removal landing after
+        // that would lose the new owner's entry (its crash would then go unrecovered).
+        if written && !retryable {
             let store = self.clone();
             let match_id = match_id.to_owned();
             tokio::spawn(async move {

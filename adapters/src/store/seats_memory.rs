@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::memory::MemoryStore;
 use super::{duration_millis, from_millis, to_millis};
-use bridge::ports::{BackfillReserved, RecordedSession, SeatChange, SeatStore, StoreError};
+use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
 };
@@ -167,12 +167,18 @@ impl SeatStore for MemoryStore {
             .map(|c| c.session))
     }
 
-    async fn recorded_sessions(&self, now: OffsetDateTime) -> Result<Vec<RecordedSession>, StoreError> {
+    /// All in one page: nothing to pace in memory.
+    async fn recorded_sessions_page(
+        &self,
+        _cursor: u64,
+        now: OffsetDateTime,
+    ) -> Result<RecordedPage, StoreError> {
         let sessions = self.list_sessions(None, now).await?;
-        Ok(sessions
+        let sessions = sessions
             .iter()
             .map(|s| RecordedSession { session_id: s.session_id, status: s.status, joined: s.joined.len() })
-            .collect())
+            .collect();
+        Ok(RecordedPage { sessions, next: None })
     }
 
     async fn mark_running_many(

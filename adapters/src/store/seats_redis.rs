@@ -46,7 +46,7 @@ use super::redis::{
     IndexAdded, RedisStore, bounded, bounded_store, err, hash_tag, queue_index_add, store_error,
 };
 use super::{duration_millis, from_millis, to_millis};
-use bridge::ports::{BackfillReserved, RecordedSession, SeatChange, SeatStore, StoreError};
+use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
     SessionInfo, SessionSeats, SessionStatus,
@@ -446,14 +446,22 @@ impl RedisStore {
         bounded(operation, zrem.exec_async(&mut connection)).await
     }
 
-    async fn recorded_sessions_inner(&self) -> Result<Vec<RecordedSession>, StoreError> {
+    /// One `ZSCAN` step of the index, and the status and field names of its members (one
+    /// `j:<player>` per joined player): no values, no JSON.
+    async fn recorded_sessions_page_inner(&self, cursor: u64) -> Result<RecordedPage, StoreError> {
         let index = all_index(self.prefix());
-        let ids = self.index_members(&index, "recorded_sessions").await?;
         let mut connection = self.connection.clone();
-        let mut found = Vec::with_capacity(ids.len());
+        let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(SCAN_COUNT).to_owned();
+        let (next, members): (u64, Vec<(String, String)>) =
+            bounded("recorded_sessions", scan.query_async(&mut connection)).await?;
+        let members: Vec<(String, Option<Uuid>)> = members
+            .into_iter()
+            .map(|(member, _score)| (Uuid::parse_str(&member).ok(), member))
+            .map(|(id, m)| (m, id))
+            .collect();
+        let mut found = Vec::with_capacity(members.len());
         let mut stale = Vec::new();
-        for chunk in ids.chunks(LIST_CHUNK) {
-            // The status and the field names (one `j:<player>` per joined player): no values, no JSON.
+        for chunk in members.chunks(LIST_CHUNK) {
             let mut pipe = redis::pipe();
             for (_, id) in chunk {
                 let key = id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default();
@@ -481,12 +489,9 @@ impl RedisStore {
                     _ => stale.push(member.clone()),
                 }
             }
-            // Long listings: let the placements sharing this worker thread run between chunks.
-            tokio::task::yield_now().await;
         }
         self.drop_stale(&index, &stale, "recorded_sessions").await?;
-        found.sort_by_key(|session| session.session_id);
-        Ok(found)
+        Ok(RecordedPage { sessions: found, next: (next != 0).then_some(next) })
     }
 
     async fn list_sessions_inner(
@@ -746,9 +751,13 @@ impl SeatStore for RedisStore {
         bounded_store("mark_running", self.mark_running_inner(session_id, now)).await
     }
 
-    async fn recorded_sessions(&self, _now: OffsetDateTime) -> Result<Vec<RecordedSession>, StoreError> {
+    async fn recorded_sessions_page(
+        &self,
+        cursor: u64,
+        _now: OffsetDateTime,
+    ) -> Result<RecordedPage, StoreError> {
         // Each round trip is bounded, not the whole (see `list_sessions`).
-        self.recorded_sessions_inner().await
+        self.recorded_sessions_page_inner(cursor).await
     }
 
     async fn mark_running_many(

@@ -1,0 +1,126 @@
+//! Pacing for background work (the reconciler's scans), shared by the adapters that do it (not an
+//! adapter itself).
+//!
+//! A scan of a large deployment is seconds of work — decoding Gameye's listing, reading every seat
+//! record — on the same cores, Redis and Gameye connection that placements use. Done in one go it
+//! shows up as a burst in the placements' latency. A [`Pacer`] spreads it instead: after each
+//! `slice` of wall-clock time spent working it rests long enough that work takes at most `busy` of
+//! the time. Wall-clock, not CPU time: waiting for Redis or Gameye is load there too.
+
+use std::time::{Duration, Instant};
+
+/// How much of the wall clock background work may take, and in what slices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// Share of the time spent working, in (0, 1]; 1 never rests.
+    pub busy: f64,
+    /// Work done before resting. Short slices keep each interruption of the foreground short.
+    pub slice: Duration,
+}
+
+impl Pace {
+    /// Never rests.
+    pub const UNPACED: Pace = Pace { busy: 1.0, slice: Duration::from_millis(2) };
+
+    fn rest_after(&self, worked: Duration) -> Duration {
+        if self.busy >= 1.0 || self.busy <= 0.0 {
+            return Duration::ZERO;
+        }
+        worked.mul_f64((1.0 - self.busy) / self.busy)
+    }
+}
+
+/// One piece of paced work: call [`Pacer::breathe`] (async) or [`Pacer::breathe_blocking`] (on a
+/// blocking thread) often, between small steps; it rests once a slice is used up.
+#[derive(Debug)]
+pub struct Pacer {
+    pace: Pace,
+    since: Instant,
+    rested: Duration,
+}
+
+impl Pacer {
+    pub fn new(pace: Pace) -> Self {
+        Self { pace, since: Instant::now(), rested: Duration::ZERO }
+    }
+
+    /// How long it has rested so far.
+    pub fn rested(&self) -> Duration {
+        self.rested
+    }
+
+    /// The rest due now, if the slice is used up (and starts the next slice).
+    fn due(&mut self) -> Option<Duration> {
+        let worked = self.since.elapsed();
+        if worked < self.pace.slice {
+            return None;
+        }
+        let rest = self.pace.rest_after(worked);
+        self.rested += rest;
+        self.since = Instant::now() + rest;
+        (!rest.is_zero()).then_some(rest)
+    }
+
+    pub async fn breathe(&mut self) {
+        match self.due() {
+            Some(rest) => tokio::time::sleep(rest).await,
+            // Long loops without a rest still let the tasks sharing this worker thread run.
+            None => tokio::task::yield_now().await,
+        }
+    }
+
+    pub fn breathe_blocking(&mut self) {
+        if let Some(rest) = self.due() {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spin(for_: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < for_ {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[test]
+    fn work_takes_at_most_its_share_of_the_time() {
+        let pace = Pace { busy: 0.25, slice: Duration::from_millis(2) };
+        let mut pacer = Pacer::new(pace);
+        let start = Instant::now();
+        for _ in 0..20 {
+            spin(Duration::from_millis(1));
+            pacer.breathe_blocking();
+        }
+        let total = start.elapsed();
+        // 20 ms of work at a quarter of the time: at least 60 ms of rest.
+        assert!(pacer.rested() >= Duration::from_millis(60), "rested {:?}", pacer.rested());
+        assert!(total >= Duration::from_millis(80), "took {total:?}");
+    }
+
+    #[test]
+    fn unpaced_work_never_rests_and_short_work_does_not_rest_either() {
+        let mut pacer = Pacer::new(Pace::UNPACED);
+        spin(Duration::from_millis(5));
+        pacer.breathe_blocking();
+        assert_eq!(pacer.rested(), Duration::ZERO);
+
+        let mut pacer = Pacer::new(Pace { busy: 0.1, slice: Duration::from_secs(10) });
+        spin(Duration::from_millis(1));
+        pacer.breathe_blocking();
+        assert_eq!(pacer.rested(), Duration::ZERO, "the slice is not used up yet");
+    }
+
+    #[tokio::test]
+    async fn async_rests_are_slept() {
+        let mut pacer = Pacer::new(Pace { busy: 0.5, slice: Duration::from_millis(1) });
+        spin(Duration::from_millis(3));
+        let start = Instant::now();
+        pacer.breathe().await;
+        assert!(start.elapsed() >= Duration::from_millis(3), "slept {:?}", start.elapsed());
+    }
+}
