@@ -82,7 +82,11 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(&settings);
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if settings.runtime.worker_threads > 0 {
+                runtime.worker_threads(settings.runtime.worker_threads);
+            }
+            let runtime = runtime.enable_all().build();
             let result = runtime.map_err(anyhow::Error::from).and_then(|rt| rt.block_on(serve(settings)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -227,6 +227,18 @@ impl Stack {
         ]
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) the bridge: the emulator's reference phase runs with
+    /// the bridge's background work (its reconciler's scans) out of the way.
+    pub fn pause_bridge(&self, pause: bool) -> Result<()> {
+        let pid = self.bridge.child.id().context("the bridge has exited")?;
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) with our own child's pid and a valid signal number touches no memory.
+        if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+            bail!("cannot signal the bridge: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Whether all three still run.
     pub fn check_alive(&mut self) -> Result<()> {
         self.redis.check_alive()?;

@@ -65,6 +65,7 @@ pub struct Settings {
     pub sns: SnsSettings,
     pub nakama: NakamaSettings,
     pub log: LogSettings,
+    pub runtime: RuntimeSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -492,6 +493,15 @@ pub struct LogSettings {
     pub format: LogFormat,
     #[serde(deserialize_with = "lenient::string")]
     pub level: String,
+}
+
+/// The async runtime (`[runtime]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Threads that run requests and background work; 0: Tokio's default, one per core this
+    /// process may use (`TOKIO_WORKER_THREADS` overrides it).
+    pub worker_threads: usize,
 }
 
 /// Where the Gameye API comes from, decided once from the configuration.

@@ -249,3 +249,11 @@ fn reconciler_scans_are_paced_to_a_share_of_the_time_in_zero_to_one() {
         assert!(error.contains("reconciler.max_busy"), "{bad}: {error}");
     }
 }
+
+#[test]
+fn worker_threads_default_to_tokios_choice_and_can_be_set() {
+    assert_eq!(load(&[]).unwrap().runtime.worker_threads, 0);
+    assert_eq!(load(&[("BRIDGE_RUNTIME__WORKER_THREADS", "1")]).unwrap().runtime.worker_threads, 1);
+    let error = load(&[("BRIDGE_RUNTIME__WORKER_THREADS", "-1")]).unwrap_err().to_string();
+    assert!(error.contains("worker_threads"), "{error}");
+}
