@@ -87,7 +87,12 @@ fn main() -> ExitCode {
                 runtime.worker_threads(settings.runtime.worker_threads);
             }
             let runtime = runtime.enable_all().build();
-            let result = runtime.map_err(anyhow::Error::from).and_then(|rt| rt.block_on(serve(settings)));
+            let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+                let served = rt.block_on(serve(settings));
+                // Without waiting for a blocking task still at work (a reconciler decoding a listing).
+                rt.shutdown_timeout(Duration::from_secs(1));
+                served
+            });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

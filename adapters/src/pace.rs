@@ -9,10 +9,13 @@
 
 use std::time::{Duration, Instant};
 
+/// The longest single rest.
+const MAX_REST: Duration = Duration::from_secs(1);
+
 /// How much of the wall clock background work may take, and in what slices.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pace {
-    /// Share of the time spent working, in (0, 1]; 1 never rests.
+    /// Share of the time spent working, in (0, 1]; 1 never rests. Each rest lasts at most 1 s.
     pub busy: f64,
     /// Work done before resting. Short slices keep each interruption of the foreground short.
     pub slice: Duration,
@@ -26,7 +29,9 @@ impl Pace {
         if self.busy >= 1.0 || self.busy <= 0.0 {
             return Duration::ZERO;
         }
-        worked.mul_f64((1.0 - self.busy) / self.busy)
+        // Capped: a long wait or a stopped process (SIGSTOP, a paused VM) counts as work too, and
+        // must not turn into minutes of rest.
+        worked.min(MAX_REST).mul_f64((1.0 - self.busy) / self.busy).min(MAX_REST)
     }
 }
 
@@ -113,6 +118,13 @@ mod tests {
         spin(Duration::from_millis(1));
         pacer.breathe_blocking();
         assert_eq!(pacer.rested(), Duration::ZERO, "the slice is not used up yet");
+    }
+
+    #[test]
+    fn a_long_step_rests_at_most_a_second() {
+        let pace = Pace { busy: 0.01, slice: Duration::from_millis(1) };
+        assert_eq!(pace.rest_after(Duration::from_secs(30)), MAX_REST);
+        assert_eq!(pace.rest_after(Duration::from_millis(2)), Duration::from_millis(198));
     }
 
     #[tokio::test]

@@ -5,8 +5,9 @@
 //! [`SessionLister`] wired in `main`, so this adapter does not know the Gameye client) and compares
 //! them with the live seat records:
 //!
-//! - a recorded session absent from two consecutive complete scans is ended (seats released) and
-//!   announced to every [`SessionEvents`] sink;
+//! - a recorded session absent from Gameye's listing in two consecutive scans (each time a listing
+//!   that succeeded), and then confirmed gone with `GET /session/{id}`, is ended (seats released)
+//!   and announced to every [`SessionEvents`] sink;
 //! - a `created` session Gameye lists as running is marked `running`;
 //! - a listed session without a record (Redis lost it, or its write failed at placement) is adopted
 //!   with the `[seats]` capacity of its image (more if Gameye counts more players), its host, ports
@@ -15,10 +16,12 @@
 //!   sync (the safety net for a change whose sync was never queued: the bridge stopped between the
 //!   two).
 //!
-//! A listing that fails (any Gameye error) or a store read that fails makes the scan incomplete:
-//! nothing changes and the absence counts stay as they were. The counts live in the lease holder's
-//! memory: a handover (or restart) starts them again, so a gone session is then ended two scans
-//! after the handover — late, never early.
+//! Scans are paced (`reconciler.max_busy`, see [`crate::pace`]). A listing that fails (any Gameye
+//! error) changes nothing. A store read that fails, a lost lease or a stop ends the scan where it
+//! is: what it changed stands (records already compared, each against a listing that succeeded),
+//! the rest waits for the next scan, and nothing is adopted. The absence counts live in the lease
+//! holder's memory: a handover (or restart) starts them again, so a gone session is then ended two
+//! scans after the handover — late, never early.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -45,7 +48,7 @@ use crate::pace::{Pace, Pacer};
 /// The lease's name in the state store (`<prefix>:lease:{reconciler}` in Redis).
 pub const LEASE_NAME: &str = "reconciler";
 
-/// How many consecutive complete scans a recorded session must be missing from to be ended.
+/// In how many consecutive scans' listings a recorded session must be missing to be ended.
 pub const ABSENT_SCANS_TO_END: u32 = 2;
 
 /// Sessions marked running in one store call.
@@ -164,8 +167,8 @@ impl Default for ReconcilerMetrics {
     fn default() -> Self {
         Self {
             scans: Family::default(),
-            // 10 ms to about 80 s: a paced scan of a large deployment takes tens of seconds.
-            scan_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            // 10 ms to about 11 min: a paced scan of a large deployment takes tens of seconds or more.
+            scan_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 17)),
             scanning: Gauge::default(),
             listed: Gauge::default(),
             recorded: Gauge::default(),
@@ -260,14 +263,16 @@ pub struct Reconciler<S> {
     events: Vec<Arc<dyn SessionEvents>>,
     config: ReconcilerConfig,
     metrics: Arc<ReconcilerMetrics>,
-    /// Recorded sessions missing from the last complete scans, and how many in a row.
+    /// Recorded sessions missing from the last scans' listings, and how many in a row.
     absent: HashMap<Uuid, u32>,
     /// When the lease was last taken or renewed (`None` outside [`Reconciler::run`]: tests scan
     /// without one).
     lease_renewed: Option<Instant>,
+    /// Cancels a scan at its next step (set by [`Reconciler::run`]).
+    stop: CancellationToken,
 }
 
-/// What one complete scan did.
+/// What one scan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ScanReport {
     pub ended: Vec<Uuid>,
@@ -285,12 +290,22 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         config: ReconcilerConfig,
         metrics: Arc<ReconcilerMetrics>,
     ) -> Self {
-        Self { store, lister, events, config, metrics, absent: HashMap::new(), lease_renewed: None }
+        Self {
+            store,
+            lister,
+            events,
+            config,
+            metrics,
+            absent: HashMap::new(),
+            lease_renewed: None,
+            stop: CancellationToken::new(),
+        }
     }
 
     /// Every `interval`: take or renew the lease (three intervals long) and scan while holding it;
     /// gives the lease up when `stop` fires.
     pub async fn run(mut self, stop: CancellationToken) {
+        self.stop = stop.clone();
         let ttl = self.config.interval.saturating_mul(3);
         let mut held = false;
         loop {
@@ -335,26 +350,30 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
     }
 
     /// One scan, paced by `config.pace`. `None`: incomplete. A failed listing changes nothing. A
-    /// store failure (or a lost lease) stops the scan where it is: the changes made so far stand
-    /// (each rests on a complete listing), the rest waits for the next scan, nothing is adopted.
+    /// store failure, a lost lease or a stop ends the scan where it is: the changes made so far
+    /// stand (each rests on a complete listing and, for an end, on Gameye confirming the session
+    /// gone), the rest waits for the next scan, and nothing is adopted.
     pub async fn scan(&mut self) -> Option<ScanReport> {
         let started = Instant::now();
-        let mut pacer = Pacer::new(self.config.pace);
         self.metrics.scanning.set(1);
-        let report = self.scan_paced(&mut pacer).await;
+        let report = self.scan_steps().await;
         self.metrics.scanning.set(0);
         self.metrics.scan_seconds.observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             took_ms = started.elapsed().as_millis() as u64,
-            rested_ms = pacer.rested().as_millis() as u64,
             complete = report.is_some(),
             "reconciler scan"
         );
         report
     }
 
-    async fn scan_paced(&mut self, pacer: &mut Pacer) -> Option<ScanReport> {
-        let mut listed = match self.lister.list(self.config.pace).await {
+    async fn scan_steps(&mut self) -> Option<ScanReport> {
+        let stop = self.stop.clone();
+        let listing = tokio::select! {
+            listing = self.lister.list(self.config.pace) => listing,
+            _ = stop.cancelled() => return None,
+        };
+        let mut listed = match listing {
             Ok(listed) => listed,
             Err(error) => {
                 tracing::warn!(%error, "reconciler: Gameye listing failed; nothing changes this scan");
@@ -363,6 +382,8 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             }
         };
         self.metrics.listed.set(listed.len() as i64);
+        // Started after the listing, which paces itself: its time is not this pacer's work.
+        let mut pacer = Pacer::new(self.config.pace);
         let mut report = ScanReport::default();
         let mut recorded = HashSet::new();
         let mut to_mark_running = Vec::new();
@@ -380,15 +401,16 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             for record in page.sessions {
                 // A page may repeat a session of an earlier one.
                 if recorded.insert(record.session_id) {
+                    if !self.step(&mut pacer).await {
+                        return None;
+                    }
                     self.compare(record, &mut listed, &mut to_mark_running, &mut report, now).await;
                 }
             }
             if to_mark_running.len() >= MARK_RUNNING_BATCH || page.next.is_none() {
                 self.mark_running(&mut to_mark_running, &mut report, now).await;
             }
-            pacer.breathe().await;
-            if !self.keep_lease().await {
-                self.metrics.scan("lease_lost");
+            if !self.step(&mut pacer).await {
                 return None;
             }
             match page.next {
@@ -401,8 +423,10 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         self.absent.retain(|id, _| recorded.contains(id));
 
         // What is left of the listing has no record.
-        let now = OffsetDateTime::now_utc();
         for (id, session) in listed {
+            if !self.step(&mut pacer).await {
+                break;
+            }
             let players = match self.lister.players(id).await {
                 Ok(players) => players,
                 Err(error) => {
@@ -410,7 +434,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                     continue;
                 }
             };
-            let adoption = self.adoption(&session, players, now);
+            let adoption = self.adoption(&session, players, OffsetDateTime::now_utc());
             match self.store.create_session(&adoption, self.config.keep_for).await {
                 Ok(Ok(_)) => {
                     self.metrics.adopted.inc();
@@ -424,9 +448,26 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                     tracing::warn!(session_id = %id, %error, "cannot adopt the orphan; next scan tries again")
                 }
             }
-            pacer.breathe().await;
         }
         Some(report)
+    }
+
+    /// Between two steps of a scan: rests when the pace says so, and says whether to go on (the
+    /// lease still held, no stop).
+    async fn step(&mut self, pacer: &mut Pacer) -> bool {
+        let stop = self.stop.clone();
+        tokio::select! {
+            () = pacer.breathe() => {}
+            _ = stop.cancelled() => {}
+        }
+        if stop.is_cancelled() {
+            return false;
+        }
+        if !self.keep_lease().await {
+            self.metrics.scan("lease_lost");
+            return false;
+        }
+        true
     }
 
     /// Compares one record with the listing, taking its session out of the listing (what is left
@@ -718,6 +759,23 @@ mod tests {
         assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
         assert!(r.lease_renewed.unwrap() > long_ago, "renewed");
         assert!(!store.try_acquire(LEASE_NAME, "other", Duration::from_secs(60)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_slow_listing_is_not_rested_for_again() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let mut r = reconciler(store.clone(), Arc::new(Mutex::new(Ok(vec![listed(id, true)]))));
+        // Gameye answers slowly; the listing paces its own decoding.
+        r.lister = SessionLister::new(move |_| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(vec![listed(id, true)])
+        });
+        r.config.pace = Pace { busy: 0.1, slice: Duration::from_millis(2) };
+        let started = Instant::now();
+        assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
+        // Counting the listing's 300 ms as work would rest for another second.
+        assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
     }
 
     #[tokio::test]

@@ -379,12 +379,12 @@ async fn scenarios(
         settle().await;
         // The reference is the emulator alone: the idle bridge's background work (a reconciler scan
         // of every session placed so far) would otherwise slow it, and flatter the difference.
-        stack.pause_bridge(true)?;
+        let paused = stack.pause_bridge()?;
         let before = cpu();
         let direct =
             load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
         report.cpu("3b", before.usage_until(&cpu()));
-        stack.pause_bridge(false)?;
+        drop(paused);
         eprintln!(
             "   p99 bridge {:?}, emulator {:?}",
             through_bridge.stats.quantile(0.99),

@@ -33,6 +33,25 @@ pub struct StackOptions {
     pub bridge_env: Vec<(String, String)>,
 }
 
+/// The bridge stopped by [`Stack::pause_bridge`]; continued when dropped (on error paths too).
+pub struct PausedBridge(libc::pid_t);
+
+impl Drop for PausedBridge {
+    fn drop(&mut self) {
+        if let Err(error) = signal(self.0, libc::SIGCONT) {
+            eprintln!("cannot continue the bridge: {error:#}");
+        }
+    }
+}
+
+fn signal(pid: libc::pid_t, signal: libc::c_int) -> Result<()> {
+    // SAFETY: kill(2) with our own child's pid and a valid signal number touches no memory.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        bail!("cannot signal the bridge: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One child process and its log file.
 pub struct Proc {
     name: &'static str,
@@ -227,16 +246,12 @@ impl Stack {
         ]
     }
 
-    /// Stops (SIGSTOP) or continues (SIGCONT) the bridge: the emulator's reference phase runs with
-    /// the bridge's background work (its reconciler's scans) out of the way.
-    pub fn pause_bridge(&self, pause: bool) -> Result<()> {
-        let pid = self.bridge.child.id().context("the bridge has exited")?;
-        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: kill(2) with our own child's pid and a valid signal number touches no memory.
-        if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
-            bail!("cannot signal the bridge: {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+    /// Stops the bridge (SIGSTOP) until the returned guard is dropped (SIGCONT): the emulator's
+    /// reference phase runs with the bridge's background work (its reconciler's scans) out of the way.
+    pub fn pause_bridge(&self) -> Result<PausedBridge> {
+        let pid = self.bridge.child.id().context("the bridge has exited")? as libc::pid_t;
+        signal(pid, libc::SIGSTOP)?;
+        Ok(PausedBridge(pid))
     }
 
     /// Whether all three still run.

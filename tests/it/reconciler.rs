@@ -391,3 +391,44 @@ async fn reconciler_ends_a_session_whose_gameye_ttl_expired_and_announces_it_exa
     assert_eq!(metric(&stack.bridge, ENDED).await, 1.0);
     drop(nats);
 }
+
+/// More sessions than one page of records holds, and a paced scan: every new session is marked
+/// running and every session stopped at Gameye is ended, the others kept, across pages.
+#[tokio::test]
+async fn a_paced_scan_gets_through_every_page_of_many_sessions() {
+    const SESSIONS: usize = 600;
+    let stack = Stack::start_with(&[
+        ("BRIDGE_RECONCILER__INTERVAL", "200ms"),
+        ("BRIDGE_RECONCILER__MAX_BUSY", "0.2"),
+    ])
+    .await;
+    let mut ids = Vec::new();
+    for batch in (0..SESSIONS).collect::<Vec<_>>().chunks(100) {
+        let placed = batch.iter().map(|n| {
+            let stack = &stack;
+            async move { place(stack, &format!("m-many-{n}")).await }
+        });
+        ids.extend(futures::future::join_all(placed).await);
+    }
+    wait_metric(&stack.bridge, REFRESHED, SESSIONS as f64, Duration::from_secs(30)).await;
+
+    let stopped: Vec<&String> = ids.iter().step_by(3).collect();
+    for id in &stopped {
+        stop_at_gameye(&stack, id).await;
+    }
+    wait_metric(&stack.bridge, ENDED, stopped.len() as f64, Duration::from_secs(30)).await;
+    // Two more complete scans: nothing else is ended.
+    let scans = metric(&stack.bridge, COMPLETE).await;
+    wait_metric(&stack.bridge, COMPLETE, scans + 2.0, Duration::from_secs(30)).await;
+    assert_eq!(metric(&stack.bridge, ENDED).await, stopped.len() as f64);
+    assert_eq!(metric(&stack.bridge, ADOPTED).await, 0.0, "every record found, none taken for an orphan");
+    for (n, id) in ids.iter().enumerate().step_by(50) {
+        let (status, view) = bridge_session(&stack, id).await;
+        let expected = if n % 3 == 0 { 404 } else { 200 };
+        assert_eq!(status, expected, "{id}: {view}");
+    }
+    assert_eq!(
+        metric(&stack.bridge, "gameye_bridge_reconciler_sessions_recorded").await,
+        (SESSIONS - stopped.len()) as f64
+    );
+}

@@ -296,7 +296,7 @@ pub struct ReconcilerSettings {
     /// Time between two scans; the lease lasts three intervals (renewed at every scan).
     #[serde(with = "lenient::duration")]
     pub interval: Duration,
-    /// The largest share of wall-clock time a scan spends working, in (0, 1]: it rests in between,
+    /// The largest share of wall-clock time a scan spends working, in [0.01, 1]: it rests in between,
     /// so that a scan of a large deployment does not show in placements' latency. 1: never rests.
     pub max_busy: f64,
 }
@@ -307,8 +307,8 @@ impl ReconcilerSettings {
             return Err(ConfigError::invalid("reconciler.interval", "must be at least 100ms"));
         }
         // Also refuses NaN.
-        if !(self.max_busy > 0.0 && self.max_busy <= 1.0) {
-            return Err(ConfigError::invalid("reconciler.max_busy", "must be above 0 and at most 1"));
+        if !(0.01..=1.0).contains(&self.max_busy) {
+            return Err(ConfigError::invalid("reconciler.max_busy", "must be within 0.01 and 1"));
         }
         Ok(())
     }

@@ -244,7 +244,7 @@ fn reconciler_scans_are_paced_to_a_share_of_the_time_in_zero_to_one() {
     assert_eq!(settings.reconciler.pace().busy, 0.1);
     let settings = load(&[("BRIDGE_RECONCILER__MAX_BUSY", "1")]).unwrap();
     assert_eq!(settings.reconciler.pace(), crate::pace::Pace { busy: 1.0, ..crate::pace::Pace::UNPACED });
-    for bad in ["0", "-0.5", "1.5", "NaN"] {
+    for bad in ["0", "0.001", "-0.5", "1.5", "nan"] {
         let error = load(&[("BRIDGE_RECONCILER__MAX_BUSY", bad)]).unwrap_err().to_string();
         assert!(error.contains("reconciler.max_busy"), "{bad}: {error}");
     }

@@ -104,8 +104,9 @@ impl GameyeClient {
         self.list_sessions_paced(filter, Pace::UNPACED).await
     }
 
-    /// [`GameyeClient::list_sessions`], with reading and decoding the listing paced (the
-    /// reconciler's background scans: a listing of a large deployment is tens of megabytes).
+    /// [`GameyeClient::list_sessions`], with decoding the listing paced (the reconciler's background
+    /// scans: a listing of a large deployment is tens of megabytes). Reading it is not paced: that
+    /// is mostly waiting, and its rests would count against the request timeout.
     pub async fn list_sessions_paced(
         &self,
         filter: &ListFilter,
@@ -113,7 +114,7 @@ impl GameyeClient {
     ) -> Result<Vec<SessionSummary>, GameyeError> {
         let operation = "session-list";
         let request = self.request(Method::GET, &["session"]).query(&filter.query_pairs());
-        let body = self.call_paced(operation, request, pace).await?;
+        let body = self.call(operation, request).await?;
         // No pagination: a listing holds every matching session of the account, possibly megabytes.
         // Decoded off the async workers, which would otherwise stall every request they serve.
         let decoded = tokio::task::spawn_blocking(move || {
@@ -197,17 +198,8 @@ impl GameyeClient {
     }
 
     async fn call(&self, operation: &'static str, request: RequestBuilder) -> Result<Vec<u8>, GameyeError> {
-        self.call_paced(operation, request, Pace::UNPACED).await
-    }
-
-    async fn call_paced(
-        &self,
-        operation: &'static str,
-        request: RequestBuilder,
-        pace: Pace,
-    ) -> Result<Vec<u8>, GameyeError> {
         let started = Instant::now();
-        let result = self.send(operation, request, pace).await;
+        let result = self.send(operation, request).await;
         let elapsed = started.elapsed();
         if let Some(metrics) = &self.metrics {
             metrics.duration.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
@@ -227,22 +219,10 @@ impl GameyeClient {
         &self,
         operation: &'static str,
         request: RequestBuilder,
-        pace: Pace,
     ) -> Result<(StatusCode, Vec<u8>), GameyeError> {
-        let mut response = request.send().await.map_err(|e| self.transport_error(operation, e))?;
+        let response = request.send().await.map_err(|e| self.transport_error(operation, e))?;
         let status = response.status();
-        let body = if pace == Pace::UNPACED {
-            response.bytes().await.map_err(|e| self.transport_error(operation, e))?.to_vec()
-        } else {
-            // A slow reader slows the sender too (TCP flow control): the emulator's paged listing.
-            let mut pacer = Pacer::new(pace);
-            let mut body = Vec::with_capacity(response.content_length().unwrap_or(0).min(1 << 26) as usize);
-            while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(operation, e))? {
-                body.extend_from_slice(&chunk);
-                pacer.breathe().await;
-            }
-            body
-        };
+        let body = response.bytes().await.map_err(|e| self.transport_error(operation, e))?.to_vec();
         if status.is_success() {
             return Ok((status, body));
         }

@@ -451,7 +451,8 @@ impl RedisStore {
     async fn recorded_sessions_page_inner(&self, cursor: u64) -> Result<RecordedPage, StoreError> {
         let index = all_index(self.prefix());
         let mut connection = self.connection.clone();
-        let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(SCAN_COUNT).to_owned();
+        // One record pipeline per page: a caller pacing its read rests between pages.
+        let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(LIST_CHUNK).to_owned();
         let (next, members): (u64, Vec<(String, String)>) =
             bounded("recorded_sessions", scan.query_async(&mut connection)).await?;
         let members: Vec<(String, Option<Uuid>)> = members
