@@ -117,6 +117,13 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), HttpError> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    // Without TCP_NODELAY (axum leaves it off) a response written in more than one segment can
+    // wait for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
