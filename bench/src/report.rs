@@ -198,7 +198,7 @@ impl Report {
         if let Some(latency) = &self.latency {
             let rate = format!("{:.0}/s", latency.rate);
             row(&mut out, "3a. bridge, open loop", &latency.bridge.stats, rate.clone(), "", "");
-            row(&mut out, "3b. emulator, open loop", &latency.emulator.stats, rate, "", "");
+            row(&mut out, "3b. emulator, open loop (bridge paused)", &latency.emulator.stats, rate, "", "");
             let (b, e) = (&latency.bridge.stats, &latency.emulator.stats);
             let added = b.quantile(0.99).saturating_sub(e.quantile(0.99));
             let _ = writeln!(

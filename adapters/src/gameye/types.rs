@@ -336,6 +336,9 @@ impl<'de> serde::de::Visitor<'de> for PacedSessionList<'_> {
         let mut sessions = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key == "sessions" {
+                if sessions.is_some() {
+                    return Err(serde::de::Error::duplicate_field("sessions"));
+                }
                 sessions = Some(map.next_value_seed(PacedSessions(&mut *self.0))?);
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
@@ -519,6 +522,7 @@ mod tests {
             b"{\"sessions\": {}}",
             b"{\"sessions\": [{\"id\": 1}]}",
             b"{\"sessions\": []} x",
+            b"{\"sessions\": [], \"sessions\": []}",
         ] {
             assert!(paced(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
