@@ -550,9 +550,13 @@ async fn ids_with_braces_and_colons_are_kept_apart(fx: Fixture) {
 // Redis only
 
 /// Every key the store wrote, with its remaining time to live (ms).
+/// A plain connection to a test Redis, to look at what the store wrote.
+async fn raw_connection(url: &str) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
 async fn keys_and_ttls(url: &str) -> BTreeMap<String, i64> {
-    let client = ::redis::Client::open(url).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(url).await;
     let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut connection).await.unwrap();
     let mut ttls = BTreeMap::new();
     for key in keys {
@@ -611,8 +615,7 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_pending_index_follows_the_records() {
     let fx = Fixture::redis().await;
-    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
     let index = "it-store:{placements}:pending";
     let mut members = async || -> Vec<(String, i64)> {
         ::redis::cmd("ZRANGE")
@@ -645,6 +648,25 @@ async fn redis_pending_index_follows_the_records() {
     assert!(matches!(duplicate, ClaimOutcome::Placed(_)));
     assert_eq!(members().await, [], "a duplicate of a placed match leaves no entry behind");
 
+    // A retryable failure keeps its entry (another instance may take the match over at once and
+    // move it to its own lease); the takeover moves it.
+    let lease = fx.own(&fx.claim("m-3", "alpha", 0)).await;
+    let failure = Outcome::Failed(Failure::new("m-3", FailureCode::NoCapacity, "full"));
+    assert!(fx.store.complete("m-3", &lease, &failure, KEEP).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(members().await, [("m-3".to_owned(), t0 + 10_000)], "retryable failure: entry kept");
+    let taken = fx.store.claim(&fx.claim("m-3", "beta", 1_000)).await.unwrap();
+    assert!(matches!(taken, ClaimOutcome::Owned { taken_over: true, .. }));
+    assert_eq!(members().await, [("m-3".to_owned(), t0 + 11_000)], "taken over: at the new lease");
+    let ClaimOutcome::Owned { lease, .. } = taken else { unreachable!() };
+    let placed = Outcome::Placed(fx.assignment("m-3", "eu-west-1"));
+    assert!(fx.store.complete("m-3", &lease, &placed, KEEP).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !members().await.is_empty() {
+        assert!(Instant::now() < deadline, "placed after the takeover: still indexed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     // An entry whose record expired is dropped by the next scan.
     let mut short = fx.claim("m-2", "alpha", 0);
     short.keep_for = Duration::from_millis(300);
@@ -658,8 +680,7 @@ async fn redis_pending_index_follows_the_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_written() {
     let fx = Fixture::redis().await;
-    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
     let index = "it-store:{placements}:pending";
     fx.own(&fx.claim("m-1", "alpha", 0)).await;
 
@@ -686,8 +707,7 @@ async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_claim_whose_index_write_fails_is_not_owned_silently() {
     let fx = Fixture::redis().await;
-    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
     let index = "it-store:{placements}:pending";
     fx.own(&fx.claim("m-0", "alpha", 0)).await; // the claim script is loaded: it runs below
     let () =
@@ -769,8 +789,7 @@ async fn redis_down_fails_fast_and_transiently_then_recovers_after_restart() {
 #[tokio::test]
 async fn redis_without_pexpire_options_is_refused_at_connect() {
     let server = RedisServer::start();
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection(&server.url()).await;
     let () = ::redis::cmd("ACL")
         .arg(&["SETUSER", "limited", "on", ">secret", "~*", "+@all", "-pexpire"][..])
         .query_async(&mut connection)
