@@ -457,8 +457,10 @@ impl RedisStore {
             bounded("recorded_sessions", scan.query_async(&mut connection)).await?;
         let members: Vec<(String, Option<Uuid>)> = members
             .into_iter()
-            .map(|(member, _score)| (Uuid::parse_str(&member).ok(), member))
-            .map(|(id, m)| (m, id))
+            .map(|(member, _score)| {
+                let id = Uuid::parse_str(&member).ok();
+                (member, id)
+            })
             .collect();
         let mut found = Vec::with_capacity(members.len());
         let mut stale = Vec::new();
