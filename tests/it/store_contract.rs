@@ -678,6 +678,44 @@ async fn redis_pending_index_follows_the_records() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_completions_close_together_share_one_index_removal() {
+    let fx = Fixture::redis().await;
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
+    let index = "it-store:{placements}:pending";
+    let ids: Vec<String> = (0..50).map(|i| format!("m-{i}")).collect();
+    let mut leases = Vec::new();
+    for id in &ids {
+        leases.push(fx.own(&fx.claim(id, "alpha", 0)).await);
+    }
+    let () = ::redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut connection).await.unwrap();
+    let store = &fx.store;
+    let completions = ids.iter().zip(&leases).map(|(id, lease)| {
+        let placed = Outcome::Placed(fx.assignment(id, "eu-west-1"));
+        async move { store.complete(id, lease, &placed, KEEP).await }
+    });
+    let written = futures::future::try_join_all(completions).await.unwrap();
+    assert!(written.iter().all(|&written| written));
+
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left: i64 = ::redis::cmd("ZCARD").arg(index).query_async(&mut connection).await.unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} completed matches still indexed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats: String = ::redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.unwrap();
+    let removals: u64 = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_zrem:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or_else(|| panic!("no ZREM in {stats}"));
+    assert!(removals < 10, "50 completions took {removals} ZREM round trips");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_written() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;

@@ -29,7 +29,7 @@
 //! *outside* those scripts, with plain commands (`ZADD` and `PEXPIRE NX|GT`, Redis ≥ 7, probed on
 //! connect): an entry is added (if missing) just before a claim, in the
 //! claim's own pipeline, set to the real lease after it when it was not new, moved on renewal and
-//! removed on completion. A stale entry is harmless — `expired_pending`
+//! removed after a final completion (in batches, see [`remove_in_batches`]). A stale entry is harmless — `expired_pending`
 //! checks each record and drops (or re-scores) entries whose record is gone, done or renewed, and the
 //! engine checks the record again before taking anything over. Reads across slots (latencies,
 //! cool-downs, index checks) are pipelines of single-key commands, never `MGET`.
@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{duration_millis, from_millis, lease_until_millis, to_millis};
@@ -65,6 +66,10 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_SCAN: usize = 16;
 /// Rounds of `expired_pending` (each drops stale entries, so the next may find more).
 const SCAN_ROUNDS: usize = 4;
+/// How long a final outcome's pending-index removal waits for others to share its `ZREM`.
+const REMOVAL_WINDOW: Duration = Duration::from_millis(10);
+/// Members removed by one `ZREM` at most.
+const REMOVAL_BATCH: usize = 1024;
 
 struct Scripts {
     claim: Script,
@@ -134,6 +139,8 @@ pub struct RedisStore {
     pub(super) connection: ConnectionManager,
     keys: Keys,
     cooldowns: Arc<CooldownCache>,
+    /// Match ids whose pending-index entry [`remove_in_batches`] is to drop.
+    done_pending: mpsc::UnboundedSender<String>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -164,7 +171,10 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
         check_version(&connection, prefix).await?;
-        Ok(Self { connection, keys: Keys { prefix: prefix.to_owned() }, cooldowns: Arc::default() })
+        let keys = Keys { prefix: prefix.to_owned() };
+        let (done_pending, removals) = mpsc::unbounded_channel();
+        tokio::spawn(remove_in_batches(connection.clone(), keys.pending(), removals));
+        Ok(Self { connection, keys, cooldowns: Arc::default(), done_pending })
     }
 
     /// Whether Redis answers (`PING`), for `/readyz`.
@@ -202,27 +212,16 @@ impl RedisStore {
         Ok(added > 0)
     }
 
-    /// Removes `match_id` from the pending index; with `score`, only if its entry still has it.
-    async fn index_remove(&self, match_id: &str, score: Option<&str>) -> Result<(), RedisError> {
+    /// Removes `match_id` from the pending index if its entry still has `score` (as Redis formats it).
+    async fn index_remove(&self, match_id: &str, score: &str) -> Result<(), RedisError> {
         let mut connection = self.connection.clone();
-        match score {
-            Some(score) => {
-                let _: i64 = SCRIPTS
-                    .index_remove
-                    .key(self.keys.pending())
-                    .arg(match_id)
-                    .arg(score)
-                    .invoke_async(&mut connection)
-                    .await?;
-            }
-            None => {
-                let _: i64 = redis::cmd("ZREM")
-                    .arg(self.keys.pending())
-                    .arg(match_id)
-                    .query_async(&mut connection)
-                    .await?;
-            }
-        }
+        let _: i64 = SCRIPTS
+            .index_remove
+            .key(self.keys.pending())
+            .arg(match_id)
+            .arg(score)
+            .invoke_async(&mut connection)
+            .await?;
         Ok(())
     }
 
@@ -331,7 +330,7 @@ impl RedisStore {
     async fn drop_own_entry(&self, claim: &Claim, indexed: bool, score: i64) -> Result<(), StoreError> {
         if indexed {
             let score = score.to_string();
-            self.index_remove(&claim.match_id, Some(&score)).await.map_err(err("claim"))?;
+            self.index_remove(&claim.match_id, &score).await.map_err(err("claim"))?;
         }
         Ok(())
     }
@@ -385,19 +384,18 @@ impl RedisStore {
             .invoke_async(&mut connection)
             .await
             .map_err(err("complete"))?;
-        // A final outcome's entry is dropped, off the answer's path: a stale entry is harmless
+        // A final outcome's entry is dropped, off the answer's path and batched with others (one
+        // round trip per batch rather than per placement): a stale entry is harmless
         // (expired_pending re-checks the record and drops it), a slower answer is not. A retryable
         // failure's is left to expired_pending: another instance may take the match over at any
         // moment and move the entry to its own lease, and an unconditional removal landing after
-        // that would lose the new owner's entry (its crash would then go unrecovered).
+        // that would lose the new owner's entry (its crash would then go unrecovered). A final
+        // outcome is never claimed again while its record lives (`keep_for`), so a removal a few
+        // milliseconds late removes only the entry it was meant for.
         if written && !retryable {
-            let store = self.clone();
-            let match_id = match_id.to_owned();
-            tokio::spawn(async move {
-                if let Err(error) = store.index_remove(&match_id, None).await {
-                    tracing::debug!(%error, %match_id, "pending index entry left for expired_pending to drop");
-                }
-            });
+            // Fails only once the batching task is gone (the runtime is shutting down): the entry
+            // then stays for expired_pending.
+            let _ = self.done_pending.send(match_id.to_owned());
         }
         Ok(written)
     }
@@ -466,7 +464,7 @@ impl RedisStore {
                     }
                     _ => {
                         // Gone (expired) or done: the entry is stale.
-                        self.index_remove(match_id, Some(score)).await.map_err(err("expired_pending"))?;
+                        self.index_remove(match_id, score).await.map_err(err("expired_pending"))?;
                     }
                 }
             }
@@ -905,6 +903,33 @@ pub(super) async fn bounded<T>(
     call: impl Future<Output = Result<T, RedisError>>,
 ) -> Result<T, StoreError> {
     bounded_store(operation, async { call.await.map_err(err(operation)) }).await
+}
+
+/// Removes final outcomes' entries from the pending index at `index`: each removal waits up to
+/// [`REMOVAL_WINDOW`] for others, so at any placement rate the removals cost about one `ZREM` per
+/// window. A failed `ZREM` is not retried: the entries stay for `expired_pending` to drop. Ends when
+/// every store clone (every sender) is gone.
+async fn remove_in_batches(
+    connection: ConnectionManager,
+    index: String,
+    mut match_ids: mpsc::UnboundedReceiver<String>,
+) {
+    let mut batch = Vec::new();
+    while let Some(match_id) = match_ids.recv().await {
+        batch.push(match_id);
+        tokio::time::sleep(REMOVAL_WINDOW).await;
+        while batch.len() < REMOVAL_BATCH
+            && let Ok(match_id) = match_ids.try_recv()
+        {
+            batch.push(match_id);
+        }
+        let mut connection = connection.clone();
+        let removal = redis::cmd("ZREM").arg(&index).arg(&batch).to_owned();
+        if let Err(error) = bounded("index_remove", removal.query_async::<i64>(&mut connection)).await {
+            tracing::debug!(%error, entries = batch.len(), "pending index entries left for expired_pending to drop");
+        }
+        batch.clear();
+    }
 }
 
 /// Runs one store operation within [`OPERATION_TIMEOUT`]; running out of time is transient.
