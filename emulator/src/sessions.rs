@@ -5,8 +5,9 @@
 //! per-host port sets keep POST /session O(1) in the number of sessions.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, hash_map::RandomState},
-    hash::BuildHasher,
+    borrow::Borrow,
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map, hash_map::RandomState},
+    hash::{BuildHasher, Hash},
     net::IpAddr,
     time::Duration,
 };
@@ -167,7 +168,7 @@ pub enum StopError {
 pub struct Registry {
     /// Every session ever, indexed by creation order.
     sessions: Vec<Session>,
-    by_id: IdIndex,
+    by_id: ShardedMap<String, usize>,
     /// Active sessions, in creation order.
     active: BTreeSet<usize>,
     /// TTL deadlines of active sessions, earliest first.
@@ -179,43 +180,71 @@ pub struct Registry {
     by_load: HashMap<String, BTreeSet<(usize, usize)>>,
     /// Active sessions by user label (key, value), in creation order: a listing filtered by a label
     /// reads only the sessions carrying it, however many others run.
-    by_label: HashMap<(String, String), BTreeSet<usize>>,
+    by_label: ShardedMap<(String, String), BTreeSet<usize>>,
 }
 
-/// Shards of the id index. One `HashMap` of every session ever rehashes all of its ids at once
-/// when it grows: ~150 ms at 460k sessions, ~300 ms at 920k, with the registry locked, which the
-/// bench then charged to whichever phase (bridge or raw) was running. 256 shards grow one at a
-/// time, each in ~1/256 of that.
-const ID_SHARDS: usize = 256;
+/// Shards of the maps that hold an entry per session. One `HashMap` rehashes every entry at once
+/// when it grows: ~210 ms at 458,752 sessions (twice that at the next doubling), with the registry
+/// locked, which the bench then charged to whichever phase (bridge or raw) was running. With 256
+/// shards each grows on its own, in ~1/256 of that.
+const SHARDS: usize = 256;
 
-/// Session id → position in `Registry::sessions`.
-struct IdIndex {
+/// A `HashMap` split in [`SHARDS`] by the key's hash, so no insert ever rehashes all of it.
+struct ShardedMap<K, V> {
     hasher: RandomState,
-    shards: Vec<HashMap<String, usize>>,
+    shards: Vec<HashMap<K, V>>,
 }
 
-impl Default for IdIndex {
+impl<K, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
-        IdIndex { hasher: RandomState::new(), shards: (0..ID_SHARDS).map(|_| HashMap::new()).collect() }
+        ShardedMap { hasher: RandomState::new(), shards: (0..SHARDS).map(|_| HashMap::new()).collect() }
     }
 }
 
-impl IdIndex {
-    fn shard(&self, id: &str) -> usize {
-        (self.hasher.hash_one(id) % ID_SHARDS as u64) as usize
+impl<K: Hash + Eq, V> ShardedMap<K, V> {
+    // `Borrow` promises `key` hashes as its owned form does, so lookups find the shard inserts chose.
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
     }
 
-    fn get(&self, id: &str) -> Option<&usize> {
-        self.shards[self.shard(id)].get(id)
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        self.shards[self.shard(key)].get(key)
     }
 
-    fn contains_key(&self, id: &str) -> bool {
-        self.get(id).is_some()
+    fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
+        let shard = self.shard(key);
+        self.shards[shard].get_mut(key)
     }
 
-    fn insert(&mut self, id: String, idx: usize) {
-        let shard = self.shard(&id);
-        self.shards[shard].insert(id, idx);
+    fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.get(key).is_some()
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        let shard = self.shard(&key);
+        self.shards[shard].insert(key, value);
+    }
+
+    fn entry(&mut self, key: K) -> hash_map::Entry<'_, K, V> {
+        let shard = self.shard(&key);
+        self.shards[shard].entry(key)
+    }
+
+    fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        let shard = self.shard(key);
+        self.shards[shard].remove(key);
     }
 }
 
