@@ -243,6 +243,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Ending a session through the API announces it like the reconciler does (one event per end).
     let seats: Arc<dyn bridge::placement::SeatService> =
         Arc::new(EndAnnouncingSeats::new(engine.clone(), session_events.clone()));
+    // The reconciler reads every seat record in bulk: on a Redis connection of its own, its
+    // pipelines of hundreds of reads never queue in front of a placement's commands.
+    let reconciler_store = match &store {
+        StateStore::Redis(_) if settings.reconciler.enabled => StateStore::Redis(
+            RedisStore::connect(settings.redis.url.expose(), &settings.redis.prefix)
+                .await
+                .context("connecting the reconciler to Redis (redis.url)")?,
+        ),
+        _ => store.clone(),
+    };
     // One instance at a time (a lease in the state store) keeps seat records in line with Gameye.
     let reconciler = settings.reconciler.enabled.then(|| {
         let config = ReconcilerConfig {
@@ -253,7 +263,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             pace: settings.reconciler.pace(),
         };
         let reconciler = Reconciler::new(
-            store.clone(),
+            reconciler_store,
             bridge_sessions(gameye.clone(), settings.redis.prefix.clone()),
             session_events,
             config,

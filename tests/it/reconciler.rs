@@ -322,6 +322,37 @@ async fn reconciler_marks_created_sessions_running_when_gameye_runs_them() {
 }
 
 #[tokio::test]
+async fn the_reconciler_reads_redis_on_a_connection_of_its_own() {
+    // Its pipelines of hundreds of record reads must not queue in front of placements' commands.
+    let stack = Stack::start_with(&[("BRIDGE_RECONCILER__INTERVAL", "300ms")]).await;
+    let client = redis::Client::open(stack.redis.url()).unwrap();
+    let mut monitor = client.get_async_monitor().await.unwrap().into_on_message::<String>();
+    place(&stack, "m-own-connection").await;
+
+    // MONITOR lines read `<time> [<db> <client address>] "<COMMAND>" "<arg>" …`.
+    let client_of = |line: &str| {
+        line.split(['[', ']']).nth(1).and_then(|db_client| db_client.split(' ').nth(1)).map(str::to_owned)
+    };
+    let (mut placing, mut scanning) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while placing.is_none() || scanning.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = tokio::time::timeout(left, monitor.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no claim or no scan seen: placing {placing:?}, scanning {scanning:?}")
+            })
+            .expect("the monitor stream ended");
+        if line.contains("\"EVALSHA\"") && line.contains("\"m-own-connection\"") {
+            placing = placing.or(client_of(&line));
+        } else if line.contains("\"ZSCAN\"") {
+            scanning = scanning.or(client_of(&line));
+        }
+    }
+    assert_ne!(placing, scanning, "the reconciler scanned on the placements' connection");
+}
+
+#[tokio::test]
 async fn only_one_bridge_reconciles_at_a_time_and_another_takes_over_when_it_dies() {
     let stack = Stack::start_with(&[("BRIDGE_RECONCILER__INTERVAL", "300ms")]).await;
     let second =
