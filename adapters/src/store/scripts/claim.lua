@@ -25,11 +25,12 @@ else
   redis.call('HDEL', key, 'outcome', 'retryable')
   tag = 'taken_over'
 end
-local fields = {}
-if tag ~= 'created' then
-  fields = redis.call('HGETALL', key)
+if tag == 'created' then
+  -- The time to live just set: no PTTL call (a Lua call costs Redis more than a plain command).
+  redis.call('PEXPIRE', key, ARGV[3])
+  return {tag, tonumber(ARGV[3]), {}}
 end
 if tag ~= 'existing' then
   redis.call('PEXPIRE', key, ARGV[3])
 end
-return {tag, redis.call('PTTL', key), fields}
+return {tag, redis.call('PTTL', key), redis.call('HGETALL', key)}
