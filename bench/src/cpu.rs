@@ -1,7 +1,10 @@
 //! Where the CPU went during a phase: each process's user+system time from `/proc/<pid>/stat`, and
 //! the whole machine's busy time from `/proc/stat` (so load from outside the bench shows up too).
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A process to account for: a name and a pid (`None`: this process).
 pub type Tracked = (&'static str, Option<u32>);
@@ -26,6 +29,10 @@ pub struct CpuUsage {
     pub irq: f64,
     /// Everything else: other processes on the machine.
     pub other: f64,
+    /// The most cores everything else used in one [`WATCH_WINDOW`] of the phase (as `other` when
+    /// the phase was not watched): a short burst from another process — a service spawning a
+    /// program every minute — barely moves the average but stalls a 2-core machine for its length.
+    pub other_peak: f64,
 }
 
 impl CpuUsage {
@@ -96,7 +103,48 @@ impl CpuSnapshot {
             .collect();
         let irq = later.irq.saturating_sub(self.irq);
         let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours).saturating_sub(irq));
-        CpuUsage { processes, irq: cores(irq), other }
+        CpuUsage { processes, irq: cores(irq), other, other_peak: other }
+    }
+}
+
+/// How finely a [`CpuWatch`] looks for bursts of other processes' load.
+const WATCH_WINDOW: Duration = Duration::from_millis(200);
+
+/// Takes a [`CpuSnapshot`] every [`WATCH_WINDOW`] on a thread of its own while a phase runs.
+pub struct CpuWatch {
+    first: CpuSnapshot,
+    stop: Arc<AtomicBool>,
+    sampler: JoinHandle<(CpuSnapshot, f64)>,
+}
+
+impl CpuWatch {
+    pub fn start(tracked: &[Tracked]) -> Self {
+        let first = CpuSnapshot::take(tracked);
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let (tracked, stop, mut last) = (tracked.to_vec(), stop.clone(), first.clone());
+            std::thread::spawn(move || {
+                let mut peak: f64 = 0.0;
+                loop {
+                    std::thread::sleep(WATCH_WINDOW);
+                    let now = CpuSnapshot::take(&tracked);
+                    peak = peak.max(last.usage_until(&now).other);
+                    last = now;
+                    // Also ends once the watch is dropped unfinished (a phase that failed).
+                    if stop.load(Ordering::Relaxed) || Arc::strong_count(&stop) == 1 {
+                        return (last, peak);
+                    }
+                }
+            })
+        };
+        Self { first, stop, sampler }
+    }
+
+    /// The phase's average use, with the peak of other processes' use in any one window.
+    pub fn finish(self) -> CpuUsage {
+        self.stop.store(true, Ordering::Relaxed);
+        let (last, peak) = self.sampler.join().expect("the CPU sampler panicked");
+        CpuUsage { other_peak: peak, ..self.first.usage_until(&last) }
     }
 }
 
@@ -105,7 +153,12 @@ impl CpuUsage {
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> = self.processes.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
         parts.push(format!("irq/softirq {:.2}", self.irq));
-        parts.push(format!("other processes {:.2}", self.other));
+        parts.push(format!(
+            "other processes {:.2} (at most {:.2} in any {} ms)",
+            self.other,
+            self.other_peak,
+            WATCH_WINDOW.as_millis()
+        ));
         parts.join(", ")
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 
-use cpu::CpuSnapshot;
+use cpu::CpuWatch;
 use load::Endpoint;
 use procs::{BRIDGE_TOKEN, BridgeTimes, EMULATOR_TOKEN, Stack, StackOptions};
 use report::{Machine, Report};
@@ -336,13 +336,13 @@ async fn scenarios(
     };
 
     let tracked = stack.tracked();
-    let cpu = || CpuSnapshot::take(&tracked);
+    let cpu = || CpuWatch::start(&tracked);
 
     if run_raw {
         eprintln!("1. raw emulator: {concurrency} workers for {:?}", cli.duration);
         let before = cpu();
         let stats = load::closed_loop(http, &emulator, concurrency, cli.warmup, cli.duration).await;
-        report.cpu("1", before.usage_until(&cpu()));
+        report.cpu("1", before.finish());
         eprintln!("   {:.0}/s", stats.rate());
         report.raw = Some(stats);
         stack.check_alive()?;
@@ -352,7 +352,7 @@ async fn scenarios(
         eprintln!("2. bridge: {concurrency} workers for {:?}", cli.duration);
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
         let stats = load::closed_loop(http, &bridge("rate"), concurrency, cli.warmup, cli.duration).await;
-        report.cpu("2", before.usage_until(&cpu()));
+        report.cpu("2", before.finish());
         report.bridge_side("2", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
         eprintln!("   {:.0}/s", stats.rate());
         report.bridge = Some(stats);
@@ -373,7 +373,7 @@ async fn scenarios(
         let through_bridge =
             load::open_loop(http, &bridge("latency"), rate, cli.warmup, cli.duration, cli.max_in_flight)
                 .await;
-        report.cpu("3a", before.usage_until(&cpu()));
+        report.cpu("3a", before.finish());
         report.bridge_side("3a", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
         stack.check_alive()?;
         settle().await;
@@ -383,7 +383,7 @@ async fn scenarios(
         let before = cpu();
         let direct =
             load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
-        report.cpu("3b", before.usage_until(&cpu()));
+        report.cpu("3b", before.finish());
         drop(paused);
         eprintln!(
             "   p99 bridge {:?}, emulator {:?}",
@@ -407,7 +407,7 @@ async fn scenarios(
         let burst_client = client(cli.burst, cli.request_timeout)?;
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
         let stats = load::burst(&burst_client, &bridge("slow"), cli.burst).await;
-        report.cpu("4", before.usage_until(&cpu()));
+        report.cpu("4", before.finish());
         report.bridge_side("4", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
         procs::set_faults(http, &stack.emulator_url, None).await?;
         eprintln!("   {} ok of {} in {:?}", stats.stats.ok, cli.burst, stats.stats.elapsed);
