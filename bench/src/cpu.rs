@@ -1,8 +1,7 @@
 //! Where the CPU went during a phase: each process's user+system time from `/proc/<pid>/stat`, and
 //! the whole machine's busy time from `/proc/stat` (so load from outside the bench shows up too).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ pub struct CpuUsage {
     /// The most cores everything else used in one [`WATCH_WINDOW`] of the phase (as `other` when
     /// the phase was not watched): a short burst from another process — a service spawning a
     /// program every minute — barely moves the average but stalls a 2-core machine for its length.
+    /// Its noise floor is ~0.1–0.15 cores: counters of 10 ms ticks read at slightly different moments.
     pub other_peak: f64,
 }
 
@@ -112,38 +112,38 @@ const WATCH_WINDOW: Duration = Duration::from_millis(200);
 
 /// Takes a [`CpuSnapshot`] every [`WATCH_WINDOW`] on a thread of its own while a phase runs.
 pub struct CpuWatch {
+    tracked: Vec<Tracked>,
     first: CpuSnapshot,
-    stop: Arc<AtomicBool>,
-    sampler: JoinHandle<(CpuSnapshot, f64)>,
+    /// Dropping it (in `finish`, or with an unfinished watch) ends the sampler at once.
+    stop: mpsc::Sender<()>,
+    sampler: JoinHandle<f64>,
 }
 
 impl CpuWatch {
     pub fn start(tracked: &[Tracked]) -> Self {
         let first = CpuSnapshot::take(tracked);
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
         let sampler = {
-            let (tracked, stop, mut last) = (tracked.to_vec(), stop.clone(), first.clone());
+            let (tracked, mut last) = (tracked.to_vec(), first.clone());
             std::thread::spawn(move || {
                 let mut peak: f64 = 0.0;
-                loop {
-                    std::thread::sleep(WATCH_WINDOW);
+                // Whole windows only: a partial one is a few ticks, too coarse to say anything.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_WINDOW) {
                     let now = CpuSnapshot::take(&tracked);
                     peak = peak.max(last.usage_until(&now).other);
                     last = now;
-                    // Also ends once the watch is dropped unfinished (a phase that failed).
-                    if stop.load(Ordering::Relaxed) || Arc::strong_count(&stop) == 1 {
-                        return (last, peak);
-                    }
                 }
+                peak
             })
         };
-        Self { first, stop, sampler }
+        Self { tracked: tracked.to_vec(), first, stop, sampler }
     }
 
-    /// The phase's average use, with the peak of other processes' use in any one window.
+    /// The phase's average use until now, with the peak of other processes' use in any one window.
     pub fn finish(self) -> CpuUsage {
-        self.stop.store(true, Ordering::Relaxed);
-        let (last, peak) = self.sampler.join().expect("the CPU sampler panicked");
+        let last = CpuSnapshot::take(&self.tracked);
+        drop(self.stop);
+        let peak = self.sampler.join().expect("the CPU sampler panicked");
         CpuUsage { other_peak: peak, ..self.first.usage_until(&last) }
     }
 }

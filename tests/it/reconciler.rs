@@ -345,7 +345,7 @@ async fn the_reconciler_reads_redis_on_a_connection_of_its_own() {
             .expect("the monitor stream ended");
         if line.contains("\"EVALSHA\"") && line.contains("\"m-own-connection\"") {
             placing = placing.or(client_of(&line));
-        } else if line.contains("\"ZSCAN\"") {
+        } else if line.contains("\"ZSCAN\" \"gameye-bridge:{seats}:sessions\"") {
             scanning = scanning.or(client_of(&line));
         }
     }

@@ -682,11 +682,16 @@ async fn redis_completions_close_together_share_one_index_removal() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
     let index = "it-store:{placements}:pending";
+    // One completion first, so the scripts are loaded before counting.
+    let warm_up = fx.own(&fx.claim("m-warm-up", "alpha", 0)).await;
+    let placed = Outcome::Placed(fx.assignment("m-warm-up", "eu-west-1"));
+    assert!(fx.store.complete("m-warm-up", &warm_up, &placed, KEEP).await.unwrap());
     let ids: Vec<String> = (0..50).map(|i| format!("m-{i}")).collect();
     let mut leases = Vec::new();
     for id in &ids {
         leases.push(fx.own(&fx.claim(id, "alpha", 0)).await);
     }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let () = ::redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut connection).await.unwrap();
     let store = &fx.store;
     let completions = ids.iter().zip(&leases).map(|(id, lease)| {
@@ -713,6 +718,32 @@ async fn redis_completions_close_together_share_one_index_removal() {
         .and_then(|calls| calls.parse().ok())
         .unwrap_or_else(|| panic!("no ZREM in {stats}"));
     assert!(removals < 10, "50 completions took {removals} ZREM round trips");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_late_index_removal_never_takes_the_entry_of_a_newer_claim() {
+    let fx = Fixture::redis().await;
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
+    let index = "it-store:{placements}:pending";
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
+    // The record lives 2 ms, less than the removal waits for others to batch with.
+    assert!(fx.store.complete("m-1", &lease, &placed, Duration::from_millis(2)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = fx.store.claim(&fx.claim("m-1", "beta", 1_000)).await.unwrap();
+    assert!(matches!(again, ClaimOutcome::Owned { taken_over: false, .. }), "{again:?}");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = fx.t0.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let members: Vec<(String, i64)> = ::redis::cmd("ZRANGE")
+        .arg(index)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(members, [("m-1".to_owned(), t0 + 11_000)], "the new claim's entry is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

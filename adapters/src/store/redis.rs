@@ -70,6 +70,10 @@ const SCAN_ROUNDS: usize = 4;
 const REMOVAL_WINDOW: Duration = Duration::from_millis(10);
 /// Members removed by one `ZREM` at most.
 const REMOVAL_BATCH: usize = 1024;
+/// Removals waiting at most; more are dropped (their entries stay for `expired_pending`).
+const REMOVAL_QUEUE: usize = 65_536;
+/// How late a removal may still be sent: well within any record's life (see `remove_in_batches`).
+const REMOVAL_MAX_DELAY: Duration = Duration::from_secs(1);
 
 struct Scripts {
     claim: Script,
@@ -139,8 +143,8 @@ pub struct RedisStore {
     pub(super) connection: ConnectionManager,
     keys: Keys,
     cooldowns: Arc<CooldownCache>,
-    /// Match ids whose pending-index entry [`remove_in_batches`] is to drop.
-    done_pending: mpsc::UnboundedSender<String>,
+    /// Final outcomes whose pending-index entry [`remove_in_batches`] is to drop.
+    done_pending: mpsc::Sender<DonePending>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -172,7 +176,7 @@ impl RedisStore {
         let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
         check_version(&connection, prefix).await?;
         let keys = Keys { prefix: prefix.to_owned() };
-        let (done_pending, removals) = mpsc::unbounded_channel();
+        let (done_pending, removals) = mpsc::channel(REMOVAL_QUEUE);
         tokio::spawn(remove_in_batches(connection.clone(), keys.pending(), removals));
         Ok(Self { connection, keys, cooldowns: Arc::default(), done_pending })
     }
@@ -390,12 +394,16 @@ impl RedisStore {
         // failure's is left to expired_pending: another instance may take the match over at any
         // moment and move the entry to its own lease, and an unconditional removal landing after
         // that would lose the new owner's entry (its crash would then go unrecovered). A final
-        // outcome is never claimed again while its record lives (`keep_for`), so a removal a few
-        // milliseconds late removes only the entry it was meant for.
+        // outcome is not claimed again while its record lives, so an unconditional removal is
+        // safe until the record expires: it must be sent by then (see `remove_in_batches`).
         if written && !retryable {
-            // Fails only once the batching task is gone (the runtime is shutting down): the entry
-            // then stays for expired_pending.
-            let _ = self.done_pending.send(match_id.to_owned());
+            let done = DonePending {
+                match_id: match_id.to_owned(),
+                send_by: Instant::now() + REMOVAL_MAX_DELAY.min(keep_for / 2),
+            };
+            // Full (Redis too slow to keep up) or gone (shutting down): the entry stays for
+            // expired_pending.
+            let _ = self.done_pending.try_send(done);
         }
         Ok(written)
     }
@@ -905,30 +913,44 @@ pub(super) async fn bounded<T>(
     bounded_store(operation, async { call.await.map_err(err(operation)) }).await
 }
 
+/// A final outcome whose pending-index entry is to go, and the latest moment to send its removal.
+struct DonePending {
+    match_id: String,
+    send_by: Instant,
+}
+
 /// Removes final outcomes' entries from the pending index at `index`: each removal waits up to
-/// [`REMOVAL_WINDOW`] for others, so at any placement rate the removals cost about one `ZREM` per
-/// window. A failed `ZREM` is not retried: the entries stay for `expired_pending` to drop. Ends when
+/// [`REMOVAL_WINDOW`] for others, so the removals cost about one `ZREM` per window (up to
+/// [`REMOVAL_BATCH`] entries each). The `ZREM` is unconditional, which is safe only while the
+/// completed record lives (a new claim of the match would add a new entry after it expires): a
+/// removal not sent by its `send_by` (half the record's life, at most [`REMOVAL_MAX_DELAY`]) is
+/// skipped, as is a batch that fails. Skipped entries stay for `expired_pending` to drop. Ends when
 /// every store clone (every sender) is gone.
 async fn remove_in_batches(
     connection: ConnectionManager,
     index: String,
-    mut match_ids: mpsc::UnboundedReceiver<String>,
+    mut done: mpsc::Receiver<DonePending>,
 ) {
     let mut batch = Vec::new();
-    while let Some(match_id) = match_ids.recv().await {
-        batch.push(match_id);
+    while let Some(first) = done.recv().await {
+        batch.push(first);
         tokio::time::sleep(REMOVAL_WINDOW).await;
         while batch.len() < REMOVAL_BATCH
-            && let Ok(match_id) = match_ids.try_recv()
+            && let Ok(next) = done.try_recv()
         {
-            batch.push(match_id);
+            batch.push(next);
+        }
+        let now = Instant::now();
+        let match_ids: Vec<String> =
+            batch.drain(..).filter(|done| done.send_by > now).map(|done| done.match_id).collect();
+        if match_ids.is_empty() {
+            continue;
         }
         let mut connection = connection.clone();
-        let removal = redis::cmd("ZREM").arg(&index).arg(&batch).to_owned();
+        let removal = redis::cmd("ZREM").arg(&index).arg(&match_ids).to_owned();
         if let Err(error) = bounded("index_remove", removal.query_async::<i64>(&mut connection)).await {
-            tracing::debug!(%error, entries = batch.len(), "pending index entries left for expired_pending to drop");
+            tracing::debug!(%error, entries = match_ids.len(), "pending index entries left for expired_pending to drop");
         }
-        batch.clear();
     }
 }
 

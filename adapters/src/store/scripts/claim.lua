@@ -30,7 +30,8 @@ if tag == 'created' then
   redis.call('PEXPIRE', key, ARGV[3])
   return {tag, tonumber(ARGV[3]), {}}
 end
+local fields = redis.call('HGETALL', key)
 if tag ~= 'existing' then
   redis.call('PEXPIRE', key, ARGV[3])
 end
-return {tag, redis.call('PTTL', key), redis.call('HGETALL', key)}
+return {tag, redis.call('PTTL', key), fields}
