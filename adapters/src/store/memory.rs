@@ -1,22 +1,18 @@
 //! The in-memory store: one process's state behind a mutex, with Redis's semantics emulated
 //! (records, latencies and cool-downs expire; expired entries are invisible and pruned lazily).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use super::{from_millis, lease_until_millis, to_millis};
+use super::{Swept, from_millis, lease_until_millis, to_millis};
 use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StoreError, TicketStatus, TicketStore,
 };
-
-/// Every how many writes the whole store is swept for expired entries (besides the lazy removal
-/// of an expired entry met on the way).
-const SWEEP_EVERY: u64 = 256;
 
 /// The embedded single-instance store. Cheap to clone: clones share the same state.
 #[derive(Clone, Default)]
@@ -45,14 +41,17 @@ impl fmt::Debug for MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    placements: HashMap<String, Expiring<Placement>>,
-    latencies: HashMap<String, Expiring<BTreeMap<String, u32>>>,
+    placements: Swept<String, Expiring<Placement>>,
+    /// (lease end in ms, match id) of pending records, so `expired_pending` reads only the due
+    /// ones. Kept like Redis's pending index: added to whenever a lease starts or moves, never
+    /// removed on the way; `expired_pending` drops the entries whose record no longer matches.
+    pending: BTreeSet<(i64, String)>,
+    latencies: Swept<String, Expiring<BTreeMap<String, u32>>>,
     /// Location → end of its cool-down.
-    cooldowns: HashMap<String, Instant>,
+    cooldowns: Swept<String, Instant>,
     /// Delivery keys a door acted on (`DeliveryLog`) → when they are forgotten.
-    deliveries: HashMap<String, Instant>,
-    tickets: HashMap<String, Expiring<TicketStatus>>,
-    writes: u64,
+    deliveries: Swept<String, Instant>,
+    tickets: Swept<String, Expiring<TicketStatus>>,
 }
 
 struct Expiring<T> {
@@ -92,15 +91,13 @@ impl MemoryStore {
 
 impl Inner {
     /// Counts a write and now and then drops every expired entry.
+    /// Every write sweeps a few entries of each map (expired ones are already invisible).
     fn wrote(&mut self, now: Instant) {
-        self.writes = self.writes.wrapping_add(1);
-        if self.writes.is_multiple_of(SWEEP_EVERY) {
-            self.placements.retain(|_, entry| entry.live(now));
-            self.latencies.retain(|_, entry| entry.live(now));
-            self.cooldowns.retain(|_, until| *until > now);
-            self.deliveries.retain(|_, until| *until > now);
-            self.tickets.retain(|_, entry| entry.live(now));
-        }
+        self.placements.sweep(|entry| !entry.live(now));
+        self.latencies.sweep(|entry| !entry.live(now));
+        self.cooldowns.sweep(|until| *until <= now);
+        self.deliveries.sweep(|until| *until <= now);
+        self.tickets.sweep(|entry| !entry.live(now));
     }
 
     /// The live placement for `match_id`; an expired one is removed on the way.
@@ -130,6 +127,7 @@ impl PlacementStore for MemoryStore {
             let placement = Placement { record: record.clone(), fence: 1 };
             let expires_at = deadline(now, claim.keep_for);
             inner.placements.insert(claim.match_id.clone(), Expiring { value: placement, expires_at });
+            inner.pending.insert((to_millis(lease_until), claim.match_id.clone()));
             return Ok(ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: false });
         };
         match &entry.value.record.state {
@@ -148,6 +146,7 @@ impl PlacementStore for MemoryStore {
         entry.value.record.state = PlacementState::Pending { owner: claim.owner.clone(), fence, lease_until };
         entry.expires_at = deadline(now, claim.keep_for);
         let record = Box::new(entry.value.record.clone());
+        inner.pending.insert((to_millis(lease_until), claim.match_id.clone()));
         Ok(ClaimOutcome::Owned {
             record,
             lease: Lease { owner: claim.owner.clone(), fence },
@@ -167,11 +166,13 @@ impl PlacementStore for MemoryStore {
         if !owns(&entry.value.record.state, lease) {
             return Ok(false);
         }
+        let lease_until_ms = lease_until_millis(now, lease_for);
         entry.value.record.state = PlacementState::Pending {
             owner: lease.owner.clone(),
             fence: lease.fence,
-            lease_until: from_millis(lease_until_millis(now, lease_for)),
+            lease_until: from_millis(lease_until_ms),
         };
+        inner.pending.insert((lease_until_ms, match_id.to_owned()));
         Ok(true)
     }
 
@@ -206,19 +207,30 @@ impl PlacementStore for MemoryStore {
         let clock = Instant::now();
         let now_ms = to_millis(now);
         let mut inner = self.lock();
-        inner.placements.retain(|_, entry| entry.live(clock));
-        let mut expired: Vec<(i64, &String)> = inner
-            .placements
-            .iter()
-            .filter_map(|(match_id, entry)| match &entry.value.record.state {
-                PlacementState::Pending { lease_until, .. } if to_millis(*lease_until) <= now_ms => {
-                    Some((to_millis(*lease_until), match_id))
-                }
-                _ => None,
-            })
-            .collect();
-        expired.sort_unstable();
-        Ok(expired.into_iter().take(limit).map(|(_, match_id)| match_id.clone()).collect())
+        let inner = &mut *inner;
+        // Longest due first: the index is ordered by lease end.
+        let mut expired = Vec::new();
+        let mut stale = Vec::new();
+        for entry @ (lease_until_ms, match_id) in &inner.pending {
+            if *lease_until_ms > now_ms || expired.len() == limit {
+                break;
+            }
+            let still = inner.placements.get(match_id).is_some_and(|placement| {
+                placement.live(clock)
+                    && matches!(&placement.value.record.state,
+                        PlacementState::Pending { lease_until, .. } if to_millis(*lease_until) == *lease_until_ms)
+            });
+            if still {
+                expired.push(match_id.clone());
+            } else {
+                // Done, renewed (a later entry stands for it) or expired.
+                stale.push(entry.clone());
+            }
+        }
+        for entry in stale {
+            inner.pending.remove(&entry);
+        }
+        Ok(expired)
     }
 }
 

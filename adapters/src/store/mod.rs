@@ -23,6 +23,7 @@ mod seats_memory;
 mod seats_redis;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Bound, Deref, DerefMut};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -449,6 +450,61 @@ impl SeatStore for StateStore {
 // ---------------------------------------------------------------------------------------------
 // Shared by both stores, so they round and compare times identically.
 
+/// Entries of a [`Swept`] map looked at per sweep (one sweep per write to the store).
+const SWEEP_STEP: usize = 8;
+
+/// A map of expiring entries for the memory stores: a `BTreeMap` (growing it never rehashes every
+/// entry at once, as a `HashMap` does at each doubling) swept a few entries per write from where the
+/// last sweep stopped, so no write pays for a sweep of the whole map. Dead entries are invisible
+/// before they are swept (every read checks expiry); the sweep only gives their memory back.
+struct Swept<K, V> {
+    map: BTreeMap<K, V>,
+    /// The last key the previous sweep looked at (`None`: start from the first).
+    cursor: Option<K>,
+}
+
+impl<K, V> Default for Swept<K, V> {
+    fn default() -> Self {
+        Self { map: BTreeMap::new(), cursor: None }
+    }
+}
+
+impl<K, V> Deref for Swept<K, V> {
+    type Target = BTreeMap<K, V>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<K, V> DerefMut for Swept<K, V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl<K: Ord + Clone, V> Swept<K, V> {
+    /// Removes the dead among the next [`SWEEP_STEP`] entries after the cursor, starting from the
+    /// first entry again once past the last.
+    fn sweep(&mut self, dead: impl Fn(&V) -> bool) {
+        let from = self.cursor.take().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut doomed = Vec::new();
+        let mut looked_at = 0;
+        let mut last = None;
+        for (key, value) in self.map.range((from, Bound::Unbounded)).take(SWEEP_STEP) {
+            looked_at += 1;
+            if dead(value) {
+                doomed.push(key.clone());
+            }
+            last = Some(key);
+        }
+        self.cursor = if looked_at == SWEEP_STEP { last.cloned() } else { None };
+        for key in doomed {
+            self.map.remove(&key);
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch, rounded down.
 fn to_millis(at: OffsetDateTime) -> i64 {
     // i128 → i64 cannot overflow for any OffsetDateTime (years ±9999).
@@ -487,6 +543,29 @@ mod tests {
         assert_eq!(from_millis(to_millis(at)), datetime!(2026-11-21 10:00:05.123 UTC));
         let before_epoch = datetime!(1969-12-31 23:59:59.999_5 UTC);
         assert_eq!(to_millis(before_epoch), -1);
+    }
+
+    #[test]
+    fn a_sweep_looks_at_a_few_entries_and_works_round_the_whole_map() {
+        // Keys 0..100; the odd ones are dead.
+        let mut map: Swept<u32, bool> = Swept::default();
+        map.extend((0..100).map(|key| (key, key % 2 == 1)));
+        map.sweep(|dead| *dead);
+        let removed: Vec<u32> = (0..100).filter(|key| !map.contains_key(key)).collect();
+        assert_eq!(removed, [1, 3, 5, 7], "one sweep: the first SWEEP_STEP entries only");
+
+        let sweeps_for_one_round = 100usize.div_ceil(SWEEP_STEP);
+        for _ in 0..sweeps_for_one_round {
+            map.sweep(|dead| *dead);
+        }
+        assert_eq!(map.keys().copied().collect::<Vec<_>>(), (0..100).step_by(2).collect::<Vec<_>>());
+
+        // Past the end it starts again: entries dead by now are found on the next round.
+        map.values_mut().for_each(|dead| *dead = true);
+        for _ in 0..=sweeps_for_one_round {
+            map.sweep(|dead| *dead);
+        }
+        assert!(map.is_empty(), "{:?}", map.keys().collect::<Vec<_>>());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Seats in memory: the core ledger's operations applied to records behind a mutex, with the same
 //! rounding (times to whole milliseconds) and expiry rules as the Redis store.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -9,14 +8,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::memory::MemoryStore;
-use super::{duration_millis, from_millis, to_millis};
+use super::{Swept, duration_millis, from_millis, to_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
 };
-
-/// Every how many writes all records are swept for expired ones.
-const SWEEP_EVERY: u64 = 256;
 
 /// The seat records of a [`MemoryStore`] (a field of it; clones share them).
 #[derive(Clone, Default)]
@@ -26,8 +22,7 @@ pub(super) struct SeatsMemory {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<Uuid, Record>,
-    writes: u64,
+    sessions: Swept<Uuid, Record>,
 }
 
 struct Record {
@@ -78,10 +73,7 @@ impl Inner {
         change: impl FnOnce(&mut SessionSeats, OffsetDateTime) -> SeatResult<T>,
     ) -> SeatResult<SeatChange<T>> {
         let clock = Instant::now();
-        self.writes = self.writes.wrapping_add(1);
-        if self.writes.is_multiple_of(SWEEP_EVERY) {
-            self.sessions.retain(|_, r| r.expires_at > clock);
-        }
+        self.sessions.sweep(|r| r.expires_at <= clock);
         let now = ms(now);
         let record = self.live(session_id, clock).ok_or(SeatError::NotFound)?;
         let mut seats = record.seats.clone();
@@ -109,6 +101,9 @@ impl SeatsMemory {
         let keep_for = ms_duration(keep_for);
         let record = Record { seats: seats.clone(), keep_for, expires_at: deadline(clock, keep_for) };
         inner.sessions.insert(new.session_id, record);
+        // Creates sweep too: a deployment whose sessions are only ever created must still get the
+        // expired records' memory back.
+        inner.sessions.sweep(|r| r.expires_at <= clock);
         Ok(seats)
     }
 }
