@@ -85,6 +85,13 @@ impl Fixture {
         }
     }
 
+    /// Claims `match_id` (as `alpha`, at t0) and completes it placed, the record kept `keep_for`.
+    async fn place(&self, match_id: &str, keep_for: Duration) {
+        let lease = self.own(&self.claim(match_id, "alpha", 0)).await;
+        let placed = Outcome::Placed(self.assignment(match_id, "eu-west-1"));
+        assert!(self.store.complete(match_id, &lease, &placed, keep_for).await.unwrap());
+    }
+
     fn assignment(&self, match_id: &str, location: &str) -> Assignment {
         Assignment {
             match_id: match_id.to_owned(),
@@ -683,9 +690,7 @@ async fn redis_completions_close_together_share_one_index_removal() {
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
     let index = "it-store:{placements}:pending";
     // One completion first, so the scripts are loaded before counting.
-    let warm_up = fx.own(&fx.claim("m-warm-up", "alpha", 0)).await;
-    let placed = Outcome::Placed(fx.assignment("m-warm-up", "eu-west-1"));
-    assert!(fx.store.complete("m-warm-up", &warm_up, &placed, KEEP).await.unwrap());
+    fx.place("m-warm-up", KEEP).await;
     let ids: Vec<String> = (0..50).map(|i| format!("m-{i}")).collect();
     let mut leases = Vec::new();
     for id in &ids {
@@ -725,10 +730,8 @@ async fn redis_a_late_index_removal_never_takes_the_entry_of_a_newer_claim() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
     let index = "it-store:{placements}:pending";
-    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
-    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
     // The record lives 2 ms, less than the removal waits for others to batch with.
-    assert!(fx.store.complete("m-1", &lease, &placed, Duration::from_millis(2)).await.unwrap());
+    fx.place("m-1", Duration::from_millis(2)).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let again = fx.store.claim(&fx.claim("m-1", "beta", 1_000)).await.unwrap();
     assert!(matches!(again, ClaimOutcome::Owned { taken_over: false, .. }), "{again:?}");

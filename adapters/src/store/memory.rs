@@ -90,7 +90,6 @@ impl MemoryStore {
 }
 
 impl Inner {
-    /// Counts a write and now and then drops every expired entry.
     /// Every write sweeps a few entries of each map (expired ones are already invisible).
     fn wrote(&mut self, now: Instant) {
         self.placements.sweep(|entry| !entry.live(now));
