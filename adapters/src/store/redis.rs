@@ -1,6 +1,6 @@
 //! The Redis store: state shared by any number of bridge instances.
 //!
-//! # Key layout (Redis Cluster-ready)
+//! # Key layout (ready for Redis Cluster; the client connects to one node today)
 //!
 //! | key | type | contents | expires |
 //! | --- | --- | --- | --- |
