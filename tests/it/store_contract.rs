@@ -562,6 +562,25 @@ async fn raw_connection(url: &str) -> ::redis::aio::MultiplexedConnection {
     ::redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }
 
+/// Waits (2 s at most) for the pending index to empty: final outcomes' entries are removed off the
+/// answer's path, in batches, so they go shortly after `complete` returns.
+async fn wait_for_empty_pending_index(url: &str, what: &str) {
+    let mut connection = raw_connection(url).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left: i64 = ::redis::cmd("ZCARD")
+            .arg("it-store:{placements}:pending")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {left} entries still indexed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn keys_and_ttls(url: &str) -> BTreeMap<String, i64> {
     let mut connection = raw_connection(url).await;
     let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query_async(&mut connection).await.unwrap();
@@ -622,7 +641,8 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_pending_index_follows_the_records() {
     let fx = Fixture::redis().await;
-    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
+    let url = fx.redis.as_ref().unwrap().url();
+    let mut connection = raw_connection(&url).await;
     let index = "it-store:{placements}:pending";
     let mut members = async || -> Vec<(String, i64)> {
         ::redis::cmd("ZRANGE")
@@ -645,12 +665,7 @@ async fn redis_pending_index_follows_the_records() {
     assert_eq!(members().await, [("m-1".to_owned(), t0 + 15_000)], "a Held claim leaves the holder's lease");
     let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
     assert!(fx.store.complete("m-1", &lease, &placed, KEEP).await.unwrap());
-    // The entry is removed off the answer's path, so it goes shortly after `complete` returns.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !members().await.is_empty() {
-        assert!(Instant::now() < deadline, "completed: still indexed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_empty_pending_index(&url, "completed").await;
     let duplicate = fx.store.claim(&fx.claim("m-1", "beta", 1_000)).await.unwrap();
     assert!(matches!(duplicate, ClaimOutcome::Placed(_)));
     assert_eq!(members().await, [], "a duplicate of a placed match leaves no entry behind");
@@ -668,11 +683,7 @@ async fn redis_pending_index_follows_the_records() {
     let ClaimOutcome::Owned { lease, .. } = taken else { unreachable!() };
     let placed = Outcome::Placed(fx.assignment("m-3", "eu-west-1"));
     assert!(fx.store.complete("m-3", &lease, &placed, KEEP).await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !members().await.is_empty() {
-        assert!(Instant::now() < deadline, "placed after the takeover: still indexed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_empty_pending_index(&url, "placed after the takeover").await;
 
     // An entry whose record expired is dropped by the next scan.
     let mut short = fx.claim("m-2", "alpha", 0);
@@ -688,7 +699,6 @@ async fn redis_pending_index_follows_the_records() {
 async fn redis_completions_close_together_share_one_index_removal() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
-    let index = "it-store:{placements}:pending";
     // One completion first, so the scripts are loaded before counting.
     fx.place("m-warm-up", KEEP).await;
     let ids: Vec<String> = (0..50).map(|i| format!("m-{i}")).collect();
@@ -706,15 +716,7 @@ async fn redis_completions_close_together_share_one_index_removal() {
     let written = futures::future::try_join_all(completions).await.unwrap();
     assert!(written.iter().all(|&written| written));
 
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let left: i64 = ::redis::cmd("ZCARD").arg(index).query_async(&mut connection).await.unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} completed matches still indexed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_empty_pending_index(&fx.redis.as_ref().unwrap().url(), "50 completed matches").await;
     let stats: String = ::redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.unwrap();
     let removals: u64 = stats
         .lines()
