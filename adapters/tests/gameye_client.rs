@@ -311,3 +311,102 @@ async fn location_cache_makes_one_request_for_concurrent_misses_and_forgets_on_i
     api.available_locations("demo-game").await.unwrap();
     assert_eq!(calls(), 2, "invalidation forces a fresh request");
 }
+
+#[tokio::test]
+async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
+    let mut world = World::default();
+    world.locations[0].capacity = 4000;
+    let location = world.locations[0].id.clone();
+    let emulator = emulator_with(world).await;
+    let client = client_for(&emulator, DEFAULT_TOKEN);
+    // Megabytes of listing: many more chunks than are read ahead of the decoder.
+    let ids: Vec<String> = (0..3000).map(|n| format!("00000000-0000-4000-8000-{n:012}")).collect();
+    let creates = ids.iter().map(|id| {
+        let mut body = create(id, &location);
+        body.labels.insert("gameye-bridge.deployment".into(), "streamed".into());
+        body.labels.insert("padding".into(), "x".repeat(200));
+        let client = client.clone();
+        async move { client.create_session(&body).await.map(|_| ()) }
+    });
+    use futures::StreamExt;
+    let created: Vec<_> = futures::stream::iter(creates).buffer_unordered(16).collect().await;
+    assert!(created.iter().all(Result::is_ok), "{:?}", created.iter().find(|c| c.is_err()));
+    let mut filter = ListFilter { all: true, ..Default::default() };
+    filter.labels.insert("gameye-bridge.deployment".into(), "streamed".into());
+
+    let started = std::time::Instant::now();
+    let paced = client
+        .list_sessions_paced(&filter, adapters::pace::Pace { busy: 0.5, slice: Duration::from_millis(1) })
+        .await
+        .unwrap();
+    let unpaced = client.list_sessions(&filter).await.unwrap();
+    let listed = |sessions: &[SessionSummary]| {
+        let mut listed: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
+        listed.sort();
+        listed
+    };
+    assert_eq!(listed(&paced), ids, "every session, once, in {:?}", started.elapsed());
+    assert_eq!(listed(&unpaced), ids);
+}
+
+/// Answers every connection with `response` and closes it: a Gameye (or a proxy in front of it)
+/// misbehaving in ways the emulator, which follows the OpenAPI document, never does.
+async fn raw_http_server(response: &'static [u8]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(response).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+fn client_of(url: String) -> GameyeClient {
+    let config = GameyeClientConfig {
+        base_url: url,
+        token: Secret::new(DEFAULT_TOKEN),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        pool_max_idle: 1,
+    };
+    GameyeClient::new(&config, None).unwrap()
+}
+
+#[tokio::test]
+async fn a_listing_cut_short_is_an_error_and_never_a_shorter_list() {
+    // The connection closes after one session of a body announced much longer.
+    let url = raw_http_server(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n\
+          {\"sessions\":[{\"id\":\"a\",\"image\":\"demo-game\",\"location\":\"eu-west-1\",\"host\":\"h\",\
+          \"created\":1,\"port\":{},\"status\":\"running\",\"labels\":{}},",
+    )
+    .await;
+    let error = client_of(url).list_sessions(&ListFilter::default()).await.unwrap_err();
+    assert!(matches!(error, GameyeError::Unreachable { .. }), "{error:?}");
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_successful_listing_that_is_not_a_listing_is_undecodable() {
+    let url = raw_http_server(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 20\r\n\r\n<html>proxy!</html>\n",
+    )
+    .await;
+    let error = client_of(url).list_sessions(&ListFilter::default()).await.unwrap_err();
+    assert!(matches!(error, GameyeError::Decode { operation: "session-list", .. }), "{error:?}");
+
+    let url = raw_http_server(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 19\r\n\r\n{\"sessions\":[]} [1]",
+    )
+    .await;
+    let error = client_of(url).list_sessions(&ListFilter::default()).await.unwrap_err();
+    assert!(matches!(error, GameyeError::Decode { .. }), "trailing data: {error:?}");
+}

@@ -104,32 +104,66 @@ impl GameyeClient {
         self.list_sessions_paced(filter, Pace::UNPACED).await
     }
 
-    /// [`GameyeClient::list_sessions`], with decoding the listing paced (the reconciler's background
-    /// scans: a listing of a large deployment is tens of megabytes). Reading it is not paced: that
-    /// is mostly waiting, and its rests would count against the request timeout.
+    /// [`GameyeClient::list_sessions`], with decoding paced (the reconciler's background scans: a
+    /// listing of a large deployment is tens of megabytes). The body is decoded as it arrives, on
+    /// a blocking thread, and read only as fast as the decoding goes: never held whole, and no
+    /// burst of reading and copying it at full speed. So the request may take `1 / pace.busy` times
+    /// the request timeout.
     pub async fn list_sessions_paced(
         &self,
         filter: &ListFilter,
         pace: Pace,
     ) -> Result<Vec<SessionSummary>, GameyeError> {
         let operation = "session-list";
-        let request = self.request(Method::GET, &["session"]).query(&filter.query_pairs());
-        let body = self.call(operation, request).await?;
-        // No pagination: a listing holds every matching session of the account, possibly megabytes.
-        // Decoded off the async workers, which would otherwise stall every request they serve.
-        let decoded = tokio::task::spawn_blocking(move || {
-            let mut pacer = Pacer::new(pace);
-            let mut decoder = serde_json::Deserializer::from_slice(&body);
-            let list = serde::de::DeserializeSeed::deserialize(PacedSessionList(&mut pacer), &mut decoder)?;
-            decoder.end().map(|()| list)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|decoded| decoded.map_err(|e| e.to_string()));
+        let timeout = listing_timeout(self.request_timeout, pace);
+        let request = self.request(Method::GET, &["session"]).query(&filter.query_pairs()).timeout(timeout);
+        let decoded = self.observed(operation, self.send_listing(operation, request, timeout, pace)).await?;
         decoded.map_err(|message| {
             self.count(operation, "undecodable".to_owned());
             GameyeError::Decode { operation, message }
         })
+    }
+
+    /// Streams a listing's body into [`decode_listing`] on a blocking thread. `Ok` with the
+    /// decoder's answer once the status said success; a transport error that cut the body short
+    /// wins over the decoder's complaint about it.
+    async fn send_listing(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        timeout: Duration,
+        pace: Pace,
+    ) -> Result<(StatusCode, Result<Vec<SessionSummary>, String>), GameyeError> {
+        let mut response = request.send().await.map_err(|e| self.transport_error(operation, e, timeout))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.map_err(|e| self.transport_error(operation, e, timeout))?;
+            return Err(status_error(operation, status, &body));
+        }
+        let (chunks, arriving) = tokio::sync::mpsc::channel(LISTING_CHUNKS_AHEAD);
+        let decoding = tokio::task::spawn_blocking(move || decode_listing(ChunkReader::new(arriving), pace));
+        let mut cut_short = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    // Closed: the decoder gave up on what it has; its answer says why.
+                    if chunks.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    cut_short = Some(self.transport_error(operation, error, timeout));
+                    break;
+                }
+            }
+        }
+        drop(chunks);
+        let decoded = decoding.await.map_err(|e| e.to_string()).and_then(|decoded| decoded);
+        match cut_short {
+            Some(error) => Err(error),
+            None => Ok((status, decoded)),
+        }
     }
 
     /// `DELETE /session/{id}` (session-stop). 404 and 409 mean it is already gone: success.
@@ -198,8 +232,17 @@ impl GameyeClient {
     }
 
     async fn call(&self, operation: &'static str, request: RequestBuilder) -> Result<Vec<u8>, GameyeError> {
+        self.observed(operation, self.send(operation, request)).await
+    }
+
+    /// Runs one call, timing and counting it by operation and status.
+    async fn observed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<(StatusCode, T), GameyeError>>,
+    ) -> Result<T, GameyeError> {
         let started = Instant::now();
-        let result = self.send(operation, request).await;
+        let result = call.await;
         let elapsed = started.elapsed();
         if let Some(metrics) = &self.metrics {
             metrics.duration.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
@@ -220,20 +263,24 @@ impl GameyeClient {
         operation: &'static str,
         request: RequestBuilder,
     ) -> Result<(StatusCode, Vec<u8>), GameyeError> {
-        let response = request.send().await.map_err(|e| self.transport_error(operation, e))?;
+        let timeout = self.request_timeout;
+        let response = request.send().await.map_err(|e| self.transport_error(operation, e, timeout))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport_error(operation, e))?.to_vec();
+        let body = response.bytes().await.map_err(|e| self.transport_error(operation, e, timeout))?.to_vec();
         if status.is_success() {
             return Ok((status, body));
         }
-        let parsed = serde_json::from_slice::<ErrorResponse>(&body).ok().map(Box::new);
-        let raw = if parsed.is_some() { String::new() } else { preview(&body) };
-        Err(GameyeError::Status { operation, status: status.as_u16(), body: parsed, raw })
+        Err(status_error(operation, status, &body))
     }
 
-    fn transport_error(&self, operation: &'static str, error: reqwest::Error) -> GameyeError {
+    fn transport_error(
+        &self,
+        operation: &'static str,
+        error: reqwest::Error,
+        timeout: Duration,
+    ) -> GameyeError {
         if error.is_timeout() {
-            GameyeError::Timeout { operation, timeout: self.request_timeout }
+            GameyeError::Timeout { operation, timeout }
         } else {
             // reqwest's error text names the URL but never headers, so the token cannot leak here.
             GameyeError::Unreachable { operation, message: error_chain(&error) }
@@ -244,6 +291,63 @@ impl GameyeClient {
         if let Some(metrics) = &self.metrics {
             metrics.calls.get_or_create(&CallLabels { operation, status }).inc();
         }
+    }
+}
+
+/// A non-success answer: Gameye's error body when it is one, else the start of whatever came.
+fn status_error(operation: &'static str, status: StatusCode, body: &[u8]) -> GameyeError {
+    let parsed = serde_json::from_slice::<ErrorResponse>(body).ok().map(Box::new);
+    let raw = if parsed.is_some() { String::new() } else { preview(body) };
+    GameyeError::Status { operation, status: status.as_u16(), body: parsed, raw }
+}
+
+/// Chunks of a listing read ahead of its decoding: enough that the decoder rarely waits for the
+/// network, few enough that a listing never sits in memory whole.
+const LISTING_CHUNKS_AHEAD: usize = 8;
+
+/// How long a listing may take: the request timeout, stretched by the pace (paced work takes at
+/// most `busy` of the wall clock).
+fn listing_timeout(request_timeout: Duration, pace: Pace) -> Duration {
+    if pace.busy > 0.0 && pace.busy < 1.0 { request_timeout.div_f64(pace.busy) } else { request_timeout }
+}
+
+/// Decodes a listing from `body`, paced (see [`PacedSessionList`]).
+fn decode_listing(body: impl std::io::Read, pace: Pace) -> Result<Vec<SessionSummary>, String> {
+    let mut pacer = Pacer::new(pace);
+    // serde_json reads a reader byte by byte: a buffer makes that cheap.
+    let mut decoder =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, body));
+    let list = serde::de::DeserializeSeed::deserialize(PacedSessionList(&mut pacer), &mut decoder)
+        .map_err(|e| e.to_string())?;
+    decoder.end().map_err(|e| e.to_string())?;
+    Ok(list)
+}
+
+/// A blocking [`std::io::Read`] over body chunks arriving on a channel; the channel's end is the
+/// body's end.
+struct ChunkReader {
+    arriving: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    fn new(arriving: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        Self { arriving, current: bytes::Bytes::new() }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.arriving.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
     }
 }
 
@@ -262,4 +366,31 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_listing_may_take_as_much_longer_as_its_pace_rests() {
+        let timeout = Duration::from_secs(10);
+        let paced = |busy| Pace { busy, slice: Duration::from_millis(2) };
+        assert_eq!(listing_timeout(timeout, paced(0.1)), Duration::from_secs(100));
+        assert_eq!(listing_timeout(timeout, paced(0.5)), Duration::from_secs(20));
+        assert_eq!(listing_timeout(timeout, Pace::UNPACED), timeout);
+        assert_eq!(listing_timeout(timeout, paced(0.0)), timeout, "never rests (see Pace)");
+    }
+
+    #[test]
+    fn the_chunk_reader_reads_every_chunk_in_order_then_ends() {
+        let (chunks, arriving) = tokio::sync::mpsc::channel(4);
+        for chunk in ["{\"ses", "", "sions\":[", "]}"] {
+            chunks.try_send(bytes::Bytes::from(chunk)).unwrap();
+        }
+        drop(chunks);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut ChunkReader::new(arriving), &mut text).unwrap();
+        assert_eq!(text, "{\"sessions\":[]}");
+    }
 }
