@@ -2,6 +2,7 @@
 
 use axum::{
     Json,
+    body::Body,
     extract::{Path, RawQuery, State, rejection::PathRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -31,43 +32,76 @@ pub async fn session_list(
     let query = ListQuery::parse(query.as_deref());
     inject_faults(&state, Operation::SessionList, query.location.as_deref()).await?;
 
-    // Written in pages, the lock released between them: a listing of a hundred thousand sessions
+    // Streamed in pages, the lock released between them: a listing of a hundred thousand sessions
     // would otherwise hold every other request (POST /session included) for its whole
-    // serialization. Like any unpaginated live listing it is not a snapshot: a session created or
-    // stopped meanwhile may or may not be in it; one active throughout always is.
-    let mut body = b"{\"sessions\":[".to_vec();
-    let mut from = 0;
-    let mut first = true;
-    loop {
+    // serialization, and sit in memory whole. A page is written only when the connection takes
+    // it, so a client that reads slowly spreads the work instead of meeting it in one burst. Like
+    // any unpaginated live listing it is not a snapshot: a session created or stopped meanwhile
+    // may or may not be in it; one active throughout always is.
+    let listing = Listing { state, query, from: 0, opened: false, first: true, done: false };
+    let pages = futures::stream::unfold(listing, |mut listing| async move {
+        if listing.done {
+            return None;
+        }
+        let page = listing.next_page();
+        Some((Ok::<_, std::convert::Infallible>(page), listing))
+    });
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(pages)).into_response())
+}
+
+/// Where a streamed listing stands.
+struct Listing {
+    state: SharedState,
+    query: ListQuery,
+    /// The registry index to go on from.
+    from: usize,
+    /// The document's opening is written.
+    opened: bool,
+    /// No session written yet (the next one needs no comma before it).
+    first: bool,
+    done: bool,
+}
+
+impl Listing {
+    /// The next piece of the body: up to [`LIST_PAGE`] sessions looked at under one lock hold,
+    /// with the opening of the document before the first and its end after the last.
+    fn next_page(&mut self) -> Vec<u8> {
+        let mut page = Vec::new();
+        if !self.opened {
+            page.extend_from_slice(b"{\"sessions\":[");
+            self.opened = true;
+        }
         let mut next = None;
         {
-            let registry = state.sessions();
+            let registry = self.state.sessions();
             let now = Instant::now();
-            for (scanned, (idx, s)) in registry.active_from(from, query.first_filter()).enumerate() {
+            for (scanned, (idx, s)) in registry.active_from(self.from, self.query.first_filter()).enumerate()
+            {
                 if scanned == LIST_PAGE {
                     next = Some(idx);
                     break;
                 }
                 // A list entry is plain data: serializing it cannot fail.
-                if query.matches(s, s.status(now))
+                if self.query.matches(s, s.status(now))
                     && let Ok(entry) = serde_json::to_vec(&ListEntry::new(s, now))
                 {
-                    if !first {
-                        body.push(b',');
+                    if !self.first {
+                        page.push(b',');
                     }
-                    first = false;
-                    body.extend_from_slice(&entry);
+                    self.first = false;
+                    page.extend_from_slice(&entry);
                 }
             }
         }
         match next {
-            Some(idx) => from = idx,
-            None => break,
+            Some(idx) => self.from = idx,
+            None => {
+                page.extend_from_slice(b"]}");
+                self.done = true;
+            }
         }
-        tokio::task::yield_now().await;
+        page
     }
-    body.extend_from_slice(b"]}");
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Sessions looked at per lock hold when listing.
