@@ -86,7 +86,7 @@ pub async fn place_match(
     if query.wait {
         let progress = state.service.place(SOURCE, request).await.map_err(store_unavailable)?;
         if let Progress::Done(outcome) = &progress {
-            announce_in_background(&state, outcome.clone());
+            announce_in_background(&state, outcome);
         }
         return Ok(progress_response(&match_id, progress));
     }
@@ -129,8 +129,11 @@ pub async fn get_match(
 }
 
 /// The caller has its answer already; sinks (NATS subjects, webhooks) hear of it off the request path.
-pub(super) fn announce_in_background(state: &MatchesState, outcome: Outcome) {
-    let service = state.service.clone();
+pub(super) fn announce_in_background(state: &MatchesState, outcome: &Outcome) {
+    if !state.service.announces(SOURCE) {
+        return;
+    }
+    let (service, outcome) = (state.service.clone(), outcome.clone());
     state.background.spawn(async move {
         // Failures are logged by the engine; the caller was answered either way.
         let _ = service.announce(SOURCE, &outcome).await;

@@ -197,7 +197,7 @@ pub async fn matched(
     if query.wait {
         let progress = door.service.place(SOURCE, request).await.map_err(store_unavailable)?;
         if let Progress::Done(outcome) = &progress {
-            announce_in_background(&door, outcome.clone());
+            announce_in_background(&door, outcome);
         }
         return Ok(progress_response(&match_id, progress));
     }
@@ -221,15 +221,18 @@ pub async fn matched(
         }
         Accepted::Known(Progress::Done(outcome)) => {
             // A retried call of a finished match: announce again, so a lost push is made good.
-            announce_in_background(&door, outcome.clone());
+            announce_in_background(&door, &outcome);
             Ok(progress_response(&match_id, Progress::Done(outcome)))
         }
         Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
     }
 }
 
-fn announce_in_background(door: &NakamaDoor, outcome: Outcome) {
-    let service = door.service.clone();
+fn announce_in_background(door: &NakamaDoor, outcome: &Outcome) {
+    if !door.service.announces(SOURCE) {
+        return;
+    }
+    let (service, outcome) = (door.service.clone(), outcome.clone());
     door.background.spawn(async move {
         let _ = service.announce(SOURCE, &outcome).await;
     });

@@ -127,6 +127,11 @@ where
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Whether any sink wants outcomes from `source` ([`Engine::announce`] would do nothing).
+    pub fn announces(&self, source: &str) -> bool {
+        self.sinks.iter().any(|sink| sink.wants(source))
+    }
+
     async fn deliver_with_retries(
         &self,
         sink: &dyn OutcomeSink,

@@ -60,6 +60,13 @@ pub trait PlacementService: Send + Sync + 'static {
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
 
+    /// Whether any sink wants outcomes from `source`: doors skip spawning an announcement that
+    /// would do nothing (the HTTP door without NATS or webhooks, on every placement).
+    fn announces(&self, source: &str) -> bool {
+        let _ = source;
+        true
+    }
+
     /// Stores a player's latencies for later matches that arrive without them.
     fn put_latencies<'a>(
         &'a self,
@@ -121,6 +128,10 @@ where
         outcome: &'a Outcome,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(Engine::announce(self, source, outcome))
+    }
+
+    fn announces(&self, source: &str) -> bool {
+        Engine::announces(self, source)
     }
 
     fn put_latencies<'a>(

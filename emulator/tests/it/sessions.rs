@@ -319,5 +319,8 @@ async fn long_lists_hold_every_session_once() {
         ids.iter().filter(|id| id.ends_with(['0', '2', '4', '6', '8'])).cloned().collect();
     assert!(sorted(emu.list_ids("filter[parity]=even").await) == even, "the filter applies on every page");
     assert!(emu.list_ids("filter[parity]=none").await.is_empty(), "nothing matches: still a listing");
-    assert!(emu.list_ids("filterNot[parity]=odd").await.len() == even.len(), "every page, none matching on some");
+    assert!(
+        emu.list_ids("filterNot[parity]=odd").await.len() == even.len(),
+        "every page, none matching on some"
+    );
 }
