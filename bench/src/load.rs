@@ -206,6 +206,9 @@ pub struct OpenStats {
     pub scheduled: u64,
     /// Scheduled but never sent, because the generator ran past its time limit.
     pub not_sent: u64,
+    /// Every measured request: (scheduled time after the measured start, latency), for
+    /// [`OpenStats::slow_windows`].
+    pub timeline: Vec<(Duration, Duration)>,
 }
 
 impl OpenStats {
@@ -216,12 +219,36 @@ impl OpenStats {
     pub fn lag_quantile(&self, q: f64) -> Duration {
         Duration::from_micros(self.lag.value_at_quantile(q))
     }
+
+    /// Where the tail sits: the `count` windows of `width` (by scheduled time) holding the most
+    /// requests slower than `over`, busiest first, as (window start, such requests, the slowest).
+    pub fn slow_windows(
+        &self,
+        over: Duration,
+        width: Duration,
+        count: usize,
+    ) -> Vec<(Duration, u64, Duration)> {
+        let mut windows: BTreeMap<u128, (u64, Duration)> = BTreeMap::new();
+        for &(at, latency) in self.timeline.iter().filter(|(_, latency)| *latency > over) {
+            let window = windows.entry(at.as_nanos() / width.as_nanos().max(1)).or_default();
+            window.0 += 1;
+            window.1 = window.1.max(latency);
+        }
+        let mut busiest: Vec<_> = windows
+            .into_iter()
+            .map(|(n, (slow, slowest))| (width * u32::try_from(n).unwrap_or(u32::MAX), slow, slowest))
+            .collect();
+        busiest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        busiest.truncate(count);
+        busiest
+    }
 }
 
 struct OpenShared {
     stats: Stats,
     service: Histogram<u64>,
     lag: Histogram<u64>,
+    timeline: Vec<(Duration, Duration)>,
 }
 
 /// Sends at `rate` per second for `warmup + duration` at fixed scheduled times, at most
@@ -242,8 +269,12 @@ pub async fn open_loop(
     let measure_from = start + warmup;
     let give_up = start + warmup + duration + Duration::from_secs(10);
     let limit = Arc::new(Semaphore::new(max_in_flight));
-    let shared =
-        Arc::new(Mutex::new(OpenShared { stats: Stats::new(), service: histogram(), lag: histogram() }));
+    let shared = Arc::new(Mutex::new(OpenShared {
+        stats: Stats::new(),
+        service: histogram(),
+        lag: histogram(),
+        timeline: Vec::new(),
+    }));
     let scheduled = count_measured(0, total, start, interval, measure_from);
     let mut not_sent = 0;
     for n in 0..total {
@@ -274,6 +305,7 @@ pub async fn open_loop(
                     shared.service.saturating_record(micros(done - sent_at));
                 }
                 shared.lag.saturating_record(micros(sent_at - at));
+                shared.timeline.push((at - measure_from, done - at));
             }
         });
     }
@@ -286,7 +318,14 @@ pub async fn open_loop(
     let shared = shared.lock().expect("stats lock");
     let mut stats = shared.stats.clone();
     stats.elapsed = duration;
-    OpenStats { stats, service: shared.service.clone(), lag: shared.lag.clone(), scheduled, not_sent }
+    OpenStats {
+        stats,
+        service: shared.service.clone(),
+        lag: shared.lag.clone(),
+        scheduled,
+        not_sent,
+        timeline: shared.timeline.clone(),
+    }
 }
 
 /// How many requests from `from` on (of `total`) were scheduled inside the measured window.
@@ -338,4 +377,39 @@ pub async fn burst(client: &Client, endpoint: &Endpoint, count: usize) -> BurstS
     }
     stats.elapsed = last - released;
     BurstStats { stats, distinct_sessions: sessions.len() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn slow_windows_count_only_requests_over_the_bar_and_rank_the_busiest_first() {
+        let mut stats = OpenStats {
+            stats: Stats::new(),
+            service: histogram(),
+            lag: histogram(),
+            scheduled: 0,
+            not_sent: 0,
+            timeline: Vec::new(),
+        };
+        // 250 ms windows: two slow requests in the one starting at 500 ms, one at 0, one at 1 s;
+        // fast requests everywhere, and one exactly at the bar (not over it).
+        stats.timeline = vec![
+            (ms(10), ms(30)),
+            (ms(20), ms(1)),
+            (ms(510), ms(40)),
+            (ms(740), ms(90)),
+            (ms(600), ms(2)),
+            (ms(1_000), ms(25)),
+            (ms(1_100), ms(20)),
+        ];
+        let windows = stats.slow_windows(ms(20), ms(250), 2);
+        assert_eq!(windows, vec![(ms(500), 2, ms(90)), (ms(0), 1, ms(30))]);
+        assert_eq!(stats.slow_windows(ms(100), ms(250), 3), vec![]);
+    }
 }

@@ -261,6 +261,22 @@ impl Report {
                     ms(o.lag_quantile(0.5)),
                     ms(o.lag_quantile(0.99)),
                 );
+                let p99 = o.stats.quantile(0.99);
+                let windows: Vec<String> = o
+                    .slow_windows(p99, Duration::from_millis(250), 3)
+                    .into_iter()
+                    .map(|(at, slow, slowest)| {
+                        format!("+{:.2} s: {slow} (max {})", at.as_secs_f64(), ms(slowest))
+                    })
+                    .collect();
+                if !windows.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "- {name}, where its tail sits: requests slower than its p99 by 250 ms window of \
+                         scheduled time (from the measured start), busiest first: {}",
+                        windows.join(", ")
+                    );
+                }
             }
         }
         if let Some(slow) = &self.slow {

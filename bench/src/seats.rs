@@ -373,6 +373,8 @@ async fn open_loop(
             lag: shared.lag.clone(),
             scheduled,
             not_sent,
+            // Not kept here: the seats report does not show where the tail sits.
+            timeline: Vec::new(),
         },
         second,
     }
