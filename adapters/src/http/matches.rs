@@ -86,7 +86,7 @@ pub async fn place_match(
     if query.wait {
         let progress = state.service.place(SOURCE, request).await.map_err(store_unavailable)?;
         if let Progress::Done(outcome) = &progress {
-            announce_in_background(&state, outcome);
+            announce_in_background(&state.service, &state.background, SOURCE, outcome);
         }
         return Ok(progress_response(&match_id, progress));
     }
@@ -128,15 +128,21 @@ pub async fn get_match(
     Ok(Json(MatchStatus { match_id, status, assignment, error, accepted_at: Some(record.accepted_at) }))
 }
 
-/// The caller has its answer already; sinks (NATS subjects, webhooks) hear of it off the request path.
-pub(super) fn announce_in_background(state: &MatchesState, outcome: &Outcome) {
-    if !state.service.announces(SOURCE) {
+/// The caller has its answer already; sinks (NATS subjects, webhooks, Nakama) hear of it off the
+/// request path. Nothing is spawned when no sink wants `source`'s placements.
+pub(super) fn announce_in_background(
+    service: &Arc<dyn PlacementService>,
+    background: &TaskTracker,
+    source: &'static str,
+    outcome: &Outcome,
+) {
+    if !service.announces(source) {
         return;
     }
-    let (service, outcome) = (state.service.clone(), outcome.clone());
-    state.background.spawn(async move {
+    let (service, outcome) = (service.clone(), outcome.clone());
+    background.spawn(async move {
         // Failures are logged by the engine; the caller was answered either way.
-        let _ = service.announce(SOURCE, &outcome).await;
+        let _ = service.announce(source, &outcome).await;
     });
 }
 

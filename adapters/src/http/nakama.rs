@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 use utoipa::{IntoParams, ToSchema};
 
-use super::matches::{failure_response, invalid_request, store_unavailable};
+use super::matches::{announce_in_background, failure_response, invalid_request, store_unavailable};
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
     EventsAccepted, HookRules, LeavePlan, NakamaMetrics, RecentMatchUsers, SIGNATURE_HEADER, SOURCE,
@@ -197,7 +197,7 @@ pub async fn matched(
     if query.wait {
         let progress = door.service.place(SOURCE, request).await.map_err(store_unavailable)?;
         if let Progress::Done(outcome) = &progress {
-            announce_in_background(&door, outcome);
+            announce_in_background(&door.service, &door.background, SOURCE, outcome);
         }
         return Ok(progress_response(&match_id, progress));
     }
@@ -221,21 +221,11 @@ pub async fn matched(
         }
         Accepted::Known(Progress::Done(outcome)) => {
             // A retried call of a finished match: announce again, so a lost push is made good.
-            announce_in_background(&door, &outcome);
+            announce_in_background(&door.service, &door.background, SOURCE, &outcome);
             Ok(progress_response(&match_id, Progress::Done(outcome)))
         }
         Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
     }
-}
-
-fn announce_in_background(door: &NakamaDoor, outcome: &Outcome) {
-    if !door.service.announces(SOURCE) {
-        return;
-    }
-    let (service, outcome) = (door.service.clone(), outcome.clone());
-    door.background.spawn(async move {
-        let _ = service.announce(SOURCE, &outcome).await;
-    });
 }
 
 fn progress_response(match_id: &str, progress: Progress) -> Response {

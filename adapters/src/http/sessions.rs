@@ -360,7 +360,7 @@ pub async fn backfill(State(state): State<MatchesState>, body: Bytes) -> Result<
         BackfillOutcome::Reserved(result) => Ok((StatusCode::OK, Json(result)).into_response()),
         BackfillOutcome::Placed { match_id, progress } => {
             if let bridge::placement::Progress::Done(outcome) = &progress {
-                announce_in_background(&state, outcome);
+                announce_in_background(&state.service, &state.background, super::matches::SOURCE, outcome);
             }
             Ok(progress_response(&match_id, progress))
         }

@@ -62,8 +62,7 @@ pub trait PlacementService: Send + Sync + 'static {
 
     /// Whether any sink wants outcomes from `source`: doors skip spawning an announcement that
     /// would do nothing (the HTTP door without NATS or webhooks, on every placement).
-    fn announces(&self, source: &str) -> bool {
-        let _ = source;
+    fn announces(&self, _source: &str) -> bool {
         true
     }
 

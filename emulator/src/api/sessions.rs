@@ -7,6 +7,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
+use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::{
@@ -38,69 +39,50 @@ pub async fn session_list(
     // it, so a client that reads slowly spreads the work instead of meeting it in one burst. Like
     // any unpaginated live listing it is not a snapshot: a session created or stopped meanwhile
     // may or may not be in it; one active throughout always is.
-    let listing = Listing { state, query, from: 0, opened: false, first: true, done: false };
-    let pages = futures::stream::unfold(listing, |mut listing| async move {
-        if listing.done {
-            return None;
-        }
-        let page = listing.next_page();
-        Some((Ok::<_, std::convert::Infallible>(page), listing))
+    let mut listing = Listing { state, query, first: true };
+    let pages = futures::stream::unfold(Some(0), move |from| {
+        // Produced here, not in the future: the registry lock is never held across an await.
+        let page = from.map(|from| listing.page_from(from));
+        async move { page }
     });
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(pages)).into_response())
+    let body = futures::stream::once(async { b"{\"sessions\":[".to_vec() })
+        .chain(pages)
+        .chain(futures::stream::once(async { b"]}".to_vec() }))
+        .map(Ok::<_, std::convert::Infallible>);
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
 }
 
-/// Where a streamed listing stands.
+/// A listing being streamed.
 struct Listing {
     state: SharedState,
     query: ListQuery,
-    /// The registry index to go on from.
-    from: usize,
-    /// The document's opening is written.
-    opened: bool,
     /// No session written yet (the next one needs no comma before it).
     first: bool,
-    done: bool,
 }
 
 impl Listing {
-    /// The next piece of the body: up to [`LIST_PAGE`] sessions looked at under one lock hold,
-    /// with the opening of the document before the first and its end after the last.
-    fn next_page(&mut self) -> Vec<u8> {
+    /// The matching sessions among up to [`LIST_PAGE`] looked at from registry index `from`, under
+    /// one lock hold, and the index to go on from (`None`: that was the last page).
+    fn page_from(&mut self, from: usize) -> (Vec<u8>, Option<usize>) {
         let mut page = Vec::new();
-        if !self.opened {
-            page.extend_from_slice(b"{\"sessions\":[");
-            self.opened = true;
-        }
-        let mut next = None;
-        {
-            let registry = self.state.sessions();
-            let now = Instant::now();
-            for (scanned, (idx, s)) in registry.active_from(self.from, self.query.first_filter()).enumerate()
+        let registry = self.state.sessions();
+        let now = Instant::now();
+        for (scanned, (idx, s)) in registry.active_from(from, self.query.first_filter()).enumerate() {
+            if scanned == LIST_PAGE {
+                return (page, Some(idx));
+            }
+            // A list entry is plain data: serializing it cannot fail.
+            if self.query.matches(s, s.status(now))
+                && let Ok(entry) = serde_json::to_vec(&ListEntry::new(s, now))
             {
-                if scanned == LIST_PAGE {
-                    next = Some(idx);
-                    break;
+                if !self.first {
+                    page.push(b',');
                 }
-                // A list entry is plain data: serializing it cannot fail.
-                if self.query.matches(s, s.status(now))
-                    && let Ok(entry) = serde_json::to_vec(&ListEntry::new(s, now))
-                {
-                    if !self.first {
-                        page.push(b',');
-                    }
-                    self.first = false;
-                    page.extend_from_slice(&entry);
-                }
+                self.first = false;
+                page.extend_from_slice(&entry);
             }
         }
-        match next {
-            Some(idx) => self.from = idx,
-            None => {
-                page.extend_from_slice(b"]}");
-                self.done = true;
-            }
-        }
-        page
+        (page, None)
     }
 }
 
