@@ -203,20 +203,7 @@ pub async fn matched(
     }
     match door.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
         Accepted::Owned(job) => {
-            let service = door.service.clone();
-            door.background.spawn(async move {
-                let match_id = job.match_id().to_owned();
-                match service.clone().finish(job).await {
-                    // The engine logs an announcement that fails for good.
-                    Ok(outcome) => {
-                        let _ = service.announce(SOURCE, &outcome).await;
-                    }
-                    // The record stays pending; the recovery loop finishes it once the lease ends.
-                    Err(error) => {
-                        tracing::warn!(%match_id, %error, "background Nakama placement failed to record")
-                    }
-                }
-            });
+            door.background.spawn(door.service.clone().finish_and_announce(SOURCE.to_owned(), job));
             Ok(pending_response(&match_id))
         }
         Accepted::Known(Progress::Done(outcome)) => {
