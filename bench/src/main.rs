@@ -84,6 +84,12 @@ struct Cli {
     /// Seats of each of those sessions (the `max_players` of its match).
     #[arg(long, default_value_t = 1000)]
     seat_capacity: u32,
+    /// Keys written into Redis before the bridge starts, so the run meets a Redis that has grown
+    /// already: its key tables double (rehashing every key, on its one thread) each time the key count
+    /// passes a power of two, and a run adds hundreds of thousands of keys. 530000 leaves room for
+    /// about 500,000 more before the next doubling. The report says when a phase met one.
+    #[arg(long, default_value_t = 0)]
+    redis_filler: u64,
     /// Keep the processes' logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
@@ -252,6 +258,7 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
         redis_server: cli.redis_server.clone(),
         emulator_hosts: cli.emulator_hosts,
         bridge_env: bridge_env.clone(),
+        redis_filler: cli.redis_filler,
     };
     let http = client(cli.max_in_flight.max(concurrency), cli.request_timeout)?;
 
@@ -311,6 +318,12 @@ fn cli_settings(cli: &Cli, bridge_env: &[(String, String)], stack: &Stack) -> Ve
             stack.emulator_capacity
         ),
     ];
+    if cli.redis_filler > 0 {
+        settings.push(format!(
+            "Redis filled with {} keys (6 h to live) before the bridge started (`--redis-filler`)",
+            cli.redis_filler
+        ));
+    }
     let env: Vec<String> = bridge_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     settings.push(format!(
         "bridge: Redis store, Gameye = the emulator, log level warn, {} (other settings default)",
@@ -351,8 +364,10 @@ async fn scenarios(
     if run_bridge {
         eprintln!("2. bridge: {concurrency} workers for {:?}", cli.duration);
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
+        let keys = stack.redis_keys().await?;
         let stats = load::closed_loop(http, &bridge("rate"), concurrency, cli.warmup, cli.duration).await;
         report.cpu("2", before.finish());
+        report.redis_keys("2", keys, stack.redis_keys().await?);
         report.bridge_side("2", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
         eprintln!("   {:.0}/s", stats.rate());
         report.bridge = Some(stats);
@@ -370,10 +385,12 @@ async fn scenarios(
         };
         eprintln!("3. added latency: open loop at {rate:.0}/s for {:?}, bridge then emulator", cli.duration);
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
+        let keys = stack.redis_keys().await?;
         let through_bridge =
             load::open_loop(http, &bridge("latency"), rate, cli.warmup, cli.duration, cli.max_in_flight)
                 .await;
         report.cpu("3a", before.finish());
+        report.redis_keys("3a", keys, stack.redis_keys().await?);
         report.bridge_side("3a", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
         stack.check_alive()?;
         settle().await;
@@ -406,8 +423,10 @@ async fn scenarios(
         // Its own client: one connection per request, all opened at once.
         let burst_client = client(cli.burst, cli.request_timeout)?;
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
+        let keys = stack.redis_keys().await?;
         let stats = load::burst(&burst_client, &bridge("slow"), cli.burst).await;
         report.cpu("4", before.finish());
+        report.redis_keys("4", keys, stack.redis_keys().await?);
         report.bridge_side("4", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
         procs::set_faults(http, &stack.emulator_url, None).await?;
         eprintln!("   {} ok of {} in {:?}", stats.stats.ok, cli.burst, stats.stats.elapsed);
@@ -429,6 +448,7 @@ async fn run_seats(cli: &Cli, nofile: (u64, u64)) -> Result<()> {
         redis_server: cli.redis_server.clone(),
         emulator_hosts: cli.emulator_hosts,
         bridge_env: bridge_env.clone(),
+        redis_filler: cli.redis_filler,
     };
     let http = client(in_flight, cli.request_timeout)?;
     eprintln!("starting redis-server, gameye-emulator and gameye-bridge from {}", options.bin_dir.display());

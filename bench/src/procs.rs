@@ -31,6 +31,8 @@ pub struct StackOptions {
     pub emulator_hosts: usize,
     /// `BRIDGE_*` settings passed to the bridge (name, value).
     pub bridge_env: Vec<(String, String)>,
+    /// Keys written into Redis before the bridge starts (see [`fill_redis`]).
+    pub redis_filler: u64,
 }
 
 /// The bridge stopped by [`Stack::pause_bridge`]; continued when dropped (on error paths too).
@@ -169,6 +171,7 @@ pub struct Stack {
     /// Sessions the emulator's location holds.
     pub emulator_capacity: usize,
     pub dir: tempfile::TempDir,
+    redis_port: u16,
     redis: Proc,
     emulator: Proc,
     bridge: Proc,
@@ -195,6 +198,9 @@ impl Stack {
                 format!("{} (install redis-server or pass --redis-server)", options.redis_server.display())
             })?;
         redis.wait_ready(Duration::from_secs(10), || redis_ping(redis_port)).await?;
+        if options.redis_filler > 0 {
+            fill_redis(redis_port, options.redis_filler).await.context("filling Redis (--redis-filler)")?;
+        }
 
         let world = dir.path().join("world.toml");
         std::fs::write(&world, world_toml(options.emulator_hosts))?;
@@ -230,6 +236,7 @@ impl Stack {
             bridge_url,
             emulator_capacity: options.emulator_hosts * 5_000,
             dir,
+            redis_port,
             redis,
             emulator,
             bridge,
@@ -252,6 +259,12 @@ impl Stack {
         let pid = self.bridge.child.id().context("the bridge has exited")? as libc::pid_t;
         signal(pid, libc::SIGSTOP)?;
         Ok(PausedBridge(pid))
+    }
+
+    /// How many keys Redis holds (`INFO keyspace`, database 0).
+    pub async fn redis_keys(&self) -> Result<u64> {
+        let info = redis_command(self.redis_port, "INFO keyspace").await?;
+        Ok(keyspace_keys(&info))
     }
 
     /// Whether all three still run.
@@ -290,6 +303,112 @@ async fn check_bridge_wiring(http: &reqwest::Client, readyz: &str, emulator_url:
         bail!("the bridge is not wired to the bench's emulator and Redis; its /readyz: {report}");
     }
     Ok(())
+}
+
+/// Filler keys and how long they live: longer than any run.
+const FILLER_PREFIX: &str = "gameye-bench-filler:";
+const FILLER_TTL_MS: u64 = 6 * 3_600_000;
+
+/// Writes `count` filler keys (each with a time to live, like every key the bridge writes), then
+/// touches each once more. Redis keeps its keys in a hash table (and those with an expiry in a second
+/// one) that doubles when full, rehashing every key — hundreds of milliseconds of its single thread
+/// at a few hundred thousand keys. A bench whose store grows by hundreds of thousands of keys a minute
+/// meets those doublings inside its phases; a long-running deployment seldom does. Filling first lets
+/// a run measure a Redis that has already grown: past 2^k keys the tables are 2^(k+1) entries, and the
+/// second pass drives the rehash to its end (every command on a rehashing table moves one bucket).
+async fn fill_redis(port: u16, count: u64) -> Result<()> {
+    const BATCH: u64 = 10_000;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    for pass in ["SET", "PEXPIRE"] {
+        let mut next = 0;
+        while next < count {
+            let end = (next + BATCH).min(count);
+            let mut commands = String::new();
+            for i in next..end {
+                let key = format!("{FILLER_PREFIX}{i}");
+                let ttl = FILLER_TTL_MS.to_string();
+                let args: &[&str] =
+                    if pass == "SET" { &["SET", &key, "1", "PX", &ttl] } else { &["PEXPIRE", &key, &ttl] };
+                let _ = write!(commands, "*{}\r\n", args.len());
+                for arg in args {
+                    let _ = write!(commands, "${}\r\n{arg}\r\n", arg.len());
+                }
+            }
+            stream.write_all(commands.as_bytes()).await?;
+            read_simple_replies(&mut stream, (end - next) as usize).await?;
+            next = end;
+        }
+    }
+    Ok(())
+}
+
+/// Reads `count` one-line replies (`+OK`, `:1`), failing on an error reply.
+async fn read_simple_replies(stream: &mut tokio::net::TcpStream, count: usize) -> Result<()> {
+    let mut seen = 0;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut line_start = true;
+    while seen < count {
+        let n = stream.read(&mut buffer).await?;
+        if n == 0 {
+            bail!("Redis closed the connection");
+        }
+        for &byte in &buffer[..n] {
+            if line_start && byte == b'-' {
+                bail!("Redis refused a filler command");
+            }
+            line_start = byte == b'\n';
+            seen += usize::from(line_start);
+        }
+    }
+    Ok(())
+}
+
+/// One inline command's bulk-string reply (e.g. `INFO`), as text.
+async fn redis_command(port: u16, command: &str) -> Result<String> {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).await?;
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buffer).await?;
+            if n == 0 {
+                bail!("Redis closed the connection");
+            }
+            reply.extend_from_slice(&buffer[..n]);
+            // `$<length>\r\n<text>\r\n`: complete once the announced length has arrived.
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((header, body)) = text.strip_prefix('$').and_then(|rest| rest.split_once("\r\n")) {
+                let length: usize = header.parse().context("an unreadable Redis reply")?;
+                if body.len() >= length {
+                    return Ok(body[..length].to_owned());
+                }
+            } else if !text.starts_with('$') {
+                bail!("unexpected Redis reply: {}", text.trim());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt).await.context("Redis did not answer")?
+}
+
+/// `keys=` of `db0` in an `INFO keyspace` answer (0 when the database is empty).
+fn keyspace_keys(info: &str) -> u64 {
+    info.lines()
+        .find_map(|line| line.strip_prefix("db0:"))
+        .and_then(|fields| fields.split(',').find_map(|field| field.strip_prefix("keys=")))
+        .and_then(|keys| keys.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The largest size at which Redis's key table doubled while the key count went from `before` to
+/// `after` (tables are powers of two, at least 4, and double when a key is added to a full one).
+pub fn table_doubled(before: u64, after: u64) -> Option<u64> {
+    let first = before.max(4).next_power_of_two();
+    if first >= after {
+        return None;
+    }
+    // The largest power of two below `after`: at least `first`, which is one.
+    Some(1 << (u64::BITS - 1 - (after - 1).leading_zeros()))
 }
 
 async fn redis_ping(port: u16) -> bool {
@@ -372,5 +491,30 @@ impl BridgeTimes {
             if c1 > c0 { Duration::from_secs_f64(((s1 - s0) / (c1 - c0)).max(0.0)) } else { Duration::ZERO }
         };
         (mean(self.gameye_run, later.gameye_run), mean(self.placement, later.placement))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_doubling_is_seen_only_when_the_key_count_passes_a_full_table() {
+        assert_eq!(table_doubled(100_000, 131_072), None, "a full table doubles on the next key");
+        assert_eq!(table_doubled(100_000, 131_073), Some(131_072));
+        assert_eq!(table_doubled(131_072, 131_073), Some(131_072));
+        assert_eq!(table_doubled(131_073, 262_144), None);
+        assert_eq!(table_doubled(530_000, 900_000), None);
+        assert_eq!(table_doubled(0, 5), Some(4));
+        assert_eq!(table_doubled(0, 196_470), Some(131_072), "the largest of several");
+        assert_eq!(table_doubled(1_000, 262_145), Some(262_144));
+        assert_eq!(table_doubled(500, 400), None, "keys that expired double nothing");
+    }
+
+    #[test]
+    fn the_key_count_is_read_from_database_zero() {
+        let info = "# Keyspace\r\ndb0:keys=262145,expires=262100,avg_ttl=3599000\r\ndb1:keys=7,expires=0\r\n";
+        assert_eq!(keyspace_keys(info), 262_145);
+        assert_eq!(keyspace_keys("# Keyspace\r\n"), 0);
     }
 }

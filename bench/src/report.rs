@@ -68,6 +68,8 @@ pub struct Report {
     bridge_side: Vec<(&'static str, Duration, Duration)>,
     /// Per phase: cores used by each process and by the rest of the machine.
     cpu: Vec<(&'static str, CpuUsage)>,
+    /// Per phase: Redis's key count before and after.
+    redis_keys: Vec<(&'static str, u64, u64)>,
 }
 
 pub fn ms(d: Duration) -> String {
@@ -95,11 +97,16 @@ impl Report {
             slow: None,
             bridge_side: Vec::new(),
             cpu: Vec::new(),
+            redis_keys: Vec::new(),
         }
     }
 
     pub fn bridge_side(&mut self, phase: &'static str, (gameye, placement): (Duration, Duration)) {
         self.bridge_side.push((phase, gameye, placement));
+    }
+
+    pub fn redis_keys(&mut self, phase: &'static str, before: u64, after: u64) {
+        self.redis_keys.push((phase, before, after));
     }
 
     pub fn cpu(&mut self, phase: &'static str, usage: CpuUsage) {
@@ -318,6 +325,17 @@ impl Report {
                 self.machine.cpus,
                 usage.summary()
             );
+        }
+        for &(phase, before, after) in &self.redis_keys {
+            let doubled = crate::procs::table_doubled(before, after)
+                .map(|size| {
+                    format!(
+                        " — **its key tables doubled during this phase or its warm-up** (past {size} keys: a rehash of every key on \
+                         Redis's one thread; see bench/README, `--redis-filler`)"
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(out, "- {phase}, Redis keys {before} → {after}{doubled}");
         }
     }
 }
