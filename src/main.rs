@@ -82,6 +82,9 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(&settings);
+            if !settings.runtime.transparent_huge_pages {
+                disable_transparent_huge_pages();
+            }
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             if settings.runtime.worker_threads > 0 {
                 runtime.worker_threads(settings.runtime.worker_threads);
@@ -103,6 +106,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Stops the kernel from backing this process's memory with transparent huge pages. The flag is
+/// checked when a page is first touched, so it covers what the allocator mapped (and asked huge
+/// pages for) before this ran. A kernel that refuses leaves the system's setting, with a warning.
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integers only and reads or writes no memory of this process.
+    let refused = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
+    if refused {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot turn transparent huge pages off; the system's setting applies"
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
 
 fn load_settings(config: Option<PathBuf>, listen: Option<SocketAddr>) -> Result<Settings, anyhow::Error> {
     let mut env: Vec<(String, String)> = std::env::vars().collect();

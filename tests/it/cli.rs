@@ -44,6 +44,21 @@ async fn serve_with_no_configuration_answers_health_and_says_it_uses_the_emulato
     }
 }
 
+/// `THP_enabled` of a process (Linux ≥ 5.0): 0 once it turned transparent huge pages off.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let line = status.lines().find(|line| line.starts_with("THP_enabled:")).expect("a THP_enabled line");
+    line.trim_start_matches("THP_enabled:").trim().to_owned()
+}
+
+#[tokio::test]
+async fn serve_turns_transparent_huge_pages_off_unless_configured_to_keep_them() {
+    let bridge = BridgeProcess::start(&[], None).await;
+    assert_eq!(thp_enabled(bridge.pid()), "0");
+    let bridge = BridgeProcess::start(&[("BRIDGE_RUNTIME__TRANSPARENT_HUGE_PAGES", "true")], None).await;
+    assert_eq!(thp_enabled(bridge.pid()), "1");
+}
+
 #[tokio::test]
 async fn unknown_routes_get_the_json_error_shape_with_a_request_id() {
     let bridge = BridgeProcess::start(&[], None).await;

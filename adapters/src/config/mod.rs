@@ -502,6 +502,9 @@ pub struct RuntimeSettings {
     /// Threads that run requests and background work; 0: Tokio's default, one per core this
     /// process may use (`TOKIO_WORKER_THREADS` overrides it).
     pub worker_threads: usize,
+    /// Whether the process may use transparent huge pages (Linux). Off by default: the first touch
+    /// of a huge page zeroes 2 MiB on the thread that touched it, a stall in the middle of a request.
+    pub transparent_huge_pages: bool,
 }
 
 /// Where the Gameye API comes from, decided once from the configuration.

@@ -257,3 +257,13 @@ fn worker_threads_default_to_tokios_choice_and_can_be_set() {
     let error = load(&[("BRIDGE_RUNTIME__WORKER_THREADS", "-1")]).unwrap_err().to_string();
     assert!(error.contains("worker_threads"), "{error}");
 }
+
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    assert!(!load(&[]).unwrap().runtime.transparent_huge_pages);
+    assert!(
+        load(&[("BRIDGE_RUNTIME__TRANSPARENT_HUGE_PAGES", "true")]).unwrap().runtime.transparent_huge_pages
+    );
+    let error = load(&[("BRIDGE_RUNTIME__TRANSPARENT_HUGE_PAGES", "sometimes")]).unwrap_err().to_string();
+    assert!(error.contains("transparent_huge_pages"), "{error}");
+}

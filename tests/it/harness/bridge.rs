@@ -70,6 +70,10 @@ impl BridgeProcess {
         panic!("gameye-bridge did not become healthy:\n{}", self.logs());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the process wrote to stderr (its log) so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
