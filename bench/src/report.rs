@@ -268,22 +268,7 @@ impl Report {
                     ms(o.lag_quantile(0.5)),
                     ms(o.lag_quantile(0.99)),
                 );
-                let p99 = o.stats.quantile(0.99);
-                let windows: Vec<String> = o
-                    .slow_windows(p99, Duration::from_millis(250), 3)
-                    .into_iter()
-                    .map(|(at, slow, slowest)| {
-                        format!("+{:.2} s: {slow} (max {})", at.as_secs_f64(), ms(slowest))
-                    })
-                    .collect();
-                if !windows.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "- {name}, where its tail sits: requests slower than its p99 by 250 ms window of \
-                         scheduled time (from the measured start), busiest first: {}",
-                        windows.join(", ")
-                    );
-                }
+                tail_windows(out, name, o);
             }
         }
         if let Some(slow) = &self.slow {
@@ -337,6 +322,25 @@ impl Report {
                 .unwrap_or_default();
             let _ = writeln!(out, "- {phase}, Redis keys {before} → {after}{doubled}");
         }
+    }
+}
+
+/// Where an open-loop phase's tail sits: the three 250 ms windows (by scheduled time) holding the
+/// most requests slower than its p99, as one detail line (none when it kept no timeline).
+pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats) {
+    let p99 = o.stats.quantile(0.99);
+    let windows: Vec<String> = o
+        .slow_windows(p99, Duration::from_millis(250), 3)
+        .into_iter()
+        .map(|(at, slow, slowest)| format!("+{:.2} s: {slow} (max {})", at.as_secs_f64(), ms(slowest)))
+        .collect();
+    if !windows.is_empty() {
+        let _ = writeln!(
+            out,
+            "- {name}, where its tail sits: requests slower than its p99 by 250 ms window of \
+             scheduled time (from the measured start), busiest first: {}",
+            windows.join(", ")
+        );
     }
 }
 

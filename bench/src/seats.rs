@@ -290,6 +290,8 @@ struct OpenShared {
     second: Stats,
     service: Histogram<u64>,
     lag: Histogram<u64>,
+    /// Measured cycles' first steps: (scheduled time after the measured start, latency).
+    timeline: Vec<(Duration, Duration)>,
 }
 
 /// Starts a cycle at `rate` per second for `warmup + duration` at fixed scheduled times, at most
@@ -319,6 +321,7 @@ async fn open_loop(
         second: Stats::new(),
         service: load::histogram(),
         lag: load::histogram(),
+        timeline: Vec::new(),
     }));
     let scheduled = measured_from(0);
     let mut not_sent = 0;
@@ -345,6 +348,7 @@ async fn open_loop(
                 let mut shared = shared.lock().expect("stats lock");
                 let first = &cycle.first;
                 shared.first.record(&first.result, first.done - at);
+                shared.timeline.push((at - measure_from, first.done - at));
                 if first.result.is_ok() {
                     shared.service.saturating_record(load::micros(first.done - first.sent));
                 }
@@ -373,8 +377,7 @@ async fn open_loop(
             lag: shared.lag.clone(),
             scheduled,
             not_sent,
-            // Not kept here: the seats report does not show where the tail sits.
-            timeline: Vec::new(),
+            timeline: shared.timeline.clone(),
         },
         second,
     }
@@ -750,4 +753,5 @@ fn open_details(out: &mut String, phase: &str, first: &str, second: &str, o: &Op
         quantiles(&o.second),
         o.second.error_summary()
     );
+    crate::report::tail_windows(out, &format!("{phase} ({first})"), f);
 }
