@@ -134,12 +134,8 @@ impl GameyeClient {
         timeout: Duration,
         pace: Pace,
     ) -> Result<(StatusCode, Result<Vec<SessionSummary>, String>), GameyeError> {
-        let mut response = request.send().await.map_err(|e| self.transport_error(operation, e, timeout))?;
+        let mut response = self.send_checked(operation, request, timeout).await?;
         let status = response.status();
-        if !status.is_success() {
-            let body = response.bytes().await.map_err(|e| self.transport_error(operation, e, timeout))?;
-            return Err(status_error(operation, status, &body));
-        }
         let (chunks, arriving) = tokio::sync::mpsc::channel(LISTING_CHUNKS_AHEAD);
         let decoding = tokio::task::spawn_blocking(move || decode_listing(ChunkReader::new(arriving), pace));
         let mut cut_short = None;
@@ -264,12 +260,26 @@ impl GameyeClient {
         request: RequestBuilder,
     ) -> Result<(StatusCode, Vec<u8>), GameyeError> {
         let timeout = self.request_timeout;
-        let response = request.send().await.map_err(|e| self.transport_error(operation, e, timeout))?;
+        let response = self.send_checked(operation, request, timeout).await?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport_error(operation, e, timeout))?.to_vec();
+        Ok((status, body))
+    }
+
+    /// Sends `request`; a success status gives the response with its body still to read, any other
+    /// status the error its (whole, small) body describes.
+    async fn send_checked(
+        &self,
+        operation: &'static str,
+        request: RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, GameyeError> {
+        let response = request.send().await.map_err(|e| self.transport_error(operation, e, timeout))?;
+        let status = response.status();
         if status.is_success() {
-            return Ok((status, body));
+            return Ok(response);
         }
+        let body = response.bytes().await.map_err(|e| self.transport_error(operation, e, timeout))?;
         Err(status_error(operation, status, &body))
     }
 
