@@ -505,7 +505,7 @@ fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
             let sessions =
                 client.list_sessions_paced(&filter, pace).await.map_err(|error| error.to_string())?;
             // Off the async workers, like the decoding: a listing may hold a hundred thousand.
-            tokio::task::spawn_blocking(move || {
+            adapters::pace::spawn_blocking(pace, move || {
                 let mut pacer = adapters::pace::Pacer::new(pace);
                 let mut listed = Vec::with_capacity(sessions.len());
                 for (n, summary) in sessions.into_iter().enumerate() {
@@ -517,7 +517,6 @@ fn bridge_sessions(client: GameyeClient, deployment: String) -> SessionLister {
                 listed
             })
             .await
-            .map_err(|error| error.to_string())
         }
     })
     .with_players(move |session_id| {

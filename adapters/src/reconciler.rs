@@ -114,9 +114,8 @@ impl SessionLister {
     async fn list(&self, pace: Pace) -> Result<Listing, String> {
         let listed = (self.list)(pace).await?;
         // Hashing a hundred thousand entries is milliseconds: off the async workers too.
-        tokio::task::spawn_blocking(move || listed.into_iter().map(|s| (s.session_id, s)).collect())
+        crate::pace::spawn_blocking(pace, move || listed.into_iter().map(|s| (s.session_id, s)).collect())
             .await
-            .map_err(|error| error.to_string())
     }
 
     async fn players(&self, session_id: Uuid) -> Result<Vec<String>, String> {
@@ -771,7 +770,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             Ok(vec![listed(id, true)])
         });
-        r.config.pace = Pace { busy: 0.1, slice: Duration::from_millis(2) };
+        r.config.pace = Pace { busy: 0.1, slice: Duration::from_millis(2), idle_priority: true };
         let started = Instant::now();
         assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
         // Counting the listing's 300 ms as work would rest for another second.

@@ -336,7 +336,10 @@ async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
 
     let started = std::time::Instant::now();
     let paced = client
-        .list_sessions_paced(&filter, adapters::pace::Pace { busy: 0.5, slice: Duration::from_millis(1) })
+        .list_sessions_paced(
+            &filter,
+            adapters::pace::Pace { busy: 0.5, slice: Duration::from_millis(1), idle_priority: true },
+        )
         .await
         .unwrap();
     let unpaced = client.list_sessions(&filter).await.unwrap();

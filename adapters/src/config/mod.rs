@@ -299,6 +299,10 @@ pub struct ReconcilerSettings {
     /// The largest share of wall-clock time a scan spends working, in [0.01, 1]: it rests in between,
     /// so that a scan of a large deployment does not show in placements' latency. 1: never rests.
     pub max_busy: f64,
+    /// Decode Gameye's listing at the idle CPU priority (Linux `SCHED_IDLE`), so that its slices
+    /// never keep a request's thread from a core. False: the normal priority, for a machine kept so
+    /// busy that a scan would never finish.
+    pub idle_priority: bool,
 }
 
 impl ReconcilerSettings {
@@ -315,7 +319,11 @@ impl ReconcilerSettings {
 
     /// How a scan is paced: slices of 2 ms, each followed by its rest.
     pub fn pace(&self) -> crate::pace::Pace {
-        crate::pace::Pace { busy: self.max_busy, slice: Duration::from_millis(2) }
+        crate::pace::Pace {
+            busy: self.max_busy,
+            slice: Duration::from_millis(2),
+            idle_priority: self.idle_priority,
+        }
     }
 }
 

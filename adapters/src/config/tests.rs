@@ -243,11 +243,21 @@ fn reconciler_scans_are_paced_to_a_share_of_the_time_in_zero_to_one() {
     let settings = load(&[]).unwrap();
     assert_eq!(settings.reconciler.pace().busy, 0.1);
     let settings = load(&[("BRIDGE_RECONCILER__MAX_BUSY", "1")]).unwrap();
-    assert_eq!(settings.reconciler.pace(), crate::pace::Pace { busy: 1.0, ..crate::pace::Pace::UNPACED });
+    assert_eq!(
+        settings.reconciler.pace(),
+        crate::pace::Pace { busy: 1.0, idle_priority: true, ..crate::pace::Pace::UNPACED }
+    );
     for bad in ["0", "0.001", "-0.5", "1.5", "nan"] {
         let error = load(&[("BRIDGE_RECONCILER__MAX_BUSY", bad)]).unwrap_err().to_string();
         assert!(error.contains("reconciler.max_busy"), "{bad}: {error}");
     }
+}
+
+#[test]
+fn the_reconcilers_decoding_runs_at_the_idle_priority_unless_turned_off() {
+    assert!(load(&[]).unwrap().reconciler.pace().idle_priority);
+    let settings = load(&[("BRIDGE_RECONCILER__IDLE_PRIORITY", "false")]).unwrap();
+    assert!(!settings.reconciler.pace().idle_priority);
 }
 
 #[test]

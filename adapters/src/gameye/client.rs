@@ -137,7 +137,8 @@ impl GameyeClient {
         let mut response = self.send_checked(operation, request, timeout).await?;
         let status = response.status();
         let (chunks, arriving) = tokio::sync::mpsc::channel(LISTING_CHUNKS_AHEAD);
-        let decoding = tokio::task::spawn_blocking(move || decode_listing(ChunkReader::new(arriving), pace));
+        let decoding =
+            crate::pace::spawn_blocking(pace, move || decode_listing(ChunkReader::new(arriving), pace));
         let mut cut_short = None;
         loop {
             match response.chunk().await {
@@ -155,7 +156,7 @@ impl GameyeClient {
             }
         }
         drop(chunks);
-        let decoded = decoding.await.map_err(|e| e.to_string()).and_then(|decoded| decoded);
+        let decoded = decoding.await.and_then(|decoded| decoded);
         match cut_short {
             Some(error) => Err(error),
             None => Ok((status, decoded)),
@@ -385,7 +386,7 @@ mod tests {
     #[test]
     fn a_paced_listing_may_take_as_much_longer_as_its_pace_rests() {
         let timeout = Duration::from_secs(10);
-        let paced = |busy| Pace { busy, slice: Duration::from_millis(2) };
+        let paced = |busy| Pace { busy, ..Pace::UNPACED };
         assert_eq!(listing_timeout(timeout, paced(0.1)), Duration::from_secs(100));
         assert_eq!(listing_timeout(timeout, paced(0.5)), Duration::from_secs(20));
         assert_eq!(listing_timeout(timeout, Pace::UNPACED), timeout);

@@ -507,6 +507,7 @@ mod tests {
             let mut pacer = crate::pace::Pacer::new(crate::pace::Pace {
                 busy: 0.5,
                 slice: std::time::Duration::from_micros(1),
+                idle_priority: false,
             });
             let mut decoder = serde_json::Deserializer::from_slice(body);
             serde::de::DeserializeSeed::deserialize(PacedSessionList(&mut pacer), &mut decoder)
