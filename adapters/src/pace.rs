@@ -122,8 +122,12 @@ fn lower_to_idle_priority() {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: pid 0 is the calling thread; `param` outlives the call.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            // Once per process, not at every scan: the answer will not change.
+            static WARNED: std::sync::Once = std::sync::Once::new();
             let error = std::io::Error::last_os_error();
-            tracing::warn!(%error, "background work runs at the normal CPU priority: SCHED_IDLE refused");
+            WARNED.call_once(|| {
+                tracing::warn!(%error, "background work runs at the normal CPU priority: SCHED_IDLE refused")
+            });
         }
     }
 }

@@ -335,6 +335,7 @@ async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
     filter.labels.insert("gameye-bridge.deployment".into(), "streamed".into());
 
     let started = std::time::Instant::now();
+    let watcher = BackgroundThreadWatcher::start();
     let paced = client
         .list_sessions_paced(
             &filter,
@@ -342,6 +343,15 @@ async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
         )
         .await
         .unwrap();
+    let policies = watcher.stop();
+    #[cfg(target_os = "linux")]
+    {
+        assert!(!policies.is_empty(), "the paced listing was decoded on no background thread");
+        assert!(
+            policies.values().all(|&policy| policy == libc::SCHED_IDLE),
+            "last policies seen: {policies:?}"
+        );
+    }
     let unpaced = client.list_sessions(&filter).await.unwrap();
     let listed = |sessions: &[SessionSummary]| {
         let mut listed: Vec<String> = sessions.iter().map(|s| s.id.clone()).collect();
@@ -350,6 +360,57 @@ async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
     };
     assert_eq!(listed(&paced), ids, "every session, once, in {:?}", started.elapsed());
     assert_eq!(listed(&unpaced), ids);
+}
+
+/// Watches this process's threads from a thread of its own (an ordinary one, so it runs while the
+/// idle-priority decoder waits) for background threads, and keeps the last scheduling policy seen
+/// of each (a new thread lowers its own priority as its first step, so its very first may differ).
+struct BackgroundThreadWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::thread::JoinHandle<std::collections::HashMap<i32, i32>>,
+}
+
+impl BackgroundThreadWatcher {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let seen = std::thread::spawn(move || {
+            let mut seen = std::collections::HashMap::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.extend(background_thread_policies());
+                std::thread::yield_now();
+            }
+            seen
+        });
+        Self { stop, seen }
+    }
+
+    fn stop(self) -> std::collections::HashMap<i32, i32> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.seen.join().unwrap()
+    }
+}
+
+/// (thread id, scheduling policy) of this process's background threads.
+#[cfg(target_os = "linux")]
+fn background_thread_policies() -> Vec<(i32, i32)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            // Thread names are cut to 15 bytes: "bridge-background" reads "bridge-backgrou".
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let tid: libc::pid_t = task.file_name().to_str()?.parse().ok()?;
+            // SAFETY: only reads the policy of a thread of this process (-1 once it has ended).
+            let policy = unsafe { libc::sched_getscheduler(tid) };
+            (name.starts_with("bridge-backgrou") && policy >= 0).then_some((tid, policy))
+        })
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn background_thread_policies() -> Vec<(i32, i32)> {
+    Vec::new()
 }
 
 /// Answers every connection with `response` and closes it: a Gameye (or a proxy in front of it)
