@@ -8,10 +8,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -417,10 +415,8 @@ impl NatsStack {
     }
 }
 
-fn spawn(name: &str, mut command: Command, log: &Path) -> Result<Child> {
-    let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
-    command.spawn().with_context(|| format!("starting {name}"))
+fn spawn(name: &str, command: Command, log: &Path) -> Result<Child> {
+    crate::procs::spawn_logged(name, command, log)
 }
 
 /// SIGTERM, then SIGKILL after 5 s.

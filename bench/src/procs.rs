@@ -62,10 +62,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> Result<Self> {
-        let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
-        let child = command.spawn().with_context(|| format!("starting {name}"))?;
+    fn spawn(name: &'static str, command: Command, log: PathBuf) -> Result<Self> {
+        let child = spawn_logged(name, command, &log)?;
         Ok(Self { name, child, log })
     }
 
@@ -113,6 +111,26 @@ impl Proc {
         }
         let _ = self.child.kill().await;
     }
+}
+
+/// Starts `command` with its output in `log`. The child is killed when the bench drops it, and by
+/// the kernel when the bench itself dies without running destructors (SIGTERM, SIGKILL), so that no
+/// Redis, emulator or bridge (perhaps still SIGSTOPped for phase 3b) outlives an interrupted run.
+pub fn spawn_logged(name: &str, mut command: Command, log: &Path) -> Result<Child> {
+    let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    command.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).kill_on_drop(true);
+    // SAFETY: runs in the forked child before exec; prctl is async-signal-safe and touches no memory.
+    // The "parent" whose death it watches is the spawning thread: a runtime worker, which lives as
+    // long as the bench.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn().with_context(|| format!("starting {name}"))
 }
 
 /// A command with a clean environment: no RUST_LOG, BRIDGE_* or GAMEYE_* of the caller's leaks in.
