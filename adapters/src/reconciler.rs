@@ -269,6 +269,9 @@ pub struct Reconciler<S> {
     lease_renewed: Option<Instant>,
     /// Cancels a scan at its next step (set by [`Reconciler::run`]).
     stop: CancellationToken,
+    /// The last listing failed: the next one is decoded at the normal CPU priority, whatever the
+    /// pace says, in case an idle-priority decoder was starved into a timeout by a busy machine.
+    last_listing_failed: bool,
 }
 
 /// What one scan did.
@@ -298,6 +301,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             absent: HashMap::new(),
             lease_renewed: None,
             stop: CancellationToken::new(),
+            last_listing_failed: false,
         }
     }
 
@@ -368,10 +372,18 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
 
     async fn scan_steps(&mut self) -> Option<ScanReport> {
         let stop = self.stop.clone();
+        let mut listing_pace = self.config.pace;
+        if self.last_listing_failed && listing_pace.idle_priority {
+            listing_pace.idle_priority = false;
+            tracing::info!(
+                "reconciler: the last listing failed; this one is decoded at the normal CPU priority"
+            );
+        }
         let listing = tokio::select! {
-            listing = self.lister.list(self.config.pace) => listing,
+            listing = self.lister.list(listing_pace) => listing,
             _ = stop.cancelled() => return None,
         };
+        self.last_listing_failed = listing.is_err();
         let mut listed = match listing {
             Ok(listed) => listed,
             Err(error) => {
@@ -691,6 +703,28 @@ mod tests {
         assert_eq!(r.scan().await.unwrap().ended, vec![id]);
         let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
         assert_eq!(seats.status, SessionStatus::Ended);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_listing_the_next_is_decoded_at_the_normal_priority_then_idle_again() {
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(Vec::new())));
+        let idle_priorities = Arc::new(Mutex::new(Vec::new()));
+        let mut r = reconciler(MemoryStore::new(), gameye.clone());
+        r.config.pace = Pace { idle_priority: true, ..Pace::UNPACED };
+        r.lister = SessionLister::new({
+            let (gameye, idle_priorities) = (gameye.clone(), idle_priorities.clone());
+            move |pace: Pace| {
+                idle_priorities.lock().unwrap().push(pace.idle_priority);
+                let answer = gameye.lock().unwrap().clone();
+                async move { answer }
+            }
+        });
+        for answer in [Ok(Vec::new()), Err("timed out".to_owned()), Ok(Vec::new()), Ok(Vec::new())] {
+            let listed = answer.is_ok();
+            *gameye.lock().unwrap() = answer;
+            assert_eq!(r.scan().await.is_some(), listed);
+        }
+        assert_eq!(*idle_priorities.lock().unwrap(), vec![true, true, false, true]);
     }
 
     #[tokio::test]
