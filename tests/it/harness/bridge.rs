@@ -31,6 +31,22 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     /// Starts `serve` with `env` (nothing inherited but PATH) and waits for `/healthz`.
     pub async fn start(env: &[(&str, &str)], config: Option<&Path>) -> Self {
+        // The port is free when picked, but something else binding an ephemeral port (the bridge's
+        // own embedded emulator, another test's process) may take it before the bridge listens on
+        // it: then the bridge exits at once, and another port is tried.
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut bridge = Self::spawn(env, config);
+            match bridge.wait_healthy().await {
+                Ok(()) => return bridge,
+                Err(failure) if attempt < ATTEMPTS && failure.contains("Address already in use") => {}
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        unreachable!("the last attempt panics")
+    }
+
+    fn spawn(env: &[(&str, &str)], config: Option<&Path>) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_path = dir.path().join("stderr.log");
@@ -48,26 +64,25 @@ impl BridgeProcess {
             command.arg("--config").arg(config);
         }
         let child = command.spawn().expect("spawn gameye-bridge");
-        let mut bridge = Self { base_url: format!("http://127.0.0.1:{port}"), child, stderr_path, _dir: dir };
-        bridge.wait_healthy().await;
-        bridge
+        Self { base_url: format!("http://127.0.0.1:{port}"), child, stderr_path, _dir: dir }
     }
 
-    async fn wait_healthy(&mut self) {
+    /// `Err` with what went wrong and the process's log.
+    async fn wait_healthy(&mut self) -> Result<(), String> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gameye-bridge exited early ({status}):\n{}", self.logs());
+                return Err(format!("gameye-bridge exited early ({status}):\n{}", self.logs()));
             }
             if let Ok(response) = client.get(format!("{}/healthz", self.base_url)).send().await
                 && response.status().is_success()
             {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("gameye-bridge did not become healthy:\n{}", self.logs());
+        Err(format!("gameye-bridge did not become healthy:\n{}", self.logs()))
     }
 
     pub fn pid(&self) -> u32 {
