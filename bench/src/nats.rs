@@ -21,6 +21,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::procs::spawn_logged;
+
 const EMULATOR_TOKEN: &str = "emulator-token";
 const LOCATION: &str = "eu-west-1";
 const FOUND: &str = "gameye.match.found";
@@ -166,7 +168,7 @@ async fn start_emulator(
     std::fs::write(&world, world_toml(40))?;
     let mut command = Command::new(binary(&options.bin_dir, "gameye-emulator")?);
     command.args(["--listen", &format!("127.0.0.1:{port}"), "--config"]).arg(&world).env("RUST_LOG", "warn");
-    let child = spawn("gameye-emulator", command, &base.with_extension("log"))?;
+    let child = spawn_logged("gameye-emulator", command, &base.with_extension("log"))?;
     let url = format!("http://127.0.0.1:{port}");
     wait_until(Duration::from_secs(20), "gameye-emulator", || async {
         http.get(format!("{url}/available-location/demo-game"))
@@ -364,7 +366,7 @@ impl NatsStack {
         let store = logs.join(format!("jetstream-{instances}"));
         let mut nats = Command::new(&options.nats_server);
         nats.args(["-a", "127.0.0.1", "-p", &nats_port.to_string(), "-js", "-sd"]).arg(&store);
-        procs.push(spawn("nats-server", nats, &logs.join(format!("nats-{instances}.log")))?);
+        procs.push(spawn_logged("nats-server", nats, &logs.join(format!("nats-{instances}.log")))?);
         let redis_port = free_port()?;
         let mut redis = Command::new(&options.redis_server);
         redis.args([
@@ -377,7 +379,7 @@ impl NatsStack {
             "--appendonly",
             "no",
         ]);
-        procs.push(spawn("redis-server", redis, &logs.join(format!("redis-{instances}.log")))?);
+        procs.push(spawn_logged("redis-server", redis, &logs.join(format!("redis-{instances}.log")))?);
         let nats_url = format!("nats://127.0.0.1:{nats_port}");
         let http = reqwest::Client::new();
         let bridge_bin = binary(&options.bin_dir, "gameye-bridge")?;
@@ -395,7 +397,11 @@ impl NatsStack {
                 .env("BRIDGE_NATS__CONCURRENCY", options.bridge_concurrency.to_string())
                 .env("BRIDGE_GAMEYE__POOL_MAX_IDLE", options.bridge_concurrency.max(64).to_string())
                 .env("BRIDGE_LOG__LEVEL", "warn");
-            procs.push(spawn("gameye-bridge", bridge, &logs.join(format!("bridge-{instances}-{i}.log")))?);
+            procs.push(spawn_logged(
+                "gameye-bridge",
+                bridge,
+                &logs.join(format!("bridge-{instances}-{i}.log")),
+            )?);
             let ready = format!("http://127.0.0.1:{port}/readyz");
             wait_until(Duration::from_secs(30), "gameye-bridge (readyz)", || async {
                 http.get(&ready).send().await.is_ok_and(|r| r.status().is_success())
@@ -413,10 +419,6 @@ impl NatsStack {
             stop(child).await;
         }
     }
-}
-
-fn spawn(name: &str, command: Command, log: &Path) -> Result<Child> {
-    crate::procs::spawn_logged(name, command, log)
 }
 
 /// SIGTERM, then SIGKILL after 5 s.
