@@ -31,9 +31,9 @@ pub struct BridgeProcess {
 impl BridgeProcess {
     /// Starts `serve` with `env` (nothing inherited but PATH) and waits for `/healthz`.
     pub async fn start(env: &[(&str, &str)], config: Option<&Path>) -> Self {
-        // The port is free when picked, but something else binding an ephemeral port (the bridge's
-        // own embedded emulator, another test's process) may take it before the bridge listens on
-        // it: then the bridge exits at once, and another port is tried.
+        // The port is free when picked and lies outside the kernel's ephemeral range, but another
+        // test process may still pick and bind it before the bridge listens on it: then the bridge
+        // exits at once, and another port is tried.
         const ATTEMPTS: u32 = 5;
         for attempt in 1..=ATTEMPTS {
             let mut bridge = Self::spawn(env, config);
