@@ -7,7 +7,8 @@
 //!
 //! - a recorded session absent from Gameye's listing in two consecutive scans (each time a listing
 //!   that succeeded), and then confirmed gone with `GET /session/{id}`, is ended (seats released)
-//!   and announced to every [`SessionEvents`] sink;
+//!   and announced to every [`SessionEvents`] sink. A record written after the listing began does
+//!   not count as absent from it (the session may have been started after Gameye listed);
 //! - a `created` session Gameye lists as running is marked `running`;
 //! - a listed session without a record (Redis lost it, or its write failed at placement) is adopted
 //!   with the `[seats]` capacity of its image (more if Gameye counts more players), its host, ports
@@ -379,6 +380,11 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                 "reconciler: the last listing failed; this one is decoded at the normal CPU priority"
             );
         }
+        // To the millisecond, as records are stamped. On the clock of this instance, while a record
+        // carries its writer's: with skew, an absence counts one scan late or, as before, one scan
+        // early (harmless: an end takes two absences and Gameye confirming the session gone).
+        let now = OffsetDateTime::now_utc();
+        let listing_began = now.replace_millisecond(now.millisecond()).unwrap_or(now);
         let listing = tokio::select! {
             listing = self.lister.list(listing_pace) => listing,
             _ = stop.cancelled() => return None,
@@ -415,7 +421,8 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                     if !self.step(&mut pacer).await {
                         return None;
                     }
-                    self.compare(record, &mut listed, &mut to_mark_running, &mut report, now).await;
+                    self.compare(record, &mut listed, &mut to_mark_running, &mut report, listing_began, now)
+                        .await;
                 }
             }
             if to_mark_running.len() >= MARK_RUNNING_BATCH || page.next.is_none() {
@@ -489,6 +496,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         listed: &mut Listing,
         to_mark_running: &mut Vec<Uuid>,
         report: &mut ScanReport,
+        listing_began: OffsetDateTime,
         now: OffsetDateTime,
     ) {
         let id = record.session_id;
@@ -506,6 +514,10 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             if record.status == SessionStatus::Created && session.running {
                 to_mark_running.push(id);
             }
+            return;
+        }
+        if record.recorded_at >= listing_began {
+            // Placed while Gameye was listing: its absence says nothing yet.
             return;
         }
         let count = self.absent.entry(id).or_insert(0);
@@ -677,6 +689,14 @@ mod tests {
         Reconciler::new(store, lister, Vec::new(), config, Arc::new(ReconcilerMetrics::default()))
     }
 
+    /// A scan that begins in a later millisecond than anything before it, as real scans (an
+    /// interval apart) do: a record stamped in the millisecond a listing began counts as written
+    /// during it.
+    async fn scan(r: &mut Reconciler<MemoryStore>) -> Option<ScanReport> {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        r.scan().await
+    }
+
     #[tokio::test]
     async fn adopts_refreshes_and_ends_after_two_complete_scans_only() {
         let store = MemoryStore::new();
@@ -684,23 +704,23 @@ mod tests {
         let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, false)])));
         let mut r = reconciler(store.clone(), gameye.clone());
 
-        let report = r.scan().await.unwrap();
+        let report = scan(&mut r).await.unwrap();
         assert_eq!(report.adopted, vec![id]);
         let now = OffsetDateTime::now_utc();
         let seats = store.get_session(id, now).await.unwrap().unwrap();
         assert_eq!((seats.status, seats.capacity), (SessionStatus::Created, 16));
 
         *gameye.lock().unwrap() = Ok(vec![listed(id, true)]);
-        assert_eq!(r.scan().await.unwrap().refreshed, vec![id]);
+        assert_eq!(scan(&mut r).await.unwrap().refreshed, vec![id]);
 
         // Gone once; then a failed listing (no count); then gone again: ended on the second miss.
         *gameye.lock().unwrap() = Ok(Vec::new());
-        assert_eq!(r.scan().await.unwrap(), ScanReport::default());
+        assert_eq!(scan(&mut r).await.unwrap(), ScanReport::default());
         *gameye.lock().unwrap() = Err("503".to_owned());
-        assert!(r.scan().await.is_none());
+        assert!(scan(&mut r).await.is_none());
         assert!(store.list_sessions(None, OffsetDateTime::now_utc()).await.unwrap().len() == 1);
         *gameye.lock().unwrap() = Ok(Vec::new());
-        assert_eq!(r.scan().await.unwrap().ended, vec![id]);
+        assert_eq!(scan(&mut r).await.unwrap().ended, vec![id]);
         let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
         assert_eq!(seats.status, SessionStatus::Ended);
     }
@@ -722,7 +742,7 @@ mod tests {
         for answer in [Ok(Vec::new()), Err("timed out".to_owned()), Ok(Vec::new()), Ok(Vec::new())] {
             let listed = answer.is_ok();
             *gameye.lock().unwrap() = answer;
-            assert_eq!(r.scan().await.is_some(), listed);
+            assert_eq!(scan(&mut r).await.is_some(), listed);
         }
         assert_eq!(*idle_priorities.lock().unwrap(), vec![true, true, false, true]);
     }
@@ -733,17 +753,17 @@ mod tests {
         let id = Uuid::new_v4();
         let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
         let mut r = reconciler(store.clone(), gameye.clone());
-        r.scan().await.unwrap();
+        scan(&mut r).await.unwrap();
         let now = OffsetDateTime::now_utc();
         store.join_players(id, &["a".to_owned()], now).await.unwrap().unwrap();
 
         // Gameye has not heard of the join: queued. Agreeing, or no count: nothing queued.
         *gameye.lock().unwrap() = Ok(vec![ListedSession { player_count: Some(0), ..listed(id, true) }]);
-        assert_eq!(r.scan().await.unwrap().player_syncs_queued, vec![id]);
+        assert_eq!(scan(&mut r).await.unwrap().player_syncs_queued, vec![id]);
         assert_eq!(store.queued_player_syncs().await.unwrap(), 1);
         for count in [Some(1), None] {
             *gameye.lock().unwrap() = Ok(vec![ListedSession { player_count: count, ..listed(id, true) }]);
-            assert!(r.scan().await.unwrap().player_syncs_queued.is_empty());
+            assert!(scan(&mut r).await.unwrap().player_syncs_queued.is_empty());
         }
     }
 
@@ -759,7 +779,7 @@ mod tests {
             let players = players.clone();
             async move { Ok(Some(players)) }
         });
-        assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
+        assert_eq!(scan(&mut r).await.unwrap().adopted, vec![id]);
         let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
         assert_eq!(seats.joined, crowd.iter().cloned().collect());
         assert_eq!(seats.capacity, 20, "the default 16 grows to hold everyone Gameye counts");
@@ -768,7 +788,7 @@ mod tests {
         let other = Uuid::new_v4();
         *gameye.lock().unwrap() = Ok(vec![listed(id, true), listed(other, true)]);
         r.lister = r.lister.clone().with_players(|_| async { Err("503".to_owned()) });
-        assert!(r.scan().await.unwrap().adopted.is_empty());
+        assert!(scan(&mut r).await.unwrap().adopted.is_empty());
         assert!(store.get_session(other, OffsetDateTime::now_utc()).await.unwrap().is_none());
     }
 
@@ -782,14 +802,14 @@ mod tests {
 
         store.try_acquire(LEASE_NAME, "other", Duration::from_secs(60)).await.unwrap();
         r.lease_renewed = Some(long_ago);
-        assert!(r.scan().await.is_none(), "the lease went to another instance meanwhile");
+        assert!(scan(&mut r).await.is_none(), "the lease went to another instance meanwhile");
         assert!(store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().is_none(), "nothing adopted");
 
         // Its own lease, renewed on the way: the scan goes on to the end.
         store.release(LEASE_NAME, "other").await.unwrap();
         store.try_acquire(LEASE_NAME, "test", Duration::from_secs(60)).await.unwrap();
         r.lease_renewed = Some(long_ago);
-        assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
+        assert_eq!(scan(&mut r).await.unwrap().adopted, vec![id]);
         assert!(r.lease_renewed.unwrap() > long_ago, "renewed");
         assert!(!store.try_acquire(LEASE_NAME, "other", Duration::from_secs(60)).await.unwrap());
     }
@@ -806,9 +826,30 @@ mod tests {
         });
         r.config.pace = Pace { busy: 0.1, slice: Duration::from_millis(2), idle_priority: true };
         let started = Instant::now();
-        assert_eq!(r.scan().await.unwrap().adopted, vec![id]);
+        assert_eq!(scan(&mut r).await.unwrap().adopted, vec![id]);
         // Counting the listing's 300 ms as work would rest for another second.
         assert!(started.elapsed() < Duration::from_millis(900), "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_session_recorded_while_gameye_lists_is_not_counted_absent_from_that_listing() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let mut r = reconciler(store.clone(), Arc::new(Mutex::new(Ok(Vec::new()))));
+        let new = r.adoption(&listed(id, true), Vec::new(), OffsetDateTime::now_utc());
+        // Each listing shows nothing; during the first, the session is placed and recorded.
+        r.lister = SessionLister::new(move |_| {
+            let (store, mut new) = (store.clone(), new.clone());
+            async move {
+                new.now = OffsetDateTime::now_utc();
+                let _ = store.create_session(&new, Duration::from_secs(600)).await.unwrap();
+                Ok(Vec::new())
+            }
+        });
+        let first = scan(&mut r).await.unwrap();
+        assert!(first.ended.is_empty() && r.absent.is_empty(), "not absent from the listing it raced");
+        assert!(scan(&mut r).await.unwrap().ended.is_empty(), "absent once");
+        assert_eq!(scan(&mut r).await.unwrap().ended, vec![id], "absent twice: ended");
     }
 
     #[tokio::test]
@@ -817,10 +858,10 @@ mod tests {
         let id = Uuid::new_v4();
         let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
         let mut r = reconciler(store.clone(), gameye.clone());
-        r.scan().await.unwrap();
+        scan(&mut r).await.unwrap();
         for listing in [vec![], vec![listed(id, true)], vec![]] {
             *gameye.lock().unwrap() = Ok(listing);
-            assert!(r.scan().await.unwrap().ended.is_empty());
+            assert!(scan(&mut r).await.unwrap().ended.is_empty());
         }
     }
 }

@@ -424,6 +424,9 @@ pub struct RecordedSession {
     pub status: crate::seats::SessionStatus,
     /// How many players have joined.
     pub joined: usize,
+    /// When the record was first written, to the millisecond, on the clock of the instance that
+    /// wrote it: a listing of Gameye's sessions that began before then may not show the session.
+    pub recorded_at: OffsetDateTime,
 }
 
 /// One page of [`SeatStore::recorded_sessions_page`].

@@ -606,11 +606,13 @@ async fn long_listings_hold_every_live_session_once(fx: Fixture) {
     assert_eq!(fx.store.list_sessions(Some("game"), fx.t0).await.unwrap().len(), expected.len());
 }
 
-/// The reconciler's view: every live session with its status and how many joined (reserved seats
-/// and ended sessions left out), in session id order.
+/// The reconciler's view: every live session with its status, how many joined (reserved seats
+/// and ended sessions left out) and when it was recorded (the creating call's `now`), in session
+/// id order.
 async fn recorded_sessions_give_status_and_joined_counts(fx: Fixture) {
     let mut created = fx.new_session(1, 4, &[]);
     created.status = SessionStatus::Created;
+    created.now = fx.at(5);
     fx.store.create_session(&created, KEEP).await.unwrap().unwrap();
     fx.create(2, 8, &["own"]).await;
     fx.join(2, &["a", "b", "j:c"], 0).await.unwrap();
@@ -623,17 +625,22 @@ async fn recorded_sessions_give_status_and_joined_counts(fx: Fixture) {
 
     let recorded = fx.store.recorded_sessions(fx.t0).await.unwrap();
     let expected = [
-        RecordedSession { session_id: sid(1), status: SessionStatus::Created, joined: 0 },
-        RecordedSession { session_id: sid(2), status: SessionStatus::Running, joined: 3 },
-        RecordedSession { session_id: sid(4), status: SessionStatus::Running, joined: 0 },
+        RecordedSession {
+            session_id: sid(1),
+            status: SessionStatus::Created,
+            joined: 0,
+            recorded_at: fx.at(5),
+        },
+        RecordedSession { session_id: sid(2), status: SessionStatus::Running, joined: 3, recorded_at: fx.t0 },
+        RecordedSession { session_id: sid(4), status: SessionStatus::Running, joined: 0, recorded_at: fx.t0 },
     ];
     assert_eq!(recorded, expected);
     // The same sessions list_sessions gives, with the same counts.
     let listed = fx.store.list_sessions(None, fx.t0).await.unwrap();
-    let from_listing: Vec<RecordedSession> = listed
-        .iter()
-        .map(|s| RecordedSession { session_id: s.session_id, status: s.status, joined: s.joined.len() })
-        .collect();
+    let from_listing: Vec<(Uuid, SessionStatus, usize)> =
+        listed.iter().map(|s| (s.session_id, s.status, s.joined.len())).collect();
+    let expected: Vec<(Uuid, SessionStatus, usize)> =
+        expected.iter().map(|r| (r.session_id, r.status, r.joined)).collect();
     assert_eq!(from_listing, expected);
 }
 

@@ -27,6 +27,8 @@ struct Inner {
 
 struct Record {
     seats: SessionSeats,
+    /// The creating call's `now` (ms), for [`RecordedSession::recorded_at`].
+    recorded_at: OffsetDateTime,
     keep_for: Duration,
     expires_at: Instant,
 }
@@ -99,7 +101,12 @@ impl SeatsMemory {
             NewSession { now: ms(new.now), reservation_ttl: ms_duration(new.reservation_ttl), ..new.clone() };
         let seats = SessionSeats::create(&new, Uuid::new_v4())?;
         let keep_for = ms_duration(keep_for);
-        let record = Record { seats: seats.clone(), keep_for, expires_at: deadline(clock, keep_for) };
+        let record = Record {
+            seats: seats.clone(),
+            recorded_at: new.now,
+            keep_for,
+            expires_at: deadline(clock, keep_for),
+        };
         inner.sessions.insert(new.session_id, record);
         // Creates sweep too: a deployment whose sessions are only ever created must still get the
         // expired records' memory back.
@@ -168,11 +175,24 @@ impl SeatStore for MemoryStore {
         _cursor: u64,
         now: OffsetDateTime,
     ) -> Result<RecordedPage, StoreError> {
-        let sessions = self.list_sessions(None, now).await?;
-        let sessions = sessions
-            .iter()
-            .map(|s| RecordedSession { session_id: s.session_id, status: s.status, joined: s.joined.len() })
+        let clock = Instant::now();
+        let now = ms(now);
+        let inner = self.seats.lock();
+        let mut sessions: Vec<RecordedSession> = inner
+            .sessions
+            .values()
+            .filter(|r| r.expires_at > clock && r.seats.status != bridge::SessionStatus::Ended)
+            .map(|r| {
+                let seats = r.seats.at(now);
+                RecordedSession {
+                    session_id: seats.session_id,
+                    status: seats.status,
+                    joined: seats.joined.len(),
+                    recorded_at: r.recorded_at,
+                }
+            })
             .collect();
+        sessions.sort_by_key(|s| s.session_id);
         Ok(RecordedPage { sessions, next: None })
     }
 

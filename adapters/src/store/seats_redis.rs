@@ -455,18 +455,21 @@ impl RedisStore {
         let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(LIST_CHUNK).to_owned();
         let (next, members): (u64, Vec<(String, String)>) =
             bounded("recorded_sessions", scan.query_async(&mut connection)).await?;
-        let members: Vec<(String, Option<Uuid>)> = members
+        // The score: when the session was first indexed, just before its record was created.
+        let members: Vec<(String, Option<Uuid>, OffsetDateTime)> = members
             .into_iter()
-            .map(|(member, _score)| {
+            .map(|(member, score)| {
                 let id = Uuid::parse_str(&member).ok();
-                (member, id)
+                let indexed_at =
+                    score.parse::<f64>().map_or(OffsetDateTime::UNIX_EPOCH, |ms| from_millis(ms as i64));
+                (member, id, indexed_at)
             })
             .collect();
         let mut found = Vec::with_capacity(members.len());
         let mut stale = Vec::new();
         for chunk in members.chunks(LIST_CHUNK) {
             let mut pipe = redis::pipe();
-            for (_, id) in chunk {
+            for (_, id, _) in chunk {
                 let key = id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default();
                 pipe.cmd("HGET").arg(&key).arg("status");
                 pipe.cmd("HKEYS").arg(&key);
@@ -474,7 +477,7 @@ impl RedisStore {
             let replies: Vec<redis::Value> =
                 bounded("recorded_sessions", pipe.query_async(&mut connection)).await?;
             let mut replies = replies.into_iter();
-            for (member, id) in chunk {
+            for (member, id, recorded_at) in chunk {
                 let (Some(status), Some(fields)) = (replies.next(), replies.next()) else {
                     return Err(StoreError::permanent("redis recorded_sessions: a reply is missing"));
                 };
@@ -487,7 +490,12 @@ impl RedisStore {
                 match (id, status.as_deref().and_then(SessionStatus::parse)) {
                     (Some(session_id), Some(status)) if status != SessionStatus::Ended => {
                         let joined = fields.iter().filter(|field| field.starts_with("j:")).count();
-                        found.push(RecordedSession { session_id: *session_id, status, joined });
+                        found.push(RecordedSession {
+                            session_id: *session_id,
+                            status,
+                            joined,
+                            recorded_at: *recorded_at,
+                        });
                     }
                     _ => stale.push(member.clone()),
                 }
