@@ -59,6 +59,13 @@ fn deadline(now: Instant, duration: Duration) -> Instant {
 }
 
 impl Inner {
+    /// The records a listing shows at `clock`: live, and not ended.
+    fn listed(&self, clock: Instant) -> impl Iterator<Item = &Record> {
+        self.sessions
+            .values()
+            .filter(move |r| r.expires_at > clock && r.seats.status != bridge::SessionStatus::Ended)
+    }
+
     fn live(&mut self, session_id: Uuid, clock: Instant) -> Option<&mut Record> {
         if self.sessions.get(&session_id).is_some_and(|r| r.expires_at <= clock) {
             self.sessions.remove(&session_id);
@@ -145,9 +152,7 @@ impl SeatStore for MemoryStore {
         let now = ms(now);
         let inner = self.seats.lock();
         let mut found: Vec<SessionSeats> = inner
-            .sessions
-            .values()
-            .filter(|r| r.expires_at > clock && r.seats.status != bridge::SessionStatus::Ended)
+            .listed(clock)
             .filter(|r| image.is_none_or(|image| r.seats.info.image == image))
             .map(|r| r.seats.at(now))
             .collect();
@@ -173,23 +178,16 @@ impl SeatStore for MemoryStore {
     async fn recorded_sessions_page(
         &self,
         _cursor: u64,
-        now: OffsetDateTime,
+        _now: OffsetDateTime,
     ) -> Result<RecordedPage, StoreError> {
-        let clock = Instant::now();
-        let now = ms(now);
         let inner = self.seats.lock();
         let mut sessions: Vec<RecordedSession> = inner
-            .sessions
-            .values()
-            .filter(|r| r.expires_at > clock && r.seats.status != bridge::SessionStatus::Ended)
-            .map(|r| {
-                let seats = r.seats.at(now);
-                RecordedSession {
-                    session_id: seats.session_id,
-                    status: seats.status,
-                    joined: seats.joined.len(),
-                    recorded_at: r.recorded_at,
-                }
+            .listed(Instant::now())
+            .map(|r| RecordedSession {
+                session_id: r.seats.session_id,
+                status: r.seats.status,
+                joined: r.seats.joined.len(),
+                recorded_at: r.recorded_at,
             })
             .collect();
         sessions.sort_by_key(|s| s.session_id);
