@@ -383,8 +383,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         // To the millisecond, as records are stamped. On the clock of this instance, while a record
         // carries its writer's: with skew, an absence counts one scan late or, as before, one scan
         // early (harmless: an end takes two absences and Gameye confirming the session gone).
-        let now = OffsetDateTime::now_utc();
-        let listing_began = now.replace_millisecond(now.millisecond()).unwrap_or(now);
+        let listing_began = crate::store::whole_millis(OffsetDateTime::now_utc());
         let listing = tokio::select! {
             listing = self.lister.list(listing_pace) => listing,
             _ = stop.cancelled() => return None,

@@ -520,6 +520,11 @@ fn from_millis(ms: i64) -> OffsetDateTime {
     })
 }
 
+/// `at` rounded down to the millisecond: the stores' resolution (Redis keeps times as ms).
+pub(crate) fn whole_millis(at: OffsetDateTime) -> OffsetDateTime {
+    from_millis(to_millis(at))
+}
+
 /// A duration in whole milliseconds, rounded up (so a non-zero duration never becomes 0).
 fn duration_millis(duration: Duration) -> i64 {
     let ms = duration.as_nanos().div_ceil(1_000_000);

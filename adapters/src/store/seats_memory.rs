@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::memory::MemoryStore;
-use super::{Swept, duration_millis, from_millis, to_millis};
+use super::{Swept, duration_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
@@ -45,11 +45,6 @@ impl SeatsMemory {
     }
 }
 
-/// Times in the stores' millisecond resolution, so both stores answer alike.
-fn ms(now: OffsetDateTime) -> OffsetDateTime {
-    from_millis(to_millis(now))
-}
-
 fn ms_duration(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration_millis(duration)).unwrap_or(u64::MAX))
 }
@@ -83,7 +78,7 @@ impl Inner {
     ) -> SeatResult<SeatChange<T>> {
         let clock = Instant::now();
         self.sessions.sweep(|r| r.expires_at <= clock);
-        let now = ms(now);
+        let now = whole_millis(now);
         let record = self.live(session_id, clock).ok_or(SeatError::NotFound)?;
         let mut seats = record.seats.clone();
         let outcome = change(&mut seats, now)?;
@@ -104,8 +99,11 @@ impl SeatsMemory {
                 SeatError::AlreadyExists
             });
         }
-        let new =
-            NewSession { now: ms(new.now), reservation_ttl: ms_duration(new.reservation_ttl), ..new.clone() };
+        let new = NewSession {
+            now: whole_millis(new.now),
+            reservation_ttl: ms_duration(new.reservation_ttl),
+            ..new.clone()
+        };
         let seats = SessionSeats::create(&new, Uuid::new_v4())?;
         let keep_for = ms_duration(keep_for);
         let record = Record {
@@ -140,7 +138,7 @@ impl SeatStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<Option<SessionSeats>, StoreError> {
         let mut inner = self.seats.lock();
-        Ok(inner.live(session_id, Instant::now()).map(|r| r.seats.at(ms(now))))
+        Ok(inner.live(session_id, Instant::now()).map(|r| r.seats.at(whole_millis(now))))
     }
 
     async fn list_sessions(
@@ -149,7 +147,7 @@ impl SeatStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<Vec<SessionSeats>, StoreError> {
         let clock = Instant::now();
-        let now = ms(now);
+        let now = whole_millis(now);
         let inner = self.seats.lock();
         let mut found: Vec<SessionSeats> = inner
             .listed(clock)

@@ -45,7 +45,7 @@ use uuid::Uuid;
 use super::redis::{
     IndexAdded, RedisStore, bounded, bounded_store, err, hash_tag, queue_index_add, store_error,
 };
-use super::{duration_millis, from_millis, to_millis};
+use super::{duration_millis, from_millis, to_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
@@ -403,7 +403,7 @@ impl RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(err("get_session"))?;
-        Ok(parse_seats(fields)?.map(|seats| seats.at(from_millis(to_millis(now)))))
+        Ok(parse_seats(fields)?.map(|seats| seats.at(whole_millis(now))))
     }
 
     /// Every member of a seats index, each with its session id when it parses as one. `ZSCAN`, not
@@ -510,7 +510,7 @@ impl RedisStore {
         image: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Vec<SessionSeats>, StoreError> {
-        let now = from_millis(to_millis(now));
+        let now = whole_millis(now);
         let index = match image {
             Some(image) => image_index(self.prefix(), image),
             None => all_index(self.prefix()),
