@@ -8,8 +8,10 @@
 //!    emulator; the difference of the p99s is the latency the bridge adds.
 //! 4. `slow`: the emulator answers `POST /session` after 500 ms; N (5,000) placements released together.
 //!
-//! Not in `all`: `nats` (the NATS door) and `seats` (backfill and join/leave against Redis, on a
-//! stack of its own so earlier scenarios' sessions do not count among the backfill candidates).
+//! Not in `all`: `nats` (the NATS door), `seats` (backfill and join/leave against Redis, on a
+//! stack of its own so earlier scenarios' sessions do not count among the backfill candidates) and
+//! `floor` (raw, then the `gameye-bench-floor` yardstick with 0 and 2 Redis round trips, then bridge:
+//! how much of the raw rate the least possible placement service reaches on this machine).
 
 mod cpu;
 mod load;
@@ -121,6 +123,9 @@ enum Scenario {
     /// The NATS door: publish → assigned rate with 1 and 3 instances, and latency at half load
     /// (not part of `all`: it starts its own servers per instance count).
     Nats,
+    /// (1), the least possible placement service (`gameye-bench-floor`) without and with its two Redis
+    /// writes, then (2): what share of the raw rate any bridge could reach on this machine.
+    Floor,
     /// Seats against Redis: backfill reservations/s and join+leave operations/s (closed loop), then
     /// p99 at half each rate (open loop); not part of `all`: it needs a stack of its own.
     Seats,
@@ -232,10 +237,11 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
     if scenario == Scenario::Seats {
         return run_seats(&cli, nofile).await;
     }
-    let run_raw = matches!(scenario, Scenario::All | Scenario::Raw);
-    let run_bridge = matches!(scenario, Scenario::All | Scenario::Bridge)
+    let run_raw = matches!(scenario, Scenario::All | Scenario::Raw | Scenario::Floor);
+    let run_floor = scenario == Scenario::Floor;
+    let run_bridge = matches!(scenario, Scenario::All | Scenario::Bridge | Scenario::Floor)
         || (scenario == Scenario::Latency && cli.rate.is_none());
-    let run_latency = matches!(scenario, Scenario::All | Scenario::Latency);
+    let run_latency = matches!(scenario, Scenario::All | Scenario::Latency | Scenario::Floor);
     let run_slow = matches!(scenario, Scenario::All | Scenario::Slow);
 
     // Open files: the slow scenario's client holds `burst` connections, the bridge twice that.
@@ -274,7 +280,7 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut report = Report::new(command, Machine::detect(nofile), &cli_settings(&cli, &bridge_env, &stack));
     let outcome = tokio::select! {
-        outcome = scenarios(&cli, &mut stack, &http, &mut report, [run_raw, run_bridge, run_latency, run_slow]) => outcome,
+        outcome = scenarios(&cli, &mut stack, &http, &mut report, [run_raw, run_floor, run_bridge, run_latency, run_slow]) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let alive = stack.check_alive();
@@ -337,7 +343,7 @@ async fn scenarios(
     stack: &mut Stack,
     http: &reqwest::Client,
     report: &mut Report,
-    [run_raw, run_bridge, run_latency, run_slow]: [bool; 4],
+    [run_raw, run_floor, run_bridge, run_latency, run_slow]: [bool; 5],
 ) -> Result<()> {
     let concurrency = usize::from(cli.concurrency);
     let emulator = Endpoint::Emulator { url: stack.emulator_url.clone(), token: EMULATOR_TOKEN.to_owned() };
@@ -360,6 +366,61 @@ async fn scenarios(
         report.raw = Some(stats);
         stack.check_alive()?;
         settle().await;
+    }
+    if run_floor {
+        // The bridge is paused: its background work would slow the yardstick.
+        let paused = stack.pause_bridge()?;
+        for (phase, round_trips) in [("F0", 0u8), ("F2", 2)] {
+            eprintln!(
+                "{phase}. floor, {round_trips} Redis round trips: {concurrency} workers for {:?}",
+                cli.duration
+            );
+            let mut floor = stack.start_floor(&bin_dir(cli), round_trips, http).await?;
+            let endpoint = Endpoint::Bridge {
+                url: floor.url.clone(),
+                token: BRIDGE_TOKEN.to_owned(),
+                prefix: format!("bench-floor{round_trips}"),
+            };
+            let before = CpuWatch::start(&stack.tracked_with_floor(&floor));
+            let stats = load::closed_loop(http, &endpoint, concurrency, cli.warmup, cli.duration).await;
+            report.cpu(phase, before.finish());
+            eprintln!("   {:.0}/s", stats.rate());
+            let rate = cli.rate.unwrap_or(stats.rate() * cli.load_fraction);
+            report.floor.push(report::Floor { phase, round_trips, stats });
+            if round_trips == 2 && rate > 0.0 {
+                settle().await;
+                eprintln!(
+                    "F2 added latency: open loop at {rate:.0}/s for {:?}, floor then emulator",
+                    cli.duration
+                );
+                let before = CpuWatch::start(&stack.tracked_with_floor(&floor));
+                let open = Endpoint::Bridge {
+                    url: floor.url.clone(),
+                    token: BRIDGE_TOKEN.to_owned(),
+                    prefix: "bench-floor2-latency".to_owned(),
+                };
+                let through_floor =
+                    load::open_loop(http, &open, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
+                report.cpu("F2a", before.finish());
+                settle().await;
+                let before = CpuWatch::start(&stack.tracked_with_floor(&floor));
+                let direct =
+                    load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
+                report.cpu("F2b", before.finish());
+                eprintln!(
+                    "   p99 floor {:?}, emulator {:?}",
+                    through_floor.stats.quantile(0.99),
+                    direct.stats.quantile(0.99)
+                );
+                report.floor_latency =
+                    Some(report::Latency { rate, bridge: through_floor, emulator: direct });
+            }
+            floor.check_alive()?;
+            floor.stop().await;
+            settle().await;
+        }
+        drop(paused);
+        stack.check_alive()?;
     }
     if run_bridge {
         eprintln!("2. bridge: {concurrency} workers for {:?}", cli.duration);

@@ -182,6 +182,22 @@ fn world_toml(hosts: usize) -> String {
     toml
 }
 
+/// The `gameye-bench-floor` yardstick, running.
+pub struct Floor {
+    pub url: String,
+    proc: Proc,
+}
+
+impl Floor {
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.proc.check_alive()
+    }
+
+    pub async fn stop(self) {
+        self.proc.stop().await;
+    }
+}
+
 /// Redis, emulator and bridge, running.
 pub struct Stack {
     pub emulator_url: String,
@@ -277,6 +293,48 @@ impl Stack {
         let pid = self.bridge.child.id().context("the bridge has exited")? as libc::pid_t;
         signal(pid, libc::SIGSTOP)?;
         Ok(PausedBridge(pid))
+    }
+
+    /// Starts the `gameye-bench-floor` yardstick against this stack's emulator (and, with 2 round
+    /// trips, its Redis).
+    pub async fn start_floor(
+        &self,
+        bin_dir: &Path,
+        redis_round_trips: u8,
+        http: &reqwest::Client,
+    ) -> Result<Floor> {
+        let floor_bin = binary(bin_dir, "gameye-bench-floor")?;
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut command = clean_command(&floor_bin);
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--gameye-url",
+                &self.emulator_url,
+                "--gameye-token",
+                EMULATOR_TOKEN,
+                "--token",
+                BRIDGE_TOKEN,
+            ])
+            // Database 1: its keys do not grow the bridge's key tables (database 0) towards a doubling.
+            .args(["--redis-url", &format!("redis://127.0.0.1:{}/1", self.redis_port)])
+            .args(["--redis-round-trips", &redis_round_trips.to_string()]);
+        let log = self.dir.path().join(format!("floor-{redis_round_trips}.log"));
+        let mut floor = Proc::spawn("gameye-bench-floor", command, log)?;
+        let probe = format!("{url}/healthz");
+        floor.wait_ready(Duration::from_secs(10), || http_ok(http, &probe, None)).await?;
+        Ok(Floor { url, proc: floor })
+    }
+
+    /// [`Stack::tracked`] with the floor in the bridge's place.
+    pub fn tracked_with_floor(&self, floor: &Floor) -> Vec<crate::cpu::Tracked> {
+        vec![
+            ("bench", None),
+            ("floor", floor.proc.child.id()),
+            ("emulator", self.emulator.child.id()),
+            ("redis", self.redis.child.id()),
+        ]
     }
 
     /// How many keys Redis holds (`INFO keyspace`, database 0).

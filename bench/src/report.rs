@@ -56,6 +56,13 @@ pub struct Slow {
     pub stats: BurstStats,
 }
 
+/// A closed-loop phase of the `gameye-bench-floor` yardstick.
+pub struct Floor {
+    pub phase: &'static str,
+    pub round_trips: u8,
+    pub stats: Stats,
+}
+
 pub struct Report {
     command: String,
     machine: Machine,
@@ -64,6 +71,9 @@ pub struct Report {
     pub bridge: Option<Stats>,
     pub latency: Option<Latency>,
     pub slow: Option<Slow>,
+    pub floor: Vec<Floor>,
+    /// The floor with its two Redis writes in an open loop (in `bridge`), and the emulator alone.
+    pub floor_latency: Option<Latency>,
     /// Per bridge phase: mean Gameye `session-run` call and mean placement duration, from the bridge's metrics.
     bridge_side: Vec<(&'static str, Duration, Duration)>,
     /// Per phase: cores used by each process and by the rest of the machine.
@@ -95,6 +105,8 @@ impl Report {
             bridge: None,
             latency: None,
             slow: None,
+            floor: Vec::new(),
+            floor_latency: None,
             bridge_side: Vec::new(),
             cpu: Vec::new(),
             redis_keys: Vec::new(),
@@ -120,23 +132,31 @@ impl Report {
             "2" => self.bridge.as_ref().map(Stats::rate),
             "3a" => self.latency.as_ref().map(|l| l.bridge.stats.rate()),
             "3b" => self.latency.as_ref().map(|l| l.emulator.stats.rate()),
-            _ => None,
+            "F2a" => self.floor_latency.as_ref().map(|l| l.bridge.stats.rate()),
+            "F2b" => self.floor_latency.as_ref().map(|l| l.emulator.stats.rate()),
+            _ => self.floor.iter().find(|f| f.phase == phase).map(|f| f.stats.rate()),
         }
     }
 
     /// CPU per request of phase 1 over phase 2: the bridge's share of the raw rate if each phase had
     /// the machine to itself (other processes' load cancels out).
     fn cpu_normalised_ratio(&self) -> Option<f64> {
-        let per_request = |phase: &str| {
-            let usage = self.cpu.iter().find(|(p, _)| *p == phase).map(|(_, u)| u.ours())?;
-            let rate = self.phase_rate(phase).filter(|r| *r > 0.0)?;
-            Some(usage / rate)
-        };
-        Some(per_request("1")? / per_request("2")?)
+        Some(self.cpu_per_request("1")? / self.cpu_per_request("2")?)
+    }
+
+    /// CPU seconds (ours + irq) per successful request of a phase.
+    fn cpu_per_request(&self, phase: &str) -> Option<f64> {
+        let usage = self.cpu.iter().find(|(p, _)| *p == phase).map(|(_, u)| u.ours())?;
+        let rate = self.phase_rate(phase).filter(|r| *r > 0.0)?;
+        Some(usage / rate)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.raw.is_none() && self.bridge.is_none() && self.latency.is_none() && self.slow.is_none()
+        self.raw.is_none()
+            && self.bridge.is_none()
+            && self.latency.is_none()
+            && self.slow.is_none()
+            && self.floor.is_empty()
     }
 
     pub fn markdown(&self) -> String {
@@ -177,6 +197,42 @@ impl Report {
                 "—",
                 "—",
             );
+        }
+        for floor in &self.floor {
+            let name = match floor.round_trips {
+                0 => format!("{}. floor: token, decode, Gameye call, answer; closed loop", floor.phase),
+                n => format!("{}. floor + {n} Redis round trips (claim, record); closed loop", floor.phase),
+            };
+            let rate = match &self.raw {
+                Some(raw) if raw.rate() > 0.0 => {
+                    format!(
+                        "{:.0}/s ({:.1}% of 1)",
+                        floor.stats.rate(),
+                        floor.stats.rate() / raw.rate() * 100.0
+                    )
+                }
+                _ => format!("{:.0}/s", floor.stats.rate()),
+            };
+            row(&mut out, &name, &floor.stats, rate, "", "");
+            if let (2, Some(latency)) = (floor.round_trips, &self.floor_latency) {
+                let rate = format!("{:.0}/s", latency.rate);
+                row(
+                    &mut out,
+                    "F2a. floor + 2 Redis round trips, open loop",
+                    &latency.bridge.stats,
+                    rate.clone(),
+                    "",
+                    "",
+                );
+                row(&mut out, "F2b. emulator, open loop (floor idle)", &latency.emulator.stats, rate, "", "");
+                let (f, e) = (&latency.bridge.stats, &latency.emulator.stats);
+                let _ = writeln!(
+                    out,
+                    "| F2. added latency (F2a − F2b) | | | | {} | {} | | | |",
+                    signed_ms(f.quantile(0.5), e.quantile(0.5)),
+                    signed_ms(f.quantile(0.99), e.quantile(0.99)),
+                );
+            }
         }
         if let Some(bridge) = &self.bridge {
             let rate = format!("{:.0}/s", bridge.rate());
@@ -240,6 +296,18 @@ impl Report {
                 ratio * 100.0
             );
         }
+        for floor in &self.floor {
+            if let (Some(raw), Some(this)) = (self.cpu_per_request("1"), self.cpu_per_request(floor.phase)) {
+                let _ = writeln!(
+                    out,
+                    "CPU-normalised {}/raw ratio: {:.1}% ({:.0} µs of CPU per request against {:.0})\n",
+                    floor.phase,
+                    raw / this * 100.0,
+                    this * 1e6,
+                    raw * 1e6
+                );
+            }
+        }
         self.details(&mut out);
         out
     }
@@ -249,27 +317,37 @@ impl Report {
         if let Some(raw) = &self.raw {
             let _ = writeln!(out, "- 1: errors: {}", raw.error_summary());
         }
+        for floor in &self.floor {
+            let _ = writeln!(out, "- {}: errors: {}", floor.phase, floor.stats.error_summary());
+        }
         if let Some(bridge) = &self.bridge {
             let _ = writeln!(out, "- 2: errors: {}", bridge.error_summary());
         }
-        if let Some(latency) = &self.latency {
-            for (name, o) in [("3a (bridge)", &latency.bridge), ("3b (emulator)", &latency.emulator)] {
-                let _ = writeln!(
-                    out,
-                    "- {name}: {} scheduled, {} not sent; errors: {}; latency from the scheduled time p50 {} / p99 {}; \
-                     from the actual send p50 {} / p99 {}; send lag behind schedule p50 {} / p99 {}",
-                    o.scheduled,
-                    o.not_sent,
-                    o.stats.error_summary(),
-                    ms(o.stats.quantile(0.5)),
-                    ms(o.stats.quantile(0.99)),
-                    ms(o.service_quantile(0.5)),
-                    ms(o.service_quantile(0.99)),
-                    ms(o.lag_quantile(0.5)),
-                    ms(o.lag_quantile(0.99)),
-                );
-                tail_windows(out, name, o);
-            }
+        let open_loops = self
+            .floor_latency
+            .iter()
+            .flat_map(|l| [("F2a (floor)", &l.bridge), ("F2b (emulator)", &l.emulator)])
+            .chain(
+                self.latency
+                    .iter()
+                    .flat_map(|l| [("3a (bridge)", &l.bridge), ("3b (emulator)", &l.emulator)]),
+            );
+        for (name, o) in open_loops {
+            let _ = writeln!(
+                out,
+                "- {name}: {} scheduled, {} not sent; errors: {}; latency from the scheduled time p50 {} / p99 {}; \
+                 from the actual send p50 {} / p99 {}; send lag behind schedule p50 {} / p99 {}",
+                o.scheduled,
+                o.not_sent,
+                o.stats.error_summary(),
+                ms(o.stats.quantile(0.5)),
+                ms(o.stats.quantile(0.99)),
+                ms(o.service_quantile(0.5)),
+                ms(o.service_quantile(0.99)),
+                ms(o.lag_quantile(0.5)),
+                ms(o.lag_quantile(0.99)),
+            );
+            tail_windows(out, name, o);
         }
         if let Some(slow) = &self.slow {
             let s = &slow.stats.stats;

@@ -1,0 +1,242 @@
+//! `gameye-bench-floor`: the least a placement service can do per match, as a yardstick for the
+//! bridge (the bench's `floor` scenario). One `POST /v1/matches` = check the bearer token, decode the
+//! match, derive the session id, `POST /session` to Gameye (the bridge's reqwest settings), decode the
+//! answer and answer with host and ports. With `--redis-round-trips 2` it also claims the match
+//! (`SET … NX`) before the call and stores the assignment (`SET`) after it, the two writes that make a
+//! placement safe under duplicates and crashes; no scripts, no seat records, no region choice, no
+//! metrics. Whatever rate this reaches on a machine bounds what any honest bridge can reach there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+// The bridge's allocator, so the comparison is of the work, not of malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d2f_61c4_1b1e_4c4e_9d0e_5f0b_7a1c_2e3f);
+
+struct Settings {
+    listen: String,
+    gameye_url: String,
+    gameye_token: String,
+    token: String,
+    redis_url: Option<String>,
+    redis_round_trips: u8,
+}
+
+fn settings() -> Result<Settings> {
+    let mut args = std::env::args().skip(1);
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".to_owned(),
+        gameye_url: String::new(),
+        gameye_token: String::new(),
+        token: String::new(),
+        redis_url: None,
+        redis_round_trips: 0,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => settings.listen = value,
+            "--gameye-url" => settings.gameye_url = value,
+            "--gameye-token" => settings.gameye_token = value,
+            "--token" => settings.token = value,
+            "--redis-url" => settings.redis_url = Some(value),
+            "--redis-round-trips" => settings.redis_round_trips = value.parse()?,
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    if settings.gameye_url.is_empty() || settings.token.is_empty() {
+        bail!("--gameye-url and --token are required");
+    }
+    if !matches!(settings.redis_round_trips, 0 | 2) {
+        bail!("--redis-round-trips must be 0 or 2");
+    }
+    if settings.redis_round_trips == 2 && settings.redis_url.is_none() {
+        bail!("--redis-round-trips 2 needs --redis-url");
+    }
+    Ok(settings)
+}
+
+struct Floor {
+    http: reqwest::Client,
+    session_url: reqwest::Url,
+    gameye_auth: String,
+    bearer: String,
+    redis: Option<redis::aio::MultiplexedConnection>,
+}
+
+#[derive(Deserialize)]
+struct MatchRequest {
+    match_id: String,
+    players: Vec<Player>,
+}
+
+#[derive(Deserialize)]
+struct Player {
+    #[allow(dead_code)]
+    id: String,
+    #[serde(default)]
+    latencies: BTreeMap<String, u32>,
+}
+
+#[derive(Serialize)]
+struct CreateSession<'a> {
+    id: &'a str,
+    location: &'a str,
+    image: &'a str,
+    ttl: &'a str,
+    labels: BTreeMap<&'a str, &'a str>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Port {
+    #[serde(rename = "type")]
+    kind: String,
+    container: u16,
+    host: u16,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    host: String,
+    #[serde(default)]
+    ports: Vec<Port>,
+}
+
+#[derive(Serialize)]
+struct Assignment<'a> {
+    match_id: &'a str,
+    session_id: &'a str,
+    location: &'a str,
+    host: &'a str,
+    ports: &'a [Port],
+}
+
+fn failure(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn place(State(floor): State<Arc<Floor>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let authorized =
+        headers.get(header::AUTHORIZATION).is_some_and(|value| value.as_bytes() == floor.bearer.as_bytes());
+    if !authorized {
+        return failure(StatusCode::UNAUTHORIZED, "bad token");
+    }
+    let request: MatchRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => return failure(StatusCode::UNPROCESSABLE_ENTITY, error.to_string()),
+    };
+    // The one location every player reported (the bench sends one).
+    let Some(location) = request.players.first().and_then(|p| p.latencies.keys().next()).cloned() else {
+        return failure(StatusCode::UNPROCESSABLE_ENTITY, "no latencies");
+    };
+    let session_id =
+        uuid::Uuid::new_v5(&NAMESPACE, format!("floor:{}", request.match_id).as_bytes()).to_string();
+    let key = format!("floor:{{{}}}:placement", request.match_id);
+    if let Some(redis) = &floor.redis {
+        let mut redis = redis.clone();
+        let claimed: Option<String> = match redis::cmd("SET")
+            .arg(&key)
+            .arg("pending")
+            .arg("NX")
+            .arg("PX")
+            .arg(30_000)
+            .query_async(&mut redis)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => return failure(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        };
+        if claimed.is_none() {
+            return failure(StatusCode::CONFLICT, "already claimed");
+        }
+    }
+    let body = CreateSession {
+        id: &session_id,
+        location: &location,
+        image: "demo-game",
+        ttl: "30m",
+        labels: BTreeMap::from([
+            ("gameye-floor.match", request.match_id.as_str()),
+            ("gameye-floor.source", "http"),
+        ]),
+    };
+    let sent = floor
+        .http
+        .post(floor.session_url.clone())
+        .header(header::AUTHORIZATION, &floor.gameye_auth)
+        .json(&body)
+        .send()
+        .await;
+    let created: Created = match sent {
+        Ok(answer) if answer.status() == StatusCode::CREATED => match answer.json().await {
+            Ok(created) => created,
+            Err(error) => return failure(StatusCode::BAD_GATEWAY, error.to_string()),
+        },
+        Ok(answer) => return failure(StatusCode::BAD_GATEWAY, format!("gameye: HTTP {}", answer.status())),
+        Err(error) => return failure(StatusCode::BAD_GATEWAY, error.to_string()),
+    };
+    let assignment = Assignment {
+        match_id: &request.match_id,
+        session_id: &session_id,
+        location: &location,
+        host: &created.host,
+        ports: &created.ports,
+    };
+    let encoded = match serde_json::to_vec(&assignment) {
+        Ok(encoded) => encoded,
+        Err(error) => return failure(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    if let Some(redis) = &floor.redis {
+        let mut redis = redis.clone();
+        let stored: redis::RedisResult<()> =
+            redis::cmd("SET").arg(&key).arg(&encoded).arg("PX").arg(86_400_000).query_async(&mut redis).await;
+        if let Err(error) = stored {
+            return failure(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/json")], encoded).into_response()
+}
+
+fn main() -> Result<()> {
+    let settings = settings()?;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(5_000)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let redis = match (&settings.redis_url, settings.redis_round_trips) {
+        (Some(url), 2) => Some(redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?),
+        _ => None,
+    };
+    let floor = Floor {
+        http,
+        session_url: reqwest::Url::parse(&format!("{}/session", settings.gameye_url.trim_end_matches('/')))?,
+        gameye_auth: format!("Bearer {}", settings.gameye_token),
+        bearer: format!("Bearer {}", settings.token),
+        redis,
+    };
+    let app = Router::new()
+        .route("/v1/matches", post(place))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .with_state(Arc::new(floor));
+    let listener = tokio::net::TcpListener::bind(&settings.listen).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
