@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::procs::spawn_logged;
+use crate::procs::{binary, free_port, spawn_logged, world_toml};
 
 const EMULATOR_TOKEN: &str = "emulator-token";
 const LOCATION: &str = "eu-west-1";
@@ -448,36 +447,4 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf> {
-    let path = bin_dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        bail!("{} not found (build the release binaries first)", path.display())
-    }
-}
-
-/// One location with `hosts` machines of 5,000 sessions each; sessions run at once.
-fn world_toml(hosts: usize) -> String {
-    let ips: Vec<String> =
-        (0..hosts)
-            .map(|i| {
-                if i < 254 {
-                    format!("\"203.0.113.{}\"", i + 1)
-                } else {
-                    format!("\"198.51.100.{}\"", i - 253)
-                }
-            })
-            .collect();
-    format!(
-        "start_delay = \"0s\"\nseed = 1\n\n[[locations]]\nid = \"{LOCATION}\"\nping_ips = [\"192.0.2.10\"]\nhost_ips = [{}]\ncapacity = {}\n",
-        ips.join(", "),
-        hosts * 5_000
-    )
 }

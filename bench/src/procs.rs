@@ -147,7 +147,7 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the child binds it right after).
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -167,7 +167,7 @@ pub fn binary(bin_dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// The bench's emulator world: the default image and token, one location ([`LOCATION`]) big enough
 /// for every session a run creates, sessions running at once.
-fn world_toml(hosts: usize) -> String {
+pub fn world_toml(hosts: usize) -> String {
     let mut ips = Vec::with_capacity(hosts);
     for i in 0..hosts {
         // Documentation ranges (RFC 5737), never routed: 203.0.113.0/24 and then 198.51.100.0/24.
