@@ -92,6 +92,9 @@ struct Cli {
     /// about 500,000 more before the next doubling. The report says when a phase met one.
     #[arg(long, default_value_t = 0)]
     redis_filler: u64,
+    /// Tokio worker threads of the floor yardstick (scenario `floor`); 0: one per core, as the bridge's default.
+    #[arg(long, default_value_t = 0)]
+    floor_worker_threads: usize,
     /// Keep the processes' logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
@@ -330,6 +333,15 @@ fn cli_settings(cli: &Cli, bridge_env: &[(String, String)], stack: &Stack) -> Ve
             cli.redis_filler
         ));
     }
+    if cli.scenario == Scenario::Floor {
+        settings.push(format!(
+            "floor yardstick: worker threads {}",
+            match cli.floor_worker_threads {
+                0 => "one per core".to_owned(),
+                n => n.to_string(),
+            }
+        ));
+    }
     let env: Vec<String> = bridge_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     settings.push(format!(
         "bridge: Redis store, Gameye = the emulator, log level warn, {} (other settings default)",
@@ -375,7 +387,8 @@ async fn scenarios(
                 "{phase}. floor, {round_trips} Redis round trips: {concurrency} workers for {:?}",
                 cli.duration
             );
-            let mut floor = stack.start_floor(&bin_dir(cli), round_trips, http).await?;
+            let mut floor =
+                stack.start_floor(&bin_dir(cli), round_trips, cli.floor_worker_threads, http).await?;
             let endpoint = Endpoint::Bridge {
                 url: floor.url.clone(),
                 token: BRIDGE_TOKEN.to_owned(),

@@ -301,6 +301,7 @@ impl Stack {
         &self,
         bin_dir: &Path,
         redis_round_trips: u8,
+        worker_threads: usize,
         http: &reqwest::Client,
     ) -> Result<Floor> {
         let floor_bin = binary(bin_dir, "gameye-bench-floor")?;
@@ -319,7 +320,8 @@ impl Stack {
             ])
             // Database 1: its keys do not grow the bridge's key tables (database 0) towards a doubling.
             .args(["--redis-url", &format!("redis://127.0.0.1:{}/1", self.redis_port)])
-            .args(["--redis-round-trips", &redis_round_trips.to_string()]);
+            .args(["--redis-round-trips", &redis_round_trips.to_string()])
+            .args(["--worker-threads", &worker_threads.to_string()]);
         let log = self.dir.path().join(format!("floor-{redis_round_trips}.log"));
         let mut floor = Proc::spawn("gameye-bench-floor", command, log)?;
         let probe = format!("{url}/healthz");

@@ -31,6 +31,8 @@ struct Settings {
     token: String,
     redis_url: Option<String>,
     redis_round_trips: u8,
+    /// Tokio worker threads; 0: one per core (Tokio's default, as the bridge's).
+    worker_threads: usize,
 }
 
 fn settings() -> Result<Settings> {
@@ -42,6 +44,7 @@ fn settings() -> Result<Settings> {
         token: String::new(),
         redis_url: None,
         redis_round_trips: 0,
+        worker_threads: 0,
     };
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -52,6 +55,7 @@ fn settings() -> Result<Settings> {
             "--token" => settings.token = value,
             "--redis-url" => settings.redis_url = Some(value),
             "--redis-round-trips" => settings.redis_round_trips = value.parse()?,
+            "--worker-threads" => settings.worker_threads = value.parse()?,
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -210,7 +214,11 @@ async fn place(State(floor): State<Arc<Floor>>, headers: HeaderMap, body: axum::
 
 fn main() -> Result<()> {
     let settings = settings()?;
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(settings))
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.worker_threads > 0 {
+        runtime.worker_threads(settings.worker_threads);
+    }
+    runtime.enable_all().build()?.block_on(serve(settings))
 }
 
 async fn serve(settings: Settings) -> Result<()> {
