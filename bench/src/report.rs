@@ -72,7 +72,7 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub slow: Option<Slow>,
     pub floor: Vec<Floor>,
-    /// The floor with its two Redis writes in an open loop (in `bridge`), and the emulator alone.
+    /// The floor with its two Redis writes in an open loop (the pair's `bridge` side), and the emulator alone.
     pub floor_latency: Option<Latency>,
     /// Per bridge phase: mean Gameye `session-run` call and mean placement duration, from the bridge's metrics.
     bridge_side: Vec<(&'static str, Duration, Duration)>,
@@ -441,4 +441,36 @@ pub fn preamble(title: &str, command: &str, machine: &Machine, settings: &[Strin
     }
     let _ = writeln!(out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(ok: u64, seconds: u64) -> Stats {
+        let mut stats = Stats::new();
+        for _ in 0..ok {
+            stats.record(&Ok::<(), String>(()), Duration::from_millis(1));
+        }
+        stats.elapsed = Duration::from_secs(seconds);
+        stats
+    }
+
+    fn machine() -> Machine {
+        Machine { date: "now".into(), cpus: 2, model: "test".into(), nofile: (1, 1), loadavg: String::new() }
+    }
+
+    #[test]
+    fn a_floor_phase_is_reported_as_its_share_of_the_raw_rate() {
+        let mut report = Report::new("bench floor".into(), machine(), &[]);
+        report.raw = Some(stats(400, 1));
+        report.floor.push(Floor { phase: "F2", round_trips: 2, stats: stats(100, 1) });
+        let markdown = report.markdown();
+        assert!(
+            markdown.contains("| F2. floor + 2 Redis round trips (claim, record); closed loop | 100 | 0 | 100/s (25.0% of 1) |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("- F2: errors: none"), "{markdown}");
+        assert!(!report.is_empty());
+    }
 }

@@ -4,7 +4,7 @@
 //! answer and answer with host and ports. With `--redis-round-trips 2` it also claims the match
 //! (`SET … NX`) before the call and stores the assignment (`SET`) after it, the two writes that make a
 //! placement safe under duplicates and crashes; no scripts, no seat records, no region choice, no
-//! metrics. Whatever rate this reaches on a machine bounds what any honest bridge can reach there.
+//! metrics. Whatever rate this reaches on a machine bounds what a bridge on this stack can reach there.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
