@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,51 +24,38 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d2f_61c4_1b1e_4c4e_9d0e_5f0b_7a1c_2e3f);
 
+/// The least placement service, as a yardstick for the bridge (started by `gameye-bench floor`).
+#[derive(clap::Parser)]
 struct Settings {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
     listen: String,
+    /// Gameye's (the emulator's) base URL.
+    #[arg(long)]
     gameye_url: String,
+    /// The token the floor sends to Gameye.
+    #[arg(long, default_value = "")]
     gameye_token: String,
+    /// The bearer token callers must send.
+    #[arg(long)]
     token: String,
+    /// Redis for the two writes (needed with `--redis-round-trips 2`).
+    #[arg(long, required_if_eq("redis_round_trips", "2"))]
     redis_url: Option<String>,
+    /// 0: no Redis; 2: the claim before the Gameye call and the assignment after it.
+    #[arg(long, default_value_t = 0, value_parser = round_trips)]
     redis_round_trips: u8,
     /// Tokio worker threads; 0: one per core (Tokio's default, as the bridge's).
+    #[arg(long, default_value_t = 0)]
     worker_threads: usize,
 }
 
-fn settings() -> Result<Settings> {
-    let mut args = std::env::args().skip(1);
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".to_owned(),
-        gameye_url: String::new(),
-        gameye_token: String::new(),
-        token: String::new(),
-        redis_url: None,
-        redis_round_trips: 0,
-        worker_threads: 0,
-    };
-    while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => settings.listen = value,
-            "--gameye-url" => settings.gameye_url = value,
-            "--gameye-token" => settings.gameye_token = value,
-            "--token" => settings.token = value,
-            "--redis-url" => settings.redis_url = Some(value),
-            "--redis-round-trips" => settings.redis_round_trips = value.parse()?,
-            "--worker-threads" => settings.worker_threads = value.parse()?,
-            _ => bail!("unknown flag {flag}"),
-        }
+fn round_trips(text: &str) -> Result<u8, String> {
+    match text {
+        "0" => Ok(0),
+        "2" => Ok(2),
+        _ => Err("0 or 2".to_owned()),
     }
-    if settings.gameye_url.is_empty() || settings.token.is_empty() {
-        bail!("--gameye-url and --token are required");
-    }
-    if !matches!(settings.redis_round_trips, 0 | 2) {
-        bail!("--redis-round-trips must be 0 or 2");
-    }
-    if settings.redis_round_trips == 2 && settings.redis_url.is_none() {
-        bail!("--redis-round-trips 2 needs --redis-url");
-    }
-    Ok(settings)
 }
 
 struct Floor {
@@ -85,10 +72,9 @@ struct MatchRequest {
     players: Vec<Player>,
 }
 
+/// A player as the bridge reads one; the floor needs only the reported latencies.
 #[derive(Deserialize)]
 struct Player {
-    #[allow(dead_code)]
-    id: String,
     #[serde(default)]
     latencies: BTreeMap<String, u32>,
 }
@@ -213,7 +199,7 @@ async fn place(State(floor): State<Arc<Floor>>, headers: HeaderMap, body: axum::
 }
 
 fn main() -> Result<()> {
-    let settings = settings()?;
+    let settings = <Settings as clap::Parser>::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if settings.worker_threads > 0 {
         runtime.worker_threads(settings.worker_threads);
