@@ -380,6 +380,9 @@ async fn scenarios(
         settle().await;
     }
     if run_floor {
+        if cli.redis_filler > 0 {
+            stack.fill_floor_database(cli.redis_filler).await?;
+        }
         // The bridge is paused: its background work would slow the yardstick.
         let paused = stack.pause_bridge()?;
         for (phase, round_trips) in [("F0", 0u8), ("F2", 2)] {

@@ -182,6 +182,9 @@ pub fn world_toml(hosts: usize) -> String {
     toml
 }
 
+/// The floor's Redis database: its keys do not grow the bridge's key tables (database 0).
+const FLOOR_DB: u8 = 1;
+
 /// The `gameye-bench-floor` yardstick, running.
 pub struct Floor {
     pub url: String,
@@ -233,7 +236,9 @@ impl Stack {
             })?;
         redis.wait_ready(Duration::from_secs(10), || redis_ping(redis_port)).await?;
         if options.redis_filler > 0 {
-            fill_redis(redis_port, options.redis_filler).await.context("filling Redis (--redis-filler)")?;
+            fill_redis(redis_port, 0, options.redis_filler)
+                .await
+                .context("filling Redis (--redis-filler)")?;
         }
 
         let world = dir.path().join("world.toml");
@@ -318,8 +323,7 @@ impl Stack {
                 "--token",
                 BRIDGE_TOKEN,
             ])
-            // Database 1: its keys do not grow the bridge's key tables (database 0) towards a doubling.
-            .args(["--redis-url", &format!("redis://127.0.0.1:{}/1", self.redis_port)])
+            .args(["--redis-url", &format!("redis://127.0.0.1:{}/{FLOOR_DB}", self.redis_port)])
             .args(["--redis-round-trips", &redis_round_trips.to_string()])
             .args(["--worker-threads", &worker_threads.to_string()]);
         let log = self.dir.path().join(format!("floor-{redis_round_trips}.log"));
@@ -327,6 +331,12 @@ impl Stack {
         let probe = format!("{url}/healthz");
         floor.wait_ready(Duration::from_secs(10), || http_ok(http, &probe, None)).await?;
         Ok(Floor { url, proc: floor })
+    }
+
+    /// Fills the floor's Redis database as `--redis-filler` filled the bridge's, so that its key
+    /// tables do not double during its phases either.
+    pub async fn fill_floor_database(&self, count: u64) -> Result<()> {
+        fill_redis(self.redis_port, FLOOR_DB, count).await.context("filling the floor's Redis database")
     }
 
     /// [`Stack::tracked`] with the floor in the bridge's place.
@@ -394,9 +404,12 @@ const FILLER_TTL_MS: u64 = 6 * 3_600_000;
 /// meets those doublings inside its phases; a long-running deployment seldom does. Filling first lets
 /// a run measure a Redis that has already grown: past 2^k keys the tables are 2^(k+1) entries, and the
 /// second pass drives the rehash to its end (every command on a rehashing table moves one bucket).
-async fn fill_redis(port: u16, count: u64) -> Result<()> {
+async fn fill_redis(port: u16, db: u8, count: u64) -> Result<()> {
     const BATCH: u64 = 10_000;
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let db = db.to_string();
+    stream.write_all(format!("*2\r\n$6\r\nSELECT\r\n${}\r\n{db}\r\n", db.len()).as_bytes()).await?;
+    read_simple_replies(&mut stream, 1).await?;
     for pass in ["SET", "PEXPIRE"] {
         let mut next = 0;
         while next < count {
