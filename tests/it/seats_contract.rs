@@ -1059,6 +1059,32 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
     assert_eq!(fields["capacity"], "4");
     assert!(!fields.keys().any(|f| f.starts_with("r:")), "the consumed reservation is gone: {fields:?}");
     assert!(!fields.keys().any(|f| f.starts_with("q:")), "an unordered join stores no order: {fields:?}");
+    // A new record holds its fields and nothing else, and remembers (on Redis's clock) that its
+    // indexes live two keep_for from its creation, so a change soon after need not refresh them.
+    let fresh: BTreeMap<String, String> = ::redis::cmd("HGETALL")
+        .arg(format!("it-seats:seats:{{{}}}", sid(2)))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let names: Vec<&str> = fresh.keys().map(String::as_str).collect();
+    let expected_names = [
+        "capacity",
+        "image",
+        "indexed_until_ms",
+        "keep_ms",
+        "labels",
+        "location",
+        "metadata",
+        "session_id",
+        "status",
+        "version",
+    ];
+    assert_eq!(names, expected_names, "{fresh:?}");
+    let (seconds, micros): (i64, i64) = ::redis::cmd("TIME").query_async(&mut connection).await.unwrap();
+    let clock_ms = seconds * 1000 + micros / 1000;
+    let indexed_until: i64 = fresh["indexed_until_ms"].parse().unwrap();
+    let two_keeps = 2 * KEEP.as_millis() as i64;
+    assert!((clock_ms + two_keeps - indexed_until).abs() < 60_000, "{indexed_until} vs {clock_ms}");
     // An ordered change stores its order in the same HASH (one key, one slot), kept after leaving.
     fx.join_ordered(1, &["b"], 41).await.unwrap();
     fx.leave_ordered(1, &["b"], 42).await.unwrap();

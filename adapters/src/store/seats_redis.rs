@@ -70,7 +70,8 @@ struct SeatScripts {
 }
 
 static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
-    create: seat_script!("scripts/seats_create.lua"),
+    // Standalone: it needs none of the library, and every placement runs it.
+    create: Script::new(include_str!("scripts/seats_create.lua")),
     join: seat_script!("scripts/seats_join.lua"),
     leave: seat_script!("scripts/seats_leave.lua"),
     reserve: seat_script!("scripts/seats_reserve.lua"),
@@ -302,7 +303,7 @@ impl RedisStore {
             tracing::warn!(%session_id, error = %store_error(operation, &error), "ended session left in the index");
         }
         let outcome = outcome(&detail)?;
-        Ok(Ok(SeatChange { outcome, session: session.at(from_millis(now_ms)) }))
+        Ok(Ok(SeatChange { outcome, session: session.into_at(from_millis(now_ms)) }))
     }
 
     /// Adds the session to both indexes (if missing) and makes them live at least `ttl_ms`.
@@ -339,12 +340,10 @@ impl RedisStore {
     ) -> Result<SeatResult<SessionSeats>, StoreError> {
         let keep_ms = positive_keep(keep_for)?;
         let now_ms = to_millis(new.now);
-        let rounded = NewSession {
-            now: from_millis(now_ms),
-            reservation_ttl: Duration::from_millis(duration_millis(new.reservation_ttl) as u64),
-            ..new.clone()
-        };
-        let seats = match SessionSeats::create(&rounded, Uuid::new_v4()) {
+        // Times as Redis keeps them (milliseconds), so the answer is what a read returns.
+        let now = from_millis(now_ms);
+        let reservation_ttl = Duration::from_millis(duration_millis(new.reservation_ttl) as u64);
+        let seats = match SessionSeats::create_at(new, Uuid::new_v4(), now, reservation_ttl) {
             Ok(seats) => seats,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -389,7 +388,7 @@ impl RedisStore {
         if tag != "ok" {
             return Ok(Err(refusal(&tag, &detail)?));
         }
-        Ok(Ok(seats.at(from_millis(now_ms))))
+        Ok(Ok(seats.into_at(now)))
     }
 
     async fn get_session_inner(
@@ -403,7 +402,7 @@ impl RedisStore {
             .query_async(&mut connection)
             .await
             .map_err(err("get_session"))?;
-        Ok(parse_seats(fields)?.map(|seats| seats.at(whole_millis(now))))
+        Ok(parse_seats(fields)?.map(|seats| seats.into_at(whole_millis(now))))
     }
 
     /// Every member of a seats index, each with its session id when it parses as one. `ZSCAN`, not
@@ -534,7 +533,7 @@ impl RedisStore {
                         if seats.status != SessionStatus::Ended
                             && image.is_none_or(|image| seats.info.image == image) =>
                     {
-                        found.push(seats.at(now));
+                        found.push(seats.into_at(now));
                     }
                     _ => stale.push(member.clone()),
                 }

@@ -207,6 +207,17 @@ impl SessionSeats {
     /// A session's seats at placement: its own players (deduplicated) hold one reservation with
     /// id `reservation_id`, unless there are none.
     pub fn create(new: &NewSession, reservation_id: Uuid) -> SeatResult<Self> {
+        Self::create_at(new, reservation_id, new.now, new.reservation_ttl)
+    }
+
+    /// [`SessionSeats::create`] with `now` and the reservation's time to live given apart, as a
+    /// store keeps them (rounded), so it need not copy `new` to round them.
+    pub fn create_at(
+        new: &NewSession,
+        reservation_id: Uuid,
+        now: OffsetDateTime,
+        reservation_ttl: Duration,
+    ) -> SeatResult<Self> {
         if new.status == SessionStatus::Ended {
             return Err(SeatError::Ended);
         }
@@ -223,7 +234,7 @@ impl SessionSeats {
         }
         let mut reservations = BTreeMap::new();
         if !players.is_empty() {
-            let expires_at = after(new.now, new.reservation_ttl);
+            let expires_at = after(now, reservation_ttl);
             reservations.insert(reservation_id, Reservation { players, expires_at });
         }
         Ok(Self {
@@ -262,9 +273,13 @@ impl SessionSeats {
 
     /// This session as it stands at `now`: expired reservations left out.
     pub fn at(&self, now: OffsetDateTime) -> Self {
-        let mut seats = self.clone();
-        seats.reservations.retain(|_, r| r.is_live(now));
-        seats
+        self.clone().into_at(now)
+    }
+
+    /// [`SessionSeats::at`] without a copy.
+    pub fn into_at(mut self, now: OffsetDateTime) -> Self {
+        self.reservations.retain(|_, r| r.is_live(now));
+        self
     }
 
     /// What backfill choice needs to know about this session at `now`.

@@ -1,20 +1,25 @@
--- Creates a session's record unless it exists.
--- ARGV  1 now_ms, 2 keep_ms, 3.. field/value pairs of the new record
--- Tags  ok, exists, ended (the caller has indexed the session already). The reply carries no
---       record: the caller knows what it wrote.
-local status = redis.call('HGET', key, 'status')
+-- Creates a session's record unless it exists. Standalone, unlike the other seats_*.lua scripts
+-- (not prepended with seats_lib.lua): every placement runs it, and defining the library's
+-- functions, copying ARGV into a new table and a defensive DEL cost Redis more than the record.
+-- KEYS[1]  the session's record `<prefix>:seats:{<session_id>}`
+-- ARGV     1 now_ms, 2 keep_ms, 3.. field/value pairs of the new record (seats_lib.lua's fields,
+--          without indexed_until_ms, which this script adds on Redis's clock)
+-- Replies  {tag, {}, {}, 0}, tag `ok`, `exists` or `ended` (the caller has indexed the session
+--          already). No record: the caller knows what it wrote.
+local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'ended' then
-  return refuse('ended')
+  return { 'ended', {}, {}, 0 }
 elseif status then
-  return refuse('exists')
+  return { 'exists', {}, {}, 0 }
 end
--- DEL clears a hash without `status`, which the bridge never writes.
-redis.call('DEL', key)
--- One HSET (a Lua call costs Redis more than the fields): the record, and that the caller
--- indexed the session for 2 keep_ms just before.
-local fields = { unpack(ARGV, 3) }
-fields[#fields + 1] = 'indexed_until_ms'
-fields[#fields + 1] = fmt(clock_ms() + 2 * tonumber(ARGV[2]))
-redis.call('HSET', key, unpack(fields))
-redis.call('PEXPIRE', key, ARGV[2])
+-- A hash without `status` is not the bridge's: every script writes it with the record.
+local keep = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- One HSET (a Lua call costs Redis more than its fields): the record, and that the caller indexed
+-- the session for 2 keep_ms just before. ARGV's first two slots, read above, carry that pair.
+ARGV[1] = 'indexed_until_ms'
+ARGV[2] = string.format('%.0f', clock + 2 * keep)
+redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('PEXPIRE', KEYS[1], keep)
 return { 'ok', {}, {}, 0 }

@@ -1,4 +1,4 @@
--- Shared by every seats_*.lua script (prepended to each): one session's seats in one HASH.
+-- Prepended to every seats_*.lua script but seats_create.lua: one session's seats in one HASH.
 -- KEYS[1]  the session's record `<prefix>:seats:{<session_id>}`
 -- ARGV[1]  now_ms (the caller's clock): reservations with expires_ms <= now_ms are expired.
 -- Fields   session_id, capacity, status, image, version (JSON), location, labels (JSON),
