@@ -95,6 +95,13 @@ struct Cli {
     /// Tokio worker threads of the floor yardstick (scenario `floor`); 0: one per core, as the bridge's default.
     #[arg(long, default_value_t = 0)]
     floor_worker_threads: usize,
+    /// The baseline bridge binary of scenario `compare` (e.g. a copy of target/release/gameye-bridge
+    /// built from another commit).
+    #[arg(long)]
+    baseline_bridge: Option<PathBuf>,
+    /// Pairs of phases of scenario `compare`.
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
     /// Keep the processes' logs (their directory is printed).
     #[arg(long)]
     keep_logs: bool,
@@ -132,6 +139,10 @@ enum Scenario {
     /// Seats against Redis: backfill reservations/s and join+leave operations/s (closed loop), then
     /// p99 at half each rate (open loop); not part of `all`: it needs a stack of its own.
     Seats,
+    /// The bridge built here against `--baseline-bridge` (another build of it) on one stack:
+    /// `--pairs` pairs of closed-loop phases, one of each (the other paused), their order
+    /// alternating; rates, CPU per placement and their ratios within pairs. Not part of `all`.
+    Compare,
 }
 
 fn main() -> Result<()> {
@@ -163,6 +174,12 @@ fn validate(cli: &Cli) -> Result<()> {
     }
     if cli.slow_delay > Duration::from_secs(30) {
         bail!("--slow-delay must be at most 30 s");
+    }
+    if cli.scenario == Scenario::Compare && cli.baseline_bridge.is_none() {
+        bail!("scenario compare needs --baseline-bridge <another build of gameye-bridge>");
+    }
+    if cli.pairs == 0 || cli.pairs > 100 {
+        bail!("--pairs must be within 1..=100");
     }
     if cli.seat_sessions == 0 || cli.seat_sessions > 10_000 {
         bail!("--seat-sessions must be within 1..=10000");
@@ -246,6 +263,7 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
         || (scenario == Scenario::Latency && cli.rate.is_none());
     let run_latency = matches!(scenario, Scenario::All | Scenario::Latency | Scenario::Floor);
     let run_slow = matches!(scenario, Scenario::All | Scenario::Slow);
+    let run_compare = scenario == Scenario::Compare;
 
     // Open files: the slow scenario's client holds `burst` connections, the bridge twice that.
     let needed = 2 * cli.burst as u64 + 1_000;
@@ -283,7 +301,7 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut report = Report::new(command, Machine::detect(nofile), &cli_settings(&cli, &bridge_env, &stack));
     let outcome = tokio::select! {
-        outcome = scenarios(&cli, &mut stack, &http, &mut report, [run_raw, run_floor, run_bridge, run_latency, run_slow]) => outcome,
+        outcome = scenarios(&cli, &mut stack, &http, &mut report, [run_raw, run_floor, run_bridge, run_latency, run_slow, run_compare]) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let alive = stack.check_alive();
@@ -297,6 +315,44 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
     }
     outcome?;
     alive.context("a process under test died during the run")?;
+    Ok(())
+}
+
+/// Scenario `compare`: the baseline bridge beside the stack's own, each run alone in turn.
+async fn compare(cli: &Cli, stack: &mut Stack, http: &reqwest::Client, report: &mut Report) -> Result<()> {
+    let baseline_bin = cli.baseline_bridge.as_deref().context("--baseline-bridge")?;
+    let mut baseline = stack.start_baseline_bridge(baseline_bin, http).await?;
+    // Settle the start-up work of both (first reconciler scans) before measuring.
+    settle().await;
+    let concurrency = usize::from(cli.concurrency);
+    for pair in 1..=cli.pairs {
+        // Alternating which goes first cancels a steady drift within pairs.
+        let order = if pair % 2 == 1 { [true, false] } else { [false, true] };
+        for is_baseline in order {
+            let name = if is_baseline { "baseline" } else { "candidate" };
+            eprintln!("C{pair}. {name} bridge: {concurrency} workers for {:?}", cli.duration);
+            let (paused, url, tracked) = if is_baseline {
+                (stack.pause_bridge()?, baseline.url.clone(), stack.tracked_with("bridge", &baseline))
+            } else {
+                (baseline.pause()?, stack.bridge_url.clone(), stack.tracked())
+            };
+            let endpoint = Endpoint::Bridge {
+                url,
+                token: BRIDGE_TOKEN.to_owned(),
+                prefix: format!("bench-compare-{pair}-{name}"),
+            };
+            let before = CpuWatch::start(&tracked);
+            let stats = load::closed_loop(http, &endpoint, concurrency, cli.warmup, cli.duration).await;
+            let cores = before.finish().ours();
+            drop(paused);
+            eprintln!("   {:.0}/s", stats.rate());
+            report.compare.push(report::ComparePhase { pair, baseline: is_baseline, stats, cores });
+            stack.check_alive()?;
+            baseline.check_alive()?;
+            settle().await;
+        }
+    }
+    baseline.stop().await;
     Ok(())
 }
 
@@ -342,6 +398,13 @@ fn cli_settings(cli: &Cli, bridge_env: &[(String, String)], stack: &Stack) -> Ve
             }
         ));
     }
+    if let (Scenario::Compare, Some(baseline)) = (cli.scenario, &cli.baseline_bridge) {
+        settings.push(format!(
+            "compare: baseline `{}` against the bridge built here, {} pairs, the same settings for both",
+            baseline.display(),
+            cli.pairs
+        ));
+    }
     let env: Vec<String> = bridge_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     settings.push(format!(
         "bridge: Redis store, Gameye = the emulator, log level warn, {} (other settings default)",
@@ -355,7 +418,7 @@ async fn scenarios(
     stack: &mut Stack,
     http: &reqwest::Client,
     report: &mut Report,
-    [run_raw, run_floor, run_bridge, run_latency, run_slow]: [bool; 5],
+    [run_raw, run_floor, run_bridge, run_latency, run_slow, run_compare]: [bool; 6],
 ) -> Result<()> {
     let concurrency = usize::from(cli.concurrency);
     let emulator = Endpoint::Emulator { url: stack.emulator_url.clone(), token: EMULATOR_TOKEN.to_owned() };
@@ -369,6 +432,9 @@ async fn scenarios(
     let tracked = stack.tracked();
     let cpu = || CpuWatch::start(&tracked);
 
+    if run_compare {
+        compare(cli, stack, http, report).await?;
+    }
     if run_raw {
         eprintln!("1. raw emulator: {concurrency} workers for {:?}", cli.duration);
         let before = cpu();
@@ -397,7 +463,7 @@ async fn scenarios(
                 token: BRIDGE_TOKEN.to_owned(),
                 prefix: format!("bench-floor{round_trips}"),
             };
-            let before = CpuWatch::start(&stack.tracked_with_floor(&floor));
+            let before = CpuWatch::start(&stack.tracked_with("floor", &floor));
             let stats = load::closed_loop(http, &endpoint, concurrency, cli.warmup, cli.duration).await;
             report.cpu(phase, before.finish());
             eprintln!("   {:.0}/s", stats.rate());
@@ -409,7 +475,7 @@ async fn scenarios(
                     "F2 added latency: open loop at {rate:.0}/s for {:?}, floor then emulator",
                     cli.duration
                 );
-                let before = CpuWatch::start(&stack.tracked_with_floor(&floor));
+                let before = CpuWatch::start(&stack.tracked_with("floor", &floor));
                 let open = Endpoint::Bridge {
                     url: floor.url.clone(),
                     token: BRIDGE_TOKEN.to_owned(),
@@ -419,7 +485,7 @@ async fn scenarios(
                     load::open_loop(http, &open, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
                 report.cpu("F2a", before.finish());
                 settle().await;
-                let before = CpuWatch::start(&stack.tracked_with_floor(&floor));
+                let before = CpuWatch::start(&stack.tracked_with("floor", &floor));
                 let direct =
                     load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
                 report.cpu("F2b", before.finish());

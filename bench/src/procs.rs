@@ -46,6 +46,35 @@ impl Drop for PausedBridge {
     }
 }
 
+fn pause(proc: &Proc) -> Result<PausedBridge> {
+    let pid = proc.child.id().context("the bridge has exited")? as libc::pid_t;
+    signal(pid, libc::SIGSTOP)?;
+    Ok(PausedBridge(pid))
+}
+
+/// The bridge on `port` with the bench's settings: the emulator, Redis database 0, its token,
+/// log level warn, then `env`.
+fn bridge_command(
+    bridge_bin: &Path,
+    port: u16,
+    emulator_url: &str,
+    redis_port: u16,
+    env: &[(String, String)],
+) -> Command {
+    let mut command = clean_command(bridge_bin);
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("GAMEYE_API_URL", emulator_url)
+        .env("GAMEYE_API_TOKEN", EMULATOR_TOKEN)
+        .env("BRIDGE_REDIS__URL", format!("redis://127.0.0.1:{redis_port}/0"))
+        .env("BRIDGE_HTTP__TOKENS", format!("[\"{BRIDGE_TOKEN}\"]"))
+        .env("BRIDGE_LOG__LEVEL", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
 fn signal(pid: libc::pid_t, signal: libc::c_int) -> Result<()> {
     // SAFETY: kill(2) with our own child's pid and a valid signal number touches no memory.
     if unsafe { libc::kill(pid, signal) } != 0 {
@@ -185,15 +214,21 @@ pub fn world_toml(hosts: usize) -> String {
 /// The floor's Redis database: its keys do not grow the bridge's key tables (database 0).
 const FLOOR_DB: u8 = 1;
 
-/// The `gameye-bench-floor` yardstick, running.
-pub struct Floor {
+/// A service started beside the stack's own bridge, on its emulator and Redis: the
+/// `gameye-bench-floor` yardstick, or a baseline build of the bridge (scenario `compare`).
+pub struct Extra {
     pub url: String,
     proc: Proc,
 }
 
-impl Floor {
+impl Extra {
     pub fn check_alive(&mut self) -> Result<()> {
         self.proc.check_alive()
+    }
+
+    /// Stops it (SIGSTOP) until the returned guard is dropped.
+    pub fn pause(&self) -> Result<PausedBridge> {
+        pause(&self.proc)
     }
 
     pub async fn stop(self) {
@@ -209,6 +244,7 @@ pub struct Stack {
     pub emulator_capacity: usize,
     pub dir: tempfile::TempDir,
     redis_port: u16,
+    bridge_env: Vec<(String, String)>,
     redis: Proc,
     emulator: Proc,
     bridge: Proc,
@@ -254,17 +290,8 @@ impl Stack {
 
         let bridge_port = free_port()?;
         let bridge_url = format!("http://127.0.0.1:{bridge_port}");
-        let mut command = clean_command(&bridge_bin);
-        command
-            .args(["serve", "--listen", &format!("127.0.0.1:{bridge_port}")])
-            .env("GAMEYE_API_URL", &emulator_url)
-            .env("GAMEYE_API_TOKEN", EMULATOR_TOKEN)
-            .env("BRIDGE_REDIS__URL", format!("redis://127.0.0.1:{redis_port}/0"))
-            .env("BRIDGE_HTTP__TOKENS", format!("[\"{BRIDGE_TOKEN}\"]"))
-            .env("BRIDGE_LOG__LEVEL", "warn");
-        for (name, value) in &options.bridge_env {
-            command.env(name, value);
-        }
+        let command =
+            bridge_command(&bridge_bin, bridge_port, &emulator_url, redis_port, &options.bridge_env);
         let mut bridge = Proc::spawn("gameye-bridge", command, dir.path().join("bridge.log"))?;
         let probe = format!("{bridge_url}/readyz");
         bridge.wait_ready(Duration::from_secs(15), || http_ok(http, &probe, None)).await?;
@@ -276,10 +303,28 @@ impl Stack {
             emulator_capacity: options.emulator_hosts * 5_000,
             dir,
             redis_port,
+            bridge_env: options.bridge_env.clone(),
             redis,
             emulator,
             bridge,
         })
+    }
+
+    /// Starts `bridge_bin` (another build of the bridge) on this stack's emulator and Redis, with
+    /// the same settings as the stack's own bridge.
+    pub async fn start_baseline_bridge(&self, bridge_bin: &Path, http: &reqwest::Client) -> Result<Extra> {
+        if !bridge_bin.is_file() {
+            bail!("--baseline-bridge {}: no such file", bridge_bin.display());
+        }
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let command = bridge_command(bridge_bin, port, &self.emulator_url, self.redis_port, &self.bridge_env);
+        let mut bridge =
+            Proc::spawn("baseline gameye-bridge", command, self.dir.path().join("baseline.log"))?;
+        let probe = format!("{url}/readyz");
+        bridge.wait_ready(Duration::from_secs(15), || http_ok(http, &probe, None)).await?;
+        check_bridge_wiring(http, &probe, &self.emulator_url).await?;
+        Ok(Extra { url, proc: bridge })
     }
 
     /// The processes whose CPU time is accounted per phase (the bench itself first).
@@ -295,9 +340,7 @@ impl Stack {
     /// Stops the bridge (SIGSTOP) until the returned guard is dropped (SIGCONT): the emulator's
     /// reference phase runs with the bridge's background work (its reconciler's scans) out of the way.
     pub fn pause_bridge(&self) -> Result<PausedBridge> {
-        let pid = self.bridge.child.id().context("the bridge has exited")? as libc::pid_t;
-        signal(pid, libc::SIGSTOP)?;
-        Ok(PausedBridge(pid))
+        pause(&self.bridge)
     }
 
     /// Starts the `gameye-bench-floor` yardstick against this stack's emulator (and, with 2 round
@@ -308,7 +351,7 @@ impl Stack {
         redis_round_trips: u8,
         worker_threads: usize,
         http: &reqwest::Client,
-    ) -> Result<Floor> {
+    ) -> Result<Extra> {
         let floor_bin = binary(bin_dir, "gameye-bench-floor")?;
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
@@ -330,7 +373,7 @@ impl Stack {
         let mut floor = Proc::spawn("gameye-bench-floor", command, log)?;
         let probe = format!("{url}/healthz");
         floor.wait_ready(Duration::from_secs(10), || http_ok(http, &probe, None)).await?;
-        Ok(Floor { url, proc: floor })
+        Ok(Extra { url, proc: floor })
     }
 
     /// Fills the floor's Redis database as `--redis-filler` filled the bridge's, so that its key
@@ -339,11 +382,11 @@ impl Stack {
         fill_redis(self.redis_port, FLOOR_DB, count).await.context("filling the floor's Redis database")
     }
 
-    /// [`Stack::tracked`] with the floor in the bridge's place.
-    pub fn tracked_with_floor(&self, floor: &Floor) -> Vec<crate::cpu::Tracked> {
+    /// [`Stack::tracked`] with `extra` (named `name`) in the bridge's place.
+    pub fn tracked_with(&self, name: &'static str, extra: &Extra) -> Vec<crate::cpu::Tracked> {
         vec![
             ("bench", None),
-            ("floor", floor.proc.child.id()),
+            (name, extra.proc.child.id()),
             ("emulator", self.emulator.child.id()),
             ("redis", self.redis.child.id()),
         ]

@@ -63,6 +63,24 @@ pub struct Floor {
     pub stats: Stats,
 }
 
+/// A closed-loop phase of scenario `compare`: one of the two bridge builds, in one pair.
+pub struct ComparePhase {
+    /// From 1.
+    pub pair: usize,
+    /// The `--baseline-bridge` build (else the one built here).
+    pub baseline: bool,
+    pub stats: Stats,
+    /// Cores used meanwhile by the bench, the running bridge, the emulator and Redis, plus irq.
+    pub cores: f64,
+}
+
+impl ComparePhase {
+    fn cpu_per_request(&self) -> Option<f64> {
+        let rate = self.stats.rate();
+        (rate > 0.0).then(|| self.cores / rate)
+    }
+}
+
 pub struct Report {
     command: String,
     machine: Machine,
@@ -74,6 +92,8 @@ pub struct Report {
     pub floor: Vec<Floor>,
     /// The floor with its two Redis writes in an open loop (the pair's `bridge` side), and the emulator alone.
     pub floor_latency: Option<Latency>,
+    /// Scenario `compare`, in the order run.
+    pub compare: Vec<ComparePhase>,
     /// Per bridge phase: mean Gameye `session-run` call and mean placement duration, from the bridge's metrics.
     bridge_side: Vec<(&'static str, Duration, Duration)>,
     /// Per phase: cores used by each process and by the rest of the machine.
@@ -107,6 +127,7 @@ impl Report {
             slow: None,
             floor: Vec::new(),
             floor_latency: None,
+            compare: Vec::new(),
             bridge_side: Vec::new(),
             cpu: Vec::new(),
             redis_keys: Vec::new(),
@@ -157,6 +178,7 @@ impl Report {
             && self.latency.is_none()
             && self.slow.is_none()
             && self.floor.is_empty()
+            && self.compare.is_empty()
     }
 
     pub fn markdown(&self) -> String {
@@ -175,8 +197,11 @@ impl Report {
             let _ = writeln!(out, "- {setting}");
         }
         let _ = writeln!(out);
-        let _ = writeln!(out, "| scenario | ok | errors | rate | p50 | p99 | max | target | result |");
-        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+        // Scenario `compare` alone has its own table.
+        if self.raw.is_some() || self.bridge.is_some() || self.latency.is_some() || self.slow.is_some() {
+            let _ = writeln!(out, "| scenario | ok | errors | rate | p50 | p99 | max | target | result |");
+            let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+        }
         let row = |out: &mut String, name: &str, s: &Stats, rate: String, target: &str, result: &str| {
             let _ = writeln!(
                 out,
@@ -308,8 +333,73 @@ impl Report {
                 );
             }
         }
+        self.compare_markdown(&mut out);
         self.details(&mut out);
         out
+    }
+
+    /// Scenario `compare`: each pair's rates and CPU per placement, and the candidate's ratios to the
+    /// baseline within pairs (drift of the machine between pairs cancels out of them).
+    fn compare_markdown(&self, out: &mut String) {
+        let pairs: Vec<(&ComparePhase, &ComparePhase)> =
+            (1..=self.compare.iter().map(|p| p.pair).max().unwrap_or(0))
+                .filter_map(|pair| {
+                    let side =
+                        |baseline| self.compare.iter().find(|p| p.pair == pair && p.baseline == baseline);
+                    Some((side(true)?, side(false)?))
+                })
+                .collect();
+        if pairs.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "Compare (`--baseline-bridge` = baseline, the bridge built here = candidate; each pair's order alternates):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| pair | baseline rate | candidate rate | rate ratio | baseline CPU per placement | candidate CPU per placement | CPU ratio | errors |"
+        );
+        let _ = writeln!(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let mut rate_ratios = Vec::new();
+        let mut cpu_ratios = Vec::new();
+        let micros = |cpu: Option<f64>| cpu.map_or("—".to_owned(), |c| format!("{:.0} µs", c * 1e6));
+        for (baseline, candidate) in &pairs {
+            let rate_ratio = candidate.stats.rate() / baseline.stats.rate();
+            let cpu_ratio = candidate.cpu_per_request().zip(baseline.cpu_per_request()).map(|(c, b)| c / b);
+            if rate_ratio.is_finite() {
+                rate_ratios.push(rate_ratio);
+            }
+            cpu_ratios.extend(cpu_ratio);
+            let _ = writeln!(
+                out,
+                "| {} | {:.0}/s | {:.0}/s | {:.3} | {} | {} | {} | {} |",
+                baseline.pair,
+                baseline.stats.rate(),
+                candidate.stats.rate(),
+                rate_ratio,
+                micros(baseline.cpu_per_request()),
+                micros(candidate.cpu_per_request()),
+                cpu_ratio.map_or("—".to_owned(), |r| format!("{r:.3}")),
+                baseline.stats.error_count() + candidate.stats.error_count(),
+            );
+        }
+        let summary = |ratios: &[f64]| {
+            if ratios.is_empty() {
+                return "—".to_owned();
+            }
+            let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+            let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let above = ratios.iter().filter(|r| **r > 1.0).count();
+            format!("mean {mean:.3} (range {min:.3}–{max:.3}; above 1 in {above} of {})", ratios.len())
+        };
+        let _ = writeln!(
+            out,
+            "\ncandidate ÷ baseline within pairs: rate {}; CPU per placement {}\n",
+            summary(&rate_ratios),
+            summary(&cpu_ratios)
+        );
     }
 
     fn details(&self, out: &mut String) {
@@ -472,5 +562,33 @@ mod tests {
         );
         assert!(markdown.contains("- F2: errors: none"), "{markdown}");
         assert!(!report.is_empty());
+    }
+
+    #[test]
+    fn compare_reports_the_ratios_within_pairs() {
+        let mut report = Report::new("bench compare".into(), machine(), &[]);
+        // Pair 1: candidate 10 % faster and 20 % cheaper; pair 2: 5 % slower, 4 % cheaper.
+        for (pair, baseline, ok, cores) in
+            [(1, true, 1000, 1.0), (1, false, 1100, 0.88), (2, false, 950, 1.0), (2, true, 1000, 1.1)]
+        {
+            report.compare.push(ComparePhase { pair, baseline, stats: stats(ok, 1), cores });
+        }
+        let markdown = report.markdown();
+        assert!(
+            markdown.contains("| 1 | 1000/s | 1100/s | 1.100 | 1000 µs | 800 µs | 0.800 | 0 |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| 2 | 1000/s | 950/s | 0.950 | 1100 µs | 1053 µs | 0.957 | 0 |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains(
+                "rate mean 1.025 (range 0.950–1.100; above 1 in 1 of 2); CPU per placement mean 0.878 (range 0.800–0.957; above 1 in 0 of 2)"
+            ),
+            "{markdown}"
+        );
+        assert!(!report.is_empty());
+        assert!(!markdown.contains("| scenario |"), "no empty scenario table: {markdown}");
     }
 }
