@@ -343,7 +343,7 @@ async fn the_reconciler_reads_redis_on_a_connection_of_its_own() {
                 panic!("no claim or no scan seen: placing {placing:?}, scanning {scanning:?}")
             })
             .expect("the monitor stream ended");
-        if line.contains("\"EVALSHA\"") && line.contains("\"m-own-connection\"") {
+        if line.contains("\"SET\"") && line.contains("match:{m-own-connection}") {
             placing = placing.or(client_of(&line));
         } else if line.contains("\"ZSCAN\" \"gameye-bridge:{seats}:sessions\"") {
             scanning = scanning.or(client_of(&line));

@@ -569,7 +569,7 @@ async fn wait_for_empty_pending_index(url: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let left: i64 = ::redis::cmd("ZCARD")
-            .arg("it-store:{placements}:pending")
+            .arg("it-store:{matches}:pending")
             .query_async(&mut connection)
             .await
             .unwrap();
@@ -617,10 +617,10 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
     let ttls = keys_and_ttls(&url).await;
     let keys: BTreeSet<&str> = ttls.keys().map(String::as_str).collect();
     let expected = BTreeSet::from([
-        "it-store:placement:{a%7Db%7Bc:d}",
-        "it-store:placement:{%7Bm%7D}",
-        "it-store:placement:{%}",
-        "it-store:{placements}:pending",
+        "it-store:match:{a%7Db%7Bc:d}",
+        "it-store:match:{%7Bm%7D}",
+        "it-store:match:{%}",
+        "it-store:{matches}:pending",
         "it-store:latency:{p:%7B1%7D}",
         "it-store:cooldown:{eu%7Dwest}",
     ]);
@@ -629,12 +629,12 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
         assert!(key.starts_with("it-store:"), "{key} lacks the prefix");
         let tag = cluster_hash_tag(key).unwrap_or_else(|| panic!("{key} has no hash tag"));
         assert_eq!(key.matches('{').count() + key.matches('}').count(), 2, "{key}: exactly one tag");
-        assert!(key.ends_with(&format!("{{{tag}}}")) || tag == "placements", "{key}: the id is the tag");
+        assert!(key.ends_with(&format!("{{{tag}}}")) || tag == "matches", "{key}: the id is the tag");
         assert!(*ttl > 0, "{key} has no TTL ({ttl})");
     }
     // The pending index lives at least as long as the records it lists.
-    let index_ttl = ttls["it-store:{placements}:pending"];
-    assert!(index_ttl >= ttls["it-store:placement:{a%7Db%7Bc:d}"] - 1_000, "{ttls:?}");
+    let index_ttl = ttls["it-store:{matches}:pending"];
+    assert!(index_ttl >= ttls["it-store:match:{a%7Db%7Bc:d}"] - 1_000, "{ttls:?}");
     assert!(index_ttl > KEEP.as_millis() as i64 - 60_000, "{ttls:?}");
 }
 
@@ -643,7 +643,7 @@ async fn redis_pending_index_follows_the_records() {
     let fx = Fixture::redis().await;
     let url = fx.redis.as_ref().unwrap().url();
     let mut connection = raw_connection(&url).await;
-    let index = "it-store:{placements}:pending";
+    let index = "it-store:{matches}:pending";
     let mut members = async || -> Vec<(String, i64)> {
         ::redis::cmd("ZRANGE")
             .arg(index)
@@ -731,7 +731,7 @@ async fn redis_completions_close_together_share_one_index_removal() {
 async fn redis_a_late_index_removal_never_takes_the_entry_of_a_newer_claim() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
-    let index = "it-store:{placements}:pending";
+    let index = "it-store:{matches}:pending";
     // The record lives 2 ms, less than the removal waits for others to batch with.
     fx.place("m-1", Duration::from_millis(2)).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -755,7 +755,7 @@ async fn redis_a_late_index_removal_never_takes_the_entry_of_a_newer_claim() {
 async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_written() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
-    let index = "it-store:{placements}:pending";
+    let index = "it-store:{matches}:pending";
     fx.own(&fx.claim("m-1", "alpha", 0)).await;
 
     // What a Redis restart or failover does to the scripts, without losing the data.
@@ -782,7 +782,7 @@ async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_w
 async fn redis_a_claim_whose_index_write_fails_is_not_owned_silently() {
     let fx = Fixture::redis().await;
     let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
-    let index = "it-store:{placements}:pending";
+    let index = "it-store:{matches}:pending";
     fx.own(&fx.claim("m-0", "alpha", 0)).await; // the claim script is loaded: it runs below
     let () =
         ::redis::cmd("SET").arg(index).arg("not a sorted set").query_async(&mut connection).await.unwrap();

@@ -19,6 +19,7 @@ mod memory;
 mod player_sync_memory;
 mod player_sync_redis;
 mod redis;
+mod redis_record;
 mod seats_memory;
 mod seats_redis;
 

@@ -4,18 +4,20 @@
 //!
 //! | key | type | contents | expires |
 //! | --- | --- | --- | --- |
-//! | `<prefix>:placement:{<match_id>}` | HASH | one placement record (fields below) | `keep_for` after its claim, takeover or completion |
-//! | `<prefix>:{placements}:pending` | ZSET | match id → `lease_until_ms` of pending records | as late as its longest-lived record |
+//! | `<prefix>:match:{<match_id>}` | STRING | one placement record ([`redis_record`] has the format) | `keep_for` after its claim, takeover or completion |
+//! | `<prefix>:{matches}:pending` | ZSET | match id → `lease_until_ms` of pending records | as late as its longest-lived record |
 //! | `<prefix>:latency:{<player_id>}` | STRING | the player's latencies as JSON (`{"eu-west-1": 32}`) | `keep_for` |
 //! | `<prefix>:cooldown:{<location>}` | STRING | `1` | after the cool-down |
 //! | `<prefix>:delivery:{<key>}` | STRING | `1`: a door acted on this delivery (SNS `MessageId`) | `keep_for` |
 //! | `<prefix>:ticket:{<ticket_id>}` | STRING | a matchmaking ticket's status as JSON | `keep_for` |
 //!
-//! Record fields: `match_id`, `source`, `session_id`, `request` (JSON), `accepted_at_ms`, `state`
-//! (`pending` / `placed` / `failed`), `fence` (kept across states, so a takeover of a retryable failure
-//! still raises it); while pending `owner` and `lease_until_ms`; when done `outcome` (the Assignment or
-//! Failure as JSON) and `retryable` (`1`/`0`, read by the claim script). Times are ms since the Unix
-//! epoch, taken from the caller's `now` (never Redis's `TIME`).
+//! A record holds the match id, source, session id, request and acceptance time, its state
+//! (`pending` / `placed` / `failed`), its fence (kept across states, so a takeover of a retryable
+//! failure still raises it), while pending its owner and lease, and when done the outcome (the
+//! Assignment or Failure) and whether a failure is retryable. Times are ms since the Unix epoch,
+//! taken from the caller's `now` (never Redis's `TIME`). Until session 11 records were HASHes
+//! under `<prefix>:placement:{…}` with the index `<prefix>:{placements}:pending`; the new names keep
+//! an old and a new instance from reading each other's records (README, upgrading).
 //!
 //! **Hash tags.** Every key carries exactly one well-formed hash tag `{…}` so Redis Cluster places
 //! it by the id alone. Ids are arbitrary strings, so the tag holds the id with `%`, `{` and `}`
@@ -24,8 +26,11 @@
 //! never empty (Redis would hash the whole key). The prefix may not contain braces at all. Members of
 //! the pending index are raw match ids (members are not keys).
 //!
-//! **Atomicity.** Every change to a record is one Lua script (`EVALSHA`, loaded again automatically
-//! after a Redis restart) on that one key. The pending index lives in another slot, so it is kept
+//! **Atomicity.** A claim that finds no record creates it with one plain `SET … NX PX … GET`, which
+//! answers the record there instead when there is one; every other change to a record is one Lua
+//! script (`EVALSHA`, loaded again automatically after a Redis restart) on that one key: the
+//! takeover (a compare-and-set against the value the claim read), renewal and completion (both
+//! checked against the owner's header prefix). The pending index lives in another slot, so it is kept
 //! *outside* those scripts, with plain commands (`ZADD` and `PEXPIRE NX|GT`, Redis ≥ 7, probed on
 //! connect): an entry is added (if missing) just before a claim, in the
 //! claim's own pipeline, set to the real lease after it when it was not new, moved on renewal and
@@ -48,8 +53,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
+use super::redis_record::{self, Stored};
 use super::{duration_millis, from_millis, lease_until_millis, to_millis};
 use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
@@ -72,18 +77,20 @@ const REMOVAL_WINDOW: Duration = Duration::from_millis(10);
 const REMOVAL_BATCH: usize = 1024;
 /// Removals waiting at most; more are dropped (their entries stay for `expired_pending`).
 const REMOVAL_QUEUE: usize = 65_536;
+/// Rounds of a claim whose takeover found the record changed since it was read.
+const TAKEOVER_ROUNDS: usize = 4;
 /// How late a removal may still be sent: well within any record's life (see `remove_in_batches`).
 const REMOVAL_MAX_DELAY: Duration = Duration::from_secs(1);
 
 struct Scripts {
-    claim: Script,
+    takeover: Script,
     renew: Script,
     complete: Script,
     index_remove: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    claim: Script::new(include_str!("scripts/claim.lua")),
+    takeover: Script::new(include_str!("scripts/takeover.lua")),
     renew: Script::new(include_str!("scripts/renew.lua")),
     complete: Script::new(include_str!("scripts/complete.lua")),
     index_remove: Script::new(include_str!("scripts/index_remove.lua")),
@@ -104,9 +111,6 @@ async fn check_version(connection: &ConnectionManager, prefix: &str) -> Result<(
         ))),
     }
 }
-
-/// The claim script's answer: tag, the record's PTTL, the record's fields.
-type ClaimReply = (String, i64, HashMap<String, String>);
 
 /// The answer of one [`queue_index_add`]: how many entries `ZADD` added (0 or 1).
 pub(super) type IndexAdded = i64;
@@ -230,53 +234,46 @@ impl RedisStore {
     }
 
     async fn claim_inner(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        // A takeover that lost a race to another claimant reads the record again; a few rounds
+        // settle any contention (each round someone wins).
+        for _ in 0..TAKEOVER_ROUNDS {
+            if let Some(outcome) = self.claim_round(claim).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(StoreError::transient("redis claim: the record kept changing under the takeover"))
+    }
+
+    /// One claim: `None` when a takeover found the record changed since it was read.
+    async fn claim_round(&self, claim: &Claim) -> Result<Option<ClaimOutcome>, StoreError> {
         let now_ms = to_millis(claim.now);
         let lease_until_ms = lease_until_millis(claim.now, claim.lease_for);
         let keep_ms = duration_millis(claim.keep_for);
-        let request = serde_json::to_string(&claim.request)
-            .map_err(|e| StoreError::permanent(format!("cannot encode the match request: {e}")))?;
+        let key = self.keys.placement(&claim.match_id);
+        let value = redis_record::new_value(claim, now_ms, lease_until_ms)?;
 
-        let mut invocation = SCRIPTS.claim.key(self.keys.placement(&claim.match_id));
-        invocation
-            .arg(now_ms)
-            .arg(lease_until_ms)
-            .arg(keep_ms)
-            .arg(&claim.owner)
-            .arg(&claim.match_id)
-            .arg(&claim.source)
-            .arg(claim.session_id.to_string())
-            .arg(request);
         // Index first, in the same round trip (a pipeline runs in order): a claimant that dies right
-        // after its claim still leaves an entry to recover.
+        // after its claim still leaves an entry to recover. Then one plain command creates the
+        // record or answers the one there, unchanged.
         let mut pipe = redis::pipe();
         let index_first = keep_ms > 0;
         if index_first {
             queue_index_add(&mut pipe, &self.keys.pending(), &claim.match_id, lease_until_ms, keep_ms, true);
         }
-        pipe.invoke_script(&invocation);
+        pipe.cmd("SET").arg(&key).arg(&value).arg("NX").arg("PX").arg(keep_ms.max(1)).arg("GET");
         // Each command's own answer: the commands before a failed one ran all the same.
         pipe.ignore_errors();
         let mut connection = self.connection.clone();
+        type Answer = redis::RedisResult<Option<String>>;
         let (index_answer, claim_answer) = if index_first {
-            pipe.query_async::<(redis::RedisResult<IndexAdded>, redis::RedisResult<ClaimReply>)>(
-                &mut connection,
-            )
-            .await
-            .map(|(index, claim)| (Some(index), claim))
-        } else {
-            pipe.query_async::<(redis::RedisResult<ClaimReply>,)>(&mut connection)
+            pipe.query_async::<(redis::RedisResult<IndexAdded>, Answer)>(&mut connection)
                 .await
-                .map(|(claim,)| (None, claim))
+                .map(|(index, claim)| (Some(index), claim))
+        } else {
+            pipe.query_async::<(Answer,)>(&mut connection).await.map(|(claim,)| (None, claim))
         }
         .map_err(err("claim"))?;
-        let (tag, pttl, fields) = match claim_answer {
-            Ok(reply) => reply,
-            // Redis lost its scripts (a restart): the sequential call loads it.
-            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                invocation.invoke_async(&mut connection).await.map_err(err("claim"))?
-            }
-            Err(error) => return Err(store_error("claim", &error)),
-        };
+        let existing = claim_answer.map_err(|error| store_error("claim", &error))?;
         // "Not added" when the index write failed: the entry is then written again below for
         // an owned claim (or the claim fails), so no owned record goes unindexed.
         let indexed = match index_answer {
@@ -287,47 +284,70 @@ impl RedisStore {
             }
             None => false,
         };
-        let (record, fence) = if tag == "created" {
-            // Exactly what the script wrote, without reading it back (the request can be large).
-            let record = claim.new_record(from_millis(now_ms), from_millis(lease_until_ms));
-            (record, 1)
-        } else {
-            parse_record(fields)?
-                .ok_or_else(|| StoreError::permanent("redis claim: the claim script returned no record"))?
-        };
 
-        let outcome = match (tag.as_str(), &record.state) {
-            ("created" | "taken_over", PlacementState::Pending { owner, .. }) => {
-                // A fresh record's entry went in above with this very lease; only a takeover (or an
-                // entry left by an earlier record) needs moving.
-                if tag == "taken_over" || !indexed {
-                    self.index_add(&claim.match_id, lease_until_ms, pttl, false)
-                        .await
-                        .map_err(err("claim"))?;
-                }
-                let lease = Lease { owner: owner.clone(), fence };
-                ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: tag == "taken_over" }
-            }
-            ("existing", PlacementState::Pending { owner, lease_until, .. }) => {
-                // Someone holds it: make sure the index shows their lease, not ours.
-                self.index_add(&claim.match_id, to_millis(*lease_until), pttl, false)
+        let Some(existing) = existing else {
+            // Created: exactly what was written, without reading it back.
+            if !indexed {
+                self.index_add(&claim.match_id, lease_until_ms, keep_ms, false)
                     .await
                     .map_err(err("claim"))?;
-                ClaimOutcome::Held { owner: owner.clone(), lease_until: *lease_until }
             }
-            ("existing", PlacementState::Placed { assignment }) => {
+            let record = claim.new_record(from_millis(now_ms), from_millis(lease_until_ms));
+            let lease = Lease { owner: claim.owner.clone(), fence: 1 };
+            return Ok(Some(ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: false }));
+        };
+        let Stored { record, fence, retryable } = redis_record::parse(&existing)?;
+        let outcome = match record.state {
+            PlacementState::Pending { owner, lease_until, .. } if to_millis(lease_until) > now_ms => {
+                // Someone holds it: make sure the index shows their lease, not ours.
+                self.index_add(&claim.match_id, to_millis(lease_until), keep_ms, false)
+                    .await
+                    .map_err(err("claim"))?;
+                ClaimOutcome::Held { owner, lease_until }
+            }
+            PlacementState::Placed { assignment } => {
                 self.drop_own_entry(claim, indexed, lease_until_ms).await?;
-                ClaimOutcome::Placed(assignment.clone())
+                ClaimOutcome::Placed(assignment)
             }
-            ("existing", PlacementState::Failed { failure }) => {
+            PlacementState::Failed { failure } if !retryable => {
                 self.drop_own_entry(claim, indexed, lease_until_ms).await?;
-                ClaimOutcome::Failed(failure.clone())
+                ClaimOutcome::Failed(failure)
             }
-            (tag, _) => {
-                return Err(StoreError::permanent(format!("redis claim: unexpected script answer {tag:?}")));
+            _ => {
+                // A retryable failure or an expired lease: take it over if it is still what was
+                // read, keeping what was first accepted.
+                let fence = fence + 1;
+                let taken = redis_record::taken_over_value(&existing, fence, &claim.owner, lease_until_ms)
+                    .ok_or_else(|| StoreError::permanent("redis claim: a record without its meta line"))?;
+                let mut connection = self.connection.clone();
+                let swapped: bool = SCRIPTS
+                    .takeover
+                    .key(&key)
+                    .arg(&existing)
+                    .arg(&taken)
+                    .arg(keep_ms.max(1))
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(err("claim"))?;
+                if !swapped {
+                    return Ok(None);
+                }
+                self.index_add(&claim.match_id, lease_until_ms, keep_ms, false)
+                    .await
+                    .map_err(err("claim"))?;
+                let record = PlacementRecord {
+                    state: PlacementState::Pending {
+                        owner: claim.owner.clone(),
+                        fence,
+                        lease_until: from_millis(lease_until_ms),
+                    },
+                    ..record
+                };
+                let lease = Lease { owner: claim.owner.clone(), fence };
+                ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: true }
             }
         };
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     /// Takes back the index entry this claim added for a record that turned out to be done.
@@ -351,9 +371,8 @@ impl RedisStore {
         let (renewed, pttl): (bool, i64) = SCRIPTS
             .renew
             .key(self.keys.placement(match_id))
-            .arg(&lease.owner)
-            .arg(lease.fence)
-            .arg(lease_until_ms)
+            .arg(redis_record::owner_prefix(lease.fence, &lease.owner))
+            .arg(redis_record::pending_header(lease.fence, &lease.owner, lease_until_ms))
             .invoke_async(&mut connection)
             .await
             .map_err(err("renew"))?;
@@ -379,12 +398,10 @@ impl RedisStore {
         let written: bool = SCRIPTS
             .complete
             .key(self.keys.placement(match_id))
-            .arg(&lease.owner)
-            .arg(lease.fence)
-            .arg(state)
+            .arg(redis_record::owner_prefix(lease.fence, &lease.owner))
+            .arg(redis_record::done_header(state, lease.fence, retryable))
             .arg(json)
-            .arg(if retryable { "1" } else { "0" })
-            .arg(duration_millis(keep_for))
+            .arg(duration_millis(keep_for).max(1))
             .invoke_async(&mut connection)
             .await
             .map_err(err("complete"))?;
@@ -410,12 +427,12 @@ impl RedisStore {
 
     async fn get_inner(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
         let mut connection = self.connection.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        let value: Option<String> = redis::cmd("GET")
             .arg(self.keys.placement(match_id))
             .query_async(&mut connection)
             .await
             .map_err(err("get"))?;
-        Ok(parse_record(fields)?.map(|(record, _)| record))
+        value.map(|value| redis_record::parse(&value).map(|stored| stored.record)).transpose()
     }
 
     async fn expired_pending_inner(
@@ -445,21 +462,21 @@ impl RedisStore {
                 .map_err(err("expired_pending"))?;
             let mut pipe = redis::pipe();
             for (match_id, _) in &entries {
-                pipe.cmd("HMGET").arg(self.keys.placement(match_id)).arg("state").arg("lease_until_ms");
+                pipe.cmd("GET").arg(self.keys.placement(match_id));
             }
-            let states: Vec<(Option<String>, Option<i64>)> = if entries.is_empty() {
+            let values: Vec<Option<String>> = if entries.is_empty() {
                 Vec::new()
             } else {
                 pipe.query_async(&mut connection).await.map_err(err("expired_pending"))?
             };
-            for ((match_id, score), (state, lease_until_ms)) in entries.iter().zip(states) {
-                match (state.as_deref(), lease_until_ms) {
-                    (Some("pending"), Some(lease_until_ms)) if lease_until_ms <= now_ms => {
+            for ((match_id, score), value) in entries.iter().zip(values) {
+                match value.as_deref().and_then(redis_record::pending_lease) {
+                    Some(lease_until_ms) if lease_until_ms <= now_ms => {
                         if seen.insert(match_id.clone()) {
                             found.push((lease_until_ms, match_id.clone()));
                         }
                     }
-                    (Some("pending"), Some(lease_until_ms)) => {
+                    Some(lease_until_ms) => {
                         // Renewed since the entry was written: move it to its real lease.
                         let () = redis::cmd("ZADD")
                             .arg(self.keys.pending())
@@ -781,11 +798,11 @@ struct Keys {
 
 impl Keys {
     fn placement(&self, match_id: &str) -> String {
-        format!("{}:placement:{{{}}}", self.prefix, hash_tag(match_id))
+        format!("{}:match:{{{}}}", self.prefix, hash_tag(match_id))
     }
 
     fn pending(&self) -> String {
-        format!("{}:{{placements}}:pending", self.prefix)
+        format!("{}:{{matches}}:pending", self.prefix)
     }
 
     fn latency(&self, player_id: &str) -> String {
@@ -825,55 +842,6 @@ pub(super) fn hash_tag(id: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Records
-
-/// A record from its HASH fields (`None` for an absent key), with its fence.
-fn parse_record(mut fields: HashMap<String, String>) -> Result<Option<(PlacementRecord, u64)>, StoreError> {
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let match_id = fields.get("match_id").cloned().unwrap_or_default();
-    let corrupt = |what: &str| StoreError::permanent(format!("placement record {match_id:?}: {what}"));
-    let mut take = |name: &str| fields.remove(name).ok_or_else(|| corrupt(&format!("no field `{name}`")));
-    let millis = |value: String, name: &str| {
-        value.parse::<i64>().map_err(|_| corrupt(&format!("field `{name}` is not a number")))
-    };
-    let session_id = take("session_id")?;
-    let request = take("request")?;
-    let accepted_at_ms = take("accepted_at_ms")?;
-    let source = take("source")?;
-    let fence = take("fence")?;
-    let state = take("state")?;
-    let state = match state.as_str() {
-        "pending" => {
-            let owner = take("owner")?;
-            let lease_until_ms = take("lease_until_ms")?;
-            PlacementState::Pending {
-                owner,
-                fence: fence.parse().map_err(|_| corrupt("field `fence` is not a number"))?,
-                lease_until: from_millis(millis(lease_until_ms, "lease_until_ms")?),
-            }
-        }
-        "placed" => PlacementState::Placed {
-            assignment: serde_json::from_str(&take("outcome")?)
-                .map_err(|e| corrupt(&format!("unreadable assignment: {e}")))?,
-        },
-        "failed" => PlacementState::Failed {
-            failure: serde_json::from_str(&take("outcome")?)
-                .map_err(|e| corrupt(&format!("unreadable failure: {e}")))?,
-        },
-        other => return Err(corrupt(&format!("unknown state {other:?}"))),
-    };
-    let record = PlacementRecord {
-        session_id: Uuid::parse_str(&session_id).map_err(|_| corrupt("field `session_id` is not a UUID"))?,
-        request: serde_json::from_str(&request).map_err(|e| corrupt(&format!("unreadable request: {e}")))?,
-        accepted_at: from_millis(millis(accepted_at_ms, "accepted_at_ms")?),
-        source,
-        state,
-        match_id: match_id.clone(),
-    };
-    let fence = fence.parse().map_err(|_| corrupt("field `fence` is not a number"))?;
-    Ok(Some((record, fence)))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Errors and time bounds
@@ -983,8 +951,8 @@ mod tests {
     #[test]
     fn keys_carry_the_prefix_and_one_hash_tag() {
         let keys = Keys { prefix: "gb".to_owned() };
-        assert_eq!(keys.placement("x{y}:z"), "gb:placement:{x%7By%7D:z}");
-        assert_eq!(keys.pending(), "gb:{placements}:pending");
+        assert_eq!(keys.placement("x{y}:z"), "gb:match:{x%7By%7D:z}");
+        assert_eq!(keys.pending(), "gb:{matches}:pending");
         assert_eq!(keys.latency("p"), "gb:latency:{p}");
         assert_eq!(keys.cooldown("eu-west-1"), "gb:cooldown:{eu-west-1}");
         assert_eq!(keys.delivery("sns:m{1}"), "gb:delivery:{sns:m%7B1%7D}");

@@ -1,12 +1,15 @@
--- Writes the outcome of a pending record if the caller still owns it.
+-- Writes the outcome of a pending record if the caller still owns it (redis_record.rs has the format).
 -- KEYS[1]  the record
--- ARGV     1 owner, 2 fence, 3 state (`placed` or `failed`), 4 outcome JSON, 5 retryable (`1`/`0`), 6 keep_for_ms
+-- ARGV     1 the owner's header prefix `pending|<fence>|<owner>|`, 2 the final header,
+--          3 the outcome JSON, 4 keep_ms
 -- Returns  1 when written, 0 when ownership was lost (nothing changed).
-local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'fence')
-if f[1] ~= 'pending' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[3], 'outcome', ARGV[4], 'retryable', ARGV[5])
-redis.call('HDEL', KEYS[1], 'owner', 'lease_until_ms')
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+-- The meta line (what was first accepted) is kept as it is.
+local first = string.find(v, '\n', 1, true)
+local second = string.find(v, '\n', first + 1, true)
+local meta = second and string.sub(v, first + 1, second - 1) or string.sub(v, first + 1)
+redis.call('SET', KEYS[1], ARGV[2] .. '\n' .. meta .. '\n' .. ARGV[3], 'PX', ARGV[4])
 return 1

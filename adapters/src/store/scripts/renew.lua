@@ -1,10 +1,11 @@
--- Extends the lease of a pending record if the caller still owns it.
+-- Extends the lease of a pending record if the caller still owns it (redis_record.rs has the format).
 -- KEYS[1]  the record
--- ARGV     1 owner, 2 fence, 3 lease_until_ms
+-- ARGV     1 the owner's header prefix `pending|<fence>|<owner>|`, 2 the new header
 -- Returns  {1, pttl} when renewed, {0, 0} when ownership was lost.
-local f = redis.call('HMGET', KEYS[1], 'state', 'owner', 'fence')
-if f[1] ~= 'pending' or f[2] ~= ARGV[1] or f[3] ~= ARGV[2] then
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then
   return {0, 0}
 end
-redis.call('HSET', KEYS[1], 'lease_until_ms', ARGV[3])
+local first = string.find(v, '\n', 1, true)
+redis.call('SET', KEYS[1], ARGV[2] .. string.sub(v, first), 'KEEPTTL')
 return {1, redis.call('PTTL', KEYS[1])}
