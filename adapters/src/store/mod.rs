@@ -526,6 +526,11 @@ pub(crate) fn whole_millis(at: OffsetDateTime) -> OffsetDateTime {
     from_millis(to_millis(at))
 }
 
+/// `duration` in the stores' millisecond resolution ([`duration_millis`]), as a duration.
+fn ms_duration(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration_millis(duration)).unwrap_or(u64::MAX))
+}
+
 /// A duration in whole milliseconds, rounded up (so a non-zero duration never becomes 0).
 fn duration_millis(duration: Duration) -> i64 {
     let ms = duration.as_nanos().div_ceil(1_000_000);

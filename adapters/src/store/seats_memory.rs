@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::memory::MemoryStore;
-use super::{Swept, duration_millis, whole_millis};
+use super::{Swept, duration_millis, ms_duration, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
@@ -43,10 +43,6 @@ impl SeatsMemory {
     pub(super) fn len(&self) -> usize {
         self.lock().sessions.len()
     }
-}
-
-fn ms_duration(duration: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(duration_millis(duration)).unwrap_or(u64::MAX))
 }
 
 fn deadline(now: Instant, duration: Duration) -> Instant {
@@ -99,16 +95,12 @@ impl SeatsMemory {
                 SeatError::AlreadyExists
             });
         }
-        let new = NewSession {
-            now: whole_millis(new.now),
-            reservation_ttl: ms_duration(new.reservation_ttl),
-            ..new.clone()
-        };
-        let seats = SessionSeats::create(&new, Uuid::new_v4())?;
+        let now = whole_millis(new.now);
+        let seats = SessionSeats::create_at(new, Uuid::new_v4(), now, ms_duration(new.reservation_ttl))?;
         let keep_for = ms_duration(keep_for);
         let record = Record {
             seats: seats.clone(),
-            recorded_at: new.now,
+            recorded_at: now,
             keep_for,
             expires_at: deadline(clock, keep_for),
         };

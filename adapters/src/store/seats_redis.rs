@@ -45,7 +45,7 @@ use uuid::Uuid;
 use super::redis::{
     IndexAdded, RedisStore, bounded, bounded_store, err, hash_tag, queue_index_add, store_error,
 };
-use super::{duration_millis, from_millis, to_millis, whole_millis};
+use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
@@ -342,8 +342,8 @@ impl RedisStore {
         let now_ms = to_millis(new.now);
         // Times as Redis keeps them (milliseconds), so the answer is what a read returns.
         let now = from_millis(now_ms);
-        let reservation_ttl = Duration::from_millis(duration_millis(new.reservation_ttl) as u64);
-        let seats = match SessionSeats::create_at(new, Uuid::new_v4(), now, reservation_ttl) {
+        let seats = match SessionSeats::create_at(new, Uuid::new_v4(), now, ms_duration(new.reservation_ttl))
+        {
             Ok(seats) => seats,
             Err(refused) => return Ok(Err(refused)),
         };
