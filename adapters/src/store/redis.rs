@@ -14,7 +14,7 @@
 //! A record holds the match id, source, session id, request and acceptance time, its state
 //! (`pending` / `placed` / `failed`), its fence (kept across states, so a takeover of a retryable
 //! failure still raises it), while pending its owner and lease, and when done the outcome (the
-//! Assignment or Failure) and whether a failure is retryable. Times are ms since the Unix epoch,
+//! Assignment or Failure, which says whether a failure is retryable). Times are ms since the Unix epoch,
 //! taken from the caller's `now` (never Redis's `TIME`). Until session 11 records were HASHes
 //! under `<prefix>:placement:{…}` with the index `<prefix>:{placements}:pending`; the new names keep
 //! an old and a new instance from reading each other's records (README, upgrading).
@@ -296,7 +296,7 @@ impl RedisStore {
             let lease = Lease { owner: claim.owner.clone(), fence: 1 };
             return Ok(Some(ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: false }));
         };
-        let Stored { record, fence, retryable } = redis_record::parse(&existing)?;
+        let Stored { record, fence } = redis_record::parse(&existing)?;
         let outcome = match record.state {
             PlacementState::Pending { owner, lease_until, .. } if to_millis(lease_until) > now_ms => {
                 // Someone holds it: make sure the index shows their lease, not ours.
@@ -309,7 +309,7 @@ impl RedisStore {
                 self.drop_own_entry(claim, indexed, lease_until_ms).await?;
                 ClaimOutcome::Placed(assignment)
             }
-            PlacementState::Failed { failure } if !retryable => {
+            PlacementState::Failed { failure } if !failure.error.retryable => {
                 self.drop_own_entry(claim, indexed, lease_until_ms).await?;
                 ClaimOutcome::Failed(failure)
             }
@@ -399,7 +399,7 @@ impl RedisStore {
             .complete
             .key(self.keys.placement(match_id))
             .arg(redis_record::owner_prefix(lease.fence, &lease.owner))
-            .arg(redis_record::done_header(state, lease.fence, retryable))
+            .arg(redis_record::done_header(state, lease.fence))
             .arg(json)
             .arg(duration_millis(keep_for).max(1))
             .invoke_async(&mut connection)

@@ -3,10 +3,10 @@
 //! Redis several times more (bench/RESULTS.md, session 11).
 //!
 //! `<header>\n<meta JSON>[\n<outcome JSON>]`, where the header is
-//! `<state>|<fence>|<owner>|<lease_until_ms>|<retryable>`: state `pending`, `placed` or `failed`;
+//! `<state>|<fence>|<owner>|<lease_until_ms>`: state `pending`, `placed` or `failed`;
 //! `fence` kept across states (a takeover of a retryable failure still raises it); `owner` (with
 //! `%`, `|` and newlines percent-encoded, so that a header prefix names one owner) and
-//! `lease_until_ms` while pending, empty and 0 when done; `retryable` `1`/`0`. The meta line holds
+//! `lease_until_ms` while pending, empty and 0 when done. The meta line holds
 //! what was first accepted (`match_id`, `source`, `session_id`, `accepted_at_ms`, `request`) and is
 //! never rewritten; the outcome line is the Assignment or Failure. Compact JSON has no raw newline.
 //! The scripts that change a record compare a header prefix (`pending|<fence>|<owner>|`) and keep the
@@ -37,11 +37,10 @@ struct OwnedMeta {
     request: MatchRequest,
 }
 
-/// A record read back, with what the claim decides on besides the record.
+/// A record read back, with its fence (which a done record's state does not carry).
 pub(super) struct Stored {
     pub record: PlacementRecord,
     pub fence: u64,
-    pub retryable: bool,
 }
 
 /// The value a claim creates: pending, owned by the claimant with fence 1.
@@ -66,7 +65,7 @@ pub(super) fn taken_over_value(old: &str, fence: u64, owner: &str, lease_until_m
 
 /// The header of a pending record.
 pub(super) fn pending_header(fence: u64, owner: &str, lease_until_ms: i64) -> String {
-    format!("{}{lease_until_ms}|0", owner_prefix(fence, owner))
+    format!("{}{lease_until_ms}", owner_prefix(fence, owner))
 }
 
 /// The header prefix that says "pending, with this fence, owned by `owner`".
@@ -75,8 +74,8 @@ pub(super) fn owner_prefix(fence: u64, owner: &str) -> String {
 }
 
 /// The header of a final outcome.
-pub(super) fn done_header(state: &str, fence: u64, retryable: bool) -> String {
-    format!("{state}|{fence}||0|{}", u8::from(retryable))
+pub(super) fn done_header(state: &str, fence: u64) -> String {
+    format!("{state}|{fence}||0")
 }
 
 fn encode_owner(owner: &str) -> String {
@@ -106,7 +105,7 @@ pub(super) fn parse(value: &str) -> Result<Stored, StoreError> {
         None => (rest, None),
     };
     let fields: Vec<&str> = header.split('|').collect();
-    let [state, fence, owner, lease_until_ms, retryable] = fields[..] else {
+    let [state, fence, owner, lease_until_ms] = fields[..] else {
         return Err(corrupt(&format!("header {header:?}")));
     };
     let fence: u64 = fence.parse().map_err(|_| corrupt("the fence is not a number"))?;
@@ -140,7 +139,7 @@ pub(super) fn parse(value: &str) -> Result<Stored, StoreError> {
         accepted_at: from_millis(meta.accepted_at_ms),
         state,
     };
-    Ok(Stored { record, fence, retryable: retryable == "1" })
+    Ok(Stored { record, fence })
 }
 
 #[cfg(test)]
@@ -154,7 +153,7 @@ mod tests {
             let value = format!("{header}\n{{}}");
             assert_eq!(pending_lease(&value), Some(17), "{owner:?}");
             assert!(header.starts_with(&owner_prefix(3, owner)));
-            assert_eq!(header.split('|').count(), 5, "{owner:?}: {header}");
+            assert_eq!(header.split('|').count(), 4, "{owner:?}: {header}");
             assert_eq!(decode_owner(&encode_owner(owner)), owner);
         }
         // "a" must not pass for "a|b" (nor "a%" for "a%7Cb").
@@ -164,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_done_record_has_no_lease() {
-        assert_eq!(pending_lease(&format!("{}\n{{}}\n{{}}", done_header("placed", 2, false))), None);
-        assert_eq!(done_header("failed", 4, true), "failed|4||0|1");
+        assert_eq!(pending_lease(&format!("{}\n{{}}\n{{}}", done_header("placed", 2))), None);
+        assert_eq!(done_header("failed", 4), "failed|4||0");
     }
 }
