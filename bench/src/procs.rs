@@ -52,15 +52,18 @@ fn pause(proc: &Proc) -> Result<PausedBridge> {
     Ok(PausedBridge(pid))
 }
 
-/// The bridge on `port` with the bench's settings: the emulator, Redis database 0, its token,
-/// log level warn, then `env`.
-fn bridge_command(
+/// Starts `bridge_bin` on a free port with the bench's settings (the emulator at `emulator_url`,
+/// Redis database 0 on `redis_port`, its token, log level warn, then `env`) and waits until it is
+/// ready and wired to that emulator.
+async fn start_bridge(
+    name: &'static str,
     bridge_bin: &Path,
-    port: u16,
-    emulator_url: &str,
-    redis_port: u16,
-    env: &[(String, String)],
-) -> Command {
+    log: &Path,
+    (emulator_url, redis_port, env): (&str, u16, &[(String, String)]),
+    http: &reqwest::Client,
+) -> Result<Extra> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
     let mut command = clean_command(bridge_bin);
     command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -69,10 +72,14 @@ fn bridge_command(
         .env("BRIDGE_REDIS__URL", format!("redis://127.0.0.1:{redis_port}/0"))
         .env("BRIDGE_HTTP__TOKENS", format!("[\"{BRIDGE_TOKEN}\"]"))
         .env("BRIDGE_LOG__LEVEL", "warn");
-    for (name, value) in env {
-        command.env(name, value);
+    for (key, value) in env {
+        command.env(key, value);
     }
-    command
+    let mut bridge = Proc::spawn(name, command, log.to_path_buf())?;
+    let probe = format!("{url}/readyz");
+    bridge.wait_ready(Duration::from_secs(15), || http_ok(http, &probe, None)).await?;
+    check_bridge_wiring(http, &probe, emulator_url).await?;
+    Ok(Extra { url, proc: bridge })
 }
 
 fn signal(pid: libc::pid_t, signal: libc::c_int) -> Result<()> {
@@ -288,14 +295,14 @@ impl Stack {
         let probe = format!("{emulator_url}/available-location/demo-game");
         emulator.wait_ready(Duration::from_secs(10), || http_ok(http, &probe, Some(EMULATOR_TOKEN))).await?;
 
-        let bridge_port = free_port()?;
-        let bridge_url = format!("http://127.0.0.1:{bridge_port}");
-        let command =
-            bridge_command(&bridge_bin, bridge_port, &emulator_url, redis_port, &options.bridge_env);
-        let mut bridge = Proc::spawn("gameye-bridge", command, dir.path().join("bridge.log"))?;
-        let probe = format!("{bridge_url}/readyz");
-        bridge.wait_ready(Duration::from_secs(15), || http_ok(http, &probe, None)).await?;
-        check_bridge_wiring(http, &probe, &emulator_url).await?;
+        let Extra { url: bridge_url, proc: bridge } = start_bridge(
+            "gameye-bridge",
+            &bridge_bin,
+            &dir.path().join("bridge.log"),
+            (&emulator_url, redis_port, &options.bridge_env),
+            http,
+        )
+        .await?;
 
         Ok(Stack {
             emulator_url,
@@ -316,15 +323,14 @@ impl Stack {
         if !bridge_bin.is_file() {
             bail!("--baseline-bridge {}: no such file", bridge_bin.display());
         }
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let command = bridge_command(bridge_bin, port, &self.emulator_url, self.redis_port, &self.bridge_env);
-        let mut bridge =
-            Proc::spawn("baseline gameye-bridge", command, self.dir.path().join("baseline.log"))?;
-        let probe = format!("{url}/readyz");
-        bridge.wait_ready(Duration::from_secs(15), || http_ok(http, &probe, None)).await?;
-        check_bridge_wiring(http, &probe, &self.emulator_url).await?;
-        Ok(Extra { url, proc: bridge })
+        start_bridge(
+            "baseline gameye-bridge",
+            bridge_bin,
+            &self.dir.path().join("baseline.log"),
+            (&self.emulator_url, self.redis_port, &self.bridge_env),
+            http,
+        )
+        .await
     }
 
     /// The processes whose CPU time is accounted per phase (the bench itself first).
