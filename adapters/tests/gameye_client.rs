@@ -40,11 +40,11 @@ async fn set_faults(emulator: &RunningEmulator, rules: serde_json::Value) {
     assert!(response.status().is_success(), "setting faults: {}", response.status());
 }
 
-fn create(id: &str, location: &str) -> CreateSession {
+fn create(id: &str, location: &str) -> CreateSession<'static> {
     CreateSession {
         id: Some(id.to_owned()),
-        location: location.to_owned(),
-        image: "demo-game".to_owned(),
+        location: location.to_owned().into(),
+        image: "demo-game".into(),
         ttl: Some(Duration::from_secs(3600)),
         ..Default::default()
     }
@@ -55,8 +55,8 @@ async fn create_describe_list_join_leave_stop_round_trip() {
     let emulator = emulator().await;
     let client = client_for(&emulator, DEFAULT_TOKEN);
     let mut body = create("11111111-1111-4111-8111-111111111111", "eu-west-1");
-    body.labels.insert("gameye-bridge.match".into(), "m-1".into());
-    body.env.insert("MODE".into(), "ranked".into());
+    body.labels.to_mut().insert("gameye-bridge.match".into(), "m-1".into());
+    body.env.to_mut().insert("MODE".into(), "ranked".into());
 
     let created = client.create_session(&body).await.unwrap();
     assert_eq!(created.id.as_deref(), Some("11111111-1111-4111-8111-111111111111"));
@@ -151,7 +151,7 @@ async fn each_status_is_classified() {
 
     // 422: Gameye rejects empty env values.
     let mut invalid = create("s-422", "eu-west-1");
-    invalid.env.insert("EMPTY".into(), String::new());
+    invalid.env.to_mut().insert("EMPTY".into(), String::new());
     let error = client.create_session(&invalid).await.unwrap_err();
     assert_eq!(
         (error.status(), error.class(), error.is_retryable()),
@@ -323,8 +323,8 @@ async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
     let ids: Vec<String> = (0..3000).map(|n| format!("00000000-0000-4000-8000-{n:012}")).collect();
     let creates = ids.iter().map(|id| {
         let mut body = create(id, &location);
-        body.labels.insert("gameye-bridge.deployment".into(), "streamed".into());
-        body.labels.insert("padding".into(), "x".repeat(200));
+        body.labels.to_mut().insert("gameye-bridge.deployment".into(), "streamed".into());
+        body.labels.to_mut().insert("padding".into(), "x".repeat(200));
         let client = client.clone();
         async move { client.create_session(&body).await.map(|_| ()) }
     });

@@ -14,16 +14,17 @@ use crate::{Assignment, Failure, MatchRequest, Port};
 // ---------------------------------------------------------------------------------------------
 // Gameye
 
-/// What the engine asks Gameye to start.
+/// What the engine asks Gameye to start. Borrows from the match request: it lives for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionSpec {
+pub struct SessionSpec<'a> {
     pub session_id: Uuid,
-    pub location: String,
-    pub image: String,
-    pub version: Option<String>,
+    pub location: &'a str,
+    pub image: &'a str,
+    pub version: Option<&'a str>,
     /// Container environment: may hold secrets, never log it.
-    pub env: BTreeMap<String, String>,
-    pub args: Vec<String>,
+    pub env: &'a BTreeMap<String, String>,
+    pub args: &'a [String],
+    /// The request's labels plus the bridge's own.
     pub labels: BTreeMap<String, String>,
     pub ttl: Duration,
 }
@@ -86,7 +87,7 @@ pub trait SessionApi: Send + Sync + 'static {
     /// `POST /session` with the spec's fixed id.
     fn create_session(
         &self,
-        spec: &SessionSpec,
+        spec: &SessionSpec<'_>,
     ) -> impl Future<Output = Result<StartedSession, SessionApiError>> + Send;
 
     /// `GET /session/{id}`: used when a create answered 409 (an earlier attempt won) or omitted ports.

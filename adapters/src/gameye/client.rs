@@ -39,6 +39,8 @@ impl GameyeClientConfig {
 pub struct GameyeClient {
     http: reqwest::Client,
     base: Url,
+    /// `{base}session`, built once: every placement posts there.
+    session_url: Url,
     auth: HeaderValue,
     request_timeout: Duration,
     metrics: Option<GameyeMetrics>,
@@ -80,7 +82,8 @@ impl GameyeClient {
             .user_agent(concat!("gameye-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GameyeError::Config(e.to_string()))?;
-        Ok(Self { http, base, auth, request_timeout: config.request_timeout, metrics })
+        let session_url = url_with(&base, &["session"]);
+        Ok(Self { http, base, session_url, auth, request_timeout: config.request_timeout, metrics })
     }
 
     pub fn base_url(&self) -> &str {
@@ -88,8 +91,8 @@ impl GameyeClient {
     }
 
     /// `POST /session` (session-run).
-    pub async fn create_session(&self, body: &CreateSession) -> Result<SessionCreated, GameyeError> {
-        let request = self.request(Method::POST, &["session"]).json(body);
+    pub async fn create_session(&self, body: &CreateSession<'_>) -> Result<SessionCreated, GameyeError> {
+        let request = self.request_to(Method::POST, self.session_url.clone()).json(body);
         self.call_json("session-run", request).await
     }
 
@@ -206,13 +209,10 @@ impl GameyeClient {
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        let mut url = self.base.clone();
-        {
-            // Segments are percent-encoded one by one: a session id can never reach another path.
-            let mut path = url.path_segments_mut().expect("http(s) URLs have paths");
-            path.pop_if_empty();
-            path.extend(segments);
-        }
+        self.request_to(method, url_with(&self.base, segments))
+    }
+
+    fn request_to(&self, method: Method, url: Url) -> RequestBuilder {
         self.http.request(method, url).header(AUTHORIZATION, self.auth.clone()).timeout(self.request_timeout)
     }
 
@@ -303,6 +303,18 @@ impl GameyeClient {
             metrics.calls.get_or_create(&CallLabels { operation, status }).inc();
         }
     }
+}
+
+/// `base` with `segments` appended, each percent-encoded on its own: a session id can never reach
+/// another path.
+fn url_with(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    {
+        let mut path = url.path_segments_mut().expect("http(s) URLs have paths");
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    url
 }
 
 /// A non-success answer: Gameye's error body when it is one, else the start of whatever came.

@@ -1,6 +1,7 @@
 //! The core's `SessionApi` port over the Gameye client, with the short per-image cache of
 //! available locations (one request in flight per image).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,22 +57,22 @@ impl SessionApi for GameyeSessionApi {
         *self.locations.entry(image).value.lock().expect("location cache poisoned") = None;
     }
 
-    async fn create_session(&self, spec: &SessionSpec) -> Result<StartedSession, SessionApiError> {
+    async fn create_session(&self, spec: &SessionSpec<'_>) -> Result<StartedSession, SessionApiError> {
         let body = CreateSession {
             id: Some(spec.session_id.to_string()),
-            location: spec.location.clone(),
-            image: spec.image.clone(),
-            tag: spec.version.clone(),
-            env: spec.env.clone(),
-            args: spec.args.clone(),
-            labels: spec.labels.clone(),
+            location: spec.location.into(),
+            image: spec.image.into(),
+            tag: spec.version.map(Cow::Borrowed),
+            env: Cow::Borrowed(spec.env),
+            args: Cow::Borrowed(spec.args),
+            labels: Cow::Borrowed(&spec.labels),
             restart: None,
             ttl: Some(spec.ttl),
             external_id: None,
         };
         let created = self.client.create_session(&body).await.map_err(port_error)?;
         Ok(StartedSession {
-            location: spec.location.clone(),
+            location: spec.location.to_owned(),
             host: created.host,
             ports: created.ports.into_iter().map(core_port).collect(),
             players: Vec::new(),

@@ -1,6 +1,7 @@
 //! Gameye Session API wire types, as the official OpenAPI document (v1.2.1) and the live API's
 //! observed quirks have them. Field names are Gameye's; Rust names explain them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -8,22 +9,23 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Body of `POST /session`. Empty optional fields are omitted: the API rejects unknown fields
-/// and empty env values or args.
+/// and empty env values or args. Borrowed or owned (`Cow`): the placement path serializes the
+/// request's own values without copying them.
 #[derive(Clone, Default, Serialize)]
-pub struct CreateSession {
+pub struct CreateSession<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    pub location: String,
-    pub image: String,
+    pub location: Cow<'a, str>,
+    pub image: Cow<'a, str>,
     #[serde(rename = "version", skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
+    pub tag: Option<Cow<'a, str>>,
     /// Container environment. A secret: `Debug` shows only its keys.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "is_empty_map")]
+    pub env: Cow<'a, BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub args: Cow<'a, [String]>,
+    #[serde(skip_serializing_if = "is_empty_map")]
+    pub labels: Cow<'a, BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart: Option<bool>,
     #[serde(serialize_with = "serialize_ttl", skip_serializing_if = "Option::is_none")]
@@ -32,7 +34,11 @@ pub struct CreateSession {
     pub external_id: Option<String>,
 }
 
-impl fmt::Debug for CreateSession {
+fn is_empty_map(map: &BTreeMap<String, String>) -> bool {
+    map.is_empty()
+}
+
+impl fmt::Debug for CreateSession<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CreateSession")
             .field("id", &self.id)
@@ -458,7 +464,7 @@ mod tests {
             ttl: Some(Duration::from_secs(5400)),
             ..Default::default()
         };
-        body.env.insert("SECRET".into(), "hunter2".into());
+        body.env.to_mut().insert("SECRET".into(), "hunter2".into());
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(
             json,

@@ -169,7 +169,7 @@ where
         }
     }
 
-    fn spec(&self, record: &PlacementRecord, image: &str, location: &str) -> SessionSpec {
+    fn spec<'a>(&'a self, record: &'a PlacementRecord, image: &'a str, location: &'a str) -> SessionSpec<'a> {
         let request = &record.request;
         let mut labels = request.labels.clone();
         labels.insert(MATCH_LABEL.to_owned(), record.match_id.clone());
@@ -177,11 +177,11 @@ where
         labels.insert(DEPLOYMENT_LABEL.to_owned(), self.settings.deployment.clone());
         SessionSpec {
             session_id: record.session_id,
-            location: location.to_owned(),
-            image: image.to_owned(),
-            version: request.version.clone().or_else(|| self.settings.default_version.clone()),
-            env: request.env.clone(),
-            args: request.args.clone(),
+            location,
+            image,
+            version: request.version.as_deref().or(self.settings.default_version.as_deref()),
+            env: &request.env,
+            args: &request.args,
             labels,
             ttl: request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl),
         }
