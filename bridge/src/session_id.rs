@@ -12,7 +12,7 @@ pub const SESSION_NAMESPACE: Uuid = Uuid::from_u128(0x1197a711_3b1e_4de1_9fa8_32
 /// The same inputs always give the same id, which is what makes a duplicate delivery find the
 /// session an earlier attempt created (Gameye answers 409 to a reused id) instead of creating another.
 pub fn session_id(source: &str, match_id: &str) -> Uuid {
-    let name = format!("{source}:{match_id}");
+    let name = [source, ":", match_id].concat();
     Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes())
 }
 

@@ -125,7 +125,7 @@ impl MatchRequest {
     }
 
     fn check(&self) -> Result<(), InvalidRequest> {
-        check_text("match_id", &self.match_id, MAX_MATCH_ID_CHARS)?;
+        check_text(|| "match_id".into(), &self.match_id, MAX_MATCH_ID_CHARS)?;
         if self.match_id.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
             return Err(InvalidRequest::invalid(
                 "match_id",
@@ -133,10 +133,10 @@ impl MatchRequest {
             ));
         }
         if let Some(image) = &self.image {
-            check_text("image", image, MAX_NAME_CHARS)?;
+            check_text(|| "image".into(), image, MAX_NAME_CHARS)?;
         }
         if let Some(version) = &self.version {
-            check_text("version", version, MAX_NAME_CHARS)?;
+            check_text(|| "version".into(), version, MAX_NAME_CHARS)?;
         }
         self.check_players()?;
         if let Some(locations) = &self.locations {
@@ -164,24 +164,26 @@ impl MatchRequest {
             ));
         }
         let mut seen = HashSet::new();
+        // Field paths are built only for an error: formatting them is most of a valid request's
+        // validation cost.
         for (index, player) in self.players.iter().enumerate() {
-            let field = format!("players[{index}]");
-            check_text(&format!("{field}.id"), &player.id, MAX_MATCH_ID_CHARS)?;
+            let field = |rest: &str| format!("players[{index}]{rest}");
+            check_text(|| field(".id"), &player.id, MAX_MATCH_ID_CHARS)?;
             if !seen.insert(player.id.as_str()) {
                 return Err(InvalidRequest::invalid(
-                    format!("{field}.id"),
+                    field(".id"),
                     format!("player {:?} is listed twice", player.id),
                 ));
             }
             if let Some(team) = &player.team {
-                check_text(&format!("{field}.team"), team, MAX_NAME_CHARS)?;
+                check_text(|| field(".team"), team, MAX_NAME_CHARS)?;
             }
             for (location, &ms) in &player.latencies {
-                let field = format!("{field}.latencies{}", key_segment(location, false));
-                check_text(&field, location, MAX_NAME_CHARS)?;
+                let field = || field(&format!(".latencies{}", key_segment(location, false)));
+                check_text(field, location, MAX_NAME_CHARS)?;
                 if ms > MAX_LATENCY_MS {
                     return Err(InvalidRequest::invalid(
-                        field,
+                        field(),
                         format!("must be at most {MAX_LATENCY_MS} ms"),
                     ));
                 }
@@ -192,12 +194,12 @@ impl MatchRequest {
 
     fn check_container_settings(&self) -> Result<(), InvalidRequest> {
         for (key, value) in &self.env {
-            let field = format!("env{}", key_segment(key, false));
+            let field = || format!("env{}", key_segment(key, false));
             if key.is_empty() || key.contains(['=', '\0']) {
-                return Err(InvalidRequest::invalid(field, "names must be non-empty, without '=' or NUL"));
+                return Err(InvalidRequest::invalid(field(), "names must be non-empty, without '=' or NUL"));
             }
             if value.is_empty() || value.contains('\0') {
-                return Err(InvalidRequest::invalid(field, "values must be non-empty, without NUL"));
+                return Err(InvalidRequest::invalid(field(), "values must be non-empty, without NUL"));
             }
         }
         for (index, arg) in self.args.iter().enumerate() {
@@ -209,13 +211,13 @@ impl MatchRequest {
             }
         }
         for key in self.labels.keys() {
-            let field = format!("labels{}", key_segment(key, false));
+            let field = || format!("labels{}", key_segment(key, false));
             if key.is_empty() {
-                return Err(InvalidRequest::invalid(field, "names must be non-empty"));
+                return Err(InvalidRequest::invalid(field(), "names must be non-empty"));
             }
             if RESERVED_LABEL_KEYS.contains(&key.as_str()) {
                 return Err(InvalidRequest::invalid(
-                    field,
+                    field(),
                     "is reserved: Gameye reports its own data under this label",
                 ));
             }
@@ -233,25 +235,26 @@ fn check_locations(locations: &[String]) -> Result<(), InvalidRequest> {
     }
     let mut seen = HashSet::new();
     for (index, location) in locations.iter().enumerate() {
-        let field = format!("locations[{index}]");
-        check_text(&field, location, MAX_NAME_CHARS)?;
+        let field = || format!("locations[{index}]");
+        check_text(field, location, MAX_NAME_CHARS)?;
         if !seen.insert(location.as_str()) {
-            return Err(InvalidRequest::invalid(field, format!("lists {location:?} twice")));
+            return Err(InvalidRequest::invalid(field(), format!("lists {location:?} twice")));
         }
     }
     Ok(())
 }
 
-/// Non-empty, at most `max_chars` characters, no control characters.
-fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), InvalidRequest> {
-    if value.is_empty() {
-        return Err(InvalidRequest::invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max_chars {
-        return Err(InvalidRequest::invalid(field, format!("must be at most {max_chars} characters")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(InvalidRequest::invalid(field, "must not contain control characters"));
-    }
-    Ok(())
+/// Non-empty, at most `max_chars` characters, no control characters. `field` names the value in
+/// the error.
+fn check_text(field: impl FnOnce() -> String, value: &str, max_chars: usize) -> Result<(), InvalidRequest> {
+    let problem = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.chars().count() > max_chars {
+        format!("must be at most {max_chars} characters")
+    } else if value.chars().any(char::is_control) {
+        "must not contain control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(InvalidRequest::invalid(field(), problem))
 }
