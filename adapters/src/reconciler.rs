@@ -628,7 +628,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                 version: session.version.clone(),
                 location: session.location.clone(),
                 labels: session.labels.clone(),
-                metadata: serde_json::to_value(&metadata).unwrap_or_default(),
+                metadata: bridge::seats::JsonText::of(&metadata).unwrap_or_default(),
             },
             players: Vec::new(),
             joined,

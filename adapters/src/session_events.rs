@@ -345,7 +345,7 @@ mod tests {
                 version: Some("1.0.0".into()),
                 location: "eu-west-1".into(),
                 labels: [("mode".to_owned(), "duel".to_owned())].into(),
-                metadata: serde_json::to_value(metadata).unwrap(),
+                metadata: bridge::seats::JsonText::of(&metadata).unwrap(),
             },
             joined: ["p1".to_owned(), "p2".to_owned()].into(),
             reservations: [

@@ -161,7 +161,7 @@ async fn a_recorded_session_missing_from_the_listing_but_running_is_not_ended() 
             version: None,
             location: "eu-west-1".to_owned(),
             labels: Default::default(),
-            metadata: json!({"match_id": "m-old"}),
+            metadata: bridge::seats::JsonText::of(&json!({"match_id": "m-old"})).unwrap(),
         },
         players: Vec::new(),
         joined: Vec::new(),

@@ -132,7 +132,10 @@ fn info(image: &str, location: &str) -> SessionInfo {
         version: Some("1.10".to_owned()),
         location: location.to_owned(),
         labels: BTreeMap::from([("mode".to_owned(), "ranked".to_owned())]),
-        metadata: serde_json::json!({"host": "203.0.113.7", "ports": [{"container": 7777, "host": 20001}]}),
+        metadata: bridge::seats::JsonText::of(
+            &serde_json::json!({"host": "203.0.113.7", "ports": [{"container": 7777, "host": 20001}]}),
+        )
+        .unwrap(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::duration_millis;
-use super::redis::{RedisStore, bounded_store, err, hash_tag};
+use super::redis::{RedisStore, bounded_store, err, tagged_key};
 use bridge::ports::{LeaseStore, StoreError};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
@@ -38,7 +38,7 @@ return 1
 });
 
 fn lease_key(prefix: &str, name: &str) -> String {
-    format!("{prefix}:lease:{{{}}}", hash_tag(name))
+    tagged_key(prefix, "lease", name)
 }
 
 impl LeaseStore for RedisStore {

@@ -43,13 +43,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::redis::{
-    IndexAdded, RedisStore, bounded, bounded_store, err, hash_tag, queue_index_add, store_error,
+    IndexAdded, RedisStore, bounded, bounded_store, err, queue_index_add, store_error, tagged_key,
 };
 use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
 use bridge::seats::{
-    Ended, ExpiredReservation, Joined, Left, NewSession, Reservation, Reserved, SeatError, SeatResult,
-    SessionInfo, SessionSeats, SessionStatus,
+    Ended, ExpiredReservation, Joined, JsonText, Left, NewSession, Reservation, Reserved, SeatError,
+    SeatResult, SessionInfo, SessionSeats, SessionStatus,
 };
 
 macro_rules! seat_script {
@@ -94,15 +94,15 @@ type Reply = (String, Vec<String>, HashMap<String, String>, i64);
 // Keys
 
 pub(super) fn seats_key(prefix: &str, session_id: Uuid) -> String {
-    format!("{prefix}:seats:{{{}}}", hash_tag(&session_id.to_string()))
+    tagged_key(prefix, "seats", session_id.as_hyphenated().encode_lower(&mut Uuid::encode_buffer()))
 }
 
 pub(super) fn all_index(prefix: &str) -> String {
-    format!("{prefix}:{{seats}}:sessions")
+    [prefix, ":{seats}:sessions"].concat()
 }
 
 pub(super) fn image_index(prefix: &str, image: &str) -> String {
-    format!("{prefix}:seats-image:{{{}}}", hash_tag(image))
+    tagged_key(prefix, "seats-image", image)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,38 +131,32 @@ fn reservation_value(reservation: &Reservation) -> Result<String, StoreError> {
     Ok(format!("{}|{}", to_millis(reservation.expires_at), json(&reservation.players)?))
 }
 
-/// The record's fields for a new session.
-fn record_fields(seats: &SessionSeats, keep_ms: i64) -> Result<Vec<String>, StoreError> {
-    let mut fields = vec![
-        "session_id".to_owned(),
-        seats.session_id.to_string(),
-        "capacity".to_owned(),
-        seats.capacity.to_string(),
-        "status".to_owned(),
-        seats.status.as_str().to_owned(),
-        "image".to_owned(),
-        seats.info.image.clone(),
-        "version".to_owned(),
-        json(&seats.info.version)?,
-        "location".to_owned(),
-        seats.info.location.clone(),
-        "labels".to_owned(),
-        json(&seats.info.labels)?,
-        "metadata".to_owned(),
-        json(&seats.info.metadata)?,
-        "keep_ms".to_owned(),
-        keep_ms.to_string(),
-    ];
+/// The record's fields for a new session, each handed to `field` as (name, value): written
+/// straight into the script's arguments, without a list of owned strings between.
+fn record_fields(
+    seats: &SessionSeats,
+    keep_ms: i64,
+    mut field: impl FnMut(&str, &str),
+) -> Result<(), StoreError> {
+    field("session_id", seats.session_id.as_hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    field("capacity", &seats.capacity.to_string());
+    field("status", seats.status.as_str());
+    field("image", &seats.info.image);
+    field("version", &json(&seats.info.version)?);
+    field("location", &seats.info.location);
+    field("labels", &json(&seats.info.labels)?);
+    field("metadata", seats.info.metadata.as_str());
+    field("keep_ms", &keep_ms.to_string());
     for player in &seats.joined {
-        fields.extend([format!("j:{player}"), "1".to_owned()]);
+        field(&format!("j:{player}"), "1");
     }
     for (id, reservation) in &seats.reservations {
-        fields.extend([format!("r:{id}"), reservation_value(reservation)?]);
+        field(&format!("r:{id}"), &reservation_value(reservation)?);
     }
     for (player, order) in &seats.last_order {
-        fields.extend([format!("q:{player}"), order.to_string()]);
+        field(&format!("q:{player}"), &order.to_string());
     }
-    Ok(fields)
+    Ok(())
 }
 
 /// A session's seats from its HASH fields (`None` for an absent key).
@@ -182,7 +176,7 @@ fn parse_seats(mut fields: HashMap<String, String>) -> Result<Option<SessionSeat
     let unreadable = |what: &str, e: serde_json::Error| corrupt(&session, &format!("unreadable {what}: {e}"));
     let version = serde_json::from_str(&take("version")?).map_err(|e| unreadable("version", e))?;
     let labels = serde_json::from_str(&take("labels")?).map_err(|e| unreadable("labels", e))?;
-    let metadata = serde_json::from_str(&take("metadata")?).map_err(|e| unreadable("metadata", e))?;
+    let metadata = JsonText::parse(take("metadata")?).map_err(|e| unreadable("metadata", e))?;
     let mut seats = SessionSeats {
         session_id,
         capacity,
@@ -351,14 +345,14 @@ impl RedisStore {
         let member = new.session_id.to_string();
         let mut create = SCRIPTS.create.key(seats_key(self.prefix(), new.session_id));
         create.arg(now_ms).arg(keep_ms);
-        for field in record_fields(&seats, keep_ms)? {
-            create.arg(field);
-        }
+        record_fields(&seats, keep_ms, |name, value| {
+            create.arg(name).arg(value);
+        })?;
         // Index first: a session created but never indexed would be missed by backfill (an entry
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
         // runs in order, and a script Redis lost after a restart is repaired by the sequential
         // path, which loads it; both steps are idempotent.
-        let mut pipe = redis::pipe();
+        let mut pipe = redis::Pipeline::with_capacity(7);
         for index in [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)] {
             queue_index_add(&mut pipe, &index, &member, now_ms, index_ttl, true);
         }
@@ -878,7 +872,7 @@ mod tests {
                 version: Some("1.10".into()),
                 location: "eu".into(),
                 labels: BTreeMap::from([("mode".into(), "x|y".into())]),
-                metadata: serde_json::json!({"host": "203.0.113.7", "ports": [7777]}),
+                metadata: JsonText::of(&serde_json::json!({"host": "203.0.113.7", "ports": [7777]})).unwrap(),
             },
             joined: BTreeSet::from(["j:odd|name".to_owned(), String::new()]),
             reservations: BTreeMap::new(),
@@ -890,9 +884,11 @@ mod tests {
         };
         seats.reservations.insert(Uuid::from_u128(9), reservation);
         seats.last_order = BTreeMap::from([("q:odd".to_owned(), u64::MAX), ("gone".to_owned(), 1)]);
-        let fields = record_fields(&seats, 60_000).unwrap();
-        let map: HashMap<String, String> =
-            fields.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+        let mut map = HashMap::new();
+        record_fields(&seats, 60_000, |name, value| {
+            map.insert(name.to_owned(), value.to_owned());
+        })
+        .unwrap();
         assert_eq!(parse_seats(map).unwrap(), Some(seats));
         assert_eq!(parse_seats(HashMap::new()).unwrap(), None);
     }

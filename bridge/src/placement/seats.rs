@@ -15,8 +15,8 @@ use super::engine::{Engine, PlaceError};
 use super::service::BoxFuture;
 use crate::ports::{Clock, SeatChange, SessionApi, SessionApiError, StateStore, StoreError};
 use crate::seats::{
-    BackfillCandidate, BackfillPlayer, BackfillQuery, Joined, Left, NewSession, Reserved, SeatError,
-    SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
+    BackfillCandidate, BackfillPlayer, BackfillQuery, Joined, JsonText, Left, NewSession, Reserved,
+    SeatError, SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
 };
 use crate::{Assignment, MatchRequest, Port};
 
@@ -32,10 +32,20 @@ pub struct SessionMetadata {
     pub placed_at: OffsetDateTime,
 }
 
+/// [`SessionMetadata`] as a placement writes it, borrowed from the assignment.
+#[derive(Serialize)]
+struct NewMetadata<'a> {
+    match_id: &'a str,
+    host: &'a str,
+    ports: &'a [Port],
+    #[serde(with = "time::serde::rfc3339")]
+    placed_at: OffsetDateTime,
+}
+
 impl SessionMetadata {
     /// The metadata of `seats`, when it holds any (records written by this engine always do).
     pub fn of(seats: &SessionSeats) -> Option<Self> {
-        serde_json::from_value(seats.info.metadata.clone()).ok()
+        seats.info.metadata.decode()
     }
 }
 
@@ -158,10 +168,10 @@ where
     /// already (or ended) is left alone.
     pub(super) async fn record_seats(&self, request: &MatchRequest, assignment: &Assignment) {
         let seats = &self.settings.seats;
-        let metadata = SessionMetadata {
-            match_id: assignment.match_id.clone(),
-            host: assignment.host.clone(),
-            ports: assignment.ports.clone(),
+        let metadata = NewMetadata {
+            match_id: &assignment.match_id,
+            host: &assignment.host,
+            ports: &assignment.ports,
             placed_at: assignment.placed_at,
         };
         let ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
@@ -174,7 +184,7 @@ where
                 version: request.version.clone().or_else(|| self.settings.default_version.clone()),
                 location: assignment.location.clone(),
                 labels: request.labels.clone(),
-                metadata: serde_json::to_value(&metadata).unwrap_or_default(),
+                metadata: JsonText::of(&metadata).unwrap_or_default(),
             },
             players: assignment.players.clone(),
             joined: Vec::new(),

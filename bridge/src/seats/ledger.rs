@@ -40,9 +40,56 @@ impl SessionStatus {
     }
 }
 
-/// What a session is, fixed at creation: what backfill filters on, plus `metadata`, an opaque JSON
-/// value the seat ledger stores and returns untouched (connection details such as host and ports,
-/// the match id, whatever the caller needs to answer a backfill with).
+/// JSON text, valid by construction, kept as text: the seat ledger stores and returns it untouched,
+/// so a placement serializes its metadata once and a store writes or reads it without decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(String);
+
+impl JsonText {
+    /// `value` as JSON text.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_string(value).map(Self)
+    }
+
+    /// `text` when it is one JSON value.
+    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The text decoded as `T`, when it is one.
+    pub fn decode<'de, T: Deserialize<'de>>(&'de self) -> Option<T> {
+        serde_json::from_str(&self.0).ok()
+    }
+}
+
+impl Default for JsonText {
+    fn default() -> Self {
+        Self("null".to_owned())
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value: serde_json::Value = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        value.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Self::of(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a session is, fixed at creation: what backfill filters on, plus `metadata`, opaque JSON
+/// the seat ledger stores and returns untouched (connection details such as host and ports, the
+/// match id, whatever the caller needs to answer a backfill with).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub image: String,
@@ -52,7 +99,7 @@ pub struct SessionInfo {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub metadata: serde_json::Value,
+    pub metadata: JsonText,
 }
 
 /// Seats held for players who have not joined yet.
