@@ -1,6 +1,7 @@
--- Creates a session's record unless it exists. Standalone, unlike the other seats_*.lua scripts
--- (not prepended with seats_lib.lua): every placement runs it, and defining the library's
--- functions, copying ARGV into a new table and a defensive DEL cost Redis more than the record.
+-- Creates a session's record unless it exists. A new session's record is created with plain
+-- commands (staged, then RENAMENX: seats_redis.rs); this script runs when that rename found a key
+-- there, to answer which kind (or to create over a hash that is not the bridge's). Standalone,
+-- unlike the other seats_*.lua scripts (not prepended with seats_lib.lua): it needs none of it.
 -- KEYS[1]  the session's record `<prefix>:seats:{<session_id>}`
 -- ARGV     1 now_ms, 2 keep_ms, 3.. field/value pairs of the new record (seats_lib.lua's fields,
 --          without indexed_until_ms, which this script adds on Redis's clock)
