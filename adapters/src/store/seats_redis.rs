@@ -30,8 +30,8 @@
 //! (per index `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its
 //! record is created (same pipeline), and again whenever a script reports that the record could
 //! outlive the indexes (the record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`,
-//! on Redis's clock like the TTLs, so this costs a round trip about once per `keep_for`, not per
-//! operation); it is removed when the session ends, and `list_sessions` re-reads every listed
+//! on Redis's clock like the TTLs; at creation on this host's clock, less half a `keep_ms` for skew;
+//! so this costs a round trip about once per `keep_for`, not per operation); it is removed when the session ends, and `list_sessions` re-reads every listed
 //! record and drops entries whose record is gone or ended. A failed index refresh after a change
 //! is logged, not reported (the change is made).
 //!
