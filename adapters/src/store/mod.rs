@@ -526,6 +526,18 @@ pub(crate) fn whole_millis(at: OffsetDateTime) -> OffsetDateTime {
     from_millis(to_millis(at))
 }
 
+/// Appends `text` with each of `special` (ASCII characters, `%` among them) written as `%XX`: the
+/// Redis store's escaping of ids in hash tags and of owners in record headers.
+fn push_percent_encoded(out: &mut String, text: &str, special: &[char]) {
+    for c in text.chars() {
+        if special.contains(&c) {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+}
+
 /// `duration` in the stores' millisecond resolution ([`duration_millis`]), as a duration.
 fn ms_duration(duration: Duration) -> Duration {
     Duration::from_millis(u64::try_from(duration_millis(duration)).unwrap_or(u64::MAX))

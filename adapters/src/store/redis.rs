@@ -55,7 +55,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::redis_record::{self, Stored};
-use super::{duration_millis, from_millis, lease_until_millis, to_millis};
+use super::{duration_millis, from_millis, lease_until_millis, push_percent_encoded, to_millis};
 use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StoreError, TicketStatus, TicketStore,
@@ -327,7 +327,6 @@ impl RedisStore {
                 let fence = fence + 1;
                 let taken = redis_record::taken_over_value(&existing, fence, &claim.owner, lease_until_ms)
                     .ok_or_else(|| StoreError::permanent("redis claim: a record without its meta line"))?;
-                let mut connection = self.connection.clone();
                 let swapped: bool = SCRIPTS
                     .takeover
                     .key(&key)
@@ -848,15 +847,8 @@ pub(super) fn tagged_key(prefix: &str, kind: &str, id: &str) -> String {
 fn push_hash_tag(out: &mut String, id: &str) {
     if id.is_empty() {
         out.push('%');
-        return;
-    }
-    for c in id.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
+    } else {
+        push_percent_encoded(out, id, &['%', '{', '}']);
     }
 }
 

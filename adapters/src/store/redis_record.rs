@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::from_millis;
+use super::{from_millis, push_percent_encoded};
 use bridge::MatchRequest;
 use bridge::ports::{Claim, PlacementRecord, PlacementState, StoreError};
 
@@ -97,14 +97,7 @@ pub(super) fn done_header(state: &str, fence: u64) -> String {
 }
 
 fn push_encoded_owner(out: &mut String, owner: &str) {
-    for c in owner.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '|' => out.push_str("%7C"),
-            '\n' => out.push_str("%0A"),
-            c => out.push(c),
-        }
-    }
+    push_percent_encoded(out, owner, &['%', '|', '\n']);
 }
 
 fn decode_owner(encoded: &str) -> String {

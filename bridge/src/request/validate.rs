@@ -179,11 +179,11 @@ impl MatchRequest {
                 check_text(|| field(".team"), team, MAX_NAME_CHARS)?;
             }
             for (location, &ms) in &player.latencies {
-                let field = || field(&format!(".latencies{}", key_segment(location, false)));
-                check_text(field, location, MAX_NAME_CHARS)?;
+                let latency_field = || field(&format!(".latencies{}", key_segment(location, false)));
+                check_text(latency_field, location, MAX_NAME_CHARS)?;
                 if ms > MAX_LATENCY_MS {
                     return Err(InvalidRequest::invalid(
-                        field(),
+                        latency_field(),
                         format!("must be at most {MAX_LATENCY_MS} ms"),
                     ));
                 }
