@@ -15,10 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
+use std::convert::Infallible;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::{Router, ServiceExt};
+use tower::{Service, ServiceBuilder};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -48,9 +51,29 @@ pub struct OpsState {
     pub registry: Registry,
 }
 
+/// What [`router`] builds and [`serve`] serves: the routes behind the shared layers.
+pub trait App:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + Sync + 'static
+{
+}
+
+impl<S> App for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The router with `/healthz`, `/readyz`, `/metrics`, plus `api` (the `/v1` routes) behind the
 /// shared layers: request id, JSON errors, body limit, tracing.
-pub fn router(ops: OpsState, api: Router, body_limit: usize) -> Router {
+///
+/// The layers wrap the router as a whole rather than each route (`Router::layer`): a layered route
+/// is a box per layer, and axum clones a route's boxes for every request (~24 boxed clones a
+/// request, ~2 % of the bridge's instructions per placement). Wrapped once, a request clones the
+/// stack's plain fields and the router's `Arc`. The fallback (404) passes through them all the same.
+pub fn router(ops: OpsState, api: Router, body_limit: usize) -> impl App {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let registry = Arc::new(ops.registry);
     let ops_routes = Router::new()
@@ -59,15 +82,19 @@ pub fn router(ops: OpsState, api: Router, body_limit: usize) -> Router {
         .route("/metrics", get(metrics).with_state(registry))
         .route("/healthz", get(health::healthz))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }));
-    Router::new()
+    let routes = Router::new()
         .merge(ops_routes)
         .merge(api)
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(axum::middleware::from_fn(render_errors))
+        .fallback(|| async { ApiError::not_found("no such route") });
+    // Outermost first.
+    ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id))
         .layer(TraceLayer::new_for_http())
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(render_errors))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .service(routes)
 }
 
 /// `/v1` routes of the generic HTTP door, behind bearer-token authentication.
@@ -112,7 +139,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 /// Serves until `shutdown` resolves, then lets in-flight requests finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), HttpError> {
@@ -124,7 +151,7 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());
     });
