@@ -526,16 +526,22 @@ pub(crate) fn whole_millis(at: OffsetDateTime) -> OffsetDateTime {
     from_millis(to_millis(at))
 }
 
-/// Appends `text` with each of `special` (ASCII characters, `%` among them) written as `%XX`: the
-/// Redis store's escaping of ids in hash tags and of owners in record headers.
-fn push_percent_encoded(out: &mut String, text: &str, special: &[char]) {
-    for c in text.chars() {
-        if special.contains(&c) {
-            out.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
+/// Appends `text` with each of `special` (ASCII bytes, `%` among them) written as `%XX`: the
+/// Redis store's escaping of ids in hash tags and of owners in record headers. Runs without a
+/// special byte are copied whole (ids rarely hold one; every placement escapes several). Slicing
+/// at an ASCII byte always falls on a character boundary.
+fn push_percent_encoded(out: &mut String, text: &str, special: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(|b| special.contains(&b)) {
+        let byte = rest.as_bytes()[at];
+        out.push_str(&rest[..at]);
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xF)]));
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
 }
 
 /// `duration` in the stores' millisecond resolution ([`duration_millis`]), as a duration.
@@ -558,6 +564,20 @@ fn lease_until_millis(now: OffsetDateTime, lease_for: Duration) -> i64 {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn percent_encoding_escapes_only_the_special_bytes_and_keeps_other_characters_whole() {
+        let encode = |text: &str| {
+            let mut out = String::from("k:");
+            push_percent_encoded(&mut out, text, b"%{}\n");
+            out
+        };
+        assert_eq!(encode(""), "k:");
+        assert_eq!(encode("plain-id_1"), "k:plain-id_1");
+        assert_eq!(encode("é{ü}%\n"), "k:é%7Bü%7D%25%0A");
+        assert_eq!(encode("{{"), "k:%7B%7B");
+        assert_eq!(encode("日本}"), "k:日本%7D");
+    }
 
     #[test]
     fn millis_round_down_and_back() {

@@ -112,8 +112,13 @@ async fn check_version(connection: &ConnectionManager, prefix: &str) -> Result<(
     }
 }
 
-/// The answer of one [`queue_index_add`]: how many entries `ZADD` added (0 or 1).
+/// The answer of one [`queue_index_add`]'s `ZADD`: how many entries it added (0 or 1).
 pub(super) type IndexAdded = i64;
+
+/// A pipeline answer read and dropped. Pipelines here read every answer rather than marking
+/// commands `ignore()`d: redis-rs keeps ignored positions in a `HashSet` and hashes every
+/// position of the answer to filter them (~1 % of the bridge's instructions per placement).
+pub(super) type Skipped = redis::RedisResult<()>;
 
 /// Queues on `pipe` the commands that add `member` to the sorted set `index` at `score` (only if
 /// missing when `only_new`) and make the index live at least `ttl_ms` (> 0): `ZADD`, then
@@ -123,7 +128,8 @@ pub(super) type IndexAdded = i64;
 /// them as they are. Not atomic, and need not be: other writers only add entries or extend the
 /// expiry, and the commands of one pipeline reach Redis together (an index idle for `keep_for`
 /// expiring between them is the only gap, and costs one entry that `expired_pending` or the next
-/// listing makes good). The pipeline's answer for them is `ZADD`'s ([`IndexAdded`]).
+/// listing makes good). They add three answers to the pipeline's: `ZADD`'s ([`IndexAdded`]), then
+/// the two `PEXPIRE`s' (read as `()` or [`Skipped`]).
 pub(super) fn queue_index_add(
     pipe: &mut redis::Pipeline,
     index: &str,
@@ -143,7 +149,7 @@ pub(super) fn queue_index_add(
     for condition in ["NX", "GT"] {
         let mut pexpire = redis::Cmd::with_capacity(4, index.len() + 32);
         pexpire.arg("PEXPIRE").arg(index).arg(ttl_ms).arg(condition);
-        pipe.add_command(pexpire).ignore();
+        pipe.add_command(pexpire);
     }
 }
 
@@ -222,7 +228,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, ttl_ms, only_new);
         let mut connection = self.connection.clone();
-        let (added,): (IndexAdded,) = pipe.query_async(&mut connection).await?;
+        let (added, (), ()): (IndexAdded, (), ()) = pipe.query_async(&mut connection).await?;
         Ok(added > 0)
     }
 
@@ -274,9 +280,9 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         type Answer = redis::RedisResult<Option<String>>;
         let (index_answer, claim_answer) = if index_first {
-            pipe.query_async::<(redis::RedisResult<IndexAdded>, Answer)>(&mut connection)
+            pipe.query_async::<(redis::RedisResult<IndexAdded>, Skipped, Skipped, Answer)>(&mut connection)
                 .await
-                .map(|(index, claim)| (Some(index), claim))
+                .map(|(index, _, _, claim)| (Some(index), claim))
         } else {
             pipe.query_async::<(Answer,)>(&mut connection).await.map(|(claim,)| (None, claim))
         }
@@ -848,7 +854,7 @@ fn push_hash_tag(out: &mut String, id: &str) {
     if id.is_empty() {
         out.push('%');
     } else {
-        push_percent_encoded(out, id, &['%', '{', '}']);
+        push_percent_encoded(out, id, b"%{}");
     }
 }
 

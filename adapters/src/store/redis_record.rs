@@ -97,7 +97,7 @@ pub(super) fn done_header(state: &str, fence: u64) -> String {
 }
 
 fn push_encoded_owner(out: &mut String, owner: &str) {
-    push_percent_encoded(out, owner, &['%', '|', '\n']);
+    push_percent_encoded(out, owner, b"%|\n");
 }
 
 fn decode_owner(encoded: &str) -> String {

@@ -47,7 +47,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::redis::{
-    IndexAdded, RedisStore, bounded, bounded_store, err, queue_index_add, store_error, tagged_key,
+    IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add, store_error, tagged_key,
 };
 use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
@@ -324,15 +324,15 @@ impl RedisStore {
             queue_index_add(&mut pipe, &index, &member, now_ms, ttl_ms, true);
         }
         let mut connection = self.connection.clone();
-        let _: (IndexAdded, IndexAdded) = pipe.query_async(&mut connection).await?;
+        let _: (IndexAdded, (), (), IndexAdded, (), ()) = pipe.query_async(&mut connection).await?;
         Ok(())
     }
 
     async fn unindex_session(&self, session: &SessionSeats) -> redis::RedisResult<()> {
         let member = session.session_id.to_string();
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(all_index(self.prefix())).arg(&member).ignore();
-        pipe.cmd("ZREM").arg(image_index(self.prefix(), &session.info.image)).arg(&member).ignore();
+        pipe.cmd("ZREM").arg(all_index(self.prefix())).arg(&member);
+        pipe.cmd("ZREM").arg(image_index(self.prefix(), &session.info.image)).arg(&member);
         let mut connection = self.connection.clone();
         pipe.exec_async(&mut connection).await
     }
@@ -378,16 +378,28 @@ impl RedisStore {
         for index in [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)] {
             queue_index_add(&mut pipe, &index, &member, now_ms, index_ttl, true);
         }
-        pipe.add_command(hset).ignore();
-        pipe.cmd("PEXPIRE").arg(&staged).arg(keep_ms).ignore();
+        pipe.add_command(hset);
+        pipe.cmd("PEXPIRE").arg(&staged).arg(keep_ms);
         pipe.cmd("RENAMENX").arg(&staged).arg(&key);
-        pipe.cmd("DEL").arg(&staged).ignore();
+        pipe.cmd("DEL").arg(&staged);
         // Each command's own answer: the commands before a failed one ran all the same.
         pipe.ignore_errors();
         let mut connection = self.connection.clone();
-        type Answers =
-            (redis::RedisResult<IndexAdded>, redis::RedisResult<IndexAdded>, redis::RedisResult<i64>);
-        let (index_all, index_image, renamed): Answers =
+        // Both indexes' three answers each, then HSET, PEXPIRE, RENAMENX and DEL.
+        type Index = redis::RedisResult<IndexAdded>;
+        type Answers = (
+            Index,
+            Skipped,
+            Skipped,
+            Index,
+            Skipped,
+            Skipped,
+            Skipped,
+            Skipped,
+            redis::RedisResult<i64>,
+            Skipped,
+        );
+        let (index_all, _, _, index_image, _, _, _, _, renamed, _): Answers =
             pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
         let (tag, detail) = match renamed {
             Ok(1) => ("ok".to_owned(), Vec::new()),
