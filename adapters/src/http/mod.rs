@@ -20,11 +20,11 @@ use std::convert::Infallible;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Router, ServiceExt};
-use tower::{Service, ServiceBuilder};
 use axum::routing::get;
+use axum::{Router, ServiceExt};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -53,7 +53,11 @@ pub struct OpsState {
 
 /// What [`router`] builds and [`serve`] serves: the routes behind the shared layers.
 pub trait App:
-    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + Sync + 'static
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
 }
 
