@@ -245,7 +245,7 @@ impl GameyeClient {
             metrics.duration.get_or_create(&OperationLabels { operation }).observe(elapsed.as_secs_f64());
         }
         let status_label = match &result {
-            Ok((status, _)) => status.as_u16().to_string(),
+            Ok((status, _)) => status.as_str().to_owned(),
             Err(GameyeError::Status { status, .. }) => status.to_string(),
             Err(GameyeError::Timeout { .. }) => "timeout".to_owned(),
             Err(_) => "unreachable".to_owned(),

@@ -59,7 +59,8 @@ impl SessionApi for GameyeSessionApi {
 
     async fn create_session(&self, spec: &SessionSpec<'_>) -> Result<StartedSession, SessionApiError> {
         let body = CreateSession {
-            id: Some(spec.session_id.to_string()),
+            // Encoded directly: `to_string` goes through the formatting machinery (every placement).
+            id: Some(spec.session_id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).to_owned()),
             location: spec.location.into(),
             image: spec.image.into(),
             tag: spec.version.map(Cow::Borrowed),
