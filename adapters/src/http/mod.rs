@@ -11,11 +11,10 @@ mod players;
 mod sessions;
 mod sns;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
