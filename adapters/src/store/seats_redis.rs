@@ -27,13 +27,14 @@
 //! session, which is what "never more players + reservations than capacity" needs.
 //!
 //! **Indexes** live in other slots, so they are maintained beside the scripts, with plain commands
-//! (per index `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its
-//! record is created (same pipeline), and again whenever a script reports that the record could
-//! outlive the indexes (the record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`,
-//! on Redis's clock like the TTLs; at creation on this host's clock, less half a `keep_ms` for skew;
-//! so this costs a round trip about once per `keep_for`, not per operation); it is removed when the session ends, and `list_sessions` re-reads every listed
-//! record and drops entries whose record is gone or ended. A failed index refresh after a change
-//! is logged, not reported (the change is made).
+//! (per index `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its record is
+//! created (same pipeline), and again whenever a script reports that the record could outlive the
+//! indexes. The record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`, on Redis's
+//! clock like the TTLs (at creation on this host's clock, less half a `keep_ms` for skew), so this
+//! costs a round trip about once per `keep_for`, not per operation. A session is removed from the
+//! indexes when it ends, and `list_sessions` re-reads every listed record and drops entries whose
+//! record is gone or ended. A failed index refresh after a change is logged, not reported (the
+//! change is made).
 //!
 //! **Ended sessions** keep their record as a tombstone (`status` `ended`, no seats) for `keep_for`,
 //! so a late create cannot bring them back; every operation on them answers `Ended`.
