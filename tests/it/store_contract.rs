@@ -751,6 +751,43 @@ async fn redis_a_late_index_removal_never_takes_the_entry_of_a_newer_claim() {
     assert_eq!(members, [("m-1".to_owned(), t0 + 11_000)], "the new claim's entry is gone");
 }
 
+/// Claims set the pending index's expiry only about once a minute per process (the adds in
+/// between skip the `PEXPIRE`s). Whatever happens to the index meanwhile, it must never be left to
+/// expire before the records it lists: a vanished index comes back without an expiry (never a
+/// shorter one), and a process that has not refreshed it yet sets it in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pending_index_never_expires_before_its_records() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    let mut connection = raw_connection(&url).await;
+    let index = "it-store:{matches}:pending";
+    let keep_ms = KEEP.as_millis() as i64;
+    let index_ttl = |mut connection: ::redis::aio::MultiplexedConnection| async move {
+        ::redis::cmd("PTTL").arg(index).query_async::<i64>(&mut connection).await.unwrap()
+    };
+
+    fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let first = index_ttl(connection.clone()).await;
+    assert!(first >= keep_ms, "the first claim sets the index's expiry in full: {first} ms");
+
+    // The index vanishes (its last entry removed, an operator's DEL) before this process's next
+    // refresh is due: the next claim's entry must not be left in an index that expires early.
+    let () = ::redis::cmd("DEL").arg(index).query_async(&mut connection).await.unwrap();
+    fx.own(&fx.claim("m-2", "alpha", 0)).await;
+    let recreated = index_ttl(connection.clone()).await;
+    assert!(recreated == -1 || recreated >= keep_ms - 1_000, "recreated index expires early: {recreated} ms");
+    let score: Option<i64> =
+        ::redis::cmd("ZSCORE").arg(index).arg("m-2").query_async(&mut connection).await.unwrap();
+    assert!(score.is_some(), "the claim after the index vanished is indexed");
+
+    // Another process (no memory of earlier refreshes) sets the expiry again.
+    let other = RedisStore::connect(&url, PREFIX).await.expect("connect to redis");
+    let claim = fx.claim("m-3", "alpha", 0);
+    assert!(matches!(other.claim(&claim).await.unwrap(), ClaimOutcome::Owned { .. }));
+    let refreshed = index_ttl(connection.clone()).await;
+    assert!(refreshed >= keep_ms, "a fresh process sets the index's expiry: {refreshed} ms");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_written() {
     let fx = Fixture::redis().await;

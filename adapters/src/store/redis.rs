@@ -32,7 +32,8 @@
 //! takeover (a compare-and-set against the value the claim read), renewal and completion (both
 //! checked against the owner's header prefix). The pending index lives in another slot, so it is kept
 //! *outside* those scripts, with plain commands (`ZADD` and `PEXPIRE NX|GT`, Redis ≥ 7, probed on
-//! connect): an entry is added (if missing) just before a claim, in the
+//! connect; the expiry set a minute longer than needed and then skipped for that minute, see
+//! [`IndexExpiries`]): an entry is added (if missing) just before a claim, in the
 //! claim's own pipeline, set to the real lease after it when it was not new, moved on renewal and
 //! removed after a final completion (in batches, see [`remove_in_batches`]). A stale entry is harmless — `expired_pending`
 //! checks each record and drops (or re-scores) entries whose record is gone, done or renewed, and the
@@ -121,21 +122,22 @@ pub(super) type IndexAdded = i64;
 pub(super) type Skipped = redis::RedisResult<()>;
 
 /// Queues on `pipe` the commands that add `member` to the sorted set `index` at `score` (only if
-/// missing when `only_new`) and make the index live at least `ttl_ms` (> 0): `ZADD`, then
-/// `PEXPIRE … NX` (a new index's first expiry) and `PEXPIRE … GT` (only ever later); Redis ≥ 7.
-/// Plain single-key commands rather than a script because a Lua call costs Redis several times more,
-/// and every placement and seat record maintains indexes; no `MULTI`, so a Cluster client can route
-/// them as they are. Not atomic, and need not be: other writers only add entries or extend the
-/// expiry, and the commands of one pipeline reach Redis together (an index idle for `keep_for`
-/// expiring between them is the only gap, and costs one entry that `expired_pending` or the next
-/// listing makes good). They add three answers to the pipeline's: `ZADD`'s ([`IndexAdded`]), then
-/// the two `PEXPIRE`s' (read as `()` or [`Skipped`]).
+/// missing when `only_new`) and, with `expire_ms` (> 0), make the index live at least that long:
+/// `ZADD`, then `PEXPIRE … NX` (a new index's first expiry) and `PEXPIRE … GT` (only ever later);
+/// Redis ≥ 7. Plain single-key commands rather than a script because a Lua call costs Redis several
+/// times more, and every placement and seat record maintains indexes; no `MULTI`, so a Cluster
+/// client can route them as they are. Not atomic, and need not be: other writers only add entries
+/// or extend the expiry, and the commands of one pipeline reach Redis together (an index idle for
+/// `keep_for` expiring between them is the only gap, and costs one entry that `expired_pending` or
+/// the next listing makes good). They add one answer to the pipeline's, `ZADD`'s ([`IndexAdded`]),
+/// and with `expire_ms` two more, the `PEXPIRE`s' (read as `()` or [`Skipped`]). The hot paths ask
+/// [`IndexExpiries`] for `expire_ms` and send none while an earlier refresh covers the add.
 pub(super) fn queue_index_add(
     pipe: &mut redis::Pipeline,
     index: &str,
     member: &str,
     score: i64,
-    ttl_ms: i64,
+    expire_ms: Option<i64>,
     only_new: bool,
 ) {
     // Sized up front: grown argument by argument, the buffers were reallocated ~20 times a call.
@@ -146,11 +148,63 @@ pub(super) fn queue_index_add(
     }
     zadd.arg(score).arg(member);
     pipe.add_command(zadd);
+    let Some(expire_ms) = expire_ms else { return };
     for condition in ["NX", "GT"] {
         let mut pexpire = redis::Cmd::with_capacity(4, index.len() + 32);
-        pexpire.arg("PEXPIRE").arg(index).arg(ttl_ms).arg(condition);
+        pexpire.arg("PEXPIRE").arg(index).arg(expire_ms).arg(condition);
         pipe.add_command(pexpire);
     }
+}
+
+/// How much longer than asked the hot paths make an index live, so that the adds of the next
+/// minute need not extend it again: one pair of `PEXPIRE`s per index and minute from each
+/// process instead of one per add (6 of the 16 commands of a placement). The cost is an index
+/// that outlives its last entry's record by up to this much more.
+pub(super) const INDEX_EXPIRY_SLACK_MS: i64 = 60_000;
+/// Indexes remembered at most (one per image for the seats); beyond it the memory starts over.
+const INDEX_EXPIRIES_HELD: usize = 1024;
+
+/// When this process last made sure each index lives until at least some instant.
+///
+/// Skipping the `PEXPIRE`s is safe because an index's expiry only ever moves later (`GT`) while
+/// the key exists. If the key vanishes meanwhile (its last entry removed, a `FLUSHALL`, a
+/// restart without persistence), the next `ZADD` creates it *without* an expiry, which lives
+/// longer, not shorter, until this process's next refresh sets one again (`NX`). Only another
+/// instance configured with a shorter `keep_for` recreating a vanished index could leave it
+/// shorter than remembered here; instances of one deployment share their configuration.
+#[derive(Default)]
+pub(super) struct IndexExpiries(Mutex<HashMap<String, Instant>>);
+
+impl IndexExpiries {
+    /// The expiry to send with an add that needs `index` to live `ttl_ms` (> 0) from `now`, or
+    /// `None` when a refresh this process made covers it.
+    pub(super) fn needed(&self, index: &str, ttl_ms: i64, now: Instant) -> Option<i64> {
+        let needed_until = now.checked_add(millis(ttl_ms));
+        let known = self.0.lock().expect("index expiries poisoned").get(index).copied();
+        match (known, needed_until) {
+            (Some(known), Some(needed_until)) if known >= needed_until => None,
+            _ => Some(ttl_ms.saturating_add(INDEX_EXPIRY_SLACK_MS)),
+        }
+    }
+
+    /// Records that Redis accepted `expire_ms` for `index` in commands sent at `sent_at` (or
+    /// later: the expiry runs from when Redis ran them, so this errs early).
+    pub(super) fn remember(&self, index: &str, sent_at: Instant, expire_ms: i64) {
+        let Some(until) = sent_at.checked_add(millis(expire_ms)) else { return };
+        let mut known = self.0.lock().expect("index expiries poisoned");
+        if let Some(entry) = known.get_mut(index) {
+            *entry = until;
+            return;
+        }
+        if known.len() >= INDEX_EXPIRIES_HELD {
+            known.clear();
+        }
+        known.insert(index.to_owned(), until);
+    }
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection.
@@ -159,6 +213,7 @@ pub struct RedisStore {
     pub(super) connection: ConnectionManager,
     keys: Keys,
     cooldowns: Arc<CooldownCache>,
+    pub(super) index_expiries: Arc<IndexExpiries>,
     /// Final outcomes whose pending-index entry [`remove_in_batches`] is to drop.
     done_pending: mpsc::Sender<DonePending>,
 }
@@ -194,7 +249,7 @@ impl RedisStore {
         let keys = Keys { prefix: prefix.to_owned() };
         let (done_pending, removals) = mpsc::channel(REMOVAL_QUEUE);
         tokio::spawn(remove_in_batches(connection.clone(), keys.pending(), removals));
-        Ok(Self { connection, keys, cooldowns: Arc::default(), done_pending })
+        Ok(Self { connection, keys, cooldowns: Arc::default(), index_expiries: Arc::default(), done_pending })
     }
 
     /// Whether Redis answers (`PING`), for `/readyz`.
@@ -226,7 +281,7 @@ impl RedisStore {
             return Ok(false);
         }
         let mut pipe = redis::pipe();
-        queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, ttl_ms, only_new);
+        queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, Some(ttl_ms), only_new);
         let mut connection = self.connection.clone();
         let (added, (), ()): (IndexAdded, (), ()) = pipe.query_async(&mut connection).await?;
         Ok(added > 0)
@@ -269,8 +324,12 @@ impl RedisStore {
         // record or answers the one there, unchanged.
         let mut pipe = redis::Pipeline::with_capacity(4);
         let index_first = keep_ms > 0;
+        let pending = self.keys.pending();
+        let sent_at = Instant::now();
+        let expire_ms =
+            if index_first { self.index_expiries.needed(&pending, keep_ms, sent_at) } else { None };
         if index_first {
-            queue_index_add(&mut pipe, &self.keys.pending(), &claim.match_id, lease_until_ms, keep_ms, true);
+            queue_index_add(&mut pipe, &pending, &claim.match_id, lease_until_ms, expire_ms, true);
         }
         let mut set = redis::Cmd::with_capacity(7, key.len() + value.len() + 48);
         set.arg("SET").arg(&key).arg(&value).arg("NX").arg("PX").arg(keep_ms.max(1)).arg("GET");
@@ -279,12 +338,21 @@ impl RedisStore {
         pipe.ignore_errors();
         let mut connection = self.connection.clone();
         type Answer = redis::RedisResult<Option<String>>;
-        let (index_answer, claim_answer) = if index_first {
-            pipe.query_async::<(redis::RedisResult<IndexAdded>, Skipped, Skipped, Answer)>(&mut connection)
+        let (index_answer, claim_answer) = match (index_first, expire_ms) {
+            (true, Some(expire_ms)) => pipe
+                .query_async::<(redis::RedisResult<IndexAdded>, Skipped, Skipped, Answer)>(&mut connection)
                 .await
-                .map(|(index, _, _, claim)| (Some(index), claim))
-        } else {
-            pipe.query_async::<(Answer,)>(&mut connection).await.map(|(claim,)| (None, claim))
+                .map(|(index, nx, gt, claim)| {
+                    if nx.and(gt).is_ok() {
+                        self.index_expiries.remember(&pending, sent_at, expire_ms);
+                    }
+                    (Some(index), claim)
+                }),
+            (true, None) => pipe
+                .query_async::<(redis::RedisResult<IndexAdded>, Answer)>(&mut connection)
+                .await
+                .map(|(index, claim)| (Some(index), claim)),
+            (false, _) => pipe.query_async::<(Answer,)>(&mut connection).await.map(|(claim,)| (None, claim)),
         }
         .map_err(err("claim"))?;
         let existing = claim_answer.map_err(|error| store_error("claim", &error))?;
@@ -958,6 +1026,20 @@ mod tests {
         let mut tag = String::new();
         push_hash_tag(&mut tag, id);
         tag
+    }
+
+    #[test]
+    fn index_expiries_skip_refreshes_only_while_one_covers_the_add() {
+        let expiries = IndexExpiries::default();
+        let t0 = Instant::now();
+        let ttl = 3_600_000;
+        assert_eq!(expiries.needed("a", ttl, t0), Some(ttl + INDEX_EXPIRY_SLACK_MS), "nothing known yet");
+        expiries.remember("a", t0, ttl + INDEX_EXPIRY_SLACK_MS);
+        let within = t0 + Duration::from_millis(INDEX_EXPIRY_SLACK_MS as u64);
+        assert_eq!(expiries.needed("a", ttl, within), None, "covered until the slack is used up");
+        assert!(expiries.needed("a", ttl, within + Duration::from_millis(1)).is_some(), "one ms past it");
+        assert!(expiries.needed("a", ttl + INDEX_EXPIRY_SLACK_MS + 1, t0).is_some(), "a longer need");
+        assert!(expiries.needed("b", ttl, t0).is_some(), "another index");
     }
 
     #[test]

@@ -27,7 +27,8 @@
 //! session, which is what "never more players + reservations than capacity" needs.
 //!
 //! **Indexes** live in other slots, so they are maintained beside the scripts, with plain commands
-//! (per index `ZADD NX` and `PEXPIRE NX|GT`): a session is added just before its record is
+//! (per index `ZADD NX` and `PEXPIRE NX|GT`, the expiries at most once a minute per process on
+//! creation, see `IndexExpiries`): a session is added just before its record is
 //! created (same pipeline), and again whenever a script reports that the record could outlive the
 //! indexes. The record remembers `indexed_until_ms` = the last refresh + 2 × `keep_ms`, on Redis's
 //! clock like the TTLs (at creation on this host's clock, less half a `keep_ms` for skew), so this
@@ -41,14 +42,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Script;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::redis::{
-    IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add, store_error, tagged_key,
+    INDEX_EXPIRY_SLACK_MS, IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add,
+    store_error, tagged_key,
 };
 use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
@@ -322,7 +324,7 @@ impl RedisStore {
         let member = session_id.to_string();
         let mut pipe = redis::pipe();
         for index in [all_index(self.prefix()), image_index(self.prefix(), image)] {
-            queue_index_add(&mut pipe, &index, &member, now_ms, ttl_ms, true);
+            queue_index_add(&mut pipe, &index, &member, now_ms, Some(ttl_ms), true);
         }
         let mut connection = self.connection.clone();
         let _: (IndexAdded, (), (), IndexAdded, (), ()) = pipe.query_async(&mut connection).await?;
@@ -376,8 +378,15 @@ impl RedisStore {
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
         // runs in order.
         let mut pipe = redis::Pipeline::with_capacity(10);
-        for index in [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)] {
-            queue_index_add(&mut pipe, &index, &member, now_ms, index_ttl, true);
+        let indexes = [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)];
+        // Both indexes' expiries are set when either needs it, so the answer has one of two shapes.
+        let sent_at = Instant::now();
+        let expire_ms = indexes
+            .iter()
+            .any(|index| self.index_expiries.needed(index, index_ttl, sent_at).is_some())
+            .then(|| index_ttl.saturating_add(INDEX_EXPIRY_SLACK_MS));
+        for index in &indexes {
+            queue_index_add(&mut pipe, index, &member, now_ms, expire_ms, true);
         }
         pipe.add_command(hset);
         pipe.cmd("PEXPIRE").arg(&staged).arg(keep_ms);
@@ -386,22 +395,27 @@ impl RedisStore {
         // Each command's own answer: the commands before a failed one ran all the same.
         pipe.ignore_errors();
         let mut connection = self.connection.clone();
-        // Both indexes' three answers each, then HSET, PEXPIRE, RENAMENX and DEL.
+        // Both indexes' answers (`ZADD`'s, and the `PEXPIRE`s' when sent), then HSET, PEXPIRE,
+        // RENAMENX and DEL.
         type Index = redis::RedisResult<IndexAdded>;
-        type Answers = (
-            Index,
-            Skipped,
-            Skipped,
-            Index,
-            Skipped,
-            Skipped,
-            Skipped,
-            Skipped,
-            redis::RedisResult<i64>,
-            Skipped,
-        );
-        let (index_all, _, _, index_image, _, _, _, _, renamed, _): Answers =
-            pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+        type Renamed = redis::RedisResult<i64>;
+        let (index_all, index_image, renamed) = if let Some(expire_ms) = expire_ms {
+            type Answers =
+                (Index, Skipped, Skipped, Index, Skipped, Skipped, Skipped, Skipped, Renamed, Skipped);
+            let (index_all, all_nx, all_gt, index_image, image_nx, image_gt, _, _, renamed, _): Answers =
+                pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+            for (index, expired) in indexes.iter().zip([all_nx.and(all_gt), image_nx.and(image_gt)]) {
+                if expired.is_ok() {
+                    self.index_expiries.remember(index, sent_at, expire_ms);
+                }
+            }
+            (index_all, index_image, renamed)
+        } else {
+            type Answers = (Index, Index, Skipped, Skipped, Renamed, Skipped);
+            let (index_all, index_image, _, _, renamed, _): Answers =
+                pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+            (index_all, index_image, renamed)
+        };
         let (tag, detail) = match renamed {
             Ok(1) => ("ok".to_owned(), Vec::new()),
             // A record is there: the script says which kind (or creates over a hash that is not
@@ -634,7 +648,7 @@ impl RedisStore {
             if index_ttl > 0 {
                 let member = session_id.to_string();
                 for index in [all_index(self.prefix()), image_index(self.prefix(), &image)] {
-                    queue_index_add(&mut refresh, &index, &member, now_ms, index_ttl, true);
+                    queue_index_add(&mut refresh, &index, &member, now_ms, Some(index_ttl), true);
                 }
                 refreshing += 1;
             }
