@@ -227,6 +227,18 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+impl Outcome {
+    /// The Assignment's or the Failure's JSON: what a record keeps and what the HTTP door
+    /// answers. Rendered once per placement and handed to both
+    /// ([`PlacementStore::complete_rendered`], [`crate::placement::Answer`]).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Self::Placed(assignment) => serde_json::to_string(assignment),
+            Self::Failed(failure) => serde_json::to_string(failure),
+        }
+    }
+}
+
 /// Placement records. Every change is atomic per match.
 pub trait PlacementStore: Send + Sync + 'static {
     /// Creates the record or reports what exists (see [`ClaimOutcome`]).
@@ -250,6 +262,19 @@ pub trait PlacementStore: Send + Sync + 'static {
         outcome: &Outcome,
         keep_for: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// [`PlacementStore::complete`] with the outcome's JSON already rendered
+    /// ([`Outcome::to_json`]), for a store that keeps the text not to render it again.
+    fn complete_rendered(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        _json: &str,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.complete(match_id, lease, outcome, keep_for)
+    }
 
     fn get(&self, match_id: &str)
     -> impl Future<Output = Result<Option<PlacementRecord>, StoreError>> + Send;

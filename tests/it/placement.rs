@@ -98,6 +98,28 @@ async fn no_capacity_fails_over_to_the_next_location_and_cools_it_down() {
     assert_eq!(failure["error"]["retryable"], true);
 }
 
+/// The placing call answers with the JSON the engine rendered once for the record: the same
+/// assignment a duplicate and `GET /v1/matches/{id}` read back from the record, as JSON.
+#[tokio::test]
+async fn the_placing_answer_is_the_recorded_assignment() {
+    let stack = Stack::start().await;
+    let body = match_with("m-answer", &[&[("eu-west-1", 20)]]);
+    let response =
+        stack.http.post(stack.url("/v1/matches")).bearer_auth(API_TOKEN).json(&body).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let answered: Value = response.json().await.unwrap();
+    assert_eq!(answered["session_id"], session_id("m-answer"));
+
+    let (status, duplicate) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{duplicate}");
+    assert_eq!(duplicate, answered, "a duplicate reads the recorded assignment");
+    let (status, recorded) = stack.get("/v1/matches/m-answer").await;
+    assert_eq!(status, 200, "{recorded}");
+    assert_eq!(recorded["status"], "placed");
+    assert_eq!(recorded["assignment"], answered);
+}
+
 #[tokio::test]
 async fn the_same_match_fifty_times_at_once_makes_one_session() {
     let stack = Stack::start().await;

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bridge::placement::{Accepted, PlaceError, PlacementService, Progress};
+use bridge::placement::{Accepted, Answer, PlaceError, PlacementService, Progress};
 use bridge::ports::{Outcome, PlacementState};
 use bridge::{Assignment, Failure, FailureCode, FailureDetail, InvalidRequest, InvalidRequestKind};
 use serde::{Deserialize, Serialize};
@@ -84,11 +84,11 @@ pub async fn place_match(
     let request = bridge::parse_match_request(&body).map_err(invalid_request)?;
     let match_id = request.match_id.clone();
     if query.wait {
-        let progress = state.service.place(SOURCE, request).await.map_err(store_unavailable)?;
-        if let Progress::Done(outcome) = &progress {
+        let answer = state.service.place_answer(SOURCE, request).await.map_err(store_unavailable)?;
+        if let Progress::Done(outcome) = &answer.progress {
             announce_in_background(&state.service, &state.background, SOURCE, outcome);
         }
-        return Ok(progress_response(&match_id, progress));
+        return Ok(answer_response(&match_id, answer));
     }
     match state.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
         Accepted::Owned(job) => {
@@ -144,6 +144,23 @@ pub(super) fn announce_in_background(
         // Failures are logged by the engine; the caller was answered either way.
         let _ = service.announce(source, &outcome).await;
     });
+}
+
+/// The answer to a placement the caller waited for: a fresh Assignment's JSON as the engine
+/// rendered it for the record, anything else as [`progress_response`] writes it.
+fn answer_response(match_id: &str, answer: Answer) -> Response {
+    match answer {
+        Answer { progress: Progress::Done(Outcome::Placed(_)), outcome_json: Some(json) } => {
+            placed_response(json)
+        }
+        Answer { progress, .. } => progress_response(match_id, progress),
+    }
+}
+
+/// 200 with an Assignment's JSON ([`Outcome::to_json`]).
+pub(super) fn placed_response(assignment_json: String) -> Response {
+    let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    (StatusCode::OK, content_type, assignment_json).into_response()
 }
 
 pub(super) fn progress_response(match_id: &str, progress: Progress) -> Response {

@@ -463,18 +463,19 @@ impl RedisStore {
         Ok(renewed)
     }
 
+    /// Writes `outcome`, whose JSON ([`Outcome::to_json`]) is `json`.
     async fn complete_inner(
         &self,
         match_id: &str,
         lease: &Lease,
         outcome: &Outcome,
+        json: &str,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let (state, json, retryable) = match outcome {
-            Outcome::Placed(assignment) => ("placed", serde_json::to_string(assignment), false),
-            Outcome::Failed(failure) => ("failed", serde_json::to_string(failure), failure.error.retryable),
+        let (state, retryable) = match outcome {
+            Outcome::Placed(_) => ("placed", false),
+            Outcome::Failed(failure) => ("failed", failure.error.retryable),
         };
-        let json = json.map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
         let mut connection = self.connection.clone();
         let written: bool = SCRIPTS
             .complete
@@ -735,7 +736,21 @@ impl PlacementStore for RedisStore {
         outcome: &Outcome,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        bounded_store("complete", self.complete_inner(match_id, lease, outcome, keep_for)).await
+        let json = outcome
+            .to_json()
+            .map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
+        self.complete_rendered(match_id, lease, outcome, &json, keep_for).await
+    }
+
+    async fn complete_rendered(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        json: &str,
+        keep_for: Duration,
+    ) -> Result<bool, StoreError> {
+        bounded_store("complete", self.complete_inner(match_id, lease, outcome, json, keep_for)).await
     }
 
     async fn get(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {

@@ -28,6 +28,15 @@ pub enum Progress {
     },
 }
 
+/// What [`Engine::place_answer`] answers: the progress and, when this very call placed the match,
+/// the outcome's JSON as the record holds it, so that a door answering with that JSON need not
+/// render it again (a few per cent of a placement's CPU).
+#[derive(Debug)]
+pub struct Answer {
+    pub progress: Progress,
+    pub outcome_json: Option<String>,
+}
+
 /// The answer to [`Engine::accept`].
 #[derive(Debug)]
 pub enum Accepted {
@@ -186,12 +195,21 @@ where
 
     /// Places a match and waits for the outcome (up to the deadline when another owner holds it).
     pub async fn place(&self, source: &str, request: ValidatedMatch) -> Result<Progress, PlaceError> {
+        self.place_answer(source, request).await.map(|answer| answer.progress)
+    }
+
+    /// [`Engine::place`], with the outcome's JSON when this call placed the match.
+    pub async fn place_answer(&self, source: &str, request: ValidatedMatch) -> Result<Answer, PlaceError> {
         let match_id = request.match_id.clone();
-        match self.accept(source, request).await? {
-            Accepted::Owned(job) => self.finish(job).await.map(Progress::Done),
-            Accepted::Known(Progress::Pending { .. }) => self.wait_for(&match_id).await,
-            Accepted::Known(done) => Ok(done),
-        }
+        let progress = match self.accept(source, request).await? {
+            Accepted::Owned(job) => {
+                let (outcome, outcome_json) = self.finish_rendered(job).await?;
+                return Ok(Answer { progress: Progress::Done(outcome), outcome_json });
+            }
+            Accepted::Known(Progress::Pending { .. }) => self.wait_for(&match_id).await?,
+            Accepted::Known(done) => done,
+        };
+        Ok(Answer { progress, outcome_json: None })
     }
 
     /// Claims a match without placing it: the record exists (durably, with a lease) when this
@@ -233,8 +251,17 @@ where
     /// Runs an owned placement to its outcome and records it. If ownership was lost meanwhile
     /// (this instance stalled past its lease), the new owner's recorded outcome is returned.
     pub async fn finish(&self, job: Job) -> Result<Outcome, PlaceError> {
+        self.finish_rendered(job).await.map(|(outcome, _)| outcome)
+    }
+
+    /// [`Engine::finish`], with the outcome's JSON as recorded (`None` when the recorded outcome
+    /// is another owner's).
+    async fn finish_rendered(&self, job: Job) -> Result<(Outcome, Option<String>), PlaceError> {
         let started = self.clock.now();
         let outcome = self.attempt(&job.record).await;
+        // Rendered once, for the record and the door's answer. Should it fail, `complete` renders
+        // it again and reports why.
+        let outcome_json = outcome.to_json().ok();
         // The seat record is written alongside the outcome, not after it: one store round trip's wait
         // instead of two. That is safe whatever `complete` answers, because the session id is the
         // match's own: creating its seats is idempotent, and right even when this owner lost its
@@ -244,14 +271,19 @@ where
                 self.record_seats(&job.record.request, assignment).await;
             }
         };
-        let complete =
-            self.store.complete(&job.record.match_id, &job.lease, &outcome, self.settings.keep_for);
+        let complete = async {
+            let (match_id, lease, keep_for) = (&job.record.match_id, &job.lease, self.settings.keep_for);
+            match &outcome_json {
+                Some(json) => self.store.complete_rendered(match_id, lease, &outcome, json, keep_for).await,
+                None => self.store.complete(match_id, lease, &outcome, keep_for).await,
+            }
+        };
         let (written, ()) = futures_util::future::join(complete, record_seats).await;
-        let outcome = if written? {
-            outcome
+        let (outcome, outcome_json) = if written? {
+            (outcome, outcome_json)
         } else {
             tracing::warn!(match_id = %job.record.match_id, "lost the placement lease; using the new owner's outcome");
-            match self.store.get(&job.record.match_id).await? {
+            let recorded = match self.store.get(&job.record.match_id).await? {
                 Some(PlacementRecord { state: PlacementState::Placed { assignment }, .. }) => {
                     Outcome::Placed(assignment)
                 }
@@ -260,7 +292,8 @@ where
                 }
                 // Still pending under the new owner: our own outcome is right too (same session id).
                 _ => outcome,
-            }
+            };
+            (recorded, None)
         };
         if let Some(observer) = &self.observer {
             let (label, code, location) = match &outcome {
@@ -277,7 +310,7 @@ where
                 taken_over: job.taken_over,
             });
         }
-        Ok(outcome)
+        Ok((outcome, outcome_json))
     }
 
     /// Waits for a pending placement owned elsewhere; takes it over if its owner's lease runs out.

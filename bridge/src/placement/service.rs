@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use super::engine::{Accepted, Engine, Job, PlaceError, Progress};
+use super::engine::{Accepted, Answer, Engine, Job, PlaceError, Progress};
 use crate::ValidatedMatch;
 use crate::ports::{
     AvailableLocation, Clock, DeliveryError, Outcome, PlacementRecord, SessionApi, SessionApiError,
@@ -23,6 +23,19 @@ pub trait PlacementService: Send + Sync + 'static {
         source: &'a str,
         request: ValidatedMatch,
     ) -> BoxFuture<'a, Result<Progress, PlaceError>>;
+
+    /// [`PlacementService::place`], with the outcome's JSON when this call placed the match (see
+    /// [`Engine::place_answer`]).
+    fn place_answer<'a>(
+        &'a self,
+        source: &'a str,
+        request: ValidatedMatch,
+    ) -> BoxFuture<'a, Result<Answer, PlaceError>> {
+        Box::pin(async move {
+            let progress = self.place(source, request).await?;
+            Ok(Answer { progress, outcome_json: None })
+        })
+    }
 
     /// Claims the match durably without placing it (see [`Engine::accept`]).
     fn accept<'a>(
@@ -103,6 +116,14 @@ where
         request: ValidatedMatch,
     ) -> BoxFuture<'a, Result<Progress, PlaceError>> {
         Box::pin(Engine::place(self, source, request))
+    }
+
+    fn place_answer<'a>(
+        &'a self,
+        source: &'a str,
+        request: ValidatedMatch,
+    ) -> BoxFuture<'a, Result<Answer, PlaceError>> {
+        Box::pin(Engine::place_answer(self, source, request))
     }
 
     fn accept<'a>(
