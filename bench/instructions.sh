@@ -11,7 +11,9 @@
 # instructions (Ir) per placement. Only the bridge process is counted: Redis, the emulator and the
 # load generator are not. Needs valgrind, redis-server, python3 and a release build of the emulator.
 # With PROFILE_DIR set, each binary's callgrind profile of the counted placements is kept there
-# (`callgrind_annotate --inclusive=yes FILE` shows where the instructions go).
+# (`callgrind_annotate --inclusive=yes FILE` shows where the instructions go). A binary named
+# gameye-bench-floor (the bench's floor yardstick) is run as the floor with its two Redis writes,
+# so the bridge's count can be set against the least a placement service does on this stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,14 +72,23 @@ capacity = 1000000
 EOF
   "$EMULATOR" --listen "127.0.0.1:$emulator_port" --config "$dir/world.toml" >"$dir/emulator.log" 2>&1 &
   pids+=($!)
-  GAMEYE_API_URL="http://127.0.0.1:$emulator_port" GAMEYE_API_TOKEN=emulator-token \
-    BRIDGE_REDIS__URL="redis://127.0.0.1:$redis_port/0" BRIDGE_HTTP__TOKENS='["bench-token"]' \
-    BRIDGE_LOG__LEVEL=warn BRIDGE_RECONCILER__ENABLED=false \
+  if [ "$(basename "$bridge")" = gameye-bench-floor ]; then
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
-    "$bridge" serve --listen "127.0.0.1:$bridge_port" >"$dir/bridge.log" 2>&1 &
+      "$bridge" --listen "127.0.0.1:$bridge_port" --gameye-url "http://127.0.0.1:$emulator_port" \
+      --gameye-token emulator-token --token bench-token --redis-url "redis://127.0.0.1:$redis_port/0" \
+      --redis-round-trips 2 >"$dir/bridge.log" 2>&1 &
+    ready_path=/healthz
+  else
+    GAMEYE_API_URL="http://127.0.0.1:$emulator_port" GAMEYE_API_TOKEN=emulator-token \
+      BRIDGE_REDIS__URL="redis://127.0.0.1:$redis_port/0" BRIDGE_HTTP__TOKENS='["bench-token"]' \
+      BRIDGE_LOG__LEVEL=warn BRIDGE_RECONCILER__ENABLED=false \
+      valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
+      "$bridge" serve --listen "127.0.0.1:$bridge_port" >"$dir/bridge.log" 2>&1 &
+    ready_path=/readyz
+  fi
   bridge_pid=$!
   pids+=("$bridge_pid")
-  wait_http "http://127.0.0.1:$bridge_port/readyz"
+  wait_http "http://127.0.0.1:$bridge_port$ready_path"
   load 1 "$WARMUP"
   callgrind_control -i on "$bridge_pid" >/dev/null
   load $((WARMUP + 1)) "$PLACEMENTS"
