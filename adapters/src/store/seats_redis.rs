@@ -21,8 +21,9 @@
 //! **Atomicity.** Each operation is one script on the one session key (so one cluster slot), except
 //! creation: the new record is written under a staging key in the same slot
 //! (`<prefix>:seats-new:{<session_id>}:<random>`, with the record's expiry) and moved into place
-//! with `RENAMENX`, which refuses when a record exists; then the create script answers. A staging
-//! key outlives its pipeline only if the pipeline is cut short, and expires with the record's life.
+//! with `RENAMENX`, which refuses when a record exists; then the create script answers and deletes
+//! the staged copy. A staging key outlives its creation only if that is cut short, and expires with
+//! the record's life.
 //! `reserve_best` tries the ranked candidates one script at a time; each attempt is atomic in its
 //! session, which is what "never more players + reservations than capacity" needs.
 //!
@@ -361,7 +362,7 @@ impl RedisStore {
         // renamed into place only if no record is there (`RENAMENX` is atomic, and the expiry moves
         // with the value): plain commands, which cost Redis about half what the create script does
         // (a Lua call of a wide `HSET` costs twice the command). A refused rename (a duplicate, a
-        // tombstone) leaves the answer to the create script, and `DEL` drops the staged copy.
+        // tombstone) leaves the answer to the create script, which also drops the staged copy.
         let mut staged = tagged_key(self.prefix(), "seats-new", &member);
         staged.push(':');
         staged.push_str(Uuid::new_v4().as_simple().encode_lower(&mut Uuid::encode_buffer()));
@@ -391,18 +392,16 @@ impl RedisStore {
         pipe.add_command(hset);
         pipe.cmd("PEXPIRE").arg(&staged).arg(keep_ms);
         pipe.cmd("RENAMENX").arg(&staged).arg(&key);
-        pipe.cmd("DEL").arg(&staged);
         // Each command's own answer: the commands before a failed one ran all the same.
         pipe.ignore_errors();
         let mut connection = self.connection.clone();
-        // Both indexes' answers (`ZADD`'s, and the `PEXPIRE`s' when sent), then HSET, PEXPIRE,
-        // RENAMENX and DEL.
+        // Both indexes' answers (`ZADD`'s, and the `PEXPIRE`s' when sent), then HSET, PEXPIRE and
+        // RENAMENX.
         type Index = redis::RedisResult<IndexAdded>;
         type Renamed = redis::RedisResult<i64>;
         let (index_all, index_image, renamed) = if let Some(expire_ms) = expire_ms {
-            type Answers =
-                (Index, Skipped, Skipped, Index, Skipped, Skipped, Skipped, Skipped, Renamed, Skipped);
-            let (index_all, all_nx, all_gt, index_image, image_nx, image_gt, _, _, renamed, _): Answers =
+            type Answers = (Index, Skipped, Skipped, Index, Skipped, Skipped, Skipped, Skipped, Renamed);
+            let (index_all, all_nx, all_gt, index_image, image_nx, image_gt, _, _, renamed): Answers =
                 pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
             for (index, expired) in indexes.iter().zip([all_nx.and(all_gt), image_nx.and(image_gt)]) {
                 if expired.is_ok() {
@@ -411,8 +410,8 @@ impl RedisStore {
             }
             (index_all, index_image, renamed)
         } else {
-            type Answers = (Index, Index, Skipped, Skipped, Renamed, Skipped);
-            let (index_all, index_image, _, _, renamed, _): Answers =
+            type Answers = (Index, Index, Skipped, Skipped, Renamed);
+            let (index_all, index_image, _, _, renamed): Answers =
                 pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
             (index_all, index_image, renamed)
         };
@@ -422,6 +421,7 @@ impl RedisStore {
             // the bridge's, as it always did).
             Ok(_) => {
                 let mut create = SCRIPTS.create.key(&key);
+                create.key(&staged);
                 create.arg(now_ms).arg(keep_ms);
                 record_fields(&seats, keep_ms, |name, value| {
                     create.arg(name).arg(value);

@@ -3,10 +3,14 @@
 -- there, to answer which kind (or to create over a hash that is not the bridge's). Standalone,
 -- unlike the other seats_*.lua scripts (not prepended with seats_lib.lua): it needs none of it.
 -- KEYS[1]  the session's record `<prefix>:seats:{<session_id>}`
+-- KEYS[2]  (optional) the staged copy the refused rename left behind, deleted here
 -- ARGV     1 now_ms, 2 keep_ms, 3.. field/value pairs of the new record (seats_lib.lua's fields,
 --          without indexed_until_ms, which this script adds on Redis's clock)
 -- Replies  {tag, {}, {}, 0}, tag `ok`, `exists` or `ended` (the caller has indexed the session
 --          already). No record: the caller knows what it wrote.
+if KEYS[2] then
+  redis.call('DEL', KEYS[2])
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'ended' then
   return { 'ended', {}, {}, 0 }
