@@ -158,7 +158,7 @@ pub(super) fn queue_index_add(
 
 /// How much longer than asked the hot paths make an index live, so that the adds of the next
 /// minute need not extend it again: one pair of `PEXPIRE`s per index and minute from each
-/// process instead of one per add (6 of the 16 commands of a placement). The cost is an index
+/// process instead of one per add (6 of the 15 commands of a placement). The cost is an index
 /// that outlives its last entry's record by up to this much more.
 pub(super) const INDEX_EXPIRY_SLACK_MS: i64 = 60_000;
 /// Indexes remembered at most (one per image for the seats); beyond it the memory starts over.
