@@ -160,7 +160,7 @@ pub(super) fn queue_index_add(
 /// minute need not extend it again: one pair of `PEXPIRE`s per index and minute from each
 /// process instead of one per add (6 of the 15 commands of a placement). The cost is an index
 /// that outlives its last entry's record by up to this much more.
-pub(super) const INDEX_EXPIRY_SLACK_MS: i64 = 60_000;
+const INDEX_EXPIRY_SLACK_MS: i64 = 60_000;
 /// Indexes remembered at most (one per image for the seats); beyond it the memory starts over.
 const INDEX_EXPIRIES_HELD: usize = 1024;
 
@@ -176,15 +176,15 @@ const INDEX_EXPIRIES_HELD: usize = 1024;
 pub(super) struct IndexExpiries(Mutex<HashMap<String, Instant>>);
 
 impl IndexExpiries {
-    /// The expiry to send with an add that needs `index` to live `ttl_ms` (> 0) from `now`, or
-    /// `None` when a refresh this process made covers it.
-    pub(super) fn needed(&self, index: &str, ttl_ms: i64, now: Instant) -> Option<i64> {
-        let needed_until = now.checked_add(millis(ttl_ms));
-        let known = self.0.lock().expect("index expiries poisoned").get(index).copied();
-        match (known, needed_until) {
-            (Some(known), Some(needed_until)) if known >= needed_until => None,
-            _ => Some(ttl_ms.saturating_add(INDEX_EXPIRY_SLACK_MS)),
-        }
+    /// The expiry to send with adds that need each of `indexes` to live `ttl_ms` (> 0) from `now`
+    /// (one for all, so a pipeline's answer has one of two shapes), or `None` when refreshes this
+    /// process made cover them all.
+    pub(super) fn needed<S: AsRef<str>>(&self, indexes: &[S], ttl_ms: i64, now: Instant) -> Option<i64> {
+        let covered = now.checked_add(millis(ttl_ms)).is_some_and(|needed_until| {
+            let known = self.0.lock().expect("index expiries poisoned");
+            indexes.iter().all(|index| known.get(index.as_ref()).is_some_and(|until| *until >= needed_until))
+        });
+        (!covered).then(|| ttl_ms.saturating_add(INDEX_EXPIRY_SLACK_MS))
     }
 
     /// Records that Redis accepted `expire_ms` for `index` in commands sent at `sent_at` (or
@@ -327,7 +327,7 @@ impl RedisStore {
         let pending = self.keys.pending();
         let sent_at = Instant::now();
         let expire_ms =
-            if index_first { self.index_expiries.needed(&pending, keep_ms, sent_at) } else { None };
+            if index_first { self.index_expiries.needed(&[&pending], keep_ms, sent_at) } else { None };
         if index_first {
             queue_index_add(&mut pipe, &pending, &claim.match_id, lease_until_ms, expire_ms, true);
         }
@@ -1048,13 +1048,14 @@ mod tests {
         let expiries = IndexExpiries::default();
         let t0 = Instant::now();
         let ttl = 3_600_000;
-        assert_eq!(expiries.needed("a", ttl, t0), Some(ttl + INDEX_EXPIRY_SLACK_MS), "nothing known yet");
+        assert_eq!(expiries.needed(&["a"], ttl, t0), Some(ttl + INDEX_EXPIRY_SLACK_MS), "nothing known yet");
         expiries.remember("a", t0, ttl + INDEX_EXPIRY_SLACK_MS);
         let within = t0 + Duration::from_millis(INDEX_EXPIRY_SLACK_MS as u64);
-        assert_eq!(expiries.needed("a", ttl, within), None, "covered until the slack is used up");
-        assert!(expiries.needed("a", ttl, within + Duration::from_millis(1)).is_some(), "one ms past it");
-        assert!(expiries.needed("a", ttl + INDEX_EXPIRY_SLACK_MS + 1, t0).is_some(), "a longer need");
-        assert!(expiries.needed("b", ttl, t0).is_some(), "another index");
+        assert_eq!(expiries.needed(&["a"], ttl, within), None, "covered until the slack is used up");
+        assert!(expiries.needed(&["a"], ttl, within + Duration::from_millis(1)).is_some(), "one ms past it");
+        assert!(expiries.needed(&["a"], ttl + INDEX_EXPIRY_SLACK_MS + 1, t0).is_some(), "a longer need");
+        assert!(expiries.needed(&["b"], ttl, t0).is_some(), "another index");
+        assert!(expiries.needed(&["a", "b"], ttl, t0).is_some(), "one of two not covered");
     }
 
     #[test]

@@ -50,8 +50,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::redis::{
-    INDEX_EXPIRY_SLACK_MS, IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add,
-    store_error, tagged_key,
+    IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add, store_error, tagged_key,
 };
 use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
 use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
@@ -378,14 +377,10 @@ impl RedisStore {
         // Index first: a session created but never indexed would be missed by backfill (an entry
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
         // runs in order.
-        let mut pipe = redis::Pipeline::with_capacity(10);
+        let mut pipe = redis::Pipeline::with_capacity(9);
         let indexes = [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)];
-        // Both indexes' expiries are set when either needs it, so the answer has one of two shapes.
         let sent_at = Instant::now();
-        let expire_ms = indexes
-            .iter()
-            .any(|index| self.index_expiries.needed(index, index_ttl, sent_at).is_some())
-            .then(|| index_ttl.saturating_add(INDEX_EXPIRY_SLACK_MS));
+        let expire_ms = self.index_expiries.needed(&indexes, index_ttl, sent_at);
         for index in &indexes {
             queue_index_add(&mut pipe, index, &member, now_ms, expire_ms, true);
         }
