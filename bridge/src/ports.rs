@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::seats::{NewSession, SeatResult, SessionSeats};
 use crate::{Assignment, Failure, MatchRequest, Port};
 
 // ---------------------------------------------------------------------------------------------
@@ -319,10 +320,57 @@ pub trait CooldownStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<BTreeSet<String>, StoreError>> + Send;
 }
 
-/// Everything the engine keeps: one backend implements all four.
-pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore {}
+/// A placement's outcome to record ([`PlacementStore::complete`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    pub match_id: &'a str,
+    pub lease: &'a Lease,
+    pub outcome: &'a Outcome,
+    /// The outcome's JSON ([`Outcome::to_json`]) when it rendered.
+    pub json: Option<&'a str>,
+    pub keep_for: Duration,
+}
 
-impl<T: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore> StateStore for T {}
+/// What [`StateStore::finish_placement`] answers: whether the outcome was written (`false`: the
+/// lease was lost), and the seat record's creation when one was asked for.
+pub type Finished = (Result<bool, StoreError>, Option<Result<SeatResult<SessionSeats>, StoreError>>);
+
+/// Everything the engine keeps: one backend implements all five.
+pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore {
+    /// A placement's last writes: its outcome ([`PlacementStore::complete_rendered`]) and, when it
+    /// placed, its session's seat record ([`SeatStore::create_session`] with `keep_for`). Neither
+    /// depends on the other's answer, so a store may send both in one round trip; by default they
+    /// run concurrently.
+    fn finish_placement(
+        &self,
+        completion: Completion<'_>,
+        seats: Option<(&NewSession, Duration)>,
+    ) -> impl Future<Output = Finished> + Send {
+        finish_concurrently(self, completion, seats)
+    }
+}
+
+/// [`StateStore::finish_placement`] as two concurrent store calls.
+pub async fn finish_concurrently<S: PlacementStore + SeatStore + ?Sized>(
+    store: &S,
+    completion: Completion<'_>,
+    seats: Option<(&NewSession, Duration)>,
+) -> Finished {
+    let Completion { match_id, lease, outcome, json, keep_for } = completion;
+    let complete = async {
+        match json {
+            Some(json) => store.complete_rendered(match_id, lease, outcome, json, keep_for).await,
+            None => store.complete(match_id, lease, outcome, keep_for).await,
+        }
+    };
+    let create = async {
+        match seats {
+            Some((new, keep_for)) => Some(store.create_session(new, keep_for).await),
+            None => None,
+        }
+    };
+    futures_util::future::join(complete, create).await
+}
 
 // ---------------------------------------------------------------------------------------------
 // Announcing outcomes

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, LatencyStore, Lease, Outcome, PlacementState, PlacementStore,
-    StoreError,
+    Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome, PlacementState,
+    PlacementStore, SeatStore, StateStore as _, StoreError,
 };
+use bridge::seats::{JsonText, NewSession, SeatError, SessionInfo, SessionStatus};
 use bridge::{Assignment, Failure, FailureCode, MatchRequest, Player, Port, PortProtocol};
 
 use crate::harness::RedisServer;
@@ -92,6 +93,40 @@ impl Fixture {
         assert!(self.store.complete(match_id, &lease, &placed, keep_for).await.unwrap());
     }
 
+    /// The seat record a placement of `match_id` creates.
+    fn new_session(&self, match_id: &str) -> NewSession {
+        NewSession {
+            session_id: bridge::session_id("http", match_id),
+            capacity: 4,
+            status: SessionStatus::Created,
+            info: SessionInfo {
+                image: "demo-game".to_owned(),
+                version: None,
+                location: "eu-west-1".to_owned(),
+                labels: BTreeMap::new(),
+                metadata: JsonText::of(&serde_json::json!({ "match_id": match_id })).unwrap(),
+            },
+            players: ids(&["p1"]),
+            joined: Vec::new(),
+            reservation_ttl: Duration::from_secs(60),
+            now: self.at(1_500).into(),
+        }
+    }
+
+    /// Finishes `match_id`'s placement under `lease` with `outcome`, its JSON rendered, and the seat
+    /// record when `seats`.
+    async fn finish(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        seats: Option<&NewSession>,
+    ) -> bridge::ports::Finished {
+        let json = outcome.to_json().unwrap();
+        let completion = Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP };
+        self.store.finish_placement(completion, seats.map(|new| (new, KEEP))).await
+    }
+
     fn assignment(&self, match_id: &str, location: &str) -> Assignment {
         Assignment {
             match_id: match_id.to_owned(),
@@ -164,10 +199,65 @@ contract_tests!(
     cooling_lists_the_locations_cooling_down,
     concurrent_claims_have_exactly_one_owner,
     ids_with_braces_and_colons_are_kept_apart,
+    finishing_a_placement_writes_its_outcome_and_its_seat_record,
+    finishing_without_the_lease_still_records_the_seats,
 );
 
 // ---------------------------------------------------------------------------------------------
 // The contract
+
+async fn finishing_a_placement_writes_its_outcome_and_its_seat_record(fx: Fixture) {
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let assignment = fx.assignment("m-1", "eu-west-1");
+    let placed = Outcome::Placed(assignment.clone());
+    let new = fx.new_session("m-1");
+    let (written, created) = fx.finish("m-1", &lease, &placed, Some(&new)).await;
+    assert!(written.unwrap(), "the owner's outcome is written");
+    let seats = created.expect("a seat record was asked for").unwrap().expect("and created");
+    assert_eq!(seats.session_id, assignment.session_id);
+    assert_eq!(fx.store.get("m-1").await.unwrap().unwrap().state, PlacementState::Placed { assignment });
+    let stored = fx.store.get_session(new.session_id, fx.at(2_000).into()).await.unwrap();
+    let stored = stored.expect("the seat record is kept");
+    assert_eq!((stored.capacity, stored.info.image.as_str()), (4, "demo-game"));
+    let held: Vec<&String> = stored.reservations.values().flat_map(|r| &r.players).collect();
+    assert_eq!(held, [&"p1".to_owned()], "the match's own players hold their seats");
+
+    // Done once: the same lease writes nothing more, and the seat record is left as it is.
+    let other = Outcome::Placed(fx.assignment("m-1", "us-east-1"));
+    let (written, created) = fx.finish("m-1", &lease, &other, Some(&new)).await;
+    assert!(!written.unwrap(), "a second completion is refused");
+    assert_eq!(created.unwrap().unwrap(), Err(SeatError::AlreadyExists));
+    let kept = fx.store.get_session(new.session_id, fx.at(2_000).into()).await.unwrap();
+    assert_eq!(kept, Some(stored));
+
+    // A failure asks for no seats.
+    let lease = fx.own(&fx.claim("m-2", "alpha", 0)).await;
+    let failed = Outcome::Failed(Failure::new("m-2", FailureCode::NotFound, "no such image"));
+    let (written, created) = fx.finish("m-2", &lease, &failed, None).await;
+    assert!(written.unwrap());
+    assert!(created.is_none());
+    assert!(matches!(fx.store.get("m-2").await.unwrap().unwrap().state, PlacementState::Failed { .. }));
+}
+
+/// An owner whose lease was taken over still records the seats of the session it started (the
+/// same session id as the new owner's), while its outcome is refused.
+async fn finishing_without_the_lease_still_records_the_seats(fx: Fixture) {
+    let stale = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let fresh = fx.own(&fx.claim("m-1", "beta", 10_001)).await;
+    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
+    let new = fx.new_session("m-1");
+    let (written, created) = fx.finish("m-1", &stale, &placed, Some(&new)).await;
+    assert!(!written.unwrap(), "the fenced-out owner writes no outcome");
+    assert!(created.unwrap().unwrap().is_ok(), "but the session's seats are recorded");
+    let record = fx.store.get("m-1").await.unwrap().unwrap();
+    assert!(
+        matches!(record.state, PlacementState::Pending { ref owner, .. } if owner == "beta"),
+        "{record:?}"
+    );
+    assert!(fx.store.get_session(new.session_id, fx.at(2_000).into()).await.unwrap().is_some());
+    let (written, _) = fx.finish("m-1", &fresh, &placed, Some(&new)).await;
+    assert!(written.unwrap(), "the new owner's outcome is written");
+}
 
 async fn fresh_claim_owns_a_new_record(fx: Fixture) {
     assert_eq!(fx.store.get("m-1").await.unwrap(), None);
@@ -810,6 +900,25 @@ async fn redis_scripts_lost_by_the_server_are_loaded_again_and_the_index_still_w
     assert!(fx.store.complete("m-2", &lease, &placed, KEEP).await.unwrap());
     let duplicate = fx.store.claim(&fx.claim("m-2", "beta", 1_000)).await.unwrap();
     assert!(matches!(duplicate, ClaimOutcome::Placed(_)), "{duplicate:?}");
+}
+
+/// Redis lost its scripts (a restart, a failover) between a claim and its completion: the outcome
+/// sent with the seat record in one pipeline is still written, by the usual call that loads the
+/// script again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_finish_after_the_scripts_were_lost_still_writes_the_outcome() {
+    let fx = Fixture::redis().await;
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
+    // Loaded once, then lost.
+    fx.place("m-0", KEEP).await;
+    let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.unwrap();
+    let new = fx.new_session("m-1");
+    let (written, created) = fx.finish("m-1", &lease, &placed, Some(&new)).await;
+    assert!(written.unwrap(), "written after loading the script again");
+    assert!(created.unwrap().unwrap().is_ok());
+    assert!(matches!(fx.store.get("m-1").await.unwrap().unwrap().state, PlacementState::Placed { .. }));
 }
 
 /// The pending index cannot be written (here: a key of the wrong type) while the claim script

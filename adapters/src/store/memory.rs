@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{Swept, from_millis, lease_until_millis, to_millis};
 use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
-    PlacementState, PlacementStore, StoreError, TicketStatus, TicketStore,
+    PlacementState, PlacementStore, StateStore, StoreError, TicketStatus, TicketStore,
 };
 
 /// The embedded single-instance store. Cheap to clone: clones share the same state.
@@ -112,6 +112,9 @@ impl Inner {
 fn owns(state: &PlacementState, lease: &Lease) -> bool {
     matches!(state, PlacementState::Pending { owner, fence, .. } if *owner == lease.owner && *fence == lease.fence)
 }
+
+/// Nothing to save by sending the two together: the default, concurrent calls.
+impl StateStore for MemoryStore {}
 
 impl PlacementStore for MemoryStore {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {

@@ -30,6 +30,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use bridge::ports::{Completion, Finished};
+
 pub use bridge::ports::{
     BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
 };
@@ -93,6 +95,19 @@ impl From<MemoryStore> for StateStore {
 impl From<RedisStore> for StateStore {
     fn from(store: RedisStore) -> Self {
         Self::Redis(store)
+    }
+}
+
+impl bridge::ports::StateStore for StateStore {
+    async fn finish_placement(
+        &self,
+        completion: Completion<'_>,
+        seats: Option<(&NewSession, Duration)>,
+    ) -> Finished {
+        match self {
+            Self::Memory(store) => store.finish_placement(completion, seats).await,
+            Self::Redis(store) => store.finish_placement(completion, seats).await,
+        }
     }
 }
 

@@ -58,9 +58,11 @@ use tokio::sync::mpsc;
 use super::redis_record::{self, Stored};
 use super::{duration_millis, from_millis, lease_until_millis, push_percent_encoded, to_millis};
 use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
-    PlacementState, PlacementStore, StoreError, TicketStatus, TicketStore,
+    Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, Finished, LatencyStore, Lease, Outcome,
+    PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError, TicketStatus, TicketStore,
+    finish_concurrently,
 };
+use bridge::seats::NewSession;
 
 /// How long one connection attempt may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -472,21 +474,41 @@ impl RedisStore {
         json: &str,
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
-        let (state, retryable) = match outcome {
-            Outcome::Placed(_) => ("placed", false),
-            Outcome::Failed(failure) => ("failed", failure.error.retryable),
-        };
         let mut connection = self.connection.clone();
-        let written: bool = SCRIPTS
-            .complete
-            .key(self.keys.placement(match_id))
-            .arg(redis_record::owner_prefix(lease.fence, &lease.owner))
-            .arg(redis_record::done_header(state, lease.fence))
-            .arg(json)
-            .arg(duration_millis(keep_for).max(1))
+        let written: bool = self
+            .complete_invocation(match_id, lease, outcome, json, keep_for)
             .invoke_async(&mut connection)
             .await
             .map_err(err("complete"))?;
+        self.completed(match_id, outcome, written, keep_for);
+        Ok(written)
+    }
+
+    /// The complete script's call for `outcome`.
+    fn complete_invocation(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        json: &str,
+        keep_for: Duration,
+    ) -> redis::ScriptInvocation<'static> {
+        let state = match outcome {
+            Outcome::Placed(_) => "placed",
+            Outcome::Failed(_) => "failed",
+        };
+        let mut invocation = SCRIPTS.complete.key(self.keys.placement(match_id));
+        invocation
+            .arg(redis_record::owner_prefix(lease.fence, &lease.owner))
+            .arg(redis_record::done_header(state, lease.fence))
+            .arg(json)
+            .arg(duration_millis(keep_for).max(1));
+        invocation
+    }
+
+    /// After the complete script answered `written`.
+    fn completed(&self, match_id: &str, outcome: &Outcome, written: bool, keep_for: Duration) {
+        let retryable = matches!(outcome, Outcome::Failed(failure) if failure.error.retryable);
         // A final outcome's entry is dropped, off the answer's path and batched with others (one
         // round trip per batch rather than per placement): a stale entry is harmless
         // (expired_pending re-checks the record and drops it), a slower answer is not. A retryable
@@ -504,7 +526,58 @@ impl RedisStore {
             // expired_pending.
             let _ = self.done_pending.try_send(done);
         }
-        Ok(written)
+    }
+
+    /// A placed outcome and its seat record in one pipeline: the complete script's call first,
+    /// then the creation's commands. Only the script's answer is the complete's; should Redis have
+    /// lost the script (a restart, `SCRIPT FLUSH`), that one call is made again the usual way,
+    /// which loads it.
+    async fn finish_placed(
+        &self,
+        completion: Completion<'_>,
+        json: &str,
+        new: &NewSession,
+        seats_keep_for: Duration,
+    ) -> Finished {
+        let Completion { match_id, lease, outcome, keep_for, .. } = completion;
+        let mut pipe = redis::Pipeline::with_capacity(10);
+        pipe.ignore_errors();
+        pipe.invoke_script(&self.complete_invocation(match_id, lease, outcome, json, keep_for));
+        // `Err`: the creation's answer already, no commands queued.
+        let creation = match self.queue_create_session(&mut pipe, new, seats_keep_for) {
+            Ok(Ok(creation)) => Ok(creation),
+            Ok(Err(refused)) => Err(Ok(Err(refused))),
+            Err(error) => Err(Err(error)),
+        };
+        let mut connection = self.connection.clone();
+        let answers: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
+            Ok(answers) => answers,
+            Err(error) => {
+                let created = match creation {
+                    Ok(_) => Err(store_error("create_session", &error)),
+                    Err(refused_or_failed) => refused_or_failed,
+                };
+                return (Err(store_error("complete", &error)), Some(created));
+            }
+        };
+        let mut answers = answers.into_iter();
+        let written = match answers.next().map(redis::from_redis_value::<redis::RedisResult<bool>>) {
+            Some(Ok(Ok(written))) => {
+                self.completed(match_id, outcome, written, keep_for);
+                Ok(written)
+            }
+            Some(Ok(Err(error))) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.complete_inner(match_id, lease, outcome, json, keep_for).await
+            }
+            Some(Ok(Err(error))) => Err(store_error("complete", &error)),
+            Some(Err(error)) => Err(store_error("complete", &error.into())),
+            None => Err(StoreError::transient("redis complete: no answer")),
+        };
+        let created = match creation {
+            Ok(creation) => self.session_created(new, creation, answers.collect()).await,
+            Err(refused_or_failed) => refused_or_failed,
+        };
+        (written, Some(created))
     }
 
     async fn get_inner(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
@@ -711,6 +784,25 @@ impl CooldownCache {
             }
         }
         (cooling, unknown)
+    }
+}
+
+impl StateStore for RedisStore {
+    async fn finish_placement(
+        &self,
+        completion: Completion<'_>,
+        seats: Option<(&NewSession, Duration)>,
+    ) -> Finished {
+        let (Some((new, seats_keep_for)), Some(json)) = (seats, completion.json) else {
+            return finish_concurrently(self, completion, seats).await;
+        };
+        let finished = self.finish_placed(completion, json, new, seats_keep_for);
+        tokio::time::timeout(OPERATION_TIMEOUT, finished).await.unwrap_or_else(|_| {
+            let late = |operation| {
+                StoreError::transient(format!("redis {operation}: no answer within {OPERATION_TIMEOUT:?}"))
+            };
+            (Err(late("complete")), Some(Err(late("create_session"))))
+        })
     }
 }
 

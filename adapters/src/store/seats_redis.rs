@@ -97,6 +97,19 @@ const SCAN_COUNT: usize = 1024;
 /// long the indexes must live from now (0: no refresh needed).
 type Reply = (String, Vec<String>, HashMap<String, String>, i64);
 
+/// A seat record's creation queued on a pipeline, waiting for its commands' answers.
+pub(super) struct SessionCreation {
+    seats: SessionSeats,
+    now: OffsetDateTime,
+    now_ms: i64,
+    keep_ms: i64,
+    index_ttl: i64,
+    staged: String,
+    indexes: [String; 2],
+    sent_at: Instant,
+    expire_ms: Option<i64>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys
 
@@ -345,6 +358,26 @@ impl RedisStore {
         new: &NewSession,
         keep_for: Duration,
     ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        let mut pipe = redis::Pipeline::with_capacity(9);
+        let creation = match self.queue_create_session(&mut pipe, new, keep_for)? {
+            Ok(creation) => creation,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let mut connection = self.connection.clone();
+        let answers: Vec<redis::Value> =
+            pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+        self.session_created(new, creation, answers).await
+    }
+
+    /// Queues the commands that create `new`'s record on `pipe` (which must ignore errors: each
+    /// command's own answer counts), or refuses it at once. [`RedisStore::session_created`] reads
+    /// their answers.
+    pub(super) fn queue_create_session(
+        &self,
+        pipe: &mut redis::Pipeline,
+        new: &NewSession,
+        keep_for: Duration,
+    ) -> Result<SeatResult<SessionCreation>, StoreError> {
         let keep_ms = positive_keep(keep_for)?;
         let now_ms = to_millis(new.now);
         // Times as Redis keeps them (milliseconds), so the answer is what a read returns.
@@ -356,7 +389,6 @@ impl RedisStore {
         };
         let index_ttl = keep_ms.saturating_mul(2);
         let member = new.session_id.to_string();
-        let key = seats_key(self.prefix(), new.session_id);
         // The new record is written under a staging name of its own in the record's slot, then
         // renamed into place only if no record is there (`RENAMENX` is atomic, and the expiry moves
         // with the value): plain commands, which cost Redis about half what the create script does
@@ -377,19 +409,49 @@ impl RedisStore {
         // Index first: a session created but never indexed would be missed by backfill (an entry
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
         // runs in order.
-        let mut pipe = redis::Pipeline::with_capacity(9);
         let indexes = [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)];
         let sent_at = Instant::now();
         let expire_ms = self.index_expiries.needed(&indexes, index_ttl, sent_at);
         for index in &indexes {
-            queue_index_add(&mut pipe, index, &member, now_ms, expire_ms, true);
+            queue_index_add(pipe, index, &member, now_ms, expire_ms, true);
         }
         pipe.add_command(hset);
         pipe.cmd("PEXPIRE").arg(&staged).arg(keep_ms);
-        pipe.cmd("RENAMENX").arg(&staged).arg(&key);
-        // Each command's own answer: the commands before a failed one ran all the same.
-        pipe.ignore_errors();
-        let mut connection = self.connection.clone();
+        pipe.cmd("RENAMENX").arg(&staged).arg(seats_key(self.prefix(), new.session_id));
+        Ok(Ok(SessionCreation {
+            seats,
+            now,
+            now_ms,
+            keep_ms,
+            index_ttl,
+            staged,
+            indexes,
+            sent_at,
+            expire_ms,
+        }))
+    }
+
+    /// The answer of a creation [`RedisStore::queue_create_session`] queued, from its commands'
+    /// answers (`answers`, in order, nothing else).
+    pub(super) async fn session_created(
+        &self,
+        new: &NewSession,
+        creation: SessionCreation,
+        answers: Vec<redis::Value>,
+    ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        let SessionCreation {
+            seats,
+            now,
+            now_ms,
+            keep_ms,
+            index_ttl,
+            staged,
+            indexes,
+            sent_at,
+            expire_ms,
+            ..
+        } = creation;
+        let answers = redis::Value::Array(answers);
         // Both indexes' answers (`ZADD`'s, and the `PEXPIRE`s' when sent), then HSET, PEXPIRE and
         // RENAMENX.
         type Index = redis::RedisResult<IndexAdded>;
@@ -397,7 +459,7 @@ impl RedisStore {
         let (index_all, index_image, renamed) = if let Some(expire_ms) = expire_ms {
             type Answers = (Index, Skipped, Skipped, Index, Skipped, Skipped, Skipped, Skipped, Renamed);
             let (index_all, all_nx, all_gt, index_image, image_nx, image_gt, _, _, renamed): Answers =
-                pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+                redis::from_redis_value(answers).map_err(|e| err("create_session")(e.into()))?;
             for (index, expired) in indexes.iter().zip([all_nx.and(all_gt), image_nx.and(image_gt)]) {
                 if expired.is_ok() {
                     self.index_expiries.remember(index, sent_at, expire_ms);
@@ -407,7 +469,7 @@ impl RedisStore {
         } else {
             type Answers = (Index, Index, Skipped, Skipped, Renamed);
             let (index_all, index_image, _, _, renamed): Answers =
-                pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
+                redis::from_redis_value(answers).map_err(|e| err("create_session")(e.into()))?;
             (index_all, index_image, renamed)
         };
         let (tag, detail) = match renamed {
@@ -415,12 +477,13 @@ impl RedisStore {
             // A record is there: the script says which kind (or creates over a hash that is not
             // the bridge's, as it always did).
             Ok(_) => {
-                let mut create = SCRIPTS.create.key(&key);
+                let mut create = SCRIPTS.create.key(seats_key(self.prefix(), new.session_id));
                 create.key(&staged);
                 create.arg(now_ms).arg(keep_ms);
                 record_fields(&seats, keep_ms, |name, value| {
                     create.arg(name).arg(value);
                 })?;
+                let mut connection = self.connection.clone();
                 let (tag, detail, _, _): Reply =
                     create.invoke_async(&mut connection).await.map_err(err("create_session"))?;
                 (tag, detail)

@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use super::EngineSettings;
 use crate::ports::{
-    Claim, ClaimOutcome, Clock, DeliveryError, Lease, Outcome, OutcomeSink, PlacementRecord, PlacementState,
-    SessionApi, StateStore, StoreError,
+    Claim, ClaimOutcome, Clock, Completion, DeliveryError, Lease, Outcome, OutcomeSink, PlacementRecord,
+    PlacementState, SessionApi, StateStore, StoreError,
 };
 use crate::{FailureCode, ValidatedMatch, session_id};
 
@@ -262,23 +262,26 @@ where
         // Rendered once, for the record and the door's answer. Should it fail, `complete` renders
         // it again and reports why.
         let outcome_json = outcome.to_json().ok();
-        // The seat record is written alongside the outcome, not after it: one store round trip's wait
+        // The seat record is written with the outcome, not after it: one store round trip's wait
         // instead of two. That is safe whatever `complete` answers, because the session id is the
         // match's own: creating its seats is idempotent, and right even when this owner lost its
         // lease (the session exists at Gameye either way).
-        let record_seats = async {
-            if let Outcome::Placed(assignment) = &outcome {
-                self.record_seats(&job.record.request, assignment).await;
-            }
+        let new_session = match &outcome {
+            Outcome::Placed(assignment) => Some(self.new_session(&job.record.request, assignment)),
+            Outcome::Failed(_) => None,
         };
-        let complete = async {
-            let (match_id, lease, keep_for) = (&job.record.match_id, &job.lease, self.settings.keep_for);
-            match &outcome_json {
-                Some(json) => self.store.complete_rendered(match_id, lease, &outcome, json, keep_for).await,
-                None => self.store.complete(match_id, lease, &outcome, keep_for).await,
-            }
+        let completion = Completion {
+            match_id: &job.record.match_id,
+            lease: &job.lease,
+            outcome: &outcome,
+            json: outcome_json.as_deref(),
+            keep_for: self.settings.keep_for,
         };
-        let (written, ()) = futures_util::future::join(complete, record_seats).await;
+        let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
+        let (written, created) = self.store.finish_placement(completion, seats).await;
+        if let (Outcome::Placed(assignment), Some(created)) = (&outcome, created) {
+            self.seats_recorded(assignment, created);
+        }
         let (outcome, outcome_json) = if written? {
             (outcome, outcome_json)
         } else {

@@ -167,6 +167,17 @@ where
     /// and counted (the reconciler adopts sessions whose record is missing). A record that exists
     /// already (or ended) is left alone.
     pub(super) async fn record_seats(&self, request: &MatchRequest, assignment: &Assignment) {
+        let (new, keep_for) = self.new_session(request, assignment);
+        let created = self.store.create_session(&new, keep_for).await;
+        self.seats_recorded(assignment, created);
+    }
+
+    /// The seat record of a placed session, and how long it lives after its last change.
+    pub(super) fn new_session(
+        &self,
+        request: &MatchRequest,
+        assignment: &Assignment,
+    ) -> (NewSession, Duration) {
         let seats = &self.settings.seats;
         let metadata = NewMetadata {
             match_id: &assignment.match_id,
@@ -192,8 +203,16 @@ where
             now: self.clock.now(),
         };
         // The record outlives the Gameye session's own lifetime a little; every change refreshes it.
-        let keep_for = ttl + Duration::from_secs(600);
-        match self.store.create_session(&new, keep_for).await {
+        (new, ttl + Duration::from_secs(600))
+    }
+
+    /// What the seat record's creation answered: logged and counted when it failed.
+    pub(super) fn seats_recorded(
+        &self,
+        assignment: &Assignment,
+        created: Result<SeatResult<SessionSeats>, StoreError>,
+    ) {
+        match created {
             Ok(Ok(_)) => self.backfill_cache.forget(&assignment.image),
             Ok(Err(SeatError::AlreadyExists | SeatError::Ended)) => {}
             Ok(Err(refused)) => {
