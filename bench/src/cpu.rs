@@ -1,6 +1,7 @@
 //! Where the CPU went during a phase: each process's user+system time from `/proc/<pid>/stat`, and
 //! the whole machine's busy time from `/proc/stat` (so load from outside the bench shows up too).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ pub struct CpuSnapshot {
     /// networking is largely softirq work that no process is charged for).
     busy: u64,
     irq: u64,
+    steal: u64,
 }
 
 /// Cores used on average during a phase, per process and by everything else on the machine.
@@ -33,6 +35,19 @@ pub struct CpuUsage {
     /// program every minute — barely moves the average but stalls a 2-core machine for its length.
     /// Its noise floor is ~0.1–0.15 cores: counters of 10 ms ticks read at slightly different moments.
     pub other_peak: f64,
+    /// When that window was and what it held (watched phases only).
+    pub peak: Option<OtherPeak>,
+}
+
+/// The [`WATCH_WINDOW`] in which everything else used the most CPU.
+#[derive(Clone, Debug)]
+pub struct OtherPeak {
+    /// The window's start, from the watch's start.
+    pub at: Duration,
+    /// Cores the hypervisor took (steal).
+    pub steal: f64,
+    /// The busiest other processes in it (at least 0.05 cores each), busiest first.
+    pub processes: Vec<(String, f64)>,
 }
 
 impl CpuUsage {
@@ -63,25 +78,43 @@ fn process_ticks(pid: Option<u32>) -> u64 {
     field(11) + field(12)
 }
 
-/// (busy, irq + softirq) ticks of the whole machine: the `cpu` line of /proc/stat.
-fn machine_ticks() -> (u64, u64) {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
+/// (busy, irq + softirq, steal) ticks of the whole machine: the `cpu` line of /proc/stat. Busy
+/// includes steal: time the hypervisor gave this machine's CPUs to another.
+fn machine_ticks() -> (u64, u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0, 0) };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0, 0) };
     let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     let value = |i: usize| values.get(i).copied().unwrap_or(0);
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     let total: u64 = values.iter().take(8).sum();
-    (total.saturating_sub(value(3) + value(4)), value(5) + value(6))
+    (total.saturating_sub(value(3) + value(4)), value(5) + value(6), value(7))
+}
+
+/// Every process's name and utime + stime ticks, by pid: who the "other processes" were.
+fn all_process_ticks() -> HashMap<u32, (String, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return HashMap::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            Some((pid, (name, field(11) + field(12))))
+        })
+        .collect()
 }
 
 impl CpuSnapshot {
     pub fn take(tracked: &[Tracked]) -> Self {
-        let (busy, irq) = machine_ticks();
+        let (busy, irq, steal) = machine_ticks();
         Self {
             at: Instant::now(),
             processes: tracked.iter().map(|&(name, pid)| (name, process_ticks(pid))).collect(),
             busy,
             irq,
+            steal,
         }
     }
 
@@ -103,7 +136,7 @@ impl CpuSnapshot {
             .collect();
         let irq = later.irq.saturating_sub(self.irq);
         let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours).saturating_sub(irq));
-        CpuUsage { processes, irq: cores(irq), other, other_peak: other }
+        CpuUsage { processes, irq: cores(irq), other, other_peak: other, peak: None }
     }
 }
 
@@ -116,22 +149,46 @@ pub struct CpuWatch {
     first: CpuSnapshot,
     /// Dropping it (in `finish`, or with an unfinished watch) ends the sampler at once.
     stop: mpsc::Sender<()>,
-    sampler: JoinHandle<f64>,
+    sampler: JoinHandle<(f64, Option<OtherPeak>)>,
 }
 
 impl CpuWatch {
     pub fn start(tracked: &[Tracked]) -> Self {
         let first = CpuSnapshot::take(tracked);
+        let first_at = first.at;
         let (stop, stopped) = mpsc::channel::<()>();
         let sampler = {
             let (tracked, mut last) = (tracked.to_vec(), first.clone());
+            let ours: HashSet<u32> =
+                tracked.iter().map(|(_, pid)| pid.unwrap_or_else(std::process::id)).collect();
             std::thread::spawn(move || {
-                let mut peak: f64 = 0.0;
+                let mut peak: (f64, Option<OtherPeak>) = (0.0, None);
+                let mut others = all_process_ticks();
                 // Whole windows only: a partial one is a few ticks, too coarse to say anything.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_WINDOW) {
                     let now = CpuSnapshot::take(&tracked);
-                    peak = peak.max(last.usage_until(&now).other);
+                    let now_others = all_process_ticks();
+                    let other = last.usage_until(&now).other;
+                    if other > peak.0 {
+                        let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-9);
+                        let cores = |ticks: u64| ticks as f64 / ticks_per_second() / seconds;
+                        let mut processes: Vec<(String, f64)> = now_others
+                            .iter()
+                            .filter(|(pid, _)| !ours.contains(pid))
+                            .map(|(pid, (name, after))| {
+                                let before = others.get(pid).map_or(0, |(_, ticks)| *ticks);
+                                (name.clone(), cores(after.saturating_sub(before)))
+                            })
+                            .filter(|(_, used)| *used >= 0.05)
+                            .collect();
+                        processes.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        processes.truncate(3);
+                        let at = last.at.duration_since(first_at);
+                        let steal = cores(now.steal.saturating_sub(last.steal));
+                        peak = (other, Some(OtherPeak { at, steal, processes }));
+                    }
                     last = now;
+                    others = now_others;
                 }
                 peak
             })
@@ -143,8 +200,8 @@ impl CpuWatch {
     pub fn finish(self) -> CpuUsage {
         let last = CpuSnapshot::take(&self.tracked);
         drop(self.stop);
-        let peak = self.sampler.join().expect("the CPU sampler panicked");
-        CpuUsage { other_peak: peak, ..self.first.usage_until(&last) }
+        let (other_peak, peak) = self.sampler.join().expect("the CPU sampler panicked");
+        CpuUsage { other_peak, peak, ..self.first.usage_until(&last) }
     }
 }
 
@@ -153,8 +210,21 @@ impl CpuUsage {
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> = self.processes.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
         parts.push(format!("irq/softirq {:.2}", self.irq));
+        let peak = match &self.peak {
+            // Below the noise floor nothing is worth naming.
+            Some(peak) if self.other_peak >= 0.15 => {
+                let mut who = vec![format!("steal {:.2}", peak.steal)];
+                who.extend(peak.processes.iter().map(|(name, cores)| format!("{name} {cores:.2}")));
+                format!(
+                    ", at +{:.1} s of the phase with its warm-up: {}",
+                    peak.at.as_secs_f64(),
+                    who.join(", ")
+                )
+            }
+            _ => String::new(),
+        };
         parts.push(format!(
-            "other processes {:.2} (at most {:.2} in any {} ms)",
+            "other processes {:.2} (at most {:.2} in any {} ms{peak})",
             self.other,
             self.other_peak,
             WATCH_WINDOW.as_millis()
