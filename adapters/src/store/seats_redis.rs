@@ -439,30 +439,19 @@ impl RedisStore {
         creation: SessionCreation,
         answers: Vec<redis::Value>,
     ) -> Result<SeatResult<SessionSeats>, StoreError> {
-        let SessionCreation {
-            seats,
-            now,
-            now_ms,
-            keep_ms,
-            index_ttl,
-            staged,
-            indexes,
-            sent_at,
-            expire_ms,
-            ..
-        } = creation;
         let answers = redis::Value::Array(answers);
         // Both indexes' answers (`ZADD`'s, and the `PEXPIRE`s' when sent), then HSET, PEXPIRE and
         // RENAMENX.
         type Index = redis::RedisResult<IndexAdded>;
         type Renamed = redis::RedisResult<i64>;
-        let (index_all, index_image, renamed) = if let Some(expire_ms) = expire_ms {
+        let (index_all, index_image, renamed) = if let Some(expire_ms) = creation.expire_ms {
             type Answers = (Index, Skipped, Skipped, Index, Skipped, Skipped, Skipped, Skipped, Renamed);
             let (index_all, all_nx, all_gt, index_image, image_nx, image_gt, _, _, renamed): Answers =
                 redis::from_redis_value(answers).map_err(|e| err("create_session")(e.into()))?;
-            for (index, expired) in indexes.iter().zip([all_nx.and(all_gt), image_nx.and(image_gt)]) {
+            for (index, expired) in creation.indexes.iter().zip([all_nx.and(all_gt), image_nx.and(image_gt)])
+            {
                 if expired.is_ok() {
-                    self.index_expiries.remember(index, sent_at, expire_ms);
+                    self.index_expiries.remember(index, creation.sent_at, expire_ms);
                 }
             }
             (index_all, index_image, renamed)
@@ -478,9 +467,9 @@ impl RedisStore {
             // the bridge's, as it always did).
             Ok(_) => {
                 let mut create = SCRIPTS.create.key(seats_key(self.prefix(), new.session_id));
-                create.key(&staged);
-                create.arg(now_ms).arg(keep_ms);
-                record_fields(&seats, keep_ms, |name, value| {
+                create.key(&creation.staged);
+                create.arg(creation.now_ms).arg(creation.keep_ms);
+                record_fields(&creation.seats, creation.keep_ms, |name, value| {
                     create.arg(name).arg(value);
                 })?;
                 let mut connection = self.connection.clone();
@@ -494,14 +483,16 @@ impl RedisStore {
             // The record may exist unindexed: index it again; should that fail too, the
             // reconciler's next scan finds the session unrecorded and its create re-indexes it.
             tracing::warn!(error = %store_error("create_session", &error), "seats index not written with the record; trying again");
-            if let Err(error) = self.index_session(new.session_id, &new.info.image, now_ms, index_ttl).await {
+            if let Err(error) =
+                self.index_session(new.session_id, &new.info.image, creation.now_ms, creation.index_ttl).await
+            {
                 tracing::warn!(session_id = %new.session_id, error = %store_error("create_session", &error), "seats index not written");
             }
         }
         if tag != "ok" {
             return Ok(Err(refusal(&tag, &detail)?));
         }
-        Ok(Ok(seats.into_at(now)))
+        Ok(Ok(creation.seats.into_at(creation.now)))
     }
 
     async fn get_session_inner(
