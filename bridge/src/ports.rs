@@ -230,8 +230,8 @@ pub enum Outcome {
 
 impl Outcome {
     /// The Assignment's or the Failure's JSON: what a record keeps and what the HTTP door
-    /// answers. Rendered once per placement and handed to both
-    /// ([`PlacementStore::complete_rendered`], [`crate::placement::Answer`]).
+    /// answers. Rendered once per placement and handed to both ([`Completion::json`],
+    /// [`crate::placement::Answer`]).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         match self {
             Self::Placed(assignment) => serde_json::to_string(assignment),
@@ -263,19 +263,6 @@ pub trait PlacementStore: Send + Sync + 'static {
         outcome: &Outcome,
         keep_for: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// [`PlacementStore::complete`] with the outcome's JSON already rendered
-    /// ([`Outcome::to_json`]), for a store that keeps the text not to render it again.
-    fn complete_rendered(
-        &self,
-        match_id: &str,
-        lease: &Lease,
-        outcome: &Outcome,
-        _json: &str,
-        keep_for: Duration,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        self.complete(match_id, lease, outcome, keep_for)
-    }
 
     fn get(&self, match_id: &str)
     -> impl Future<Output = Result<Option<PlacementRecord>, StoreError>> + Send;
@@ -326,7 +313,8 @@ pub struct Completion<'a> {
     pub match_id: &'a str,
     pub lease: &'a Lease,
     pub outcome: &'a Outcome,
-    /// The outcome's JSON ([`Outcome::to_json`]) when it rendered.
+    /// The outcome's JSON ([`Outcome::to_json`]) when it rendered, for a store that keeps the
+    /// text not to render it again.
     pub json: Option<&'a str>,
     pub keep_for: Duration,
 }
@@ -337,7 +325,7 @@ pub type Finished = (Result<bool, StoreError>, Option<Result<SeatResult<SessionS
 
 /// Everything the engine keeps: one backend implements all five.
 pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore {
-    /// A placement's last writes: its outcome ([`PlacementStore::complete_rendered`]) and, when it
+    /// A placement's last writes: its outcome ([`PlacementStore::complete`]) and, when it
     /// placed, its session's seat record ([`SeatStore::create_session`] with `keep_for`). Neither
     /// depends on the other's answer, so a store may send both in one round trip; by default they
     /// run concurrently.
@@ -356,13 +344,8 @@ pub async fn finish_concurrently<S: PlacementStore + SeatStore + ?Sized>(
     completion: Completion<'_>,
     seats: Option<(&NewSession, Duration)>,
 ) -> Finished {
-    let Completion { match_id, lease, outcome, json, keep_for } = completion;
-    let complete = async {
-        match json {
-            Some(json) => store.complete_rendered(match_id, lease, outcome, json, keep_for).await,
-            None => store.complete(match_id, lease, outcome, keep_for).await,
-        }
-    };
+    let Completion { match_id, lease, outcome, keep_for, .. } = completion;
+    let complete = store.complete(match_id, lease, outcome, keep_for);
     let create = async {
         match seats {
             Some((new, keep_for)) => Some(store.create_session(new, keep_for).await),

@@ -88,7 +88,7 @@ pub async fn place_match(
         if let Progress::Done(outcome) = &answer.progress {
             announce_in_background(&state.service, &state.background, SOURCE, outcome);
         }
-        return Ok(answer_response(&match_id, answer));
+        return Ok(answer_response(&match_id, answer, progress_response));
     }
     match state.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
         Accepted::Owned(job) => {
@@ -147,20 +147,19 @@ pub(super) fn announce_in_background(
 }
 
 /// The answer to a placement the caller waited for: a fresh Assignment's JSON as the engine
-/// rendered it for the record, anything else as [`progress_response`] writes it.
-fn answer_response(match_id: &str, answer: Answer) -> Response {
+/// rendered it for the record (200), anything else as the door's `progress_response` writes it.
+pub(super) fn answer_response(
+    match_id: &str,
+    answer: Answer,
+    progress_response: fn(&str, Progress) -> Response,
+) -> Response {
     match answer {
         Answer { progress: Progress::Done(Outcome::Placed(_)), outcome_json: Some(json) } => {
-            placed_response(json)
+            let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+            (StatusCode::OK, content_type, json).into_response()
         }
         Answer { progress, .. } => progress_response(match_id, progress),
     }
-}
-
-/// 200 with an Assignment's JSON ([`Outcome::to_json`]).
-pub(super) fn placed_response(assignment_json: String) -> Response {
-    let content_type = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-    (StatusCode::OK, content_type, assignment_json).into_response()
 }
 
 pub(super) fn progress_response(match_id: &str, progress: Progress) -> Response {

@@ -14,16 +14,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bridge::Assignment;
-use bridge::placement::{
-    Accepted, Answer, PlacementService, Progress, SeatService, SeatServiceError, SessionFilter,
-};
+use bridge::placement::{Accepted, PlacementService, Progress, SeatService, SeatServiceError, SessionFilter};
 use bridge::ports::Outcome;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 use utoipa::{IntoParams, ToSchema};
 
 use super::matches::{
-    announce_in_background, failure_response, invalid_request, placed_response, store_unavailable,
+    announce_in_background, answer_response, failure_response, invalid_request, store_unavailable,
 };
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
@@ -203,7 +201,7 @@ pub async fn matched(
         if let Progress::Done(outcome) = &answer.progress {
             announce_in_background(&door.service, &door.background, SOURCE, outcome);
         }
-        return Ok(answer_response(&match_id, answer));
+        return Ok(answer_response(&match_id, answer, progress_response));
     }
     match door.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
         Accepted::Owned(job) => {
@@ -216,16 +214,6 @@ pub async fn matched(
             Ok(progress_response(&match_id, Progress::Done(outcome)))
         }
         Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
-    }
-}
-
-/// As [`super::matches::answer_response`], with this door's pending answer.
-fn answer_response(match_id: &str, answer: Answer) -> Response {
-    match answer {
-        Answer { progress: Progress::Done(Outcome::Placed(_)), outcome_json: Some(json) } => {
-            placed_response(json)
-        }
-        Answer { progress, .. } => progress_response(match_id, progress),
     }
 }
 

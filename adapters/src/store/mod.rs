@@ -145,20 +145,6 @@ impl PlacementStore for StateStore {
         }
     }
 
-    async fn complete_rendered(
-        &self,
-        match_id: &str,
-        lease: &Lease,
-        outcome: &Outcome,
-        json: &str,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Self::Memory(store) => store.complete(match_id, lease, outcome, keep_for).await,
-            Self::Redis(store) => store.complete_rendered(match_id, lease, outcome, json, keep_for).await,
-        }
-    }
-
     async fn get(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
         match self {
             Self::Memory(store) => store.get(match_id).await,

@@ -793,16 +793,27 @@ impl StateStore for RedisStore {
         completion: Completion<'_>,
         seats: Option<(&NewSession, Duration)>,
     ) -> Finished {
-        let (Some((new, seats_keep_for)), Some(json)) = (seats, completion.json) else {
-            return finish_concurrently(self, completion, seats).await;
-        };
-        let finished = self.finish_placed(completion, json, new, seats_keep_for);
-        tokio::time::timeout(OPERATION_TIMEOUT, finished).await.unwrap_or_else(|_| {
-            let late = |operation| {
-                StoreError::transient(format!("redis {operation}: no answer within {OPERATION_TIMEOUT:?}"))
-            };
-            (Err(late("complete")), Some(Err(late("create_session"))))
-        })
+        match (seats, completion.json) {
+            (Some((new, seats_keep_for)), Some(json)) => {
+                let finished = self.finish_placed(completion, json, new, seats_keep_for);
+                tokio::time::timeout(OPERATION_TIMEOUT, finished).await.unwrap_or_else(|_| {
+                    let late = |operation| {
+                        StoreError::transient(format!(
+                            "redis {operation}: no answer within {OPERATION_TIMEOUT:?}"
+                        ))
+                    };
+                    (Err(late("complete")), Some(Err(late("create_session"))))
+                })
+            }
+            // A failure: its outcome alone, with the text already rendered.
+            (None, Some(json)) => {
+                let Completion { match_id, lease, outcome, keep_for, .. } = completion;
+                let complete = self.complete_inner(match_id, lease, outcome, json, keep_for);
+                (bounded_store("complete", complete).await, None)
+            }
+            // The outcome did not render: `complete` renders it again and says why.
+            _ => finish_concurrently(self, completion, seats).await,
+        }
     }
 }
 
@@ -831,18 +842,7 @@ impl PlacementStore for RedisStore {
         let json = outcome
             .to_json()
             .map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
-        self.complete_rendered(match_id, lease, outcome, &json, keep_for).await
-    }
-
-    async fn complete_rendered(
-        &self,
-        match_id: &str,
-        lease: &Lease,
-        outcome: &Outcome,
-        json: &str,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
-        bounded_store("complete", self.complete_inner(match_id, lease, outcome, json, keep_for)).await
+        bounded_store("complete", self.complete_inner(match_id, lease, outcome, &json, keep_for)).await
     }
 
     async fn get(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
