@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -209,6 +209,8 @@ pub struct OpenStats {
     /// Every measured request: (scheduled time after the measured start, latency), for
     /// [`OpenStats::slow_windows`].
     pub timeline: Vec<(Duration, Duration)>,
+    /// The measured start on the wall clock, so a tail window can be found in logs and profiles.
+    pub measured_from: SystemTime,
 }
 
 impl OpenStats {
@@ -267,6 +269,7 @@ pub async fn open_loop(
     let total = ((warmup + duration).as_secs_f64() * rate).round() as u64;
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + warmup;
+    let measured_from_wall = wall_clock_at(measure_from);
     let give_up = start + warmup + duration + Duration::from_secs(10);
     let limit = Arc::new(Semaphore::new(max_in_flight));
     let shared = Arc::new(Mutex::new(OpenShared {
@@ -325,7 +328,13 @@ pub async fn open_loop(
         scheduled,
         not_sent,
         timeline: shared.timeline.clone(),
+        measured_from: measured_from_wall,
     }
+}
+
+/// `at` (now or later) on the wall clock.
+pub fn wall_clock_at(at: Instant) -> SystemTime {
+    SystemTime::now() + at.saturating_duration_since(Instant::now())
 }
 
 /// How many requests from `from` on (of `total`) were scheduled inside the measured window.
@@ -396,6 +405,7 @@ mod tests {
             scheduled: 0,
             not_sent: 0,
             timeline: Vec::new(),
+            measured_from: SystemTime::UNIX_EPOCH,
         };
         // 250 ms windows: two slow requests in the one starting at 500 ms, one at 0, one at 1 s;
         // fast requests everywhere, and one exactly at the bar (not over it).

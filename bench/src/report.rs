@@ -506,16 +506,29 @@ pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats) {
     let windows: Vec<String> = o
         .slow_windows(p99, Duration::from_millis(250), 3)
         .into_iter()
-        .map(|(at, slow, slowest)| format!("+{:.2} s: {slow} (max {})", at.as_secs_f64(), ms(slowest)))
+        .map(|(at, slow, slowest)| {
+            format!(
+                "+{:.2} s ({}): {slow} (max {})",
+                at.as_secs_f64(),
+                utc_time_of_day(o.measured_from + at),
+                ms(slowest)
+            )
+        })
         .collect();
     if !windows.is_empty() {
         let _ = writeln!(
             out,
             "- {name}, where its tail sits: requests slower than its p99 by 250 ms window of \
-             scheduled time (from the measured start), busiest first: {}",
+             scheduled time (from the measured start; UTC), busiest first: {}",
             windows.join(", ")
         );
     }
+}
+
+/// `HH:MM:SS.mmmZ`: to find a window in the processes' logs or a `perf` profile of the run.
+fn utc_time_of_day(at: std::time::SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    format!("{:02}:{:02}:{:02}.{:03}Z", at.hour(), at.minute(), at.second(), at.millisecond())
 }
 
 /// The block's title and its "where and how" list (command, date, machine, settings), as

@@ -312,6 +312,7 @@ async fn open_loop(
     let total = ((warmup + duration).as_secs_f64() * rate).round() as u64;
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + warmup;
+    let measured_from_wall = load::wall_clock_at(measure_from);
     let give_up = start + warmup + duration + Duration::from_secs(10);
     let scheduled_at = |n: u64| start + interval.mul_f64(n as f64);
     let measured_from = |from: u64| (from..total).filter(|&n| scheduled_at(n) >= measure_from).count() as u64;
@@ -378,6 +379,7 @@ async fn open_loop(
             scheduled,
             not_sent,
             timeline: shared.timeline.clone(),
+            measured_from: measured_from_wall,
         },
         second,
     }
