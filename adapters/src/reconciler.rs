@@ -52,8 +52,11 @@ pub const LEASE_NAME: &str = "reconciler";
 /// In how many consecutive scans' listings a recorded session must be missing to be ended.
 pub const ABSENT_SCANS_TO_END: u32 = 2;
 
-/// Sessions marked running in one store call.
-const MARK_RUNNING_BATCH: usize = 1024;
+/// Sessions marked running in one store call (one Redis pipeline of script calls), with a paced
+/// step between two calls: Redis runs a pipeline's calls one after another while placements'
+/// commands wait. Calls of a thousand put a burst of ~15 ms slower placements at each one
+/// (bench/RESULTS.md, session 16).
+const MARK_RUNNING_CHUNK: usize = 64;
 
 /// A session Gameye runs that carries the bridge's labels, as the reconciler needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -360,6 +363,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
     pub async fn scan(&mut self) -> Option<ScanReport> {
         let started = Instant::now();
         self.metrics.scanning.set(1);
+        tracing::debug!("reconciler scan starts: listing Gameye's sessions");
         let report = self.scan_steps().await;
         self.metrics.scanning.set(0);
         self.metrics.scan_seconds.observe(started.elapsed().as_secs_f64());
@@ -398,6 +402,10 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             }
         };
         self.metrics.listed.set(listed.len() as i64);
+        tracing::debug!(
+            sessions = listed.len(),
+            "reconciler: Gameye's listing read; comparing the seat records"
+        );
         // Started after the listing, which paces itself: its time is not this pacer's work.
         let mut pacer = Pacer::new(self.config.pace);
         let mut report = ScanReport::default();
@@ -424,8 +432,8 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                         .await;
                 }
             }
-            if to_mark_running.len() >= MARK_RUNNING_BATCH || page.next.is_none() {
-                self.mark_running(&mut to_mark_running, &mut report, now).await;
+            if !self.mark_running(&mut to_mark_running, &mut pacer, &mut report, now).await {
+                return None;
             }
             if !self.step(&mut pacer).await {
                 return None;
@@ -568,21 +576,34 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         }
     }
 
-    /// In bulk: right after placements Gameye lists thousands of sessions running at once.
-    async fn mark_running(&self, ids: &mut Vec<Uuid>, report: &mut ScanReport, now: OffsetDateTime) {
-        if ids.is_empty() {
-            return;
+    /// In chunks, paced: right after placements Gameye lists thousands of sessions running at once.
+    /// `false`: the scan stops (see [`Reconciler::step`]).
+    async fn mark_running(
+        &mut self,
+        ids: &mut Vec<Uuid>,
+        pacer: &mut Pacer,
+        report: &mut ScanReport,
+        now: OffsetDateTime,
+    ) -> bool {
+        if !ids.is_empty() {
+            tracing::debug!(sessions = ids.len(), "reconciler: marking sessions running");
         }
-        match self.store.mark_running_many(ids, now).await {
-            Ok(marked) => {
-                self.metrics.refreshed.inc_by(marked.len() as u64);
-                report.refreshed.extend(marked);
+        for (n, chunk) in ids.chunks(MARK_RUNNING_CHUNK).enumerate() {
+            if n > 0 && !self.step(pacer).await {
+                return false;
             }
-            Err(error) => {
-                tracing::warn!(%error, sessions = ids.len(), "cannot mark sessions running; next scan tries again")
+            match self.store.mark_running_many(chunk, now).await {
+                Ok(marked) => {
+                    self.metrics.refreshed.inc_by(marked.len() as u64);
+                    report.refreshed.extend(marked);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, sessions = chunk.len(), "cannot mark sessions running; next scan tries again")
+                }
             }
         }
         ids.clear();
+        true
     }
 
     /// Renews the lease during a long scan (it lasts three intervals). `false`: lost, or unknown.
