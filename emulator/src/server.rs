@@ -11,6 +11,10 @@ use crate::{Error, World, app};
 /// How long [`RunningEmulator::shutdown`] lets in-flight requests finish before cutting them off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Bytes of a connection's answers the kernel may hold unsent (it doubles this for its own
+/// bookkeeping): a few hundred sessions of a listing, and many times any other answer.
+const SEND_BUFFER: usize = 64 * 1024;
+
 /// An emulator serving in a tokio task. Dropping it stops the server too (without waiting).
 pub struct RunningEmulator {
     addr: SocketAddr,
@@ -54,9 +58,14 @@ pub async fn start(world: World, addr: SocketAddr) -> Result<RunningEmulator, Er
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let router = app(world, shutdown.clone());
-    // No Nagle delay: clients and benches send many small requests.
+    // No Nagle delay: clients and benches send many small requests. A small send buffer: a
+    // listing is written only as fast as its reader takes it (see `api::sessions`). With the
+    // kernel's autotuned buffer (up to 4 MiB) the emulator serialized a reconciler's whole listing
+    // of 20,000 sessions in one ~30 ms burst on a core that `POST /session` needed, while the
+    // reader took two seconds over it (bench/RESULTS.md, session 16).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(SEND_BUFFER);
     });
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
