@@ -60,7 +60,7 @@ pub async fn start(world: World, addr: SocketAddr) -> Result<RunningEmulator, Er
     let router = app(world, shutdown.clone());
     // No Nagle delay: clients and benches send many small requests. A small send buffer: a
     // listing is written only as fast as its reader takes it (see `api::sessions`). With the
-    // kernel's autotuned buffer (up to 4 MiB) the emulator serialized a reconciler's whole listing
+    // kernel's autotuned buffer (up to 4 MiB) the emulator serialized most of a reconciler's listing
     // of 20,000 sessions in one ~30 ms burst on a core that `POST /session` needed, while the
     // reader took two seconds over it (bench/RESULTS.md, session 16).
     let listener = listener.tap_io(|tcp| {
