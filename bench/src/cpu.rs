@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A process to account for: a name and a pid (`None`: this process).
 pub type Tracked = (&'static str, Option<u32>);
@@ -37,6 +37,30 @@ pub struct CpuUsage {
     pub other_peak: f64,
     /// When that window was and what it held (watched phases only).
     pub peak: Option<OtherPeak>,
+    /// Every window in which everything else used at least [`OUTSIDE_NOISE`] cores (watched phases
+    /// only), so a tail window of slow requests can be checked for outside load.
+    pub outside: Vec<OutsideLoad>,
+}
+
+/// One [`WATCH_WINDOW`] with load from outside the bench, on the wall clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutsideLoad {
+    pub from: SystemTime,
+    pub to: SystemTime,
+    /// Cores everything else used (steal included).
+    pub cores: f64,
+    /// The busiest other processes in it (at least 0.05 cores each), busiest first.
+    pub processes: Vec<(String, f64)>,
+}
+
+/// Other processes' use below this, in one window, is the counters' noise (see `other_peak`).
+pub const OUTSIDE_NOISE: f64 = 0.15;
+
+impl OutsideLoad {
+    /// The most cores outside load took in a window overlapping `from..to`, and who took them.
+    pub fn most_within(windows: &[OutsideLoad], from: SystemTime, to: SystemTime) -> Option<&OutsideLoad> {
+        windows.iter().filter(|w| w.from < to && w.to > from).max_by(|a, b| a.cores.total_cmp(&b.cores))
+    }
 }
 
 /// The [`WATCH_WINDOW`] in which everything else used the most CPU.
@@ -136,7 +160,7 @@ impl CpuSnapshot {
             .collect();
         let irq = later.irq.saturating_sub(self.irq);
         let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours).saturating_sub(irq));
-        CpuUsage { processes, irq: cores(irq), other, other_peak: other, peak: None }
+        CpuUsage { processes, irq: cores(irq), other, other_peak: other, peak: None, outside: Vec::new() }
     }
 }
 
@@ -149,7 +173,7 @@ pub struct CpuWatch {
     first: CpuSnapshot,
     /// Dropping it (in `finish`, or with an unfinished watch) ends the sampler at once.
     stop: mpsc::Sender<()>,
-    sampler: JoinHandle<(f64, Option<OtherPeak>)>,
+    sampler: JoinHandle<(f64, Option<OtherPeak>, Vec<OutsideLoad>)>,
 }
 
 impl CpuWatch {
@@ -163,13 +187,16 @@ impl CpuWatch {
                 tracked.iter().map(|(_, pid)| pid.unwrap_or_else(std::process::id)).collect();
             std::thread::spawn(move || {
                 let mut peak: (f64, Option<OtherPeak>) = (0.0, None);
+                let mut outside = Vec::new();
                 let mut others = all_process_ticks();
+                let mut last_wall = SystemTime::now();
                 // Whole windows only: a partial one is a few ticks, too coarse to say anything.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_WINDOW) {
                     let now = CpuSnapshot::take(&tracked);
+                    let now_wall = SystemTime::now();
                     let now_others = all_process_ticks();
                     let other = last.usage_until(&now).other;
-                    if other > peak.0 {
+                    if other > peak.0 || other >= OUTSIDE_NOISE {
                         let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-9);
                         let cores = |ticks: u64| ticks as f64 / ticks_per_second() / seconds;
                         let mut processes: Vec<(String, f64)> = now_others
@@ -183,14 +210,25 @@ impl CpuWatch {
                             .collect();
                         processes.sort_by(|a, b| b.1.total_cmp(&a.1));
                         processes.truncate(3);
-                        let at = last.at.duration_since(first_at);
-                        let steal = cores(now.steal.saturating_sub(last.steal));
-                        peak = (other, Some(OtherPeak { at, steal, processes }));
+                        if other >= OUTSIDE_NOISE {
+                            outside.push(OutsideLoad {
+                                from: last_wall,
+                                to: now_wall,
+                                cores: other,
+                                processes: processes.clone(),
+                            });
+                        }
+                        if other > peak.0 {
+                            let at = last.at.duration_since(first_at);
+                            let steal = cores(now.steal.saturating_sub(last.steal));
+                            peak = (other, Some(OtherPeak { at, steal, processes }));
+                        }
                     }
                     last = now;
+                    last_wall = now_wall;
                     others = now_others;
                 }
-                peak
+                (peak.0, peak.1, outside)
             })
         };
         Self { tracked: tracked.to_vec(), first, stop, sampler }
@@ -200,8 +238,8 @@ impl CpuWatch {
     pub fn finish(self) -> CpuUsage {
         let last = CpuSnapshot::take(&self.tracked);
         drop(self.stop);
-        let (other_peak, peak) = self.sampler.join().expect("the CPU sampler panicked");
-        CpuUsage { other_peak, peak, ..self.first.usage_until(&last) }
+        let (other_peak, peak, outside) = self.sampler.join().expect("the CPU sampler panicked");
+        CpuUsage { other_peak, peak, outside, ..self.first.usage_until(&last) }
     }
 }
 
@@ -212,7 +250,7 @@ impl CpuUsage {
         parts.push(format!("irq/softirq {:.2}", self.irq));
         let peak = match &self.peak {
             // Below the noise floor nothing is worth naming.
-            Some(peak) if self.other_peak >= 0.15 => {
+            Some(peak) if self.other_peak >= OUTSIDE_NOISE => {
                 let mut who = vec![format!("steal {:.2}", peak.steal)];
                 who.extend(peak.processes.iter().map(|(name, cores)| format!("{name} {cores:.2}")));
                 format!(

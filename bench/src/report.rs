@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::cpu::CpuUsage;
+use crate::cpu::{CpuUsage, OutsideLoad};
 use crate::load::{BurstStats, OpenStats, Stats};
 
 /// The bridge should sustain at least this share of the raw emulator rate.
@@ -443,7 +443,10 @@ impl Report {
                 ms(o.lag_quantile(0.5)),
                 ms(o.lag_quantile(0.99)),
             );
-            tail_windows(out, name, o);
+            // The phase's own key ("3a" of "3a (bridge)"), under which its CPU use was recorded.
+            let phase = name.split(' ').next().unwrap_or(name);
+            let outside = self.cpu.iter().find(|(p, _)| *p == phase).map_or(&[][..], |(_, u)| &u.outside[..]);
+            tail_windows(out, name, o, outside);
         }
         if let Some(slow) = &self.slow {
             let s = &slow.stats.stats;
@@ -500,17 +503,30 @@ impl Report {
 }
 
 /// Where an open-loop phase's tail sits: the three 250 ms windows (by scheduled time) holding the
-/// most requests slower than its p99, as one detail line (none when it kept no timeline).
-pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats) {
+/// most requests slower than its p99, as one detail line (none when it kept no timeline). Each
+/// names the outside load around it, when the phase's CPU watch saw some (`outside`).
+pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[OutsideLoad]) {
     let p99 = o.stats.quantile(0.99);
+    let width = Duration::from_millis(250);
     let windows: Vec<String> = o
-        .slow_windows(p99, Duration::from_millis(250), 3)
+        .slow_windows(p99, width, 3)
         .into_iter()
         .map(|(at, slow, slowest)| {
+            let from = o.measured_from + at;
+            // A request scheduled in the window waited for whatever ran from its schedule until its
+            // answer: the slowest one's latency past the window's end.
+            let load = OutsideLoad::most_within(outside, from, from + width + slowest)
+                .map(|load| {
+                    let who: Vec<String> =
+                        load.processes.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
+                    let who = if who.is_empty() { String::new() } else { format!(": {}", who.join(", ")) };
+                    format!("; outside load {:.2} cores{who}", load.cores)
+                })
+                .unwrap_or_default();
             format!(
-                "+{:.2} s ({}): {slow} (max {})",
+                "+{:.2} s ({}): {slow} (max {}{load})",
                 at.as_secs_f64(),
-                utc_time_of_day(o.measured_from + at),
+                utc_time_of_day(from),
                 ms(slowest)
             )
         })
@@ -567,6 +583,48 @@ mod tests {
 
     fn machine() -> Machine {
         Machine { date: "now".into(), cpus: 2, model: "test".into(), nofile: (1, 1), loadavg: String::new() }
+    }
+
+    #[test]
+    fn a_tail_window_names_the_outside_load_around_it_and_only_that() {
+        let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_623_188);
+        let ms = Duration::from_millis;
+        let mut stats = Stats::new();
+        let mut timeline = Vec::new();
+        // 997 fast requests spread over 10 s, and 3 slow ones scheduled at 500-520 ms.
+        for n in 0..997u64 {
+            stats.record(&Ok::<(), String>(()), ms(1));
+            timeline.push((ms(n * 10), ms(1)));
+        }
+        for n in 0..3u64 {
+            stats.record(&Ok::<(), String>(()), ms(30));
+            timeline.push((ms(500 + n * 10), ms(30)));
+        }
+        let open = OpenStats {
+            stats,
+            service: crate::load::histogram(),
+            lag: crate::load::histogram(),
+            scheduled: 1_000,
+            not_sent: 0,
+            timeline,
+            measured_from: start,
+        };
+        let load = |from: u64, cores: f64| OutsideLoad {
+            from: start + ms(from),
+            to: start + ms(from + 200),
+            cores,
+            processes: vec![("beam.smp".to_owned(), cores - 0.1)],
+        };
+        let mut out = String::new();
+        tail_windows(&mut out, "3a (bridge)", &open, &[load(0, 0.3), load(600, 0.74), load(2_000, 0.9)]);
+        assert!(
+            out.contains("+0.50 s (05:59:48.500Z): 3 (max 30.00 ms; outside load 0.74 cores: beam.smp 0.64)"),
+            "{out}"
+        );
+
+        let mut out = String::new();
+        tail_windows(&mut out, "3a (bridge)", &open, &[load(0, 0.3), load(2_000, 0.9)]);
+        assert!(out.contains("+0.50 s (05:59:48.500Z): 3 (max 30.00 ms)"), "{out}");
     }
 
     #[test]
