@@ -465,34 +465,21 @@ impl RedisStore {
         Ok(renewed)
     }
 
-    /// Writes `outcome`, whose JSON ([`Outcome::to_json`]) is `json`.
-    async fn complete_inner(
-        &self,
-        match_id: &str,
-        lease: &Lease,
-        outcome: &Outcome,
-        json: &str,
-        keep_for: Duration,
-    ) -> Result<bool, StoreError> {
+    /// Writes the outcome.
+    async fn complete_inner(&self, rendered: Rendered<'_>) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
         let written: bool = self
-            .complete_invocation(match_id, lease, outcome, json, keep_for)
+            .complete_invocation(rendered)
             .invoke_async(&mut connection)
             .await
             .map_err(err("complete"))?;
-        self.completed(match_id, outcome, written, keep_for);
+        self.completed(rendered, written);
         Ok(written)
     }
 
-    /// The complete script's call for `outcome`.
-    fn complete_invocation(
-        &self,
-        match_id: &str,
-        lease: &Lease,
-        outcome: &Outcome,
-        json: &str,
-        keep_for: Duration,
-    ) -> redis::ScriptInvocation<'static> {
+    /// The complete script's call for the outcome.
+    fn complete_invocation(&self, rendered: Rendered<'_>) -> redis::ScriptInvocation<'static> {
+        let Rendered { match_id, lease, outcome, json, keep_for } = rendered;
         let state = match outcome {
             Outcome::Placed(_) => "placed",
             Outcome::Failed(_) => "failed",
@@ -507,7 +494,8 @@ impl RedisStore {
     }
 
     /// After the complete script answered `written`.
-    fn completed(&self, match_id: &str, outcome: &Outcome, written: bool, keep_for: Duration) {
+    fn completed(&self, rendered: Rendered<'_>, written: bool) {
+        let Rendered { match_id, outcome, keep_for, .. } = rendered;
         let retryable = matches!(outcome, Outcome::Failed(failure) if failure.error.retryable);
         // A final outcome's entry is dropped, off the answer's path and batched with others (one
         // round trip per batch rather than per placement): a stale entry is harmless
@@ -534,15 +522,13 @@ impl RedisStore {
     /// which loads it.
     async fn finish_placed(
         &self,
-        completion: Completion<'_>,
-        json: &str,
+        rendered: Rendered<'_>,
         new: &NewSession,
         seats_keep_for: Duration,
     ) -> Finished {
-        let Completion { match_id, lease, outcome, keep_for, .. } = completion;
         let mut pipe = redis::Pipeline::with_capacity(10);
         pipe.ignore_errors();
-        pipe.invoke_script(&self.complete_invocation(match_id, lease, outcome, json, keep_for));
+        pipe.invoke_script(&self.complete_invocation(rendered));
         // `Err`: the creation's answer already, no commands queued.
         let creation = match self.queue_create_session(&mut pipe, new, seats_keep_for) {
             Ok(Ok(creation)) => Ok(creation),
@@ -563,11 +549,11 @@ impl RedisStore {
         let mut answers = answers.into_iter();
         let written = match answers.next().map(redis::from_redis_value::<redis::RedisResult<bool>>) {
             Some(Ok(Ok(written))) => {
-                self.completed(match_id, outcome, written, keep_for);
+                self.completed(rendered, written);
                 Ok(written)
             }
             Some(Ok(Err(error))) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.complete_inner(match_id, lease, outcome, json, keep_for).await
+                self.complete_inner(rendered).await
             }
             Some(Ok(Err(error))) => Err(store_error("complete", &error)),
             Some(Err(error)) => Err(store_error("complete", &error.into())),
@@ -787,15 +773,34 @@ impl CooldownCache {
     }
 }
 
+/// A [`Completion`] whose outcome's JSON ([`Outcome::to_json`]) is in hand: what the complete
+/// script is called with.
+#[derive(Clone, Copy)]
+struct Rendered<'a> {
+    match_id: &'a str,
+    lease: &'a Lease,
+    outcome: &'a Outcome,
+    json: &'a str,
+    keep_for: Duration,
+}
+
+impl<'a> Rendered<'a> {
+    /// `None` when the outcome did not render.
+    fn of(completion: Completion<'a>) -> Option<Self> {
+        let Completion { match_id, lease, outcome, json, keep_for } = completion;
+        Some(Self { match_id, lease, outcome, json: json?, keep_for })
+    }
+}
+
 impl StateStore for RedisStore {
     async fn finish_placement(
         &self,
         completion: Completion<'_>,
         seats: Option<(&NewSession, Duration)>,
     ) -> Finished {
-        match (seats, completion.json) {
-            (Some((new, seats_keep_for)), Some(json)) => {
-                let finished = self.finish_placed(completion, json, new, seats_keep_for);
+        match (seats, Rendered::of(completion)) {
+            (Some((new, seats_keep_for)), Some(rendered)) => {
+                let finished = self.finish_placed(rendered, new, seats_keep_for);
                 tokio::time::timeout(OPERATION_TIMEOUT, finished).await.unwrap_or_else(|_| {
                     let late = |operation| {
                         StoreError::transient(format!(
@@ -806,11 +811,7 @@ impl StateStore for RedisStore {
                 })
             }
             // A failure: its outcome alone, with the text already rendered.
-            (None, Some(json)) => {
-                let Completion { match_id, lease, outcome, keep_for, .. } = completion;
-                let complete = self.complete_inner(match_id, lease, outcome, json, keep_for);
-                (bounded_store("complete", complete).await, None)
-            }
+            (None, Some(rendered)) => (bounded_store("complete", self.complete_inner(rendered)).await, None),
             // The outcome did not render: `complete` renders it again and says why.
             _ => finish_concurrently(self, completion, seats).await,
         }
@@ -842,7 +843,8 @@ impl PlacementStore for RedisStore {
         let json = outcome
             .to_json()
             .map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
-        bounded_store("complete", self.complete_inner(match_id, lease, outcome, &json, keep_for)).await
+        let rendered = Rendered { match_id, lease, outcome, json: &json, keep_for };
+        bounded_store("complete", self.complete_inner(rendered)).await
     }
 
     async fn get(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
