@@ -253,6 +253,35 @@ struct OpenShared {
     timeline: Vec<(Duration, Duration)>,
 }
 
+/// [`open_loop`] on a thread of its own, with a one-thread runtime and a client of its own (from
+/// `make_client`). The generator shares the two cores with what it measures: on the caller's
+/// multi-thread runtime each batch of requests released by the timer woke the other worker, and
+/// the generator spent about a fifth of its CPU switching threads (bench/RESULTS.md, session 17).
+/// One thread needs a few tenths of a core at the rates measured here.
+pub async fn open_loop_alone(
+    make_client: impl FnOnce() -> anyhow::Result<Client> + Send + 'static,
+    endpoint: &Endpoint,
+    rate: f64,
+    warmup: Duration,
+    duration: Duration,
+    max_in_flight: usize,
+) -> anyhow::Result<OpenStats> {
+    let endpoint = endpoint.clone();
+    let (done, stats) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("open-loop".to_owned()).spawn(move || {
+        let stats = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                let client = make_client()?;
+                Ok(runtime.block_on(open_loop(&client, &endpoint, rate, warmup, duration, max_in_flight)))
+            });
+        let _ = done.send(stats);
+    })?;
+    stats.await.map_err(|_| anyhow::anyhow!("the open-loop thread ended without its figures"))?
+}
+
 /// Sends at `rate` per second for `warmup + duration` at fixed scheduled times, at most
 /// `max_in_flight` at once; only requests scheduled after the warm-up are recorded. A request's
 /// latency runs from its scheduled time, so a stalled server is charged for the requests it delayed

@@ -88,8 +88,8 @@ struct Cli {
     seat_capacity: u32,
     /// Keys written into Redis before the bridge starts, so the run meets a Redis that has grown
     /// already: its key tables double (rehashing every key, on its one thread) each time the key count
-    /// passes a power of two, and a run adds hundreds of thousands of keys. 530000 leaves room for
-    /// about 500,000 more before the next doubling. The report says when a phase met one.
+    /// passes a power of two, and a run adds hundreds of thousands of keys. 1100000 leaves room for
+    /// about 1,000,000 more before the next doubling. The report says when a phase met one.
     #[arg(long, default_value_t = 0)]
     redis_filler: u64,
     /// Tokio worker threads of the floor yardstick (scenario `floor`); 0: one per core, as the bridge's default.
@@ -224,6 +224,14 @@ fn bin_dir(cli: &Cli) -> PathBuf {
         Some(dir) if dir.join("gameye-bridge").is_file() => dir,
         _ => PathBuf::from("target/release"),
     }
+}
+
+/// An open-loop phase at `rate` with the run's settings, on a thread and with a client of its own
+/// ([`load::open_loop_alone`]).
+async fn open_loop(cli: &Cli, endpoint: &Endpoint, rate: f64) -> Result<load::OpenStats> {
+    let (pool, timeout) = (cli.max_in_flight, cli.request_timeout);
+    let make_client = move || client(pool, timeout);
+    load::open_loop_alone(make_client, endpoint, rate, cli.warmup, cli.duration, cli.max_in_flight).await
 }
 
 fn client(pool: usize, timeout: Duration) -> Result<reqwest::Client> {
@@ -481,13 +489,11 @@ async fn scenarios(
                     token: BRIDGE_TOKEN.to_owned(),
                     prefix: "bench-floor2-latency".to_owned(),
                 };
-                let through_floor =
-                    load::open_loop(http, &open, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
+                let through_floor = open_loop(cli, &open, rate).await?;
                 report.cpu("F2a", before.finish());
                 settle().await;
                 let before = CpuWatch::start(&stack.tracked_with("floor", &floor));
-                let direct =
-                    load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
+                let direct = open_loop(cli, &emulator, rate).await?;
                 report.cpu("F2b", before.finish());
                 eprintln!(
                     "   p99 floor {:?}, emulator {:?}",
@@ -529,9 +535,7 @@ async fn scenarios(
         eprintln!("3. added latency: open loop at {rate:.0}/s for {:?}, bridge then emulator", cli.duration);
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
         let keys = stack.redis_keys().await?;
-        let through_bridge =
-            load::open_loop(http, &bridge("latency"), rate, cli.warmup, cli.duration, cli.max_in_flight)
-                .await;
+        let through_bridge = open_loop(cli, &bridge("latency"), rate).await?;
         report.cpu("3a", before.finish());
         report.redis_keys("3a", keys, stack.redis_keys().await?);
         report.bridge_side("3a", inside.means_until(&BridgeTimes::scrape(http, &bridge_url).await?));
@@ -541,8 +545,7 @@ async fn scenarios(
         // of every session placed so far) would otherwise slow it, and flatter the difference.
         let paused = stack.pause_bridge()?;
         let before = cpu();
-        let direct =
-            load::open_loop(http, &emulator, rate, cli.warmup, cli.duration, cli.max_in_flight).await;
+        let direct = open_loop(cli, &emulator, rate).await?;
         report.cpu("3b", before.finish());
         drop(paused);
         eprintln!(
