@@ -253,33 +253,42 @@ struct OpenShared {
     timeline: Vec<(Duration, Duration)>,
 }
 
-/// [`open_loop`] on a thread of its own, with a one-thread runtime and a client of its own (from
-/// `make_client`). The generator shares the two cores with what it measures: on the caller's
-/// multi-thread runtime each batch of requests released by the timer woke the other worker, and
-/// the generator spent about a fifth of its CPU switching threads (bench/RESULTS.md, session 17).
-/// One thread needs a few tenths of a core at the rates measured here.
-pub async fn open_loop_alone(
-    make_client: impl FnOnce() -> anyhow::Result<Client> + Send + 'static,
-    endpoint: &Endpoint,
-    rate: f64,
-    warmup: Duration,
-    duration: Duration,
-    max_in_flight: usize,
-) -> anyhow::Result<OpenStats> {
-    let endpoint = endpoint.clone();
-    let (done, stats) = tokio::sync::oneshot::channel();
+/// The bench's HTTP client: keep-alive connections (up to `pool` idle), no Nagle delay, `timeout`
+/// per request.
+pub fn client(pool: usize, timeout: Duration) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .pool_max_idle_per_host(pool)
+        .pool_idle_timeout(Duration::from_secs(120))
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// Runs an open-loop `phase` on a thread of its own, with a one-thread runtime and a [`client`] of
+/// its own (`pool`, `timeout`). The generator shares the two cores with what it measures: on the
+/// closed loop's multi-thread runtime each batch of requests released by the timer woke the other
+/// worker, and the generator spent about a fifth of its CPU switching threads (bench/RESULTS.md,
+/// session 17). One thread needs a few tenths of a core at the rates measured here.
+pub async fn on_own_thread<T, F>(
+    pool: usize,
+    timeout: Duration,
+    phase: impl FnOnce(Client) -> F + Send + 'static,
+) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("open-loop".to_owned()).spawn(move || {
-        let stats = tokio::runtime::Builder::new_current_thread()
+        let result = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| {
-                let client = make_client()?;
-                Ok(runtime.block_on(open_loop(&client, &endpoint, rate, warmup, duration, max_in_flight)))
-            });
-        let _ = done.send(stats);
+            .and_then(|runtime| Ok(runtime.block_on(phase(client(pool, timeout)?))));
+        let _ = done.send(result);
     })?;
-    stats.await.map_err(|_| anyhow::anyhow!("the open-loop thread ended without its figures"))?
+    result.await.map_err(|_| anyhow::anyhow!("the open-loop thread ended without its figures"))?
 }
 
 /// Sends at `rate` per second for `warmup + duration` at fixed scheduled times, at most

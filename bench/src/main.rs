@@ -228,21 +228,14 @@ fn bin_dir(cli: &Cli) -> PathBuf {
 }
 
 /// An open-loop phase at `rate` with the run's settings, on a thread and with a client of its own
-/// ([`load::open_loop_alone`]).
+/// ([`load::on_own_thread`]).
 async fn open_loop(cli: &Cli, endpoint: &Endpoint, rate: f64) -> Result<load::OpenStats> {
-    let (pool, timeout) = (cli.max_in_flight, cli.request_timeout);
-    let make_client = move || client(pool, timeout);
-    load::open_loop_alone(make_client, endpoint, rate, cli.warmup, cli.duration, cli.max_in_flight).await
-}
-
-fn client(pool: usize, timeout: Duration) -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .pool_max_idle_per_host(pool)
-        .pool_idle_timeout(Duration::from_secs(120))
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()?)
+    let (endpoint, warmup, duration, in_flight) =
+        (endpoint.clone(), cli.warmup, cli.duration, cli.max_in_flight);
+    load::on_own_thread(in_flight, cli.request_timeout, move |http| async move {
+        load::open_loop(&http, &endpoint, rate, warmup, duration, in_flight).await
+    })
+    .await
 }
 
 async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
@@ -296,7 +289,7 @@ async fn run(cli: Cli, nofile: (u64, u64)) -> Result<()> {
         bridge_env: bridge_env.clone(),
         redis_filler: cli.redis_filler,
     };
-    let http = client(cli.max_in_flight.max(concurrency), cli.request_timeout)?;
+    let http = load::client(cli.max_in_flight.max(concurrency), cli.request_timeout)?;
 
     eprintln!("starting redis-server, gameye-emulator and gameye-bridge from {}", options.bin_dir.display());
     let mut stack = Stack::start(&options, &http).await?;
@@ -568,7 +561,7 @@ async fn scenarios(
             serde_json::json!([{ "operation": "session-run", "probability": 1.0, "delay_ms": delay_ms }]);
         procs::set_faults(http, &stack.emulator_url, Some(rules)).await?;
         // Its own client: one connection per request, all opened at once.
-        let burst_client = client(cli.burst, cli.request_timeout)?;
+        let burst_client = load::client(cli.burst, cli.request_timeout)?;
         let (before, inside) = (cpu(), BridgeTimes::scrape(http, &bridge_url).await?);
         let keys = stack.redis_keys().await?;
         let stats = load::burst(&burst_client, &bridge("slow"), cli.burst).await;
@@ -597,7 +590,7 @@ async fn run_seats(cli: &Cli, nofile: (u64, u64)) -> Result<()> {
         bridge_env: bridge_env.clone(),
         redis_filler: cli.redis_filler,
     };
-    let http = client(in_flight, cli.request_timeout)?;
+    let http = load::client(in_flight, cli.request_timeout)?;
     eprintln!("starting redis-server, gameye-emulator and gameye-bridge from {}", options.bin_dir.display());
     let mut stack = Stack::start(&options, &http).await?;
     eprintln!(
@@ -644,6 +637,7 @@ async fn run_seats(cli: &Cli, nofile: (u64, u64)) -> Result<()> {
         duration: cli.duration,
         load_fraction: cli.load_fraction,
         max_in_flight: cli.max_in_flight,
+        request_timeout: cli.request_timeout,
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let machine = Machine::detect(nofile);

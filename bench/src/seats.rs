@@ -57,6 +57,8 @@ pub struct SeatOptions {
     pub load_fraction: f64,
     /// Most cycles (backfill + release, join + leave) in flight in the open loop.
     pub max_in_flight: usize,
+    /// Each request's time limit.
+    pub request_timeout: Duration,
 }
 
 /// What was left in the sessions after a phase (all zero when every release and leave worked).
@@ -292,6 +294,23 @@ struct OpenShared {
     lag: Histogram<u64>,
     /// Measured cycles' first steps: (scheduled time after the measured start, latency).
     timeline: Vec<(Duration, Duration)>,
+}
+
+/// [`open_loop`] on a thread and with a client of its own ([`load::on_own_thread`]).
+async fn open_loop_alone(
+    api: &Api,
+    workload: &Workload,
+    tag: &'static str,
+    rate: f64,
+    options: &SeatOptions,
+) -> Result<Open> {
+    let (api, workload) = (api.clone(), workload.clone());
+    let (warmup, duration, in_flight) = (options.warmup, options.duration, options.max_in_flight);
+    load::on_own_thread(in_flight, options.request_timeout, move |http| async move {
+        let api = Api { http, ..api };
+        open_loop(&api, &workload, tag, rate, warmup, duration, in_flight).await
+    })
+    .await
 }
 
 /// Starts a cycle at `rate` per second for `warmup + duration` at fixed scheduled times, at most
@@ -547,8 +566,7 @@ pub async fn run(
         bail!("no backfill succeeded in 5a; no rate for the open loop");
     }
     eprintln!("5b. backfill: open loop at {rate:.0}/s for {duration:?}");
-    let open =
-        phase!("5b", open_loop(&api, &backfill, "bf-b", rate, warmup, duration, options.max_in_flight));
+    let open = phase!("5b", open_loop_alone(&api, &backfill, "bf-b", rate, options))?;
     eprintln!("   p99 {:?}", open.first.stats.quantile(0.99));
     report.backfill_open = Some(open);
 
@@ -564,8 +582,7 @@ pub async fn run(
     // A pair is two operations.
     let pairs = ops * options.load_fraction / 2.0;
     eprintln!("6b. join + leave: open loop at {:.0} operations/s for {duration:?}", pairs * 2.0);
-    let open =
-        phase!("6b", open_loop(&api, &join_leave, "jl-b", pairs, warmup, duration, options.max_in_flight));
+    let open = phase!("6b", open_loop_alone(&api, &join_leave, "jl-b", pairs, options))?;
     eprintln!("   p99 {:?}", open.first.stats.quantile(0.99));
     report.join_leave_open = Some(open);
     Ok(())
