@@ -40,6 +40,34 @@ pub struct CpuUsage {
     /// Every window in which everything else used at least [`OUTSIDE_NOISE`] cores (watched phases
     /// only), so a tail window of slow requests can be checked for outside load.
     pub outside: Vec<OutsideLoad>,
+    /// Every window's use by the bench's own processes and interrupts (watched phases only), so a
+    /// tail window without outside load still says which of them was busy, or that none was.
+    pub own: Vec<OwnLoad>,
+}
+
+/// One [`WATCH_WINDOW`]'s use by the tracked processes (and `irq`), on the wall clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnLoad {
+    pub from: SystemTime,
+    pub to: SystemTime,
+    /// Cores per tracked process, then `irq`.
+    pub processes: Vec<(&'static str, f64)>,
+}
+
+impl OwnLoad {
+    /// Per process, the most cores it used in any window overlapping `from..to`, in tracking order.
+    pub fn most_within(windows: &[OwnLoad], from: SystemTime, to: SystemTime) -> Vec<(&'static str, f64)> {
+        let mut most: Vec<(&'static str, f64)> = Vec::new();
+        for window in windows.iter().filter(|w| w.from < to && w.to > from) {
+            for &(name, cores) in &window.processes {
+                match most.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, m)) => *m = m.max(cores),
+                    None => most.push((name, cores)),
+                }
+            }
+        }
+        most
+    }
 }
 
 /// One [`WATCH_WINDOW`] with load from outside the bench, on the wall clock.
@@ -160,7 +188,15 @@ impl CpuSnapshot {
             .collect();
         let irq = later.irq.saturating_sub(self.irq);
         let other = cores(later.busy.saturating_sub(self.busy).saturating_sub(ours).saturating_sub(irq));
-        CpuUsage { processes, irq: cores(irq), other, other_peak: other, peak: None, outside: Vec::new() }
+        CpuUsage {
+            processes,
+            irq: cores(irq),
+            other,
+            other_peak: other,
+            peak: None,
+            outside: Vec::new(),
+            own: Vec::new(),
+        }
     }
 }
 
@@ -173,7 +209,15 @@ pub struct CpuWatch {
     first: CpuSnapshot,
     /// Dropping it (in `finish`, or with an unfinished watch) ends the sampler at once.
     stop: mpsc::Sender<()>,
-    sampler: JoinHandle<(f64, Option<OtherPeak>, Vec<OutsideLoad>)>,
+    sampler: JoinHandle<Watched>,
+}
+
+/// What a [`CpuWatch`]'s sampler saw, window by window (the fields of [`CpuUsage`] of those names).
+struct Watched {
+    other_peak: f64,
+    peak: Option<OtherPeak>,
+    outside: Vec<OutsideLoad>,
+    own: Vec<OwnLoad>,
 }
 
 impl CpuWatch {
@@ -187,7 +231,7 @@ impl CpuWatch {
                 tracked.iter().map(|(_, pid)| pid.unwrap_or_else(std::process::id)).collect();
             std::thread::spawn(move || {
                 let mut peak: (f64, Option<OtherPeak>) = (0.0, None);
-                let mut outside = Vec::new();
+                let (mut outside, mut own) = (Vec::new(), Vec::new());
                 let mut others = all_process_ticks();
                 let mut last_wall = SystemTime::now();
                 // Whole windows only: a partial one is a few ticks, too coarse to say anything.
@@ -195,7 +239,11 @@ impl CpuWatch {
                     let now = CpuSnapshot::take(&tracked);
                     let now_wall = SystemTime::now();
                     let now_others = all_process_ticks();
-                    let other = last.usage_until(&now).other;
+                    let usage = last.usage_until(&now);
+                    let mut processes = usage.processes;
+                    processes.push(("irq", usage.irq));
+                    own.push(OwnLoad { from: last_wall, to: now_wall, processes });
+                    let other = usage.other;
                     if other > peak.0 || other >= OUTSIDE_NOISE {
                         let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-9);
                         let cores = |ticks: u64| ticks as f64 / ticks_per_second() / seconds;
@@ -228,7 +276,7 @@ impl CpuWatch {
                     last_wall = now_wall;
                     others = now_others;
                 }
-                (peak.0, peak.1, outside)
+                Watched { other_peak: peak.0, peak: peak.1, outside, own }
             })
         };
         Self { tracked: tracked.to_vec(), first, stop, sampler }
@@ -238,8 +286,9 @@ impl CpuWatch {
     pub fn finish(self) -> CpuUsage {
         let last = CpuSnapshot::take(&self.tracked);
         drop(self.stop);
-        let (other_peak, peak, outside) = self.sampler.join().expect("the CPU sampler panicked");
-        CpuUsage { other_peak, peak, outside, ..self.first.usage_until(&last) }
+        let Watched { other_peak, peak, outside, own } =
+            self.sampler.join().expect("the CPU sampler panicked");
+        CpuUsage { other_peak, peak, outside, own, ..self.first.usage_until(&last) }
     }
 }
 

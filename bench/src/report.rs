@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::cpu::{CpuUsage, OutsideLoad};
+use crate::cpu::{CpuUsage, OutsideLoad, OwnLoad};
 use crate::load::{BurstStats, OpenStats, Stats};
 
 /// The bridge should sustain at least this share of the raw emulator rate.
@@ -445,8 +445,9 @@ impl Report {
             );
             // The phase's own key ("3a" of "3a (bridge)"), under which its CPU use was recorded.
             let phase = name.split(' ').next().unwrap_or(name);
-            let outside = self.cpu.iter().find(|(p, _)| *p == phase).map_or(&[][..], |(_, u)| &u.outside[..]);
-            tail_windows(out, name, o, outside);
+            let usage = self.cpu.iter().find(|(p, _)| *p == phase).map(|(_, u)| u);
+            let (outside, own) = usage.map_or((&[][..], &[][..]), |u| (&u.outside[..], &u.own[..]));
+            tail_windows(out, name, o, outside, own);
         }
         if let Some(slow) = &self.slow {
             let s = &slow.stats.stats;
@@ -504,8 +505,9 @@ impl Report {
 
 /// Where an open-loop phase's tail sits: the three 250 ms windows (by scheduled time) holding the
 /// most requests slower than its p99, as one detail line (none when it kept no timeline). Each
-/// names the outside load around it, when the phase's CPU watch saw some (`outside`).
-pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[OutsideLoad]) {
+/// names the outside load around it, when the phase's CPU watch saw some (`outside`), and the most
+/// each of the bench's own processes used around it (`own`).
+pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[OutsideLoad], own: &[OwnLoad]) {
     let p99 = o.stats.quantile(0.99);
     let width = Duration::from_millis(250);
     let windows: Vec<String> = o
@@ -515,7 +517,14 @@ pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[Outs
             let from = o.measured_from + at;
             // A request scheduled in the window waited for whatever ran from its schedule until its
             // answer: the slowest one's latency past the window's end.
-            let load = OutsideLoad::most_within(outside, from, from + width + slowest)
+            let until = from + width + slowest;
+            let ours: Vec<String> = OwnLoad::most_within(own, from, until)
+                .iter()
+                .map(|(name, cores)| format!("{name} {cores:.2}"))
+                .collect();
+            let ours =
+                if ours.is_empty() { String::new() } else { format!("; ours at most {}", ours.join(", ")) };
+            let load = OutsideLoad::most_within(outside, from, until)
                 .map(|load| {
                     let who: Vec<String> =
                         load.processes.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
@@ -524,7 +533,7 @@ pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[Outs
                 })
                 .unwrap_or_default();
             format!(
-                "+{:.2} s ({}): {slow} (max {}{load})",
+                "+{:.2} s ({}): {slow} (max {}{load}{ours})",
                 at.as_secs_f64(),
                 utc_time_of_day(from),
                 ms(slowest)
@@ -586,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tail_window_names_the_outside_load_around_it_and_only_that() {
+    fn a_tail_window_names_the_load_around_it_and_only_that() {
         let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_623_188);
         let ms = Duration::from_millis;
         let mut stats = Stats::new();
@@ -616,15 +625,36 @@ mod tests {
             processes: vec![("beam.smp".to_owned(), cores - 0.1)],
         };
         let mut out = String::new();
-        tail_windows(&mut out, "3a (bridge)", &open, &[load(0, 0.3), load(600, 0.74), load(2_000, 0.9)]);
+        tail_windows(&mut out, "3a (bridge)", &open, &[load(0, 0.3), load(600, 0.74), load(2_000, 0.9)], &[]);
         assert!(
             out.contains("+0.50 s (05:59:48.500Z): 3 (max 30.00 ms; outside load 0.74 cores: beam.smp 0.64)"),
             "{out}"
         );
 
         let mut out = String::new();
-        tail_windows(&mut out, "3a (bridge)", &open, &[load(0, 0.3), load(2_000, 0.9)]);
+        tail_windows(&mut out, "3a (bridge)", &open, &[load(0, 0.3), load(2_000, 0.9)], &[]);
         assert!(out.contains("+0.50 s (05:59:48.500Z): 3 (max 30.00 ms)"), "{out}");
+
+        // The bench's own processes: per process the most of any window around the tail window.
+        let own = |from: u64, bridge: f64, redis: f64| OwnLoad {
+            from: start + ms(from),
+            to: start + ms(from + 200),
+            processes: vec![("bridge", bridge), ("redis", redis), ("irq", 0.1)],
+        };
+        let mut out = String::new();
+        tail_windows(
+            &mut out,
+            "3a (bridge)",
+            &open,
+            &[],
+            &[own(0, 1.9, 0.1), own(400, 0.9, 0.2), own(600, 0.5, 1.0)],
+        );
+        assert!(
+            out.contains(
+                "+0.50 s (05:59:48.500Z): 3 (max 30.00 ms; ours at most bridge 0.90, redis 1.00, irq 0.10)"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

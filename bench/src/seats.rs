@@ -772,5 +772,5 @@ fn open_details(out: &mut String, phase: &str, first: &str, second: &str, o: &Op
         quantiles(&o.second),
         o.second.error_summary()
     );
-    crate::report::tail_windows(out, &format!("{phase} ({first})"), f, &[]);
+    crate::report::tail_windows(out, &format!("{phase} ({first})"), f, &[], &[]);
 }
