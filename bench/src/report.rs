@@ -518,18 +518,10 @@ pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[Outs
             // A request scheduled in the window waited for whatever ran from its schedule until its
             // answer: the slowest one's latency past the window's end.
             let until = from + width + slowest;
-            let ours: Vec<String> = OwnLoad::most_within(own, from, until)
-                .iter()
-                .map(|(name, cores)| format!("{name} {cores:.2}"))
-                .collect();
-            let ours =
-                if ours.is_empty() { String::new() } else { format!("; ours at most {}", ours.join(", ")) };
+            let ours = listed("; ours at most ", &OwnLoad::most_within(own, from, until));
             let load = OutsideLoad::most_within(outside, from, until)
                 .map(|load| {
-                    let who: Vec<String> =
-                        load.processes.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
-                    let who = if who.is_empty() { String::new() } else { format!(": {}", who.join(", ")) };
-                    format!("; outside load {:.2} cores{who}", load.cores)
+                    format!("; outside load {:.2} cores{}", load.cores, listed(": ", &load.processes))
                 })
                 .unwrap_or_default();
             format!(
@@ -548,6 +540,15 @@ pub fn tail_windows(out: &mut String, name: &str, o: &OpenStats, outside: &[Outs
             windows.join(", ")
         );
     }
+}
+
+/// `lead` then the processes with the cores each used (`bridge 0.82, redis 0.35`); nothing for none.
+fn listed<N: std::fmt::Display>(lead: &str, processes: &[(N, f64)]) -> String {
+    if processes.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = processes.iter().map(|(name, cores)| format!("{name} {cores:.2}")).collect();
+    format!("{lead}{}", each.join(", "))
 }
 
 /// `HH:MM:SS.mmmZ`: to find a window in the processes' logs or a `perf` profile of the run.
