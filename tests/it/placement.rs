@@ -187,6 +187,72 @@ async fn a_killed_instance_mid_placement_is_finished_by_another_without_a_second
 }
 
 #[tokio::test]
+async fn recovery_skips_an_unreadable_record_and_finishes_the_ones_behind_it() {
+    let stack = Stack::start_with(&[("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "200ms")]).await;
+    // Two placements left pending by an owner that died a minute ago; the older one's record
+    // cannot be read (say, a newer version wrote it), so the recovery scan meets it first.
+    let dead = adapters::store::RedisStore::connect(&stack.redis.url(), "gameye-bridge").await.unwrap();
+    let minute_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(60);
+    for (match_id, at) in [("m-unreadable", minute_ago), ("m-orphan", minute_ago + Duration::from_secs(1))] {
+        let request: bridge::MatchRequest = serde_json::from_value(
+            json!({"match_id": match_id, "players": [{"id": "p1", "latencies": {"eu-west-1": 20}}]}),
+        )
+        .unwrap();
+        let claim = bridge::ports::Claim {
+            match_id: match_id.to_owned(),
+            source: "http".to_owned(),
+            session_id: bridge::session_id("http", match_id),
+            request,
+            owner: "dead-owner".to_owned(),
+            now: at,
+            lease_for: Duration::from_secs(5),
+            keep_for: Duration::from_secs(3600),
+        };
+        let owned = bridge::ports::PlacementStore::claim(&dead, &claim).await.unwrap();
+        assert!(matches!(owned, bridge::ports::ClaimOutcome::Owned { .. }));
+    }
+    let mut redis =
+        redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = "gameye-bridge:match:{m-unreadable}";
+    let value: String = redis::cmd("GET").arg(key).query_async(&mut redis).await.unwrap();
+    let header = value.split_once('\n').unwrap().0;
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(format!("{header}\n{{\"from_a_newer_version\": tru"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let status = stack.wait_placed("m-orphan", Duration::from_secs(20)).await;
+    assert_eq!(status["status"], "placed", "{status}");
+    assert_eq!(status["assignment"]["session_id"], session_id("m-orphan"));
+    let (status, body) = stack.get("/v1/matches/m-unreadable").await;
+    assert_eq!(status, 503, "the unreadable record is left as it is: {body}");
+}
+
+#[tokio::test]
+async fn an_outcome_written_but_not_confirmed_in_time_is_still_answered() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
+    let body = match_with("m-unconfirmed", &[&[("eu-west-1", 20)]]);
+    let placing = stack.post_match(&body);
+    let pause_writes = async {
+        // Claimed by now, Gameye still answering: Redis holds every write for 2.5 s, so the
+        // outcome is written only after the bridge stopped waiting for its answer (1 s).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut redis =
+            redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let () =
+            redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("WRITE").query_async(&mut redis).await.unwrap();
+    };
+    let ((status, assignment), ()) = tokio::join!(placing, pause_writes);
+    assert_eq!(status, 200, "the outcome was recorded, so it is the answer: {assignment}");
+    assert_eq!(assignment["session_id"], session_id("m-unconfirmed"));
+    let status = stack.wait_placed("m-unconfirmed", Duration::from_secs(5)).await;
+    assert_eq!(status["assignment"], assignment);
+}
+
+#[tokio::test]
 async fn bursts_of_5xx_are_retried_within_the_deadline() {
     let stack = Stack::start().await;
     stack
@@ -217,6 +283,26 @@ async fn gameye_outage_beyond_the_deadline_fails_with_upstream_unavailable() {
     stack.set_faults(json!([])).await;
     let (status, _) = stack.post_match(&match_with("m-down", &[&[("eu-west-1", 20)]])).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_gameye_call_slower_than_the_deadline_is_cut_off_at_the_deadline() {
+    // The call would outlast the lease (deadline + 5 s) under Gameye's own 10 s request timeout:
+    // an owner still waiting then could answer differently from one that took the match over.
+    let stack = Stack::start_with(&[("BRIDGE_PLACEMENT__DEADLINE", "1s")]).await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 7000, "probability": 1.0}])).await;
+    let started = std::time::Instant::now();
+    let (status, failure) = stack.post_match(&match_with("m-slow", &[&[("eu-west-1", 20)]])).await;
+    let took = started.elapsed();
+    assert_eq!(status, 502, "{failure}");
+    assert_eq!(failure["error"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(failure["error"]["retryable"], true);
+    assert!(took < Duration::from_secs(3), "answered after {took:?}, past the 1 s deadline");
+    // Retryable: once Gameye answers in time, the same match is placed.
+    stack.set_faults(json!([])).await;
+    let (status, assignment) = stack.post_match(&match_with("m-slow", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["session_id"], session_id("m-slow"));
 }
 
 #[tokio::test]

@@ -1,9 +1,13 @@
 //! One owner's attempt at placing a match: choose, create, fail over, retry — within the deadline.
 
 use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::future::{Either, select};
+use time::OffsetDateTime;
 
 use super::engine::Engine;
 use super::{DEPLOYMENT_LABEL, MATCH_LABEL, SOURCE_LABEL};
@@ -60,7 +64,7 @@ where
                 self.clock.sleep(pause).await;
             }
 
-            let available = match self.api.available_locations(&image).await {
+            let available = match self.by_deadline(deadline_at, self.api.available_locations(&image)).await {
                 Ok(available) => available.into_iter().map(|location| location.id).collect::<Vec<_>>(),
                 Err(error) if error.kind == SessionApiErrorKind::Unavailable => {
                     setback = Some(Setback::Unavailable(error));
@@ -93,9 +97,9 @@ where
 
             for ranked in choice.ranked() {
                 let spec = self.spec(record, &image, &ranked.location);
-                match self.api.create_session(&spec).await {
+                match self.by_deadline(deadline_at, self.api.create_session(&spec)).await {
                     Ok(started) => {
-                        let started = self.fill_ports(record, started).await;
+                        let started = self.fill_ports(record, started, deadline_at).await;
                         return Outcome::Placed(self.assignment(
                             record,
                             &image,
@@ -107,7 +111,10 @@ where
                     Err(error) => match error.kind {
                         SessionApiErrorKind::Conflict => {
                             // An earlier attempt of this very placement created it: use that session.
-                            match self.api.describe_session(record.session_id).await {
+                            match self
+                                .by_deadline(deadline_at, self.api.describe_session(record.session_id))
+                                .await
+                            {
                                 Ok(existing) => {
                                     let within_cap = choice
                                         .ranked()
@@ -187,12 +194,42 @@ where
         }
     }
 
+    /// `call`'s answer, or an `Unavailable` error once the placement deadline has passed. No
+    /// Gameye call outlives the deadline, so none outlives the lease (the deadline and a margin):
+    /// an answer arriving later could contradict the instance that took the match over by then.
+    async fn by_deadline<T>(
+        &self,
+        deadline_at: OffsetDateTime,
+        call: impl Future<Output = Result<T, SessionApiError>>,
+    ) -> Result<T, SessionApiError> {
+        let left: Duration = (deadline_at - self.clock.now()).try_into().unwrap_or_default();
+        let out_of_time = || SessionApiError {
+            kind: SessionApiErrorKind::Unavailable,
+            status: None,
+            message: "no answer before the placement deadline".to_owned(),
+        };
+        if left.is_zero() {
+            return Err(out_of_time());
+        }
+        // The call is polled first: an answer that is ready at once (a cached listing) never
+        // starts the timer.
+        match select(pin!(call), pin!(self.clock.sleep(left))).await {
+            Either::Left((answer, _)) => answer,
+            Either::Right(((), _)) => Err(out_of_time()),
+        }
+    }
+
     /// Gameye has been seen answering 201 with `ports: []`; describe has the real mapping.
-    async fn fill_ports(&self, record: &PlacementRecord, started: StartedSession) -> StartedSession {
+    async fn fill_ports(
+        &self,
+        record: &PlacementRecord,
+        started: StartedSession,
+        deadline_at: OffsetDateTime,
+    ) -> StartedSession {
         if !started.ports.is_empty() {
             return started;
         }
-        match self.api.describe_session(record.session_id).await {
+        match self.by_deadline(deadline_at, self.api.describe_session(record.session_id)).await {
             Ok(described) if !described.ports.is_empty() => {
                 StartedSession { ports: described.ports, ..started }
             }

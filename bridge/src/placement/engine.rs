@@ -282,7 +282,12 @@ where
         if let (Outcome::Placed(assignment), Some(created)) = (&outcome, created) {
             self.seats_recorded(assignment, created);
         }
-        let (outcome, outcome_json) = if written? {
+        let written = match written {
+            Ok(written) => written,
+            Err(error) if error.transient => self.complete_again(&job, &outcome, error).await?,
+            Err(error) => return Err(error.into()),
+        };
+        let (outcome, outcome_json) = if written {
             (outcome, outcome_json)
         } else {
             tracing::warn!(match_id = %job.record.match_id, "lost the placement lease; using the new owner's outcome");
@@ -314,6 +319,36 @@ where
             });
         }
         Ok((outcome, outcome_json))
+    }
+
+    /// After `complete` failed transiently: the outcome may have been written and only the answer
+    /// lost (a timeout). Completing again tells which (it is refused once the first went through),
+    /// so a recorded outcome is still answered and announced: nothing else would, as the recovery
+    /// scan looks at pending records only. Tried until the lease runs out, then `error` stands and
+    /// the record, still pending, is the recovery loop's.
+    async fn complete_again(
+        &self,
+        job: &Job,
+        outcome: &Outcome,
+        mut error: StoreError,
+    ) -> Result<bool, StoreError> {
+        let lease_until = match job.record.state {
+            PlacementState::Pending { lease_until, .. } => lease_until,
+            _ => return Err(error),
+        };
+        let mut pause = Duration::from_millis(100);
+        while self.clock.now() + pause < lease_until {
+            tracing::warn!(match_id = %job.record.match_id, %error, "cannot record the outcome yet; trying again");
+            self.clock.sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            match self.store.complete(&job.record.match_id, &job.lease, outcome, self.settings.keep_for).await
+            {
+                Ok(written) => return Ok(written),
+                Err(again) if again.transient => error = again,
+                Err(again) => return Err(again),
+            }
+        }
+        Err(error)
     }
 
     /// Waits for a pending placement owned elsewhere; takes it over if its owner's lease runs out.
@@ -350,23 +385,38 @@ where
     }
 
     /// Finishes placements whose owner died (lease expired while pending). Returns how many it ran.
+    /// A record that cannot be read (say, written by a newer version) is skipped with a warning,
+    /// not allowed to hold up the ones behind it; a transient store error ends the round.
     pub async fn recover(&self, limit: usize) -> Result<usize, PlaceError> {
         let mut finished = 0;
         for match_id in self.store.expired_pending(self.clock.now(), limit).await? {
-            let Some(record) = self.store.get(&match_id).await? else { continue };
-            if !matches!(record.state, PlacementState::Pending { .. }) {
-                continue;
-            }
-            if let Accepted::Owned(job) = self.claim(&self.takeover_claim(record)).await? {
-                tracing::info!(match_id = %job.record.match_id, "recovering a placement left by a stopped owner");
-                let source = job.record.source.clone();
-                let outcome = self.finish(job).await?;
-                // The door that accepted it is gone: announce here, or its sinks never hear of it.
-                let _ = self.announce(&source, &outcome).await;
-                finished += 1;
+            match self.recover_one(&match_id).await {
+                Ok(true) => finished += 1,
+                Ok(false) => {}
+                Err(PlaceError::Store(error)) if !error.transient => {
+                    tracing::warn!(%match_id, %error, "cannot recover this placement; skipping it");
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(finished)
+    }
+
+    /// Takes over and finishes one expired placement; `false` when there was nothing to do.
+    async fn recover_one(&self, match_id: &str) -> Result<bool, PlaceError> {
+        let Some(record) = self.store.get(match_id).await? else { return Ok(false) };
+        if !matches!(record.state, PlacementState::Pending { .. }) {
+            return Ok(false);
+        }
+        let Accepted::Owned(job) = self.claim(&self.takeover_claim(record)).await? else {
+            return Ok(false);
+        };
+        tracing::info!(match_id = %job.record.match_id, "recovering a placement left by a stopped owner");
+        let source = job.record.source.clone();
+        let outcome = self.finish(job).await?;
+        // The door that accepted it is gone: announce here, or its sinks never hear of it.
+        let _ = self.announce(&source, &outcome).await;
+        Ok(true)
     }
 
     /// The record's current state, for polling doors.
