@@ -28,6 +28,9 @@ pub struct SessionSpec<'a> {
     /// The request's labels plus the bridge's own.
     pub labels: BTreeMap<String, String>,
     pub ttl: Duration,
+    /// How long Gameye may take to answer: what is left of the placement deadline. (An answer
+    /// after it could contradict the instance that took the match over when the lease ran out.)
+    pub answer_within: Duration,
 }
 
 /// A session Gameye runs (or has just started), as far as players need it.

@@ -92,8 +92,19 @@ impl GameyeClient {
 
     /// `POST /session` (session-run).
     pub async fn create_session(&self, body: &CreateSession<'_>) -> Result<SessionCreated, GameyeError> {
+        self.create_session_within(body, self.request_timeout).await
+    }
+
+    /// [`GameyeClient::create_session`], given up after `within` when that is sooner than the
+    /// request timeout (a placement's deadline).
+    pub async fn create_session_within(
+        &self,
+        body: &CreateSession<'_>,
+        within: Duration,
+    ) -> Result<SessionCreated, GameyeError> {
         let request = self.request_to(Method::POST, self.session_url.clone()).json(body);
-        self.call_json("session-run", request).await
+        let bytes = self.observed("session-run", self.send("session-run", request, within)).await?;
+        self.decoded("session-run", &bytes)
     }
 
     /// `GET /session/{id}` (describe-session). 404 when unknown or stopped.
@@ -222,14 +233,18 @@ impl GameyeClient {
         request: RequestBuilder,
     ) -> Result<T, GameyeError> {
         let bytes = self.call(operation, request).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        self.decoded(operation, &bytes)
+    }
+
+    fn decoded<T: DeserializeOwned>(&self, operation: &'static str, bytes: &[u8]) -> Result<T, GameyeError> {
+        serde_json::from_slice(bytes).map_err(|e| {
             self.count(operation, "undecodable".to_owned());
             GameyeError::Decode { operation, message: e.to_string() }
         })
     }
 
     async fn call(&self, operation: &'static str, request: RequestBuilder) -> Result<Vec<u8>, GameyeError> {
-        self.observed(operation, self.send(operation, request)).await
+        self.observed(operation, self.send(operation, request, self.request_timeout)).await
     }
 
     /// Runs one call, timing and counting it by operation and status.
@@ -255,13 +270,15 @@ impl GameyeClient {
         result.map(|(_, body)| body)
     }
 
+    /// Sends `request`, given up after `timeout` at most (never later than the request timeout).
     async fn send(
         &self,
         operation: &'static str,
         request: RequestBuilder,
+        timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>), GameyeError> {
-        let timeout = self.request_timeout;
-        let response = self.send_checked(operation, request, timeout).await?;
+        let timeout = timeout.min(self.request_timeout);
+        let response = self.send_checked(operation, request.timeout(timeout), timeout).await?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport_error(operation, e, timeout))?.to_vec();
         Ok((status, body))

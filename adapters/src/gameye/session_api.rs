@@ -71,7 +71,8 @@ impl SessionApi for GameyeSessionApi {
             ttl: Some(spec.ttl),
             external_id: None,
         };
-        let created = self.client.create_session(&body).await.map_err(port_error)?;
+        let created =
+            self.client.create_session_within(&body, spec.answer_within).await.map_err(port_error)?;
         Ok(StartedSession {
             location: spec.location.to_owned(),
             host: created.host,

@@ -284,7 +284,8 @@ where
         }
         let written = match written {
             Ok(written) => written,
-            Err(error) if error.transient => self.complete_again(&job, &outcome, error).await?,
+            // Boxed: rarely run, it would otherwise grow every placement's future (copied whole).
+            Err(error) if error.transient => Box::pin(self.complete_again(&job, &outcome, error)).await?,
             Err(error) => return Err(error.into()),
         };
         let (outcome, outcome_json) = if written {
