@@ -253,6 +253,30 @@ async fn an_outcome_written_but_not_confirmed_in_time_is_still_answered() {
 }
 
 #[tokio::test]
+async fn a_record_lost_by_redis_mid_placement_is_written_again_with_the_outcome() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
+    let body = match_with("m-forgotten", &[&[("eu-west-1", 20)]]);
+    let placing = stack.post_match(&body);
+    let forget = async {
+        // Claimed by now, Gameye still answering: Redis loses the record (a restart without
+        // persistence, a failover that lost recent writes).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut redis =
+            redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let deleted: i64 =
+            redis::cmd("DEL").arg("gameye-bridge:match:{m-forgotten}").query_async(&mut redis).await.unwrap();
+        assert_eq!(deleted, 1, "the record existed while Gameye was answering");
+    };
+    let ((status, assignment), ()) = tokio::join!(placing, forget);
+    assert_eq!(status, 200, "{assignment}");
+    let (status, polled) = stack.get("/v1/matches/m-forgotten").await;
+    assert_eq!(status, 200, "{polled}");
+    assert_eq!(polled["status"], "placed");
+    assert_eq!(polled["assignment"], assignment);
+}
+
+#[tokio::test]
 async fn bursts_of_5xx_are_retried_within_the_deadline() {
     let stack = Stack::start().await;
     stack

@@ -300,7 +300,10 @@ where
                     Outcome::Failed(failure)
                 }
                 // Still pending under the new owner: our own outcome is right too (same session id).
-                _ => outcome,
+                Some(_) => outcome,
+                // Gone (a Redis restart without persistence, a failover that lost writes): written
+                // again, or pollers and duplicates would never learn the outcome.
+                None => Box::pin(self.record_again(&job, outcome)).await?,
             };
             (recorded, None)
         };
@@ -320,6 +323,24 @@ where
             });
         }
         Ok((outcome, outcome_json))
+    }
+
+    /// Writes `outcome` under a new record for a job whose record vanished, unless someone else
+    /// has written one since (their final outcome then wins; a pending one will end the same way,
+    /// as the session id is the match's own).
+    async fn record_again(&self, job: &Job, outcome: Outcome) -> Result<Outcome, PlaceError> {
+        tracing::warn!(match_id = %job.record.match_id, "the placement record is gone; writing it again");
+        let claim = self.takeover_claim((*job.record).clone());
+        Ok(match self.store.claim(&claim).await? {
+            ClaimOutcome::Owned { lease, .. } => {
+                // Refused only if yet another claimant took it in between: it places the same session.
+                self.store.complete(&claim.match_id, &lease, &outcome, self.settings.keep_for).await?;
+                outcome
+            }
+            ClaimOutcome::Placed(assignment) => Outcome::Placed(assignment),
+            ClaimOutcome::Failed(failure) => Outcome::Failed(failure),
+            ClaimOutcome::Held { .. } => outcome,
+        })
     }
 
     /// After `complete` failed transiently: the outcome may have been written and only the answer
