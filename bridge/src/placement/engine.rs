@@ -284,7 +284,7 @@ where
         }
         let written = match written {
             Ok(written) => written,
-            // Boxed: rarely run, it would otherwise grow every placement's future (copied whole).
+            // Boxed: rarely run, it need not enlarge every placement's future.
             Err(error) if error.transient => Box::pin(self.complete_again(&job, &outcome, error)).await?,
             Err(error) => return Err(error.into()),
         };
