@@ -43,12 +43,15 @@ impl UrlPolicy {
     /// Checks a SigningCertURL (`.pem` path required).
     pub fn check_cert_url(&self, url: &str) -> Result<Url, UrlRejected> {
         let parsed = UrlPolicy::Aws.check(url, "SigningCertURL")?;
+        let reject = |reason| UrlRejected { what: "SigningCertURL", url: url.to_owned(), reason };
         if !parsed.path().ends_with(".pem") {
-            return Err(UrlRejected {
-                what: "SigningCertURL",
-                url: url.to_owned(),
-                reason: "path must end in .pem",
-            });
+            return Err(reject("path must end in .pem"));
+        }
+        // AWS's certificate URLs have neither; allowed, each `?n=<i>` would be one more fetch
+        // (and cache entry) anyone who knows a subscribed topic could cause, before any signature
+        // is checked.
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(reject("no query or fragment allowed"));
         }
         Ok(parsed)
     }
