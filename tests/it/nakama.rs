@@ -85,8 +85,9 @@ async fn go_js_and_envelope_shapes_are_placed_alike() {
     assert_eq!(go_assignment["location"], "eu-central-1", "latencies from the entries' properties");
     assert_eq!(go_assignment["players"], json!(["u-a", "u-b"]));
 
-    // The JS runtime's shape (camelCase, no ticket) for other users: placed the same way.
-    let js = json!([js_entry("u-c", properties.clone()), js_entry("u-d", properties.clone())]);
+    // The JS runtime's shape (camelCase, no ticket, so the hook names the match) for other
+    // users: placed the same way.
+    let js = json!({"match_id": "nk-js-1", "entries": [js_entry("u-c", properties.clone()), js_entry("u-d", properties.clone())]});
     let (status, js_assignment) = post_hook(&stack, "/v1/nakama/matched", &js).await;
     assert_eq!(status, 200, "{js_assignment}");
     assert_eq!(js_assignment["location"], go_assignment["location"]);
@@ -242,6 +243,8 @@ async fn malformed_hooks_are_refused_and_place_nothing() {
         (json!([{"presence": {"user_id": "u"}, "properties": "many"}]), 422, "entries[0].properties"),
         (json!({"entries": "u1"}), 422, "request body"),
         (json!({"entries": [js_entry("u", json!({}))], "max_players": "ten"}), 422, "request body"),
+        // No ticket, no create_time, no match id: a rematch of the same sockets would look the same.
+        (json!([js_entry("u", json!({}))]), 422, "match_id"),
         (json!("hello"), 422, "request body"),
     ];
     for (body, expected, field) in cases {

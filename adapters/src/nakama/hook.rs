@@ -275,11 +275,24 @@ fn read_create_time(
 
 impl MatchedHook {
     /// The match id: the hook's own, or one derived from the sorted ticket ids, so the same hook
-    /// call retried yields the same id (and so the same session). Entries without a ticket (the
-    /// JS runtime has none) contribute their session id, user id and creation time instead.
-    pub fn match_id(&self) -> String {
+    /// call retried yields the same id (and so the same session). Entries without a ticket
+    /// contribute their session id, user id and creation time instead. An entry with neither a
+    /// ticket nor a creation time (the JS runtime's shape) leaves nothing that tells this match
+    /// from the next one of the same players on the same sockets, which would get this match's
+    /// server: the hook must then name the match.
+    pub fn match_id(&self) -> Result<String, InvalidRequest> {
         if let Some(match_id) = self.match_id.as_ref().filter(|id| !id.is_empty()) {
-            return match_id.clone();
+            return Ok(match_id.clone());
+        }
+        if let Some(index) = self.entries.iter().position(|e| e.ticket.is_none() && e.created_at.is_none()) {
+            return Err(InvalidRequest::invalid(
+                "match_id",
+                format!(
+                    "required: entries[{index}] has no ticket and no create_time (the JS runtime's shape), so \
+                     a rematch of the same players could not be told from this match; send the envelope \
+                     {{\"match_id\": <an id made once per matched call>, \"entries\": [...]}}"
+                ),
+            ));
         }
         let mut keys: Vec<String> = self
             .entries
@@ -298,7 +311,7 @@ impl MatchedHook {
         keys.dedup();
         let digest = Sha256::digest(keys.join("\n").as_bytes());
         let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
-        format!("{DERIVED_MATCH_ID_PREFIX}{hex}")
+        Ok(format!("{DERIVED_MATCH_ID_PREFIX}{hex}"))
     }
 
     /// The user ids, in entry order.
@@ -308,6 +321,8 @@ impl MatchedHook {
 
     /// Builds and validates the match request.
     pub fn into_match(self, rules: &HookRules) -> Result<ValidatedMatch, InvalidRequest> {
+        // A missing match id is reported after the request's own rules (below), so a malformed
+        // entry is named first.
         let match_id = self.match_id();
         let users: BTreeSet<&str> = self.entries.iter().map(|entry| entry.user_id.as_str()).collect();
         let mut explicit: BTreeMap<&str, BTreeMap<String, u32>> = BTreeMap::new();
@@ -340,8 +355,8 @@ impl MatchedHook {
         // The hook's own labels win over copied properties.
         labels.extend(self.labels);
         let requested_at = self.entries.iter().filter_map(|entry| entry.created_at).min();
-        MatchRequest {
-            match_id,
+        let validated = MatchRequest {
+            match_id: match_id.clone().unwrap_or_else(|_| format!("{DERIVED_MATCH_ID_PREFIX}unnamed")),
             image: self.image,
             version: self.version,
             players,
@@ -353,7 +368,8 @@ impl MatchedHook {
             ttl: self.ttl,
             requested_at,
         }
-        .validate()
+        .validate()?;
+        match_id.map(|_| validated)
     }
 }
 
@@ -470,6 +486,19 @@ mod tests {
         assert_eq!(a.match_id, b.match_id);
         assert_ne!(a.match_id, c.match_id);
         assert_eq!(a.match_id.len(), DERIVED_MATCH_ID_PREFIX.len() + 32);
+    }
+
+    #[test]
+    fn entries_without_ticket_or_creation_time_need_the_hooks_match_id() {
+        let bare = json!([js_entry("u1", json!({})), js_entry("u2", json!({}))]);
+        let refused = parse(&bare).unwrap_err();
+        assert_eq!(refused.field.as_deref(), Some("match_id"), "{refused:?}");
+        let named = parse(&json!({"match_id": "m-1", "entries": bare})).unwrap();
+        assert_eq!(named.match_id, "m-1");
+        // A creation time tells one queueing of the same players from the next.
+        let mut timed = js_entry("u1", json!({}));
+        timed["create_time"] = json!(1_763_700_000_000_000_000_i64);
+        assert!(parse(&json!([timed])).unwrap().match_id.starts_with(DERIVED_MATCH_ID_PREFIX));
     }
 
     #[test]
