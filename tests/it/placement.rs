@@ -250,6 +250,15 @@ async fn an_outcome_written_but_not_confirmed_in_time_is_still_answered() {
     assert_eq!(assignment["session_id"], session_id("m-unconfirmed"));
     let status = stack.wait_placed("m-unconfirmed", Duration::from_secs(5)).await;
     assert_eq!(status["assignment"], assignment);
+    // The seat record went in the same unconfirmed round trip: written again (here it is found
+    // there already), not counted as lost.
+    let (status, seats) = stack.get(&format!("/v1/sessions/{}", session_id("m-unconfirmed"))).await;
+    assert_eq!(status, 200, "{seats}");
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|line| line.starts_with("gameye_bridge_seat_write_failures_total 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

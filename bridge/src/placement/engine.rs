@@ -279,15 +279,25 @@ where
         };
         let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
         let (written, created) = self.store.finish_placement(completion, seats).await;
-        if let (Outcome::Placed(assignment), Some(created)) = (&outcome, created) {
-            self.seats_recorded(assignment, created);
-        }
+        let seats_to_write_again = match (&outcome, created) {
+            (Outcome::Placed(_), Some(Err(error))) if error.transient => true,
+            (Outcome::Placed(assignment), Some(created)) => {
+                self.seats_recorded(assignment, created);
+                false
+            }
+            _ => false,
+        };
         let written = match written {
             Ok(written) => written,
             // Boxed: rarely run, it need not enlarge every placement's future.
             Err(error) if error.transient => Box::pin(self.complete_again(&job, &outcome, error)).await?,
             Err(error) => return Err(error.into()),
         };
+        if seats_to_write_again && let Outcome::Placed(assignment) = &outcome {
+            // Once more now that the store answers: without the record, joins of this session are
+            // refused until the reconciler adopts it, and it would not know `max_players`.
+            Box::pin(self.record_seats(&job.record.request, assignment)).await;
+        }
         let (outcome, outcome_json) = if written {
             (outcome, outcome_json)
         } else {
