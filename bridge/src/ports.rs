@@ -461,6 +461,15 @@ pub trait TicketStore: Send + Sync + 'static {
         &'a self,
         ticket_id: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>>;
+
+    /// Writes the status unless the stored one names a match, in one atomic step; `false` when it
+    /// did (nothing changed). A read then a write would let an earlier event that arrived late
+    /// ("searching") overwrite the "placing" written in between.
+    fn put_unmatched_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>>;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
     Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome, PlacementState,
-    PlacementStore, SeatStore, StateStore as _, StoreError,
+    PlacementStore, SeatStore, StateStore as _, StoreError, TicketState, TicketStatus, TicketStore,
 };
 use bridge::seats::{JsonText, NewSession, SeatError, SessionInfo, SessionStatus};
 use bridge::{Assignment, Failure, FailureCode, MatchRequest, Player, Port, PortProtocol};
@@ -197,6 +197,7 @@ contract_tests!(
     records_latencies_and_cooldowns_expire,
     latencies_are_replaced_and_only_known_players_returned,
     cooling_lists_the_locations_cooling_down,
+    a_matched_tickets_status_is_not_overwritten_by_an_unmatched_one,
     concurrent_claims_have_exactly_one_owner,
     ids_with_braces_and_colons_are_kept_apart,
     finishing_a_placement_writes_its_outcome_and_its_seat_record,
@@ -536,6 +537,31 @@ async fn latencies_are_replaced_and_only_known_players_returned(fx: Fixture) {
     fx.store.put_latencies("p2", &BTreeMap::new(), KEEP).await.unwrap();
     let found = fx.store.get_latencies(&ids(&["p1", "p2"])).await.unwrap();
     assert_eq!(found, BTreeMap::from([("p1".to_owned(), second)]));
+}
+
+async fn a_matched_tickets_status_is_not_overwritten_by_an_unmatched_one(fx: Fixture) {
+    let status = |ticket: &str, state, match_id: Option<&str>| TicketStatus {
+        ticket_id: ticket.to_owned(),
+        status: state,
+        match_id: match_id.map(str::to_owned),
+        event: "test".to_owned(),
+        reason: None,
+        updated_at: fx.at(0).into(),
+    };
+    // Unmatched so far: written, and written again.
+    let searching = status("t-1", TicketState::Searching, None);
+    assert!(fx.store.put_unmatched_ticket_status(&searching, KEEP).await.unwrap());
+    assert_eq!(fx.store.get_ticket_status("t-1").await.unwrap(), Some(searching.clone()));
+    let timed_out = status("t-1", TicketState::TimedOut, None);
+    assert!(fx.store.put_unmatched_ticket_status(&timed_out, KEEP).await.unwrap());
+    assert_eq!(fx.store.get_ticket_status("t-1").await.unwrap(), Some(timed_out));
+
+    // Matched: a late "searching" changes nothing.
+    let placing = status("t-2", TicketState::Placing, Some("m-1"));
+    fx.store.put_ticket_status(&placing, KEEP).await.unwrap();
+    let late = status("t-2", TicketState::Searching, None);
+    assert!(!fx.store.put_unmatched_ticket_status(&late, KEEP).await.unwrap());
+    assert_eq!(fx.store.get_ticket_status("t-2").await.unwrap(), Some(placing));
 }
 
 async fn cooling_lists_the_locations_cooling_down(fx: Fixture) {

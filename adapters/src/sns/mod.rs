@@ -468,10 +468,6 @@ impl SnsDoor {
     ) -> Result<Receipt, SnsError> {
         let mut recorded = 0;
         for ticket_id in event.ticket_ids() {
-            let known = self.tickets.get_ticket_status(&ticket_id).await.map_err(SnsError::store)?;
-            if known.is_some_and(|known| known.match_id.is_some()) {
-                continue; // a matched ticket's status follows its placement
-            }
             let status = TicketStatus {
                 ticket_id,
                 status: state,
@@ -480,8 +476,15 @@ impl SnsDoor {
                 reason: event.reason(),
                 updated_at: now,
             };
-            self.tickets.put_ticket_status(&status, self.config.keep_for).await.map_err(SnsError::store)?;
-            recorded += 1;
+            // A matched ticket's status follows its placement: left as it is.
+            let tickets = &self.tickets;
+            if tickets
+                .put_unmatched_ticket_status(&status, self.config.keep_for)
+                .await
+                .map_err(SnsError::store)?
+            {
+                recorded += 1;
+            }
         }
         Ok(Receipt::Recorded { event: event.kind.clone(), tickets: recorded })
     }

@@ -389,6 +389,28 @@ impl TicketStore for MemoryStore {
             }
         })
     }
+
+    fn put_unmatched_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            let matched = inner
+                .tickets
+                .get(&status.ticket_id)
+                .is_some_and(|entry| entry.live(now) && entry.value.match_id.is_some());
+            if matched {
+                return Ok(false);
+            }
+            inner.wrote(now);
+            let entry = Expiring { value: status.clone(), expires_at: deadline(now, keep_for) };
+            inner.tickets.insert(status.ticket_id.clone(), entry);
+            Ok(true)
+        })
+    }
 }
 
 #[cfg(test)]

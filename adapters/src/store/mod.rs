@@ -255,6 +255,17 @@ impl TicketStore for StateStore {
             Self::Redis(store) => store.get_ticket_status(ticket_id),
         }
     }
+
+    fn put_unmatched_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        match self {
+            Self::Memory(store) => store.put_unmatched_ticket_status(status, keep_for),
+            Self::Redis(store) => store.put_unmatched_ticket_status(status, keep_for),
+        }
+    }
 }
 
 impl PlayerSyncStore for StateStore {

@@ -90,6 +90,7 @@ struct Scripts {
     renew: Script,
     complete: Script,
     index_remove: Script,
+    ticket_unmatched: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -97,6 +98,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     renew: Script::new(include_str!("scripts/renew.lua")),
     complete: Script::new(include_str!("scripts/complete.lua")),
     index_remove: Script::new(include_str!("scripts/index_remove.lua")),
+    ticket_unmatched: Script::new(include_str!("scripts/ticket_unmatched.lua")),
 });
 
 /// Refuses a server without `PEXPIRE … NX` (Redis < 7.0) with a clear error, instead of failing
@@ -974,6 +976,28 @@ impl TicketStore for RedisStore {
                 })
             })
             .transpose()
+        }))
+    }
+
+    fn put_unmatched_ticket_status<'a>(
+        &'a self,
+        status: &'a TicketStatus,
+        keep_for: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        let mut connection = self.connection.clone();
+        let key = self.keys.ticket(&status.ticket_id);
+        let ms = duration_millis(keep_for).max(1);
+        Box::pin(bounded_store("put_unmatched_ticket_status", async move {
+            let json = serde_json::to_string(status)
+                .map_err(|e| StoreError::permanent(format!("cannot encode a ticket status: {e}")))?;
+            SCRIPTS
+                .ticket_unmatched
+                .key(key)
+                .arg(json)
+                .arg(ms)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(err("put_unmatched_ticket_status"))
         }))
     }
 }
