@@ -270,7 +270,9 @@ proptest! {
             latency_cap_ms: cap,
         };
         let ranked = choose_backfill(&query, &candidates);
-        let needed = requesting.iter().map(|p| &p.id).collect::<BTreeSet<_>>().len();
+        let ids = requesting.iter().map(|p| &p.id).collect::<BTreeSet<_>>();
+        // Seats a candidate must have open: requesting players not already holding one there.
+        let needed = |c: &BackfillCandidate| ids.iter().filter(|id| !c.reserved_players.contains(id.as_str())).count();
         let worst = |c: &BackfillCandidate| -> Option<u32> {
             let mut worst = 0;
             for player in &requesting {
@@ -281,13 +283,13 @@ proptest! {
             Some(worst)
         };
         let eligible = |c: &BackfillCandidate| {
-            needed > 0
+            !ids.is_empty()
                 && c.image == "game"
                 && version.is_none_or(|v| c.version.as_deref() == Some(v))
                 && wanted_labels.iter().all(|(k, v)| c.labels.get(k) == Some(v))
                 && locations.as_ref().is_none_or(|ls| ls.contains(&c.location))
                 && c.status == SessionStatus::Running
-                && c.open_seats as usize >= needed
+                && c.open_seats as usize >= needed(c)
                 && worst(c).is_some()
         };
         let expected: BTreeSet<Uuid> = candidates.iter().filter(|c| eligible(c)).map(|c| c.session_id).collect();
@@ -317,8 +319,9 @@ fn candidate() -> impl Strategy<Value = BackfillCandidate> {
         prop::collection::btree_map(select(&["mode", "map"][..]).prop_map(str::to_owned), select(&["x", "y"][..]).prop_map(str::to_owned), 0..3),
         select(&[SessionStatus::Created, SessionStatus::Running, SessionStatus::Running, SessionStatus::Ended][..]),
         0u32..6,
+        prop::collection::btree_set(select(&PLAYERS[..]).prop_map(str::to_owned), 0..3),
     )
-        .prop_map(|(id, image, version, location, labels, status, open_seats)| BackfillCandidate {
+        .prop_map(|(id, image, version, location, labels, status, open_seats, reserved_players)| BackfillCandidate {
             session_id: Uuid::from_u128(id),
             image: image.to_owned(),
             version: version.map(str::to_owned),
@@ -326,6 +329,7 @@ fn candidate() -> impl Strategy<Value = BackfillCandidate> {
             labels,
             status,
             open_seats,
+            reserved_players,
         })
 }
 

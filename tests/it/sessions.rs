@@ -378,6 +378,26 @@ async fn sessions_backfill_prefers_latency_then_fullest_and_join_uses_the_reserv
 }
 
 #[tokio::test]
+async fn sessions_a_retried_backfill_gets_the_seat_it_already_holds() {
+    let stack = Stack::start().await;
+    // One running session with one open seat.
+    place(&stack, &match_of("m-one-seat", &["o0"], json!({"eu-west-1": 10}), json!({"max_players": 2})))
+        .await;
+    let sid = session_id("m-one-seat");
+    let body = json!({"image": "demo-game", "players": [{"id": "late", "latencies": {"eu-west-1": 10}}]});
+    let (status, first) = backfill(&stack, &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["session_id"], sid);
+    // Its answer was lost and the client asks again: the session is full, but with its own seat.
+    let (status, again) = backfill(&stack, &body).await;
+    assert_eq!(status, 200, "the seat this request already holds: {again}");
+    assert_eq!(again["session_id"], sid);
+    let (_, seats) = session(&stack, &sid).await;
+    assert_eq!(seats["open_seats"], 0, "{seats}");
+    assert_eq!(reserved_players(&seats), set(&["o0", "late"]), "one seat each: {seats}");
+}
+
+#[tokio::test]
 async fn sessions_delete_stops_gameye_and_forgets_the_session() {
     let stack = Stack::start().await;
     place(&stack, &match_of("m-end", &["p0", "p1"], json!({"eu-west-1": 10}), json!({}))).await;

@@ -95,18 +95,24 @@ impl BackfillCache {
         self.lock().remove(image);
     }
 
-    /// A join, leave or end on this instance: the session now has `open_seats`.
-    pub(super) fn update(&self, image: &str, session_id: Uuid, open_seats: u32) {
-        if let Some(entry) = self.lock().get_mut(image)
-            && let Some(candidate) = entry.candidates.iter_mut().find(|c| c.session_id == session_id)
+    /// A join, leave or end on this instance: the session now stands as `fresh` says.
+    pub(super) fn update(&self, fresh: &BackfillCandidate) {
+        if let Some(entry) = self.lock().get_mut(&fresh.image)
+            && let Some(candidate) = entry.candidates.iter_mut().find(|c| c.session_id == fresh.session_id)
         {
-            candidate.open_seats = open_seats;
+            refresh(candidate, fresh);
         }
     }
 
-    /// After an attempt: `refused` sessions could not take `needed` players; `winner` has
-    /// `open_seats` left.
-    pub(super) fn learn(&self, image: &str, refused: &[Uuid], needed: u32, winner: Option<(Uuid, u32)>) {
+    /// After an attempt: `refused` sessions could not take `needed` players; `winner` stands as
+    /// it says.
+    pub(super) fn learn(
+        &self,
+        image: &str,
+        refused: &[Uuid],
+        needed: u32,
+        winner: Option<&BackfillCandidate>,
+    ) {
         let mut images = self.lock();
         let Some(entry) = images.get_mut(image) else {
             return;
@@ -114,11 +120,17 @@ impl BackfillCache {
         for candidate in &mut entry.candidates {
             if refused.contains(&candidate.session_id) {
                 candidate.open_seats = candidate.open_seats.min(needed.saturating_sub(1));
-            } else if let Some((_, open)) = winner.filter(|(id, _)| *id == candidate.session_id) {
-                candidate.open_seats = open;
+            } else if let Some(fresh) = winner.filter(|fresh| fresh.session_id == candidate.session_id) {
+                refresh(candidate, fresh);
             }
         }
     }
+}
+
+/// What a change on this instance can have changed in a cached candidate.
+fn refresh(candidate: &mut BackfillCandidate, fresh: &BackfillCandidate) {
+    candidate.open_seats = fresh.open_seats;
+    candidate.reserved_players.clone_from(&fresh.reserved_players);
 }
 
 #[cfg(test)]
@@ -139,6 +151,7 @@ mod tests {
             labels: BTreeMap::new(),
             status: SessionStatus::Running,
             open_seats,
+            reserved_players: Default::default(),
         }
     }
 
@@ -207,11 +220,16 @@ mod tests {
         let cache = BackfillCache::default();
         cache.store("game", vec![candidate(1, 5), candidate(2, 5), candidate(3, 5)], TTL, t(0));
         // 1 refused two players, 2 took them and has 3 left; 3 was not tried.
-        cache.learn("game", &[Uuid::from_u128(1)], 2, Some((Uuid::from_u128(2), 3)));
+        let mut winner = candidate(2, 3);
+        winner.reserved_players.insert("a".to_owned());
+        cache.learn("game", &[Uuid::from_u128(1)], 2, Some(&winner));
         let open: Vec<u32> = cached(cache.lookup("game", TTL, t(1))).iter().map(|c| c.open_seats).collect();
         assert_eq!(open, vec![1, 3, 5]);
-        cache.update("game", Uuid::from_u128(3), 0);
-        cache.update("game", Uuid::from_u128(9), 7);
+        let held: Vec<usize> =
+            cached(cache.lookup("game", TTL, t(1))).iter().map(|c| c.reserved_players.len()).collect();
+        assert_eq!(held, vec![0, 1, 0], "the winner's reserved players are known for a retry");
+        cache.update(&candidate(3, 0));
+        cache.update(&candidate(9, 7));
         let open: Vec<u32> = cached(cache.lookup("game", TTL, t(2))).iter().map(|c| c.open_seats).collect();
         assert_eq!(open, vec![1, 3, 0]);
     }

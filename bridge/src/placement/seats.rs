@@ -274,9 +274,8 @@ where
 
     /// Keeps the backfill cache's view of a session this instance just changed.
     fn seats_changed(&self, session: &SessionSeats) {
-        let open =
-            if session.status == SessionStatus::Ended { 0 } else { session.open_seats(self.clock.now()) };
-        self.backfill_cache.update(&session.info.image, session.session_id, open);
+        // An ended session has no open seats and no reservations.
+        self.backfill_cache.update(&session.backfill_candidate(self.clock.now()));
     }
 
     fn seat_write_failed(&self) {
@@ -320,12 +319,12 @@ where
         let needed = u32::try_from(ids_of_players.iter().collect::<BTreeSet<_>>().len()).unwrap_or(u32::MAX);
         let reserved =
             self.store.reserve_best(&ids, &ids_of_players, self.settings.seats.reservation_ttl, now).await?;
-        let winner = reserved.as_ref().map(|r| (r.session.session_id, r.session.open_seats(now)));
-        let refused = match winner {
-            Some((id, _)) => &ids[..ids.iter().position(|c| *c == id).unwrap_or(0)],
+        let winner = reserved.as_ref().map(|r| r.session.backfill_candidate(now));
+        let refused = match &winner {
+            Some(won) => &ids[..ids.iter().position(|c| *c == won.session_id).unwrap_or(0)],
             None => &ids[..],
         };
-        self.backfill_cache.learn(&request.image, refused, needed, winner);
+        self.backfill_cache.learn(&request.image, refused, needed, winner.as_ref());
         let Some(reserved) = reserved else {
             return Ok(None);
         };

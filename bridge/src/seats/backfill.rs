@@ -1,7 +1,7 @@
 //! Which running sessions a backfill request may go to, best first.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,6 +18,10 @@ pub struct BackfillCandidate {
     pub labels: BTreeMap<String, String>,
     pub status: SessionStatus,
     pub open_seats: u32,
+    /// Players holding a live reservation here. A backfill asking for them again (a retry whose
+    /// answer was lost) moves them into its reservation, so their seats count as open for it.
+    #[serde(default)]
+    pub reserved_players: BTreeSet<String>,
 }
 
 /// A requesting player: latencies in ms by location.
@@ -66,14 +70,19 @@ impl RankedSession {
 
 /// The candidates eligible for `query`, best first. Eligible: same image (and version if asked),
 /// labels ⊇ the requested labels, in one of the requested locations (if asked), running, at least
-/// as many open seats as requesting players (at least one), and every requesting player has a
+/// as many open seats as requesting players who do not hold a reservation there already (at
+/// least one requesting player), and every requesting player has a
 /// latency ≤ the cap for the session's location (a missing latency excludes it). Duplicate
 /// candidates (same session id) are kept once.
 pub fn choose_backfill(query: &BackfillQuery<'_>, candidates: &[BackfillCandidate]) -> Vec<RankedSession> {
-    let needed = query.players.iter().map(|p| p.id.as_str()).collect::<std::collections::BTreeSet<_>>().len();
-    if needed == 0 {
+    let requesting = query.players.iter().map(|p| p.id.as_str()).collect::<BTreeSet<_>>();
+    if requesting.is_empty() {
         return Vec::new();
     }
+    // As `SessionSeats::reserve` counts: a player moved from an earlier reservation needs no seat.
+    let needed = |c: &BackfillCandidate| {
+        requesting.iter().filter(|player| !c.reserved_players.contains(**player)).count()
+    };
     let mut ranked: Vec<RankedSession> = candidates
         .iter()
         .filter(|c| c.image == query.image)
@@ -81,7 +90,7 @@ pub fn choose_backfill(query: &BackfillQuery<'_>, candidates: &[BackfillCandidat
         .filter(|c| query.labels.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
         .filter(|c| query.locations.is_none_or(|ls| ls.contains(&c.location)))
         .filter(|c| c.status == SessionStatus::Running)
-        .filter(|c| c.open_seats as usize >= needed)
+        .filter(|c| c.open_seats as usize >= needed(c))
         .filter_map(|c| {
             let mut worst = 0;
             for player in query.players {

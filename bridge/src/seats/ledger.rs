@@ -339,6 +339,10 @@ impl SessionSeats {
             labels: self.info.labels.clone(),
             status: self.status,
             open_seats: self.open_seats(now),
+            reserved_players: self
+                .live_reservations(now)
+                .flat_map(|(_, reservation)| reservation.players.iter().cloned())
+                .collect(),
         }
     }
 

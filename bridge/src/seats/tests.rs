@@ -183,6 +183,7 @@ fn candidate(n: u128, location: &str, open: u32) -> BackfillCandidate {
         labels: BTreeMap::from([("mode".into(), "ranked".into())]),
         status: SessionStatus::Running,
         open_seats: open,
+        reserved_players: BTreeSet::new(),
     }
 }
 
@@ -229,4 +230,32 @@ fn backfill_ranks_by_worst_latency_then_fullest_then_id() {
     let us = ["us".to_owned()];
     let ranked = choose_backfill(&BackfillQuery { locations: Some(&us), ..query }, &candidates);
     assert_eq!(ranked.iter().map(|r| r.session_id.as_u128()).collect::<Vec<_>>(), [1]);
+}
+
+#[test]
+fn a_retried_backfill_still_finds_the_session_its_players_hold_seats_in() {
+    // Full once the first backfill reserved both seats; its answer was lost, and it asks again.
+    let mut seats = session(2, &[]);
+    seats.reserve(rid(2), &ids(&["a", "b"]), Duration::from_secs(60), secs(1)).unwrap();
+    let candidate = seats.backfill_candidate(secs(2));
+    assert_eq!((candidate.open_seats, &candidate.reserved_players), (0, &set(&["a", "b"])));
+    let player = |id: &str| BackfillPlayer { id: id.into(), latencies: BTreeMap::from([("eu".into(), 20)]) };
+    let labels = BTreeMap::new();
+    let query = |players| BackfillQuery {
+        image: "game",
+        version: None,
+        labels: &labels,
+        locations: None,
+        players,
+        latency_cap_ms: 100,
+    };
+    let retried = [player("a"), player("b")];
+    let ranked = choose_backfill(&query(&retried), std::slice::from_ref(&candidate));
+    assert_eq!(ranked.iter().map(|r| r.session_id).collect::<Vec<_>>(), vec![candidate.session_id]);
+    // What the store then does with it: the players move, no seat is needed.
+    let moved = seats.reserve(rid(3), &ids(&["a", "b"]), Duration::from_secs(60), secs(2)).unwrap();
+    assert_eq!(moved.moved, set(&["a", "b"]));
+    // A player without a seat there still needs an open one.
+    let other = [player("a"), player("c")];
+    assert!(choose_backfill(&query(&other), &[candidate]).is_empty());
 }
