@@ -230,22 +230,32 @@ async fn recovery_skips_an_unreadable_record_and_finishes_the_ones_behind_it() {
     assert_eq!(status, 503, "the unreadable record is left as it is: {body}");
 }
 
-#[tokio::test]
-async fn an_outcome_written_but_not_confirmed_in_time_is_still_answered() {
-    let stack = Stack::start().await;
+/// Places `match_id` while Gameye takes a second to answer, and half a second in (claimed, not
+/// yet completed) runs `command` against Redis. The HTTP answer and the command's.
+async fn place_while_redis_runs(
+    stack: &Stack,
+    match_id: &str,
+    command: redis::Cmd,
+) -> ((u16, Value), redis::Value) {
     stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
-    let body = match_with("m-unconfirmed", &[&[("eu-west-1", 20)]]);
-    let placing = stack.post_match(&body);
-    let pause_writes = async {
-        // Claimed by now, Gameye still answering: Redis holds every write for 2.5 s, so the
-        // outcome is written only after the bridge stopped waiting for its answer (1 s).
+    let body = match_with(match_id, &[&[("eu-west-1", 20)]]);
+    let meanwhile = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut redis =
             redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        let () =
-            redis::cmd("CLIENT").arg("PAUSE").arg(2500).arg("WRITE").query_async(&mut redis).await.unwrap();
+        command.query_async(&mut redis).await.unwrap()
     };
-    let ((status, assignment), ()) = tokio::join!(placing, pause_writes);
+    tokio::join!(stack.post_match(&body), meanwhile)
+}
+
+#[tokio::test]
+async fn an_outcome_written_but_not_confirmed_in_time_is_still_answered() {
+    let stack = Stack::start().await;
+    // Redis holds every write for 2.5 s, so the outcome is written only after the bridge stopped
+    // waiting for its answer (1 s).
+    let mut pause_writes = redis::cmd("CLIENT");
+    pause_writes.arg("PAUSE").arg(2500).arg("WRITE");
+    let ((status, assignment), _) = place_while_redis_runs(&stack, "m-unconfirmed", pause_writes).await;
     assert_eq!(status, 200, "the outcome was recorded, so it is the answer: {assignment}");
     assert_eq!(assignment["session_id"], session_id("m-unconfirmed"));
     let status = stack.wait_placed("m-unconfirmed", Duration::from_secs(5)).await;
@@ -264,20 +274,11 @@ async fn an_outcome_written_but_not_confirmed_in_time_is_still_answered() {
 #[tokio::test]
 async fn a_record_lost_by_redis_mid_placement_is_written_again_with_the_outcome() {
     let stack = Stack::start().await;
-    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
-    let body = match_with("m-forgotten", &[&[("eu-west-1", 20)]]);
-    let placing = stack.post_match(&body);
-    let forget = async {
-        // Claimed by now, Gameye still answering: Redis loses the record (a restart without
-        // persistence, a failover that lost recent writes).
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut redis =
-            redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        let deleted: i64 =
-            redis::cmd("DEL").arg("gameye-bridge:match:{m-forgotten}").query_async(&mut redis).await.unwrap();
-        assert_eq!(deleted, 1, "the record existed while Gameye was answering");
-    };
-    let ((status, assignment), ()) = tokio::join!(placing, forget);
+    // Redis loses the record (a restart without persistence, a failover that lost recent writes).
+    let mut forget = redis::cmd("DEL");
+    forget.arg("gameye-bridge:match:{m-forgotten}");
+    let ((status, assignment), deleted) = place_while_redis_runs(&stack, "m-forgotten", forget).await;
+    assert_eq!(deleted, redis::Value::Int(1), "the record existed while Gameye was answering");
     assert_eq!(status, 200, "{assignment}");
     let (status, polled) = stack.get("/v1/matches/m-forgotten").await;
     assert_eq!(status, 200, "{polled}");
