@@ -477,8 +477,8 @@ impl SnsDoor {
                 updated_at: now,
             };
             // A matched ticket's status follows its placement: left as it is.
-            let tickets = &self.tickets;
-            if tickets
+            if self
+                .tickets
                 .put_unmatched_ticket_status(&status, self.config.keep_for)
                 .await
                 .map_err(SnsError::store)?
