@@ -937,6 +937,11 @@ impl DeliveryLog for RedisStore {
     }
 }
 
+fn ticket_json(status: &TicketStatus) -> Result<String, StoreError> {
+    serde_json::to_string(status)
+        .map_err(|e| StoreError::permanent(format!("cannot encode a ticket status: {e}")))
+}
+
 impl TicketStore for RedisStore {
     fn put_ticket_status<'a>(
         &'a self,
@@ -950,9 +955,7 @@ impl TicketStore for RedisStore {
             let command = if ms == 0 {
                 redis::cmd("DEL").arg(key).to_owned()
             } else {
-                let json = serde_json::to_string(status)
-                    .map_err(|e| StoreError::permanent(format!("cannot encode a ticket status: {e}")))?;
-                redis::cmd("SET").arg(key).arg(json).arg("PX").arg(ms).to_owned()
+                redis::cmd("SET").arg(key).arg(ticket_json(status)?).arg("PX").arg(ms).to_owned()
             };
             command.exec_async(&mut connection).await.map_err(err("put_ticket_status"))
         }))
@@ -988,12 +991,10 @@ impl TicketStore for RedisStore {
         let key = self.keys.ticket(&status.ticket_id);
         let ms = duration_millis(keep_for).max(1);
         Box::pin(bounded_store("put_unmatched_ticket_status", async move {
-            let json = serde_json::to_string(status)
-                .map_err(|e| StoreError::permanent(format!("cannot encode a ticket status: {e}")))?;
             SCRIPTS
                 .ticket_unmatched
                 .key(key)
-                .arg(json)
+                .arg(ticket_json(status)?)
                 .arg(ms)
                 .invoke_async(&mut connection)
                 .await

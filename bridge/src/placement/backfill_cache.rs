@@ -5,11 +5,11 @@
 //! are *tried* and in what order: the reservation itself is an atomic script that checks the seats
 //! as they are, so a stale entry can cost a refused attempt, never an overbooked session. What this
 //! instance learns is written back at once: a new session empties the image's entry; joins, leaves,
-//! ends and reservations update the session's open seats; sessions that refused a reservation are
-//! marked as too full for it. So one instance sees its own changes at once and other instances'
-//! within `seats.backfill_cache`.
+//! ends and reservations update the session's open seats and reserved players; sessions that
+//! refused a reservation are marked as too full for it. So one instance sees its own changes at
+//! once and other instances' within `seats.backfill_cache`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,6 +32,13 @@ struct Entry {
     candidates: Vec<BackfillCandidate>,
     /// Someone is listing the image again; meanwhile the others use these candidates.
     refreshing_since: Option<OffsetDateTime>,
+}
+
+/// What a change on this instance tells about one session's seats.
+pub(super) struct SeatsNow {
+    pub session_id: Uuid,
+    pub open_seats: u32,
+    pub reserved_players: BTreeSet<String>,
 }
 
 /// What [`BackfillCache::lookup`] says to do.
@@ -95,24 +102,18 @@ impl BackfillCache {
         self.lock().remove(image);
     }
 
-    /// A join, leave or end on this instance: the session now stands as `fresh` says.
-    pub(super) fn update(&self, fresh: &BackfillCandidate) {
-        if let Some(entry) = self.lock().get_mut(&fresh.image)
-            && let Some(candidate) = entry.candidates.iter_mut().find(|c| c.session_id == fresh.session_id)
+    /// A join, leave or end on this instance: the session now stands as `seats` says.
+    pub(super) fn update(&self, image: &str, seats: SeatsNow) {
+        if let Some(entry) = self.lock().get_mut(image)
+            && let Some(candidate) = entry.candidates.iter_mut().find(|c| c.session_id == seats.session_id)
         {
-            refresh(candidate, fresh);
+            refresh(candidate, seats);
         }
     }
 
     /// After an attempt: `refused` sessions could not take `needed` players; `winner` stands as
     /// it says.
-    pub(super) fn learn(
-        &self,
-        image: &str,
-        refused: &[Uuid],
-        needed: u32,
-        winner: Option<&BackfillCandidate>,
-    ) {
+    pub(super) fn learn(&self, image: &str, refused: &[Uuid], needed: u32, winner: Option<SeatsNow>) {
         let mut images = self.lock();
         let Some(entry) = images.get_mut(image) else {
             return;
@@ -120,17 +121,19 @@ impl BackfillCache {
         for candidate in &mut entry.candidates {
             if refused.contains(&candidate.session_id) {
                 candidate.open_seats = candidate.open_seats.min(needed.saturating_sub(1));
-            } else if let Some(fresh) = winner.filter(|fresh| fresh.session_id == candidate.session_id) {
-                refresh(candidate, fresh);
             }
+        }
+        if let Some(seats) = winner
+            && let Some(candidate) = entry.candidates.iter_mut().find(|c| c.session_id == seats.session_id)
+        {
+            refresh(candidate, seats);
         }
     }
 }
 
-/// What a change on this instance can have changed in a cached candidate.
-fn refresh(candidate: &mut BackfillCandidate, fresh: &BackfillCandidate) {
-    candidate.open_seats = fresh.open_seats;
-    candidate.reserved_players.clone_from(&fresh.reserved_players);
+fn refresh(candidate: &mut BackfillCandidate, seats: SeatsNow) {
+    candidate.open_seats = seats.open_seats;
+    candidate.reserved_players = seats.reserved_players;
 }
 
 #[cfg(test)]
@@ -220,16 +223,19 @@ mod tests {
         let cache = BackfillCache::default();
         cache.store("game", vec![candidate(1, 5), candidate(2, 5), candidate(3, 5)], TTL, t(0));
         // 1 refused two players, 2 took them and has 3 left; 3 was not tried.
-        let mut winner = candidate(2, 3);
-        winner.reserved_players.insert("a".to_owned());
-        cache.learn("game", &[Uuid::from_u128(1)], 2, Some(&winner));
+        let seats = |n: u128, open_seats: u32, reserved: &[&str]| SeatsNow {
+            session_id: Uuid::from_u128(n),
+            open_seats,
+            reserved_players: reserved.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        cache.learn("game", &[Uuid::from_u128(1)], 2, Some(seats(2, 3, &["a"])));
         let open: Vec<u32> = cached(cache.lookup("game", TTL, t(1))).iter().map(|c| c.open_seats).collect();
         assert_eq!(open, vec![1, 3, 5]);
         let held: Vec<usize> =
             cached(cache.lookup("game", TTL, t(1))).iter().map(|c| c.reserved_players.len()).collect();
         assert_eq!(held, vec![0, 1, 0], "the winner's reserved players are known for a retry");
-        cache.update(&candidate(3, 0));
-        cache.update(&candidate(9, 7));
+        cache.update("game", seats(3, 0, &[]));
+        cache.update("game", seats(9, 7, &[]));
         let open: Vec<u32> = cached(cache.lookup("game", TTL, t(2))).iter().map(|c| c.open_seats).collect();
         assert_eq!(open, vec![1, 3, 0]);
     }

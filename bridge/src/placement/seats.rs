@@ -274,8 +274,7 @@ where
 
     /// Keeps the backfill cache's view of a session this instance just changed.
     fn seats_changed(&self, session: &SessionSeats) {
-        // An ended session has no open seats and no reservations.
-        self.backfill_cache.update(&session.backfill_candidate(self.clock.now()));
+        self.backfill_cache.update(&session.info.image, seats_now(session, self.clock.now()));
     }
 
     fn seat_write_failed(&self) {
@@ -319,12 +318,12 @@ where
         let needed = u32::try_from(ids_of_players.iter().collect::<BTreeSet<_>>().len()).unwrap_or(u32::MAX);
         let reserved =
             self.store.reserve_best(&ids, &ids_of_players, self.settings.seats.reservation_ttl, now).await?;
-        let winner = reserved.as_ref().map(|r| r.session.backfill_candidate(now));
+        let winner = reserved.as_ref().map(|r| seats_now(&r.session, now));
         let refused = match &winner {
             Some(won) => &ids[..ids.iter().position(|c| *c == won.session_id).unwrap_or(0)],
             None => &ids[..],
         };
-        self.backfill_cache.learn(&request.image, refused, needed, winner.as_ref());
+        self.backfill_cache.learn(&request.image, refused, needed, winner);
         let Some(reserved) = reserved else {
             return Ok(None);
         };
@@ -346,6 +345,16 @@ where
             latency_cap_exceeded: false,
         };
         Ok(Some(BackfillAnswer { assignment, reserved: reserved.outcome }))
+    }
+}
+
+/// What the backfill cache keeps up to date about `session` after a change here (an ended session
+/// has no open seats and no reservations).
+fn seats_now(session: &SessionSeats, now: OffsetDateTime) -> super::backfill_cache::SeatsNow {
+    super::backfill_cache::SeatsNow {
+        session_id: session.session_id,
+        open_seats: session.open_seats(now),
+        reserved_players: session.reserved_players(now),
     }
 }
 

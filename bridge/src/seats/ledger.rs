@@ -339,11 +339,13 @@ impl SessionSeats {
             labels: self.info.labels.clone(),
             status: self.status,
             open_seats: self.open_seats(now),
-            reserved_players: self
-                .live_reservations(now)
-                .flat_map(|(_, reservation)| reservation.players.iter().cloned())
-                .collect(),
+            reserved_players: self.reserved_players(now),
         }
+    }
+
+    /// The players holding a live reservation at `now`.
+    pub fn reserved_players(&self, now: OffsetDateTime) -> BTreeSet<String> {
+        self.live_reservations(now).flat_map(|(_, reservation)| reservation.players.iter().cloned()).collect()
     }
 
     fn refuse_ended(&self) -> SeatResult<()> {
