@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::placement::{Engine, PlacementObserver, PlacementReport, PlayerSyncOutcome};
+use bridge::placement::{Engine, OwedAnnouncements, PlacementObserver, PlacementReport, PlayerSyncOutcome};
 use bridge::ports::{Clock, SessionApi, StateStore};
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,6 +53,14 @@ pub struct PlacementMetrics {
     takeovers: Counter,
     pub(crate) recovered: Counter,
     seat_write_failures: Counter,
+    owed_announcements: Family<OwedLabels, Counter>,
+    owed_now: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwedLabels {
+    /// delivered, failed
+    result: &'static str,
 }
 
 impl PlacementMetrics {
@@ -63,7 +71,19 @@ impl PlacementMetrics {
             takeovers: Counter::default(),
             recovered: Counter::default(),
             seat_write_failures: Counter::default(),
+            owed_announcements: Family::default(),
+            owed_now: Gauge::default(),
         };
+        registry.register(
+            "announcement_retries",
+            "Owed announcements retried from the record by the outbox, by result",
+            metrics.owed_announcements.clone(),
+        );
+        registry.register(
+            "announcements_owed",
+            "Recorded outcomes some sink has not confirmed yet (the announcement outbox), at the last recovery round",
+            metrics.owed_now.clone(),
+        );
         registry.register(
             "seat_write_failures",
             "Placed sessions whose seat record could not be written (the reconciler adopts them)",
@@ -86,6 +106,16 @@ impl PlacementMetrics {
             metrics.recovered.clone(),
         );
         Arc::new(metrics)
+    }
+}
+
+impl PlacementMetrics {
+    fn owed_retried(&self, round: OwedAnnouncements) {
+        for (result, count) in [("delivered", round.delivered), ("failed", round.failed)] {
+            if count > 0 {
+                self.owed_announcements.get_or_create(&OwedLabels { result }).inc_by(count as u64);
+            }
+        }
     }
 }
 
@@ -118,7 +148,9 @@ impl PlacementObserver for PlacementMetrics {
     }
 }
 
-/// Finishes placements whose owner died (their lease expired), every `interval`, until `stop`.
+/// Finishes placements whose owner died (their lease expired), and announces outcomes still owed
+/// to sinks, every `interval`, until `stop`. Two loops, so that a sink that is down (each retry
+/// round waits up to a deadline on it) does not hold up recovery.
 pub async fn run_recovery<A, S, C>(
     engine: Arc<Engine<A, S, C>>,
     interval: Duration,
@@ -129,20 +161,44 @@ pub async fn run_recovery<A, S, C>(
     S: StateStore,
     C: Clock,
 {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        match engine.recover(100).await {
-            Ok(0) => {}
-            Ok(count) => {
-                metrics.recovered.inc_by(count as u64);
-                tracing::info!(count, "recovered placements left by stopped owners");
+    let recover = async {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
             }
-            Err(error) => tracing::warn!(%error, "placement recovery failed; will try again"),
+            match engine.recover(100).await {
+                Ok(0) => {}
+                Ok(count) => {
+                    metrics.recovered.inc_by(count as u64);
+                    tracing::info!(count, "recovered placements left by stopped owners");
+                }
+                Err(error) => tracing::warn!(%error, "placement recovery failed; will try again"),
+            }
         }
-    }
+    };
+    let outbox = async {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            // Cancelled at a stop: the entries in hand stay held for one announce window, then
+            // any instance takes them again.
+            let round = tokio::select! {
+                _ = stop.cancelled() => return,
+                round = engine.announce_owed(100) => round,
+            };
+            match round {
+                Ok(round) => metrics.owed_retried(round),
+                Err(error) => tracing::warn!(%error, "announcement outbox round failed; will try again"),
+            }
+            if let Ok(owed) = engine.store().owed_announcements().await {
+                metrics.owed_now.set(i64::try_from(owed).unwrap_or(i64::MAX));
+            }
+        }
+    };
+    tokio::join!(recover, outbox);
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

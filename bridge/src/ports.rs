@@ -232,6 +232,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn match_id(&self) -> &str {
+        match self {
+            Self::Placed(assignment) => &assignment.match_id,
+            Self::Failed(failure) => &failure.match_id,
+        }
+    }
+
     /// The Assignment's or the Failure's JSON: what a record keeps and what the HTTP door
     /// answers. Rendered once per placement and handed to both ([`Completion::json`],
     /// [`crate::placement::Answer`]).
@@ -320,14 +327,60 @@ pub struct Completion<'a> {
     /// text not to render it again.
     pub json: Option<&'a str>,
     pub keep_for: Duration,
+    /// Set when sinks want this placement's outcome: the outcome is owed to them from then on
+    /// ([`AnnouncementStore::owe_announcement`], written before the outcome), and the outbox
+    /// retries it from this moment unless the door's own announcement got through first.
+    pub announce_due: Option<OffsetDateTime>,
 }
 
 /// What [`StateStore::finish_placement`] answers: whether the outcome was written (`false`: the
 /// lease was lost), and the seat record's creation when one was asked for.
 pub type Finished = (Result<bool, StoreError>, Option<Result<SeatResult<SessionSeats>, StoreError>>);
 
-/// Everything the engine keeps: one backend implements all five.
-pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore {
+/// The announcement outbox (DESIGN §3.4: a placement whose publish keeps failing is retried from
+/// the record, never re-created): match ids whose recorded outcome some sink has not heard yet,
+/// each due at a time. An entry is written before the outcome (so a crash between recording and
+/// announcing leaves it), removed when an announcement got through, and claimed for a while by
+/// one retrier at a time. It holds ids only; the outcome is read from the record. Entries whose
+/// record is gone are dropped by the retrier.
+pub trait AnnouncementStore: Send + Sync + 'static {
+    /// Owes the match's outcome, due at `due` (moved there if owed already). The entry lives
+    /// at least `keep_for` (the record's life).
+    fn owe_announcement(
+        &self,
+        match_id: &str,
+        due: OffsetDateTime,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The outcome was announced: nothing is owed any more.
+    fn announced(&self, match_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims up to `limit` entries due by `now` (earliest first): each is moved to `now + hold`,
+    /// so no other retrier takes it meanwhile. Atomic: two concurrent calls never get one entry.
+    fn claim_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Moves an owed entry to `due` (an attempt failed, or the placement is still pending);
+    /// nothing happens if it is no longer owed.
+    fn defer_announcement(
+        &self,
+        match_id: &str,
+        due: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many announcements are owed (due or not).
+    fn owed_announcements(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Everything the engine keeps: one backend implements all six.
+pub trait StateStore:
+    PlacementStore + LatencyStore + CooldownStore + SeatStore + PlayerSyncStore + AnnouncementStore
+{
     /// A placement's last writes: its outcome ([`PlacementStore::complete`]) and, when it
     /// placed, its session's seat record ([`SeatStore::create_session`] with `keep_for`). Neither
     /// depends on the other's answer, so a store may send both in one round trip; by default they
@@ -341,13 +394,22 @@ pub trait StateStore: PlacementStore + LatencyStore + CooldownStore + SeatStore 
     }
 }
 
-/// [`StateStore::finish_placement`] as two concurrent store calls.
-pub async fn finish_concurrently<S: PlacementStore + SeatStore + ?Sized>(
+/// [`StateStore::finish_placement`] as two concurrent store calls, after the owed announcement's
+/// entry (when there is one) is written.
+pub async fn finish_concurrently<S: PlacementStore + SeatStore + AnnouncementStore + ?Sized>(
     store: &S,
     completion: Completion<'_>,
     seats: Option<(&NewSession, Duration)>,
 ) -> Finished {
-    let Completion { match_id, lease, outcome, keep_for, .. } = completion;
+    let Completion { match_id, lease, outcome, keep_for, announce_due, .. } = completion;
+    if let Some(due) = announce_due
+        && let Err(error) = store.owe_announcement(match_id, due, keep_for).await
+    {
+        // Not written before the outcome: the outcome must wait too (a record that is done
+        // with nothing owed would never be announced should this instance stop now).
+        let seats_too = seats.map(|_| Err(error.clone()));
+        return (Err(error), seats_too);
+    }
     let complete = store.complete(match_id, lease, outcome, keep_for);
     let create = async {
         match seats {

@@ -4,6 +4,7 @@
 //! directory under the name of an AWS-looking SigningCertURL, so nothing is fetched.
 //! AWS's own genuine messages (`../shared/fixtures/sns`) are posted too: they must be refused.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,10 +107,12 @@ fn succeeded(match_id: &str, tickets: &[(&str, &[&str])]) -> Value {
 struct Received {
     headers: axum::http::HeaderMap,
     body: Vec<u8>,
+    /// The status the receiver answered.
+    answered: u16,
 }
 
-/// A small webhook receiver on port 0; answers `status`.
-async fn webhook_receiver(status: u16) -> (String, Arc<Mutex<Vec<Received>>>) {
+/// A small webhook receiver on port 0; answers what `status` holds at the time.
+async fn webhook_receiver(status: Arc<AtomicU16>) -> (String, Arc<Mutex<Vec<Received>>>) {
     use axum::extract::State;
     let received = Arc::new(Mutex::new(Vec::new()));
     let app = axum::Router::new()
@@ -119,8 +122,9 @@ async fn webhook_receiver(status: u16) -> (String, Arc<Mutex<Vec<Received>>>) {
                 move |State(r): State<Arc<Mutex<Vec<Received>>>>,
                       headers: axum::http::HeaderMap,
                       body: axum::body::Bytes| async move {
-                    r.lock().unwrap().push(Received { headers, body: body.to_vec() });
-                    axum::http::StatusCode::from_u16(status).unwrap()
+                    let answered = status.load(Ordering::SeqCst);
+                    r.lock().unwrap().push(Received { headers, body: body.to_vec(), answered });
+                    axum::http::StatusCode::from_u16(answered).unwrap()
                 },
             ),
         )
@@ -151,6 +155,8 @@ async fn counting_host() -> (u16, Arc<Mutex<usize>>) {
 struct SnsStack {
     stack: Stack,
     webhook: Arc<Mutex<Vec<Received>>>,
+    /// What the webhook receiver answers (200 unless a test changes it).
+    webhook_status: Arc<AtomicU16>,
     pinned: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
@@ -159,7 +165,8 @@ impl SnsStack {
     async fn start(extra: &[(&str, &str)]) -> Self {
         let pinned = tempfile::tempdir().unwrap();
         std::fs::write(pinned.path().join(CERT_NAME), TEST_CERT).unwrap();
-        let (webhook_url, webhook) = webhook_receiver(200).await;
+        let webhook_status = Arc::new(AtomicU16::new(200));
+        let (webhook_url, webhook) = webhook_receiver(webhook_status.clone()).await;
         let mut env: Vec<(String, String)> = vec![
             ("BRIDGE_SNS__TOPICS".into(), format!("[\"{TOPIC}\"]")),
             ("BRIDGE_SNS__PINNED_CERT_DIR".into(), format!("\"{}\"", pinned.path().display())),
@@ -169,7 +176,7 @@ impl SnsStack {
         env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let borrowed: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let stack = Stack::start_with(&borrowed).await;
-        Self { stack, webhook, pinned, env }
+        Self { stack, webhook, webhook_status, pinned, env }
     }
 
     async fn post_sns(&self, body: &[u8]) -> (u16, Value, Duration) {
@@ -199,6 +206,27 @@ impl SnsStack {
             assert!(Instant::now() < deadline, "ticket {ticket_id} not {status}: {code} {body}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The payloads of the webhooks the receiver accepted (answered 200), signatures checked.
+    fn delivered(&self) -> Vec<Value> {
+        let received = self.webhook.lock().unwrap();
+        received.iter().filter(|r| r.answered == 200).map(check_webhook_signature).collect()
+    }
+
+    async fn wait_delivered(&self, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(payload) = self.delivered().pop() {
+                return payload;
+            }
+            assert!(Instant::now() < deadline, "no webhook accepted within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        self.stack.http.get(self.stack.url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 
     async fn wait_webhooks(&self, count: usize, within: Duration) {
@@ -322,6 +350,96 @@ async fn sns_slow_gameye_still_gets_its_200_well_within_15_seconds() {
     assert_eq!(ticket["status"], "placing", "{ticket}");
     s.wait_ticket("ticket-slow", "placed", Duration::from_secs(25)).await;
     assert_eq!(s.stack.emulator_sessions().await.len(), 1);
+}
+
+/// DESIGN §3.4: a placement whose publish keeps failing is retried from the record. SNS has no
+/// redelivery to lean on (the door answered 200 long before), so once the door gives up on the
+/// results webhook (after one placement deadline, 1 s here), only the announcement outbox can
+/// still tell the receiver.
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_a_result_the_webhook_refused_is_announced_again_from_the_record() {
+    let s = SnsStack::start(&[
+        ("BRIDGE_PLACEMENT__DEADLINE", "1s"),
+        ("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "200ms"),
+    ])
+    .await;
+    s.webhook_status.store(503, Ordering::SeqCst);
+    let body = sign(notification("msg-owed", &succeeded("fm-owed", &[("ticket-owed", &["dave"])])));
+    let (status, receipt, _) = s.post_sns(&body).await;
+    assert_eq!(status, 200, "{receipt}");
+    s.wait_ticket("ticket-owed", "placed", Duration::from_secs(10)).await;
+    s.wait_webhooks(1, Duration::from_secs(5)).await;
+    // Well past the door's own retries (one deadline): without the outbox nothing comes any more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = s.webhook.lock().unwrap().len();
+    assert!(s.delivered().is_empty());
+    assert!(s.metrics().await.contains("gameye_bridge_announcements_owed 1"), "the outcome is owed");
+    s.webhook_status.store(200, Ordering::SeqCst);
+
+    let payload = s.wait_delivered(Duration::from_secs(20)).await;
+    assert_eq!(payload["type"], "match.placed");
+    assert_eq!(payload["data"]["match_id"], "fm-owed");
+    assert_eq!(payload["data"]["session_id"], session_id("fm-owed"));
+    assert!(s.webhook.lock().unwrap().len() > refused, "a new attempt after the door gave up");
+    // Announced once it got through, and not again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.delivered().len(), 1);
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("gameye_bridge_announcement_retries_total{result=\"delivered\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gameye_bridge_announcements_owed 0"), "{metrics}");
+    assert_eq!(s.stack.emulator_sessions().await.len(), 1, "announced from the record, not placed again");
+}
+
+/// An instance that recorded an outcome and stopped before announcing it (here: the record and its
+/// outbox entry written straight into Redis, as that instance left them) is made good by any other
+/// instance: the outcome reaches the results webhook.
+// Multi-threaded: the webhook receiver runs in this process and must keep answering while a
+// dropped bridge process is being stopped (the drop blocks one thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_an_outcome_recorded_by_an_instance_that_stopped_before_announcing_is_announced() {
+    use bridge::ports::{Claim, ClaimOutcome, Completion, Outcome, PlacementStore as _, StateStore as _};
+    let s = SnsStack::start(&[("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "200ms")]).await;
+    let store = adapters::store::RedisStore::connect(&s.stack.redis.url(), "gameye-bridge").await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    let request: bridge::MatchRequest = serde_json::from_value(json!({
+        "match_id": "fm-orphan", "players": [{"id": "erin"}]
+    }))
+    .unwrap();
+    let claim = Claim {
+        match_id: "fm-orphan".into(),
+        source: "sns".into(),
+        session_id: bridge::session_id("sns", "fm-orphan"),
+        request,
+        owner: "a-stopped-instance".into(),
+        now,
+        lease_for: Duration::from_secs(25),
+        keep_for: Duration::from_secs(3600),
+    };
+    let ClaimOutcome::Owned { lease, .. } = store.claim(&claim).await.unwrap() else { panic!("not owned") };
+    let failed =
+        Outcome::Failed(bridge::Failure::new("fm-orphan", bridge::FailureCode::NotFound, "no such image"));
+    let json = failed.to_json().unwrap();
+    let completion = Completion {
+        match_id: "fm-orphan",
+        lease: &lease,
+        outcome: &failed,
+        json: Some(&json),
+        keep_for: Duration::from_secs(3600),
+        announce_due: Some(now),
+    };
+    let (written, _) = store.finish_placement(completion, None).await;
+    assert!(written.unwrap());
+
+    let payload = s.wait_delivered(Duration::from_secs(10)).await;
+    assert_eq!(payload["type"], "match.failed");
+    assert_eq!(payload["data"]["match_id"], "fm-orphan");
+    assert_eq!(payload["data"]["error"]["code"], "NOT_FOUND");
+    assert!(s.stack.emulator_sessions().await.is_empty(), "announced, not placed");
 }
 
 // Multi-threaded: the webhook receiver runs in this process and must keep answering while a

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
-    Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome, PlacementState,
-    PlacementStore, SeatStore, StateStore as _, StoreError, TicketState, TicketStatus, TicketStore,
+    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome,
+    PlacementState, PlacementStore, SeatStore, StateStore as _, StoreError, TicketState, TicketStatus,
+    TicketStore,
 };
 use bridge::seats::{JsonText, NewSession, SeatError, SessionInfo, SessionStatus};
 use bridge::{Assignment, Failure, FailureCode, MatchRequest, Player, Port, PortProtocol};
@@ -123,8 +124,30 @@ impl Fixture {
         seats: Option<&NewSession>,
     ) -> bridge::ports::Finished {
         let json = outcome.to_json().unwrap();
-        let completion = Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP };
+        let completion =
+            Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP, announce_due: None };
         self.store.finish_placement(completion, seats.map(|new| (new, KEEP))).await
+    }
+
+    /// [`Fixture::finish`] for a source whose sinks want the outcome, owed at `t0 + due_ms`.
+    async fn finish_owing(
+        &self,
+        match_id: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+        seats: Option<&NewSession>,
+        due_ms: i64,
+    ) -> bridge::ports::Finished {
+        let json = outcome.to_json().unwrap();
+        let announce_due = Some(self.at(due_ms).into());
+        let completion =
+            Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP, announce_due };
+        self.store.finish_placement(completion, seats.map(|new| (new, KEEP))).await
+    }
+
+    /// Claims the due owed announcements at `t0 + at_ms`, holding them 10 s.
+    async fn claim_owed(&self, at_ms: i64, limit: usize) -> Vec<String> {
+        self.store.claim_announcements(self.at(at_ms).into(), limit, Duration::from_secs(10)).await.unwrap()
     }
 
     fn assignment(&self, match_id: &str, location: &str) -> Assignment {
@@ -202,6 +225,9 @@ contract_tests!(
     ids_with_braces_and_colons_are_kept_apart,
     finishing_a_placement_writes_its_outcome_and_its_seat_record,
     finishing_without_the_lease_still_records_the_seats,
+    an_owed_announcement_is_written_with_the_outcome_and_claimed_when_due,
+    owed_announcements_are_claimed_earliest_first_and_held,
+    concurrent_announcement_claims_never_share_an_entry,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -238,6 +264,67 @@ async fn finishing_a_placement_writes_its_outcome_and_its_seat_record(fx: Fixtur
     assert!(written.unwrap());
     assert!(created.is_none());
     assert!(matches!(fx.store.get("m-2").await.unwrap().unwrap().state, PlacementState::Failed { .. }));
+}
+
+async fn an_owed_announcement_is_written_with_the_outcome_and_claimed_when_due(fx: Fixture) {
+    // A placed outcome (with its seats) and a failure, both owed at t0 + 5 s.
+    let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    let placed = Outcome::Placed(fx.assignment("m-1", "eu-west-1"));
+    let (written, created) =
+        fx.finish_owing("m-1", &lease, &placed, Some(&fx.new_session("m-1")), 5_000).await;
+    assert!(written.unwrap());
+    assert!(created.unwrap().unwrap().is_ok());
+    let lease = fx.own(&fx.claim("m-2", "alpha", 0)).await;
+    let failed = Outcome::Failed(Failure::new("m-2", FailureCode::NotFound, "no such image"));
+    let (written, _) = fx.finish_owing("m-2", &lease, &failed, None, 5_000).await;
+    assert!(written.unwrap());
+    // A source no sink wants owes nothing.
+    fx.place("m-3", KEEP).await;
+    assert_eq!(fx.store.owed_announcements().await.unwrap(), 2);
+
+    assert!(fx.claim_owed(4_999, 10).await.is_empty(), "not due yet");
+    let mut due = fx.claim_owed(5_000, 10).await;
+    due.sort();
+    assert_eq!(due, ["m-1", "m-2"]);
+    assert!(fx.claim_owed(6_000, 10).await.is_empty(), "held by the first claim for 10 s");
+    assert_eq!(fx.claim_owed(15_000, 10).await.len(), 2, "due again once the hold ran out");
+
+    // Announced: gone for good, and a late deferral does not bring it back.
+    fx.store.announced("m-1").await.unwrap();
+    fx.store.defer_announcement("m-1", fx.at(16_000).into()).await.unwrap();
+    // Deferred: due then, not before.
+    fx.store.defer_announcement("m-2", fx.at(30_000).into()).await.unwrap();
+    assert!(fx.claim_owed(29_999, 10).await.is_empty());
+    assert_eq!(fx.claim_owed(30_000, 10).await, ["m-2"]);
+    assert_eq!(fx.store.owed_announcements().await.unwrap(), 1);
+    fx.store.announced("m-2").await.unwrap();
+    assert_eq!(fx.store.owed_announcements().await.unwrap(), 0);
+    assert!(fx.claim_owed(100_000, 10).await.is_empty());
+}
+
+async fn owed_announcements_are_claimed_earliest_first_and_held(fx: Fixture) {
+    for (match_id, due_ms) in [("late", 3_000), ("early", 1_000), ("middle", 2_000)] {
+        fx.store.owe_announcement(match_id, fx.at(due_ms).into(), KEEP).await.unwrap();
+    }
+    // Owing again moves the entry.
+    fx.store.owe_announcement("late", fx.at(2_500).into(), KEEP).await.unwrap();
+    assert_eq!(fx.claim_owed(5_000, 2).await, ["early", "middle"]);
+    assert_eq!(fx.claim_owed(5_000, 2).await, ["late"]);
+    assert!(fx.claim_owed(5_000, 2).await.is_empty());
+    assert_eq!(fx.store.owed_announcements().await.unwrap(), 3, "claimed entries stay owed");
+}
+
+async fn concurrent_announcement_claims_never_share_an_entry(fx: Fixture) {
+    let ids: Vec<String> = (0..40).map(|i| format!("m-{i}")).collect();
+    for (i, match_id) in ids.iter().enumerate() {
+        fx.store.owe_announcement(match_id, fx.at(i as i64).into(), KEEP).await.unwrap();
+    }
+    let claims = (0..4).map(|_| fx.claim_owed(1_000, 15));
+    let claimed: Vec<Vec<String>> = futures::future::join_all(claims).await;
+    let all: Vec<&String> = claimed.iter().flatten().collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "every entry claimed once: {claimed:?}");
+    assert_eq!(distinct.len(), 40, "no entry claimed twice: {claimed:?}");
 }
 
 /// An owner whose lease was taken over still records the seats of the session it started (the
@@ -729,6 +816,7 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
     let latencies = BTreeMap::from([("eu-west-1".to_owned(), 20)]);
     fx.store.put_latencies("p:{1}", &latencies, KEEP).await.unwrap();
     fx.store.cool_down("eu}west", Duration::from_secs(30)).await.unwrap();
+    fx.store.owe_announcement("{m}", fx.at(0).into(), KEEP).await.unwrap();
 
     let ttls = keys_and_ttls(&url).await;
     let keys: BTreeSet<&str> = ttls.keys().map(String::as_str).collect();
@@ -737,6 +825,7 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
         "it-store:match:{%7Bm%7D}",
         "it-store:match:{%}",
         "it-store:{matches}:pending",
+        "it-store:{matches}:announce",
         "it-store:latency:{p:%7B1%7D}",
         "it-store:cooldown:{eu%7Dwest}",
     ]);
@@ -752,6 +841,7 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
     let index_ttl = ttls["it-store:{matches}:pending"];
     assert!(index_ttl >= ttls["it-store:match:{a%7Db%7Bc:d}"] - 1_000, "{ttls:?}");
     assert!(index_ttl > KEEP.as_millis() as i64 - 60_000, "{ttls:?}");
+    assert!(ttls["it-store:{matches}:announce"] > KEEP.as_millis() as i64 - 60_000, "{ttls:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

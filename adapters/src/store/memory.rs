@@ -24,6 +24,8 @@ pub struct MemoryStore {
     pub(super) leases: super::lease_memory::LeasesMemory,
     /// The player-sync outbox (`PlayerSyncStore`, in `player_sync_memory.rs`).
     pub(super) player_sync: super::player_sync_memory::PlayerSyncMemory,
+    /// The announcement outbox (`AnnouncementStore`, in `announce_memory.rs`).
+    pub(super) announcements: super::announce_memory::AnnouncementsMemory,
 }
 
 impl fmt::Debug for MemoryStore {

@@ -1,6 +1,7 @@
 //! State stores: placement records, reported latencies and location cool-downs (the core's
 //! [`PlacementStore`], [`LatencyStore`] and [`CooldownStore`]), and sessions' seats ([`SeatStore`],
-//! in `seats_memory.rs` and `seats_redis.rs`).
+//! in `seats_memory.rs` and `seats_redis.rs`), and the two outboxes: players to sync to Gameye
+//! ([`PlayerSyncStore`]) and outcomes owed to sinks ([`AnnouncementStore`], `announce_*.rs`).
 //!
 //! Two implementations with identical semantics, chosen at start-up and put behind the closed enum
 //! [`StateStore`] so the engine stays generic over one concrete type:
@@ -13,6 +14,8 @@
 //! are rounded up to whole milliseconds. Expiry (`keep_for`, cool-downs) runs on the store's own
 //! clock: Redis's for [`RedisStore`], the process's monotonic clock for [`MemoryStore`].
 
+mod announce_memory;
+mod announce_redis;
 mod lease_memory;
 mod lease_redis;
 mod memory;
@@ -33,7 +36,8 @@ use uuid::Uuid;
 use bridge::ports::{Completion, Finished};
 
 pub use bridge::ports::{
-    BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
+    AnnouncementStore, BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedPage,
+    SeatChange, SeatStore,
 };
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
@@ -264,6 +268,53 @@ impl TicketStore for StateStore {
         match self {
             Self::Memory(store) => store.put_unmatched_ticket_status(status, keep_for),
             Self::Redis(store) => store.put_unmatched_ticket_status(status, keep_for),
+        }
+    }
+}
+
+impl AnnouncementStore for StateStore {
+    async fn owe_announcement(
+        &self,
+        match_id: &str,
+        due: OffsetDateTime,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.owe_announcement(match_id, due, keep_for).await,
+            Self::Redis(store) => store.owe_announcement(match_id, due, keep_for).await,
+        }
+    }
+
+    async fn announced(&self, match_id: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.announced(match_id).await,
+            Self::Redis(store) => store.announced(match_id).await,
+        }
+    }
+
+    async fn claim_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Memory(store) => store.claim_announcements(now, limit, hold).await,
+            Self::Redis(store) => store.claim_announcements(now, limit, hold).await,
+        }
+    }
+
+    async fn defer_announcement(&self, match_id: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.defer_announcement(match_id, due).await,
+            Self::Redis(store) => store.defer_announcement(match_id, due).await,
+        }
+    }
+
+    async fn owed_announcements(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(store) => store.owed_announcements().await,
+            Self::Redis(store) => store.owed_announcements().await,
         }
     }
 }

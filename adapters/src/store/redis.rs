@@ -6,6 +6,7 @@
 //! | --- | --- | --- | --- |
 //! | `<prefix>:match:{<match_id>}` | STRING | one placement record ([`redis_record`] has the format) | `keep_for` after its claim, takeover or completion |
 //! | `<prefix>:{matches}:pending` | ZSET | match id → `lease_until_ms` of pending records | as late as its longest-lived record |
+//! | `<prefix>:{matches}:announce` | ZSET | match id → when its outcome is due to be announced ([`AnnouncementStore`], `announce_redis.rs`) | as late as its longest-lived record |
 //! | `<prefix>:latency:{<player_id>}` | STRING | the player's latencies as JSON (`{"eu-west-1": 32}`) | `keep_for` |
 //! | `<prefix>:cooldown:{<location>}` | STRING | `1` | after the cool-down |
 //! | `<prefix>:delivery:{<key>}` | STRING | `1`: a door acted on this delivery (SNS `MessageId`) | `keep_for` |
@@ -55,14 +56,15 @@ use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
+use super::announce_redis::OweExpiry;
 use super::redis_record::{self, Stored};
 use super::{duration_millis, from_millis, lease_until_millis, push_percent_encoded, to_millis};
 use bridge::ports::{
-    Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, Finished, LatencyStore, Lease, Outcome,
-    PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError, TicketStatus, TicketStore,
-    finish_concurrently,
+    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, Finished, LatencyStore,
+    Lease, Outcome, PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError, TicketStatus,
+    TicketStore, finish_concurrently,
 };
-use bridge::seats::NewSession;
+use bridge::seats::{NewSession, SeatResult, SessionSeats};
 
 /// How long one connection attempt may take.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
@@ -265,6 +267,10 @@ impl RedisStore {
         } else {
             Err(StoreError::permanent(format!("redis ping: unexpected answer {pong:?}")))
         }
+    }
+
+    pub(super) fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The prefix of every key this store writes.
@@ -481,7 +487,7 @@ impl RedisStore {
 
     /// The complete script's call for the outcome.
     fn complete_invocation(&self, rendered: Rendered<'_>) -> redis::ScriptInvocation<'static> {
-        let Rendered { match_id, lease, outcome, json, keep_for } = rendered;
+        let Rendered { match_id, lease, outcome, json, keep_for, .. } = rendered;
         let state = match outcome {
             Outcome::Placed(_) => "placed",
             Outcome::Failed(_) => "failed",
@@ -518,37 +524,44 @@ impl RedisStore {
         }
     }
 
-    /// A placed outcome and its seat record in one pipeline: the complete script's call first,
-    /// then the creation's commands. Only the script's answer is the complete's; should Redis have
-    /// lost the script (a restart, `SCRIPT FLUSH`), that one call is made again the usual way,
-    /// which loads it.
-    async fn finish_placed(
+    /// An outcome with what must go with it, in one pipeline: the owed announcement's entry first
+    /// (so a recorded outcome never lacks it), then the complete script's call, then the seat
+    /// record's creation. Only the script's answer is the complete's; should Redis have lost the
+    /// script (a restart, `SCRIPT FLUSH`), that one call is made again the usual way, which loads it.
+    async fn finish_pipelined(
         &self,
         rendered: Rendered<'_>,
-        new: &NewSession,
-        seats_keep_for: Duration,
+        seats: Option<(&NewSession, Duration)>,
     ) -> Finished {
-        let mut pipe = redis::Pipeline::with_capacity(10);
+        let mut pipe = redis::Pipeline::with_capacity(13);
         pipe.ignore_errors();
+        let owe = rendered.announce_due.map(|due| {
+            self.queue_owe(&mut pipe, rendered.match_id, to_millis(due), duration_millis(rendered.keep_for))
+        });
         pipe.invoke_script(&self.complete_invocation(rendered));
-        // `Err`: the creation's answer already, no commands queued.
-        let creation = match self.queue_create_session(&mut pipe, new, seats_keep_for) {
-            Ok(Ok(creation)) => Ok(creation),
-            Ok(Err(refused)) => Err(Ok(Err(refused))),
-            Err(error) => Err(Err(error)),
-        };
+        let creation = seats.map(|(new, seats_keep_for)| {
+            match self.queue_create_session(&mut pipe, new, seats_keep_for) {
+                Ok(Ok(creation)) => Creation::Queued(new, creation),
+                Ok(Err(refused)) => Creation::Answered(Ok(Err(refused))),
+                Err(error) => Creation::Answered(Err(error)),
+            }
+        });
         let mut connection = self.connection.clone();
         let answers: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
             Ok(answers) => answers,
             Err(error) => {
-                let created = match creation {
-                    Ok(_) => Err(store_error("create_session", &error)),
-                    Err(refused_or_failed) => refused_or_failed,
-                };
-                return (Err(store_error("complete", &error)), Some(created));
+                let created = creation.map(|creation| match creation {
+                    Creation::Queued(..) => Err(store_error("create_session", &error)),
+                    Creation::Answered(answer) => answer,
+                });
+                return (Err(store_error("complete", &error)), created);
             }
         };
         let mut answers = answers.into_iter();
+        if let Some((count, expiry)) = owe {
+            let owe_answers: Vec<redis::Value> = answers.by_ref().take(count).collect();
+            self.check_owed(rendered, owe_answers, expiry).await;
+        }
         let written = match answers.next().map(redis::from_redis_value::<redis::RedisResult<bool>>) {
             Some(Ok(Ok(written))) => {
                 self.completed(rendered, written);
@@ -562,10 +575,39 @@ impl RedisStore {
             None => Err(StoreError::transient("redis complete: no answer")),
         };
         let created = match creation {
-            Ok(creation) => self.session_created(new, creation, answers.collect()).await,
-            Err(refused_or_failed) => refused_or_failed,
+            Some(Creation::Queued(new, creation)) => {
+                Some(self.session_created(new, creation, answers.collect()).await)
+            }
+            Some(Creation::Answered(answer)) => Some(answer),
+            None => None,
         };
-        (written, Some(created))
+        (written, created)
+    }
+
+    /// After the owed entry's commands answered: a `ZADD` that failed (which the outcome's script
+    /// after it need not have) is sent once more on its own, so the outcome is not left unowed.
+    async fn check_owed(
+        &self,
+        rendered: Rendered<'_>,
+        answers: Vec<redis::Value>,
+        expiry: Option<OweExpiry>,
+    ) {
+        let mut answers = answers.into_iter().map(redis::from_redis_value::<redis::RedisResult<IndexAdded>>);
+        let added = matches!(answers.next(), Some(Ok(Ok(_))));
+        let expired = answers.all(|answer| matches!(answer, Ok(Ok(_))));
+        if let Some(expiry) = expiry
+            && added
+            && expired
+        {
+            self.owed(expiry);
+        }
+        if added {
+            return;
+        }
+        let Some(due) = rendered.announce_due else { return };
+        if let Err(error) = self.owe_announcement(rendered.match_id, due, rendered.keep_for).await {
+            tracing::warn!(match_id = rendered.match_id, %error, "outcome recorded but not owed to its sinks: only the door's own announcement will carry it");
+        }
     }
 
     async fn get_inner(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
@@ -775,6 +817,13 @@ impl CooldownCache {
     }
 }
 
+/// A seat record's creation in a finishing pipeline: its commands queued, or its answer known
+/// without them (refused or failed before anything was sent).
+enum Creation<'a> {
+    Queued(&'a NewSession, super::seats_redis::SessionCreation),
+    Answered(Result<SeatResult<SessionSeats>, StoreError>),
+}
+
 /// A [`Completion`] whose outcome's JSON ([`Outcome::to_json`]) is in hand: what the complete
 /// script is called with.
 #[derive(Clone, Copy)]
@@ -784,13 +833,14 @@ struct Rendered<'a> {
     outcome: &'a Outcome,
     json: &'a str,
     keep_for: Duration,
+    announce_due: Option<OffsetDateTime>,
 }
 
 impl<'a> Rendered<'a> {
     /// `None` when the outcome did not render.
     fn of(completion: Completion<'a>) -> Option<Self> {
-        let Completion { match_id, lease, outcome, json, keep_for } = completion;
-        Some(Self { match_id, lease, outcome, json: json?, keep_for })
+        let Completion { match_id, lease, outcome, json, keep_for, announce_due } = completion;
+        Some(Self { match_id, lease, outcome, json: json?, keep_for, announce_due })
     }
 }
 
@@ -801,15 +851,15 @@ impl StateStore for RedisStore {
         seats: Option<(&NewSession, Duration)>,
     ) -> Finished {
         match (seats, Rendered::of(completion)) {
-            (Some((new, seats_keep_for)), Some(rendered)) => {
-                let finished = self.finish_placed(rendered, new, seats_keep_for);
+            (seats, Some(rendered)) if seats.is_some() || rendered.announce_due.is_some() => {
+                let finished = self.finish_pipelined(rendered, seats);
                 tokio::time::timeout(OPERATION_TIMEOUT, finished).await.unwrap_or_else(|_| {
                     let late = |operation| {
                         StoreError::transient(format!(
                             "redis {operation}: no answer within {OPERATION_TIMEOUT:?}"
                         ))
                     };
-                    (Err(late("complete")), Some(Err(late("create_session"))))
+                    (Err(late("complete")), seats.map(|_| Err(late("create_session"))))
                 })
             }
             // A failure: its outcome alone, with the text already rendered.
@@ -845,7 +895,7 @@ impl PlacementStore for RedisStore {
         let json = outcome
             .to_json()
             .map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
-        let rendered = Rendered { match_id, lease, outcome, json: &json, keep_for };
+        let rendered = Rendered { match_id, lease, outcome, json: &json, keep_for, announce_due: None };
         bounded_store("complete", self.complete_inner(rendered)).await
     }
 
@@ -1007,7 +1057,7 @@ impl TicketStore for RedisStore {
 // Keys
 
 #[derive(Debug, Clone)]
-struct Keys {
+pub(super) struct Keys {
     prefix: String,
 }
 
@@ -1018,6 +1068,11 @@ impl Keys {
 
     fn pending(&self) -> String {
         [&self.prefix, ":{matches}:pending"].concat()
+    }
+
+    /// The announcement outbox (`announce_redis.rs`), in the pending index's slot.
+    pub(super) fn announcements(&self) -> String {
+        [&self.prefix, ":{matches}:announce"].concat()
     }
 
     fn latency(&self, player_id: &str) -> String {

@@ -81,6 +81,17 @@ pub trait PlacementObserver: Send + Sync + 'static {
     fn seat_write_failed(&self) {}
 }
 
+/// What one [`Engine::announce_owed`] round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwedAnnouncements {
+    pub delivered: usize,
+    pub failed: usize,
+}
+
+/// Bounds of the pause before an owed announcement that failed is tried again.
+const OWED_RETRY_MIN: Duration = Duration::from_secs(1);
+const OWED_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// The placement engine. Cheap to share behind an `Arc`; every method may run concurrently, on
 /// any number of instances sharing the store.
 pub struct Engine<A, S, C> {
@@ -121,19 +132,92 @@ where
         self
     }
 
-    /// Announces an outcome to every sink that wants placements from `source`, retrying transient
-    /// failures with backoff for up to one placement deadline per sink. Doors call this after they
-    /// have the outcome (a duplicate's stored outcome too, so a lost announcement is made good by the
-    /// redelivery) and acknowledge their source only when it succeeded.
+    /// Announces an outcome to every sink that wants placements from `source` (concurrently),
+    /// retrying transient failures with backoff for up to one placement deadline per sink. Doors
+    /// call this after they have the outcome (a duplicate's stored outcome too, so a lost
+    /// announcement is made good by the redelivery) and acknowledge their source only when it
+    /// succeeded. Once every sink has it, the outcome is no longer owed (see [`Engine::announce_owed`]).
     pub async fn announce(&self, source: &str, outcome: &Outcome) -> Result<(), DeliveryError> {
-        let mut first_error = None;
-        for sink in self.sinks.iter().filter(|sink| sink.wants(source)) {
-            if let Err(error) = self.deliver_with_retries(sink.as_ref(), source, outcome).await {
-                tracing::warn!(sink = sink.name(), %error, "announcement failed");
-                first_error.get_or_insert(error);
+        let deliveries = self.sinks.iter().filter(|sink| sink.wants(source)).map(|sink| async move {
+            let delivered = self.deliver_with_retries(sink.as_ref(), source, outcome).await;
+            if let Err(error) = &delivered {
+                tracing::warn!(sink = sink.name(), match_id = outcome.match_id(), %error, "announcement failed");
+            }
+            delivered
+        });
+        let delivered = futures_util::future::join_all(deliveries).await;
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        if let Some(error) = delivered.into_iter().find_map(Result::err) {
+            return Err(error);
+        }
+        if let Err(error) = self.store.announced(outcome.match_id()).await {
+            // The entry stays: the outbox announces the outcome once more, later.
+            tracing::warn!(match_id = outcome.match_id(), %error, "announced, but not marked so");
+        }
+        Ok(())
+    }
+
+    /// Announces outcomes still owed (the outbox; DESIGN §3.4: a placement whose publish keeps
+    /// failing is retried from the record, never re-created): those whose door gave up on its
+    /// sinks, stopped before announcing, or is a background door that has no redelivery to lean
+    /// on. Claims up to `limit` due entries and announces each from its record; a failed one is due
+    /// again after a pause that grows with the match's age (1 s to 5 min), until the record
+    /// expires. Every instance may run it: a claim holds an entry for one announce window.
+    pub async fn announce_owed(&self, limit: usize) -> Result<OwedAnnouncements, PlaceError> {
+        let now = self.clock.now();
+        let due = self.store.claim_announcements(now, limit, self.settings.announce_window()).await?;
+        let attempts = due.iter().map(|match_id| self.announce_owed_one(match_id));
+        let mut round = OwedAnnouncements::default();
+        for (match_id, attempt) in due.iter().zip(futures_util::future::join_all(attempts).await) {
+            match attempt {
+                Ok(Some(true)) => round.delivered += 1,
+                Ok(Some(false)) => round.failed += 1,
+                Ok(None) => {}
+                // Held for one window, then tried again.
+                Err(error) => tracing::warn!(%match_id, %error, "cannot retry this announcement now"),
             }
         }
-        first_error.map_or(Ok(()), Err)
+        Ok(round)
+    }
+
+    /// One owed announcement: `Some(delivered?)` when it was tried, `None` when there was
+    /// nothing to announce yet (or ever).
+    async fn announce_owed_one(&self, match_id: &str) -> Result<Option<bool>, StoreError> {
+        let record = match self.store.get(match_id).await {
+            Ok(Some(record)) => record,
+            // Expired: nothing left to announce.
+            Ok(None) => return self.store.announced(match_id).await.map(|()| None),
+            Err(error) if !error.transient => {
+                tracing::warn!(%match_id, %error, "cannot read the record of an owed announcement; dropping it");
+                return self.store.announced(match_id).await.map(|()| None);
+            }
+            Err(error) => return Err(error),
+        };
+        let outcome = match record.state {
+            PlacementState::Pending { lease_until, .. } => {
+                // Its owner (or recovery, once the lease runs out) announces it when done.
+                let due = lease_until + self.settings.announce_window();
+                return self.store.defer_announcement(match_id, due).await.map(|()| None);
+            }
+            PlacementState::Placed { assignment } => Outcome::Placed(assignment),
+            PlacementState::Failed { failure } => Outcome::Failed(failure),
+        };
+        if !self.announces(&record.source) {
+            // No sink on this instance wants it (instances configured differently): left for
+            // one that has them.
+            let due = self.clock.now() + OWED_RETRY_MAX;
+            return self.store.defer_announcement(match_id, due).await.map(|()| None);
+        }
+        if self.announce(&record.source, &outcome).await.is_ok() {
+            tracing::info!(%match_id, source = %record.source, "announced an owed outcome");
+            return Ok(Some(true));
+        }
+        let now = self.clock.now();
+        let age: Duration = (now - record.accepted_at).try_into().unwrap_or_default();
+        let due = now + (age / 4).clamp(OWED_RETRY_MIN, OWED_RETRY_MAX);
+        self.store.defer_announcement(match_id, due).await.map(|()| Some(false))
     }
 
     /// Whether any sink wants outcomes from `source` ([`Engine::announce`] would do nothing).
@@ -276,6 +360,7 @@ where
             outcome: &outcome,
             json: outcome_json.as_deref(),
             keep_for: self.settings.keep_for,
+            announce_due: self.announce_due(&job.record.source),
         };
         let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
         let (written, created) = self.store.finish_placement(completion, seats).await;
@@ -344,7 +429,7 @@ where
         Ok(match self.store.claim(&claim).await? {
             ClaimOutcome::Owned { lease, .. } => {
                 // Refused only if yet another claimant took it in between: it places the same session.
-                self.store.complete(&claim.match_id, &lease, &outcome, self.settings.keep_for).await?;
+                self.complete_owing(&claim.match_id, &claim.source, &lease, &outcome).await?;
                 outcome
             }
             ClaimOutcome::Placed(assignment) => Outcome::Placed(assignment),
@@ -373,14 +458,34 @@ where
             tracing::warn!(match_id = %job.record.match_id, %error, "cannot record the outcome yet; trying again");
             self.clock.sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
-            match self.store.complete(&job.record.match_id, &job.lease, outcome, self.settings.keep_for).await
-            {
+            match self.complete_owing(&job.record.match_id, &job.record.source, &job.lease, outcome).await {
                 Ok(written) => return Ok(written),
                 Err(again) if again.transient => error = again,
                 Err(again) => return Err(again),
             }
         }
         Err(error)
+    }
+
+    /// When sinks want outcomes from `source`: the moment an outcome recorded now is owed to the
+    /// outbox, should the announcement not have got through by then.
+    fn announce_due(&self, source: &str) -> Option<OffsetDateTime> {
+        self.announces(source).then(|| self.clock.now() + self.settings.announce_window())
+    }
+
+    /// [`crate::ports::PlacementStore::complete`], with the owed announcement's entry written first (as
+    /// [`StateStore::finish_placement`] does).
+    async fn complete_owing(
+        &self,
+        match_id: &str,
+        source: &str,
+        lease: &Lease,
+        outcome: &Outcome,
+    ) -> Result<bool, StoreError> {
+        if let Some(due) = self.announce_due(source) {
+            self.store.owe_announcement(match_id, due, self.settings.keep_for).await?;
+        }
+        self.store.complete(match_id, lease, outcome, self.settings.keep_for).await
     }
 
     /// Waits for a pending placement owned elsewhere; takes it over if its owner's lease runs out.

@@ -9,7 +9,10 @@ mod seats;
 mod service;
 mod settings;
 
-pub use engine::{Accepted, Answer, Engine, Job, PlaceError, PlacementObserver, PlacementReport, Progress};
+pub use engine::{
+    Accepted, Answer, Engine, Job, OwedAnnouncements, PlaceError, PlacementObserver, PlacementReport,
+    Progress,
+};
 pub use player_sync::PlayerSyncOutcome;
 pub use seats::{
     BackfillAnswer, BackfillRequest, EndedSession, JoinAnswer, LeaveAnswer, SeatService, SeatServiceError,

@@ -93,4 +93,11 @@ impl EngineSettings {
     pub fn lease_for(&self) -> Duration {
         self.deadline + Duration::from_secs(5)
     }
+
+    /// How long an announcement may take (sinks are told concurrently, each retried for up to
+    /// the deadline) plus a margin: the outbox leaves an owed outcome to whoever is announcing it
+    /// for that long before it tries itself.
+    pub fn announce_window(&self) -> Duration {
+        self.deadline + Duration::from_secs(5)
+    }
 }

@@ -1,0 +1,71 @@
+//! The announcement outbox in memory ([`AnnouncementStore`]): the same rules as Redis (see
+//! `announce_redis.rs`), on the caller's clock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bridge::ports::{AnnouncementStore, StoreError};
+use time::OffsetDateTime;
+
+use super::memory::MemoryStore;
+
+/// The outbox of a [`MemoryStore`] (a field of it; clones share it): match id → due.
+#[derive(Clone, Default)]
+pub(super) struct AnnouncementsMemory {
+    owed: Arc<Mutex<HashMap<String, OffsetDateTime>>>,
+}
+
+impl AnnouncementsMemory {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, OffsetDateTime>> {
+        // Every change is one insert or removal: a poisoned map is still consistent.
+        self.owed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl AnnouncementStore for MemoryStore {
+    async fn owe_announcement(
+        &self,
+        match_id: &str,
+        due: OffsetDateTime,
+        _keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        // Entries leave when announced or when their record is found gone, as in Redis.
+        self.announcements.lock().insert(match_id.to_owned(), due);
+        Ok(())
+    }
+
+    async fn announced(&self, match_id: &str) -> Result<(), StoreError> {
+        self.announcements.lock().remove(match_id);
+        Ok(())
+    }
+
+    async fn claim_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut owed = self.announcements.lock();
+        let mut due: Vec<(OffsetDateTime, String)> =
+            owed.iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, id.clone())).collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        let held_until = now + hold;
+        for (_, match_id) in &due {
+            owed.insert(match_id.clone(), held_until);
+        }
+        Ok(due.into_iter().map(|(_, match_id)| match_id).collect())
+    }
+
+    async fn defer_announcement(&self, match_id: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(at) = self.announcements.lock().get_mut(match_id) {
+            *at = due;
+        }
+        Ok(())
+    }
+
+    async fn owed_announcements(&self) -> Result<u64, StoreError> {
+        Ok(self.announcements.lock().len() as u64)
+    }
+}

@@ -1,0 +1,153 @@
+//! The announcement outbox in Redis ([`AnnouncementStore`]).
+//!
+//! | key | type | contents | expires |
+//! | --- | --- | --- | --- |
+//! | `<prefix>:{matches}:announce` | ZSET | match id → when its outcome is due to be announced (ms, the callers' clock) | as late as its longest-lived record |
+//!
+//! An entry is written with the placement's outcome, in the outcome's own pipeline and before
+//! it (`RedisStore::finish_placement`), so a recorded outcome never lacks its entry; it is removed
+//! when an announcement got through. A claim moves the due entries it takes to now + hold in one
+//! script, so concurrent retriers on several instances never take the same entry. The key shares
+//! the pending index's slot and is kept alive like it (see `queue_index_add`).
+
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use redis::Script;
+use time::OffsetDateTime;
+
+use super::redis::{IndexAdded, RedisStore, Skipped, bounded_store, err, queue_index_add};
+use super::{duration_millis, to_millis};
+use bridge::ports::{AnnouncementStore, StoreError};
+
+// ARGV 1 now (ms), 2 limit, 3 held until (ms). The due ids, earliest first.
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[3], id) end
+return ids
+",
+    )
+});
+
+impl RedisStore {
+    /// Queues on `pipe` the commands that owe `match_id`'s outcome at `due_ms`, the entry living
+    /// at least `keep_ms`. Returns how many answers they add (the first is the `ZADD`'s, an
+    /// [`IndexAdded`]; the others, if any, are [`Skipped`]) and, when an expiry is sent, what
+    /// to [`RedisStore::owed`] about it once it was accepted.
+    pub(super) fn queue_owe(
+        &self,
+        pipe: &mut redis::Pipeline,
+        match_id: &str,
+        due_ms: i64,
+        keep_ms: i64,
+    ) -> (usize, Option<OweExpiry>) {
+        let key = self.keys().announcements();
+        let sent_at = Instant::now();
+        let expire_ms =
+            if keep_ms > 0 { self.index_expiries.needed(&[&key], keep_ms, sent_at) } else { None };
+        queue_index_add(pipe, &key, match_id, due_ms, expire_ms, false);
+        match expire_ms {
+            Some(expire_ms) => (3, Some(OweExpiry { key, sent_at, expire_ms })),
+            None => (1, None),
+        }
+    }
+
+    /// Remembers an expiry that [`RedisStore::queue_owe`] sent and Redis accepted.
+    pub(super) fn owed(&self, expiry: OweExpiry) {
+        self.index_expiries.remember(&expiry.key, expiry.sent_at, expiry.expire_ms);
+    }
+
+    async fn owe_inner(
+        &self,
+        match_id: &str,
+        due: OffsetDateTime,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::Pipeline::with_capacity(3);
+        let (_, expiry) = self.queue_owe(&mut pipe, match_id, to_millis(due), duration_millis(keep_for));
+        let mut connection = self.connection.clone();
+        match expiry {
+            Some(expiry) => {
+                let (_, nx, gt): (IndexAdded, Skipped, Skipped) =
+                    pipe.query_async(&mut connection).await.map_err(err("owe_announcement"))?;
+                if nx.and(gt).is_ok() {
+                    self.owed(expiry);
+                }
+            }
+            None => {
+                let (_,): (IndexAdded,) =
+                    pipe.query_async(&mut connection).await.map_err(err("owe_announcement"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An expiry sent with an owed entry, to remember once Redis accepted it.
+pub(super) struct OweExpiry {
+    key: String,
+    sent_at: Instant,
+    expire_ms: i64,
+}
+
+impl AnnouncementStore for RedisStore {
+    async fn owe_announcement(
+        &self,
+        match_id: &str,
+        due: OffsetDateTime,
+        keep_for: Duration,
+    ) -> Result<(), StoreError> {
+        bounded_store("owe_announcement", self.owe_inner(match_id, due, keep_for)).await
+    }
+
+    async fn announced(&self, match_id: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("ZREM").arg(self.keys().announcements()).arg(match_id).to_owned();
+        bounded_store("announced", async move {
+            command.exec_async(&mut connection).await.map_err(err("announced"))
+        })
+        .await
+    }
+
+    async fn claim_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = CLAIM.key(self.keys().announcements());
+        invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
+        bounded_store("claim_announcements", async move {
+            invocation.invoke_async(&mut connection).await.map_err(err("claim_announcements"))
+        })
+        .await
+    }
+
+    async fn defer_announcement(&self, match_id: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("ZADD")
+            .arg(self.keys().announcements())
+            .arg("XX")
+            .arg(to_millis(due))
+            .arg(match_id)
+            .to_owned();
+        bounded_store("defer_announcement", async move {
+            command.exec_async(&mut connection).await.map_err(err("defer_announcement"))
+        })
+        .await
+    }
+
+    async fn owed_announcements(&self) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        let command = redis::cmd("ZCARD").arg(self.keys().announcements()).to_owned();
+        bounded_store("owed_announcements", async move {
+            command.query_async(&mut connection).await.map_err(err("owed_announcements"))
+        })
+        .await
+    }
+}
