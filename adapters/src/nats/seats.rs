@@ -22,7 +22,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer};
 use bridge::placement::{PlacementService, Progress, SeatService, SeatServiceError, SessionMetadata};
 use bridge::ports::Outcome;
-use bridge::seats::{BackfillOutcome, SeatError, SessionSeats};
+use bridge::seats::{BackfillOutcome, SeatError, SessionPlayers, SessionSeats};
 use bridge::{Failure, FailureCode, InvalidRequest};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -374,29 +374,7 @@ impl SeatConsumer {
         // The stream sequence orders changes per player (0: no message info, which JetStream
         // always sends; such a change is applied unordered).
         let order = (sequence > 0).then_some(sequence);
-        let applied = match action {
-            Action::Join => self.seats.join(session_id, &change.players, order).await.map(|result| {
-                result.map(|joined| {
-                    let mut body = Changed::new(action, &joined.session, self.seats.now());
-                    body.joined = Some(joined.outcome.joined.into_iter().collect());
-                    body.from_reservations = Some(joined.outcome.from_reservations.into_iter().collect());
-                    body.already_joined = Some(joined.outcome.already_joined.into_iter().collect());
-                    body.already_applied = joined.outcome.duplicate.into_iter().collect();
-                    body.stale = joined.outcome.stale.into_iter().collect();
-                    body
-                })
-            }),
-            Action::Leave => self.seats.leave(session_id, &change.players, order).await.map(|result| {
-                result.map(|left| {
-                    let mut body = Changed::new(action, &left.session, self.seats.now());
-                    body.left = Some(left.outcome.left.into_iter().collect());
-                    body.released = Some(left.outcome.released.into_iter().collect());
-                    body.already_applied = left.outcome.duplicate.into_iter().collect();
-                    body.stale = left.outcome.stale.into_iter().collect();
-                    body
-                })
-            }),
-        };
+        let applied = self.apply(action, &change, order).await;
         match applied {
             // Newer changes had been applied to every player (the players are distinct): nothing of
             // this one applies, now or before. Reported like a refusal, acknowledged as handled.
@@ -453,6 +431,39 @@ impl SeatConsumer {
                 }
                 Verdict::Dead { session_id: Some(session_id), error, applied: false }
             }
+        }
+    }
+
+    /// Applies the join or leave (ordered by `order`); its outcome's body, or the refusal.
+    async fn apply(
+        &self,
+        action: Action,
+        change: &SessionPlayers,
+        order: Option<u64>,
+    ) -> Result<Result<Changed, SeatError>, SeatServiceError> {
+        let session_id = change.session_id;
+        match action {
+            Action::Join => self.seats.join(session_id, &change.players, order).await.map(|result| {
+                result.map(|joined| {
+                    let mut body = Changed::new(action, &joined.session, self.seats.now());
+                    body.joined = Some(joined.outcome.joined.into_iter().collect());
+                    body.from_reservations = Some(joined.outcome.from_reservations.into_iter().collect());
+                    body.already_joined = Some(joined.outcome.already_joined.into_iter().collect());
+                    body.already_applied = joined.outcome.duplicate.into_iter().collect();
+                    body.stale = joined.outcome.stale.into_iter().collect();
+                    body
+                })
+            }),
+            Action::Leave => self.seats.leave(session_id, &change.players, order).await.map(|result| {
+                result.map(|left| {
+                    let mut body = Changed::new(action, &left.session, self.seats.now());
+                    body.left = Some(left.outcome.left.into_iter().collect());
+                    body.released = Some(left.outcome.released.into_iter().collect());
+                    body.already_applied = left.outcome.duplicate.into_iter().collect();
+                    body.stale = left.outcome.stale.into_iter().collect();
+                    body
+                })
+            }),
         }
     }
 
