@@ -2,10 +2,10 @@
 //! with their outcomes, and backfill by request/reply (`gameye.backfill.request`), against real
 //! nats-server and redis-server processes, the emulator over HTTP and the `gameye-bridge` binary.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -15,6 +15,7 @@ use crate::stack::{API_TOKEN, Stack, start_bridge, world};
 const STREAM: &str = "GAMEYE_MATCHES";
 const RESULTS: &str = "GAMEYE_RESULTS";
 const SEATS_CONSUMER: &str = "gameye-bridge-seats";
+const MATCH_FOUND: &str = "gameye.match.found";
 const JOIN: &str = "gameye.session.players.join";
 const LEAVE: &str = "gameye.session.players.leave";
 const BACKFILL: &str = "gameye.backfill.request";
@@ -25,6 +26,8 @@ struct SeatStack {
     _nats: NatsServer,
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// The bridge's environment beyond the stack's, to start it again.
+    env: Vec<(String, String)>,
 }
 
 impl SeatStack {
@@ -45,7 +48,31 @@ impl SeatStack {
         let client = async_nats::ConnectOptions::new().connect(nats_url.as_str()).await.unwrap();
         let jetstream = jetstream::new(client.clone());
         let stack = Stack { emulator, redis, bridge, http: reqwest::Client::new() };
-        Self { stack, _nats: nats, client, jetstream }
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self { stack, _nats: nats, client, jetstream, env }
+    }
+
+    /// Stops the bridge (SIGTERM) and waits for it to exit; NATS and Redis keep their data.
+    async fn stop_bridge(&mut self) {
+        self.stack.bridge.signal("TERM");
+        self.stack.bridge.wait_exit(Duration::from_secs(15)).await;
+    }
+
+    /// Starts the bridge again as configured at first; ready.
+    async fn start_bridge_again(&mut self) {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.stack.bridge = start_bridge(&self.stack.emulator, &self.stack.redis, &env).await;
+        wait_ready(&self.stack.bridge).await;
+    }
+
+    /// Takes the next join or leave off the bridges' shared durable consumer, as another instance
+    /// would, and holds it unacknowledged.
+    async fn take_seat_change(&self) -> jetstream::Message {
+        let stream = self.jetstream.get_stream(STREAM).await.unwrap();
+        let consumer: jetstream::consumer::PullConsumer = stream.get_consumer(SEATS_CONSUMER).await.unwrap();
+        let mut batch =
+            consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await.unwrap();
+        batch.next().await.expect("a join or leave to take").unwrap()
     }
 
     /// Publishes durably: JetStream stored it.
@@ -198,13 +225,22 @@ async fn next_json(subscriber: &mut async_nats::Subscriber) -> (String, Value, a
 
 /// Whether an outcome (not an inbound join or leave) arrives within `within`.
 async fn an_outcome_within(subscriber: &mut async_nats::Subscriber, within: Duration) -> bool {
+    outcome_within(subscriber, within).await.is_some()
+}
+
+/// The first outcome (not an inbound join or leave) arriving within `within`: subject and body.
+async fn outcome_within(
+    subscriber: &mut async_nats::Subscriber,
+    within: Duration,
+) -> Option<(String, Value)> {
     let deadline = tokio::time::Instant::now() + within;
     while let Ok(Some(message)) = tokio::time::timeout_at(deadline, subscriber.next()).await {
         if message.subject.as_str() != JOIN && message.subject.as_str() != LEAVE {
-            return true;
+            let body = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+            return Some((message.subject.to_string(), body));
         }
     }
-    false
+    None
 }
 
 fn header(message: &async_nats::Message, name: &str) -> String {
@@ -461,6 +497,101 @@ async fn nats_seats_a_join_redelivered_after_a_newer_leave_does_not_bring_the_pl
     assert_eq!(joined["players"], json!(["x2"]), "{joined}");
     assert!(joined.get("stale").is_none(), "{joined}");
     seats.seats_consumer_settled().await;
+}
+
+/// Scenario: a session is full; the matchmaker sends a leave, then a join for a newcomer. Another
+/// instance holds the leave (taken, not yet acknowledged) when this one handles the join. In stream
+/// order the leave comes first and the join fits, so the join is retried rather than refused, and
+/// applies once the leave has been.
+#[tokio::test]
+async fn nats_seats_a_full_join_waits_for_an_older_leave_still_in_flight() {
+    let mut seats =
+        SeatStack::start(&[("BRIDGE_NATS__NAK_DELAY", "200ms"), ("BRIDGE_NATS__MAX_DELIVER", "200")]).await;
+    let sid = seats.place("m-wait", &["p0", "p1"], 2).await;
+    seats.publish_json(JOIN, &json!({"session_id": sid, "players": ["p0", "p1"]})).await;
+    seats
+        .wait_session(&sid, "the session full", |v| {
+            v["open_seats"] == 0 && v["players"] == json!(["p0", "p1"])
+        })
+        .await;
+    seats.seats_consumer_settled().await;
+
+    // No bridge runs while the other instance takes p1's leave; then the join follows it.
+    seats.stop_bridge().await;
+    seats.publish_json(LEAVE, &json!({"session_id": sid, "players": ["p1"]})).await;
+    let leave = seats.take_seat_change().await;
+    assert_eq!(leave.subject.as_str(), LEAVE);
+    let mut outcomes = seats.subscribe("gameye.session.players.>").await;
+    seats.publish_json(JOIN, &json!({"session_id": sid, "players": ["x1"]})).await;
+    seats.start_bridge_again().await;
+
+    // Full for now, but the older leave is unacknowledged: retried, nothing reported.
+    if let Some((subject, body)) = outcome_within(&mut outcomes, Duration::from_secs(1)).await {
+        panic!("the join was settled before the older leave: {subject} {body}");
+    }
+    let nak = "gameye_bridge_nats_messages_total{kind=\"join\",result=\"nak\"}";
+    seats.wait_metric(nak, 2.0).await;
+    let (_, view) = seats.session(&sid).await;
+    assert_eq!(view["players"], json!(["p0", "p1"]), "{view}");
+
+    // The other instance gives the leave up; this one applies it, then the join fits. (Their
+    // outcomes may be published in either order: each is published after its change applied.)
+    leave.ack_with(AckKind::Nak(None)).await.unwrap();
+    let mut outcome = BTreeMap::new();
+    for _ in 0..2 {
+        let (subject, body, _) = next_json(&mut outcomes).await;
+        outcome.insert(subject, body);
+    }
+    let of = |kind: &str| {
+        outcome
+            .get(&format!("gameye.session.players.{kind}.{sid}"))
+            .unwrap_or_else(|| panic!("no {kind} outcome: {outcome:?}"))
+    };
+    let (left, joined) = (of("left"), of("joined"));
+    assert_eq!(left["left"], json!(["p1"]), "{left}");
+    assert_eq!(joined["joined"], json!(["x1"]), "{joined}");
+    assert_eq!(strings(&joined["players"]), set(&["p0", "x1"]), "{joined}");
+    assert_eq!(joined["open_seats"], 0, "{joined}");
+    seats.seats_consumer_settled().await;
+    let (_, view) = seats.session(&sid).await;
+    assert_eq!(strings(&view["players"]), set(&["p0", "x1"]), "{view}");
+    assert!(!an_outcome_within(&mut outcomes, Duration::from_millis(300)).await, "more outcomes");
+    let text = seats.metrics().await;
+    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"rejected\"}"), 0.0);
+}
+
+/// A join that does not fit with every older leave handled is refused at once (one delivery, then
+/// TERM), even when messages of other subjects lie between them in the shared stream: the seat
+/// consumer's ack floor stays below those until a later join or leave is acknowledged, so the
+/// floor alone would hold the join back.
+#[tokio::test]
+async fn nats_seats_a_join_that_does_not_fit_after_every_older_leave_is_refused_at_once() {
+    let seats = SeatStack::start(&[("BRIDGE_NATS__NAK_DELAY", "200ms")]).await;
+    // Capacity 1, p0 holds a reservation: full.
+    let sid = seats.place("m-full-now", &["p0"], 1).await;
+    let mut outcomes = seats.subscribe("gameye.session.players.>").await;
+
+    // An older leave, handled and acknowledged (nobody to remove), then a match between.
+    seats.publish_json(LEAVE, &json!({"session_id": sid, "players": ["nobody"]})).await;
+    let (subject, left, _) = next_json(&mut outcomes).await;
+    assert_eq!(subject, format!("gameye.session.players.left.{sid}"), "{left}");
+    seats.seats_consumer_settled().await;
+    let players = json!([{"id": "q0", "latencies": {"eu-west-1": 10}}]);
+    seats.publish_json(MATCH_FOUND, &json!({"match_id": "m-between", "players": players})).await;
+
+    seats.publish_json(JOIN, &json!({"session_id": sid, "players": ["x1"]})).await;
+    let (subject, rejected, message) = next_json(&mut outcomes).await;
+    assert_eq!(subject, format!("gameye.session.players.rejected.{sid}"), "{rejected}");
+    assert_eq!(header(&message, "Gameye-Status"), "rejected");
+    assert_eq!(rejected["error"]["code"], "SESSION_FULL", "{rejected}");
+    assert_eq!(rejected["error"]["retryable"], false, "{rejected}");
+    let info = seats.seats_consumer_settled().await;
+    assert_eq!(info.num_redelivered, 0, "{info:?}");
+    seats.wait_metric("gameye_bridge_nats_messages_total{kind=\"join\",result=\"rejected\"}", 1.0).await;
+    let text = seats.metrics().await;
+    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"join\",result=\"nak\"}"), 0.0);
+    let (_, view) = seats.session(&sid).await;
+    assert_eq!(view["players"], json!([]), "{view}");
 }
 
 /// A change applied whose outcome could not be published on its last delivery is dead-lettered

@@ -13,12 +13,15 @@
 //! processed concurrently, by several instances or in flight at once in one) ends as the newest
 //! message says: per player, the latest stream sequence wins. A redelivery of a change applied
 //! before reports its players as `already_applied`; a change a newer one overtook for every one of
-//! its players is reported as rejected with code `STALE`.
+//! its players is reported as rejected with code `STALE`. A join refused `SESSION_FULL` while a
+//! leave published before it is still unacknowledged is retried, not refused: in stream order that
+//! leave comes first and may free the seat (refused once none is outstanding, or on the last delivery).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self, AckKind, consumer};
 use bridge::placement::{PlacementService, Progress, SeatService, SeatServiceError, SessionMetadata};
 use bridge::ports::Outcome;
@@ -374,7 +377,36 @@ impl SeatConsumer {
         // The stream sequence orders changes per player (0: no message info, which JetStream
         // always sends; such a change is applied unordered).
         let order = (sequence > 0).then_some(sequence);
-        let applied = self.apply(action, &change, order).await;
+        let mut applied = self.apply(action, &change, order).await;
+        // Full may be early: a leave published before this join (first in stream order) may still
+        // be in flight, here, on another instance or waiting for redelivery. Retried until no
+        // older leave is outstanding; refused then, or on the last delivery.
+        if let Ok(Err(refused @ SeatError::SessionFull { .. })) = &applied
+            && action == Action::Join
+            && order.is_some()
+            && !last
+        {
+            let full = refused.to_string();
+            let retry = |message: String| Verdict::Retry {
+                session_id: Some(session_id),
+                error: ErrorDetail::new("SESSION_FULL", message, true),
+                applied: false,
+            };
+            match self.older_leave_outstanding(sequence).await {
+                Ok(Some(leave)) => {
+                    return retry(format!(
+                        "{full}; the leave at stream sequence {leave}, published before, is not handled yet"
+                    ));
+                }
+                // Every older leave is applied by now, perhaps since the refusal: once more.
+                Ok(None) => applied = self.apply(action, &change, order).await,
+                Err(error) => {
+                    return retry(format!(
+                        "{full}; whether a leave published before is outstanding is unknown: {error}"
+                    ));
+                }
+            }
+        }
         match applied {
             // Newer changes had been applied to every player (the players are distinct): nothing of
             // this one applies, now or before. Reported like a refusal, acknowledged as handled.
@@ -464,6 +496,34 @@ impl SeatConsumer {
                     body
                 })
             }),
+        }
+    }
+
+    /// The stream sequence of a leave published before `sequence` and not yet acknowledged, if
+    /// any. Everything up to the consumer's ack floor is acknowledged, so a floor right below
+    /// `sequence` settles it. But a filtered consumer's floor stays below other subjects' messages
+    /// (matches share the stream) until a later join or leave is acknowledged, so a gap is looked
+    /// up in the stream: an unacknowledged leave is still stored there (work-queue retention
+    /// deletes a message once acknowledged; under other retention an acknowledged leave above the
+    /// floor costs a needless retry, never a lost join).
+    async fn older_leave_outstanding(&self, sequence: u64) -> Result<Option<u64>, NatsError> {
+        let stream_name = &self.settings.stream;
+        let stream_error = |message: String| NatsError::Stream { stream: stream_name.clone(), message };
+        let stream =
+            self.jetstream.get_stream_no_info(stream_name).await.map_err(|e| stream_error(e.to_string()))?;
+        let consumer = seats_consumer_name(&self.settings);
+        let info = stream
+            .consumer_info(&consumer)
+            .await
+            .map_err(|e| NatsError::Consumer { consumer, message: e.to_string() })?;
+        let unsettled = info.ack_floor.stream_sequence + 1;
+        if unsettled >= sequence {
+            return Ok(None);
+        }
+        match stream.get_first_raw_message_by_subject(self.subjects.players_leave(), unsettled).await {
+            Ok(leave) => Ok((leave.sequence < sequence).then_some(leave.sequence)),
+            Err(error) if error.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(stream_error(error.to_string())),
         }
     }
 
