@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
 use base64::Engine as _;
 use reqwest::Url;
 use time::OffsetDateTime;
@@ -162,13 +165,26 @@ pub enum CertError {
 }
 
 /// Certificates by URL: the pinned directory first (a file named like the URL's last path
-/// segment), then the network; kept for `ttl`.
+/// segment), then the network; kept for `ttl`. Concurrent first requests for one URL share one
+/// load (and its failure: nothing failed is kept, so the next request loads again).
 pub struct CertCache {
     policy: UrlPolicy,
     pinned_dir: Option<PathBuf>,
     ttl: Duration,
     client: reqwest::Client,
-    entries: Mutex<HashMap<String, (Instant, Arc<SigningCert>)>>,
+    state: Mutex<CertState>,
+    /// Tests only: fetch from this origin (`http://127.0.0.1:<port>`) instead of the URL's own,
+    /// after the URL passed the policy.
+    #[cfg(test)]
+    pub(super) fetch_origin: Option<String>,
+}
+
+type Loading = Shared<BoxFuture<'static, Result<Arc<SigningCert>, CertError>>>;
+
+#[derive(Default)]
+struct CertState {
+    ready: HashMap<String, (Instant, Arc<SigningCert>)>,
+    loading: HashMap<String, Loading>,
 }
 
 impl CertCache {
@@ -183,7 +199,15 @@ impl CertCache {
             .timeout(fetch_timeout)
             .build()
             .unwrap_or_default();
-        Self { policy, pinned_dir, ttl, client, entries: Mutex::new(HashMap::new()) }
+        Self {
+            policy,
+            pinned_dir,
+            ttl,
+            client,
+            state: Mutex::default(),
+            #[cfg(test)]
+            fetch_origin: None,
+        }
     }
 
     pub fn policy(&self) -> &UrlPolicy {
@@ -193,21 +217,57 @@ impl CertCache {
     /// The certificate at `url`, after checking `url` against the policy (before any fetch).
     pub async fn get(&self, url: &str) -> Result<Arc<SigningCert>, CertError> {
         let parsed = self.policy.check_cert_url(url)?;
-        if let Some((at, cert)) = self.lock().get(url)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(cert.clone());
-        }
-        let invalid = |message: String| CertError::Invalid { url: url.to_owned(), message };
-        let pem = match self.pinned(&parsed) {
-            Some(path) => {
-                std::fs::read(&path).map_err(|e| invalid(format!("pinned file {}: {e}", path.display())))?
+        let loading = {
+            let mut state = self.lock();
+            if let Some((at, cert)) = state.ready.get(url)
+                && at.elapsed() < self.ttl
+            {
+                return Ok(cert.clone());
             }
-            None => self.fetch(parsed).await?,
+            state
+                .loading
+                .entry(url.to_owned())
+                .or_insert_with(|| self.load(url, parsed).boxed().shared())
+                .clone()
         };
-        let cert = Arc::new(SigningCert::from_pem(&pem).map_err(invalid)?);
-        self.lock().insert(url.to_owned(), (Instant::now(), cert.clone()));
-        Ok(cert)
+        let loaded = loading.clone().await;
+        // The first waiter back files the answer; the others find it filed.
+        let mut state = self.lock();
+        if state.loading.get(url).is_some_and(|current| current.ptr_eq(&loading)) {
+            state.loading.remove(url);
+            if let Ok(cert) = &loaded {
+                state.ready.insert(url.to_owned(), (Instant::now(), cert.clone()));
+            }
+        }
+        loaded
+    }
+
+    /// Reads the pinned file or fetches `parsed`, and parses the certificate: owned, so that
+    /// every request waiting for it can drive it.
+    fn load(
+        &self,
+        url: &str,
+        parsed: Url,
+    ) -> impl Future<Output = Result<Arc<SigningCert>, CertError>> + 'static {
+        let url = url.to_owned();
+        let pinned = self.pinned(&parsed);
+        let client = self.client.clone();
+        #[cfg(test)]
+        let parsed = match &self.fetch_origin {
+            Some(origin) => {
+                Url::parse(origin).and_then(|origin| origin.join(parsed.path())).unwrap_or(parsed)
+            }
+            None => parsed,
+        };
+        async move {
+            let invalid = |message: String| CertError::Invalid { url: url.clone(), message };
+            let pem = match pinned {
+                Some(path) => std::fs::read(&path)
+                    .map_err(|e| invalid(format!("pinned file {}: {e}", path.display())))?,
+                None => fetch(&client, parsed, &url).await?,
+            };
+            SigningCert::from_pem(&pem).map(Arc::new).map_err(invalid)
+        }
     }
 
     /// The pinned file for this URL, if the directory has one.
@@ -221,25 +281,26 @@ impl CertCache {
         path.is_file().then_some(path)
     }
 
-    async fn fetch(&self, url: Url) -> Result<Vec<u8>, CertError> {
-        let text = url.to_string();
-        let unavailable = |message: String| CertError::Unavailable { url: text.clone(), message };
-        tracing::info!(url = %text, "fetching an SNS signing certificate");
-        let mut response = self.client.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("HTTP {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(e.to_string()))? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_CERT_BYTES {
-                return Err(CertError::Invalid { url: text.clone(), message: "larger than 64 KiB".into() });
-            }
-        }
-        Ok(body)
+    fn lock(&self) -> std::sync::MutexGuard<'_, CertState> {
+        // Every change is one insert or removal: a poisoned map is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<SigningCert>)>> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Fetches the certificate at `url` (reported as `shown`: the URL the message named).
+async fn fetch(client: &reqwest::Client, url: Url, shown: &str) -> Result<Vec<u8>, CertError> {
+    let unavailable = |message: String| CertError::Unavailable { url: shown.to_owned(), message };
+    tracing::info!(url = %shown, "fetching an SNS signing certificate");
+    let mut response = client.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(unavailable(format!("HTTP {}", response.status())));
     }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_CERT_BYTES {
+            return Err(CertError::Invalid { url: shown.to_owned(), message: "larger than 64 KiB".into() });
+        }
+    }
+    Ok(body)
 }

@@ -740,3 +740,39 @@ async fn pinned_certificates_are_cached_for_their_ttl() {
         .await;
     assert!(matches!(error, Err(CertError::Rejected(_))), "{error:?}");
 }
+
+/// Concurrent first requests for one certificate URL make one fetch, and share its failure too;
+/// nothing failed is kept, so the next request fetches again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_requests_for_a_certificate_share_one_fetch() {
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let status = Arc::new(AtomicU16::new(503));
+    let app = axum::Router::new().fallback({
+        let (fetches, status) = (fetches.clone(), status.clone());
+        move || async move {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that every request below arrives while it is out.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap(), TEST_CERT)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut certs = CertCache::new(UrlPolicy::Aws, None, Duration::from_secs(60), Duration::from_secs(5));
+    certs.fetch_origin = Some(origin);
+
+    let many = || futures::future::join_all((0..8).map(|_| certs.get(TEST_CERT_URL)));
+    let failed = many().await;
+    assert!(failed.iter().all(|r| matches!(r, Err(CertError::Unavailable { .. }))), "{failed:?}");
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "one fetch for eight requests");
+
+    status.store(200, Ordering::SeqCst);
+    let loaded = many().await;
+    let first = loaded[0].as_ref().unwrap();
+    assert!(loaded.iter().all(|r| r.as_ref().is_ok_and(|cert| cert == first)));
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "the failure was not kept; one more fetch for eight");
+    certs.get(TEST_CERT_URL).await.unwrap();
+    assert_eq!(fetches.load(Ordering::SeqCst), 2, "then served from the cache");
+}
