@@ -59,7 +59,7 @@ pub struct PlacementMetrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwedLabels {
-    /// delivered, failed
+    /// delivered, failed (due again later), given_up
     result: &'static str,
 }
 
@@ -81,7 +81,7 @@ impl PlacementMetrics {
         );
         registry.register(
             "announcements_owed",
-            "Recorded outcomes some sink has not confirmed yet (the announcement outbox), at the last recovery round",
+            "Recorded outcomes some sink has not confirmed yet (the announcement outbox; every instance reports the shared count: aggregate with max)",
             metrics.owed_now.clone(),
         );
         registry.register(
@@ -111,7 +111,9 @@ impl PlacementMetrics {
 
 impl PlacementMetrics {
     fn owed_retried(&self, round: OwedAnnouncements) {
-        for (result, count) in [("delivered", round.delivered), ("failed", round.failed)] {
+        let results =
+            [("delivered", round.delivered), ("failed", round.failed), ("given_up", round.given_up)];
+        for (result, count) in results {
             if count > 0 {
                 self.owed_announcements.get_or_create(&OwedLabels { result }).inc_by(count as u64);
             }
@@ -148,6 +150,9 @@ impl PlacementObserver for PlacementMetrics {
     }
 }
 
+/// Owed announcements taken per outbox round (announced concurrently).
+const OWED_PER_ROUND: usize = 100;
+
 /// Finishes placements whose owner died (their lease expired), and announces outcomes still owed
 /// to sinks, every `interval`, until `stop`. Two loops, so that a sink that is down (each retry
 /// round waits up to a deadline on it) does not hold up recovery.
@@ -178,19 +183,27 @@ pub async fn run_recovery<A, S, C>(
         }
     };
     let outbox = async {
+        let mut backlog = false;
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            // A full round means more may be due: the next starts at once.
+            if !backlog {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
             }
             // Cancelled at a stop: the entries in hand stay held for one announce window, then
             // any instance takes them again.
             let round = tokio::select! {
                 _ = stop.cancelled() => return,
-                round = engine.announce_owed(100) => round,
+                round = engine.announce_owed(OWED_PER_ROUND) => round,
             };
+            backlog = false;
             match round {
-                Ok(round) => metrics.owed_retried(round),
+                Ok(round) => {
+                    backlog = round.claimed == OWED_PER_ROUND;
+                    metrics.owed_retried(round);
+                }
                 Err(error) => tracing::warn!(%error, "announcement outbox round failed; will try again"),
             }
             if let Ok(owed) = engine.store().owed_announcements().await {

@@ -329,32 +329,54 @@ pub struct Completion<'a> {
     pub keep_for: Duration,
     /// Set when sinks want this placement's outcome: the outcome is owed to them from then on
     /// ([`AnnouncementStore::owe_announcement`], written before the outcome), and the outbox
-    /// retries it from this moment unless the door's own announcement got through first.
-    pub announce_due: Option<OffsetDateTime>,
+    /// retries it from the time given unless the door's own announcement got through first.
+    pub owed: Option<(&'a Owed, OffsetDateTime)>,
 }
 
 /// What [`StateStore::finish_placement`] answers: whether the outcome was written (`false`: the
 /// lease was lost), and the seat record's creation when one was asked for.
 pub type Finished = (Result<bool, StoreError>, Option<Result<SeatResult<SessionSeats>, StoreError>>);
 
+/// One outcome owed to sinks: the match, and which of its outcomes (`placed`, or
+/// `failed:<CODE>`). Keyed by both, so that announcing an older outcome (a retryable failure that
+/// was taken over since) never clears what is owed for the newer one. The kind rather than the
+/// outcome's text: stable across versions, and two outcomes of one kind tell a sink the same.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owed {
+    pub match_id: String,
+    pub outcome: String,
+}
+
+impl Owed {
+    pub fn of(outcome: &Outcome) -> Self {
+        let kind = match outcome {
+            Outcome::Placed(_) => "placed".to_owned(),
+            Outcome::Failed(failure) => {
+                let code = serde_json::to_value(failure.error.code).ok();
+                format!("failed:{}", code.as_ref().and_then(|code| code.as_str()).unwrap_or("?"))
+            }
+        };
+        Self { match_id: outcome.match_id().to_owned(), outcome: kind }
+    }
+}
+
 /// The announcement outbox (DESIGN §3.4: a placement whose publish keeps failing is retried from
-/// the record, never re-created): match ids whose recorded outcome some sink has not heard yet,
-/// each due at a time. An entry is written before the outcome (so a crash between recording and
-/// announcing leaves it), removed when an announcement got through, and claimed for a while by
-/// one retrier at a time. It holds ids only; the outcome is read from the record. Entries whose
-/// record is gone are dropped by the retrier.
+/// the record, never re-created): outcomes some sink has not heard yet ([`Owed`]), each due at a
+/// time. An entry is written before its outcome (so a crash between recording and announcing
+/// leaves it), removed when an announcement of that outcome got through, and claimed for a while
+/// by one retrier at a time. The outcome itself is read from the record.
 pub trait AnnouncementStore: Send + Sync + 'static {
-    /// Owes the match's outcome, due at `due` (moved there if owed already). The entry lives
-    /// at least `keep_for` (the record's life).
+    /// Owes the outcome, due at `due` (moved there if owed already). The entry lives at least
+    /// `keep_for` (the record's life).
     fn owe_announcement(
         &self,
-        match_id: &str,
+        owed: &Owed,
         due: OffsetDateTime,
         keep_for: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The outcome was announced: nothing is owed any more.
-    fn announced(&self, match_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The outcome was announced (or given up): nothing is owed for it any more.
+    fn announced(&self, owed: &Owed) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Claims up to `limit` entries due by `now` (earliest first): each is moved to `now + hold`,
     /// so no other retrier takes it meanwhile. Atomic: two concurrent calls never get one entry.
@@ -363,13 +385,13 @@ pub trait AnnouncementStore: Send + Sync + 'static {
         now: OffsetDateTime,
         limit: usize,
         hold: Duration,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Owed>, StoreError>> + Send;
 
     /// Moves an owed entry to `due` (an attempt failed, or the placement is still pending);
     /// nothing happens if it is no longer owed.
     fn defer_announcement(
         &self,
-        match_id: &str,
+        owed: &Owed,
         due: OffsetDateTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -401,9 +423,9 @@ pub async fn finish_concurrently<S: PlacementStore + SeatStore + AnnouncementSto
     completion: Completion<'_>,
     seats: Option<(&NewSession, Duration)>,
 ) -> Finished {
-    let Completion { match_id, lease, outcome, keep_for, announce_due, .. } = completion;
-    if let Some(due) = announce_due
-        && let Err(error) = store.owe_announcement(match_id, due, keep_for).await
+    let Completion { match_id, lease, outcome, keep_for, owed, .. } = completion;
+    if let Some((owed, due)) = owed
+        && let Err(error) = store.owe_announcement(owed, due, keep_for).await
     {
         // Not written before the outcome: the outcome must wait too (a record that is done
         // with nothing owed would never be announced should this instance stop now).

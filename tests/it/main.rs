@@ -7,6 +7,7 @@ mod cli;
 mod nakama;
 mod nats;
 mod nats_seats;
+mod outbox;
 mod placement;
 mod player_sync;
 mod reconciler;

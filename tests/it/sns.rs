@@ -402,7 +402,9 @@ async fn sns_a_result_the_webhook_refused_is_announced_again_from_the_record() {
 // dropped bridge process is being stopped (the drop blocks one thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_an_outcome_recorded_by_an_instance_that_stopped_before_announcing_is_announced() {
-    use bridge::ports::{Claim, ClaimOutcome, Completion, Outcome, PlacementStore as _, StateStore as _};
+    use bridge::ports::{
+        Claim, ClaimOutcome, Completion, Outcome, Owed, PlacementStore as _, StateStore as _,
+    };
     let s = SnsStack::start(&[("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "200ms")]).await;
     let store = adapters::store::RedisStore::connect(&s.stack.redis.url(), "gameye-bridge").await.unwrap();
     let now = OffsetDateTime::now_utc();
@@ -424,13 +426,14 @@ async fn sns_an_outcome_recorded_by_an_instance_that_stopped_before_announcing_i
     let failed =
         Outcome::Failed(bridge::Failure::new("fm-orphan", bridge::FailureCode::NotFound, "no such image"));
     let json = failed.to_json().unwrap();
+    let owed = Owed::of(&failed);
     let completion = Completion {
         match_id: "fm-orphan",
         lease: &lease,
         outcome: &failed,
         json: Some(&json),
         keep_for: Duration::from_secs(3600),
-        announce_due: Some(now),
+        owed: Some((&owed, now)),
     };
     let (written, _) = store.finish_placement(completion, None).await;
     assert!(written.unwrap());

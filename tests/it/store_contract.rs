@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
-    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome,
+    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome, Owed,
     PlacementState, PlacementStore, SeatStore, StateStore as _, StoreError, TicketState, TicketStatus,
     TicketStore,
 };
@@ -125,7 +125,7 @@ impl Fixture {
     ) -> bridge::ports::Finished {
         let json = outcome.to_json().unwrap();
         let completion =
-            Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP, announce_due: None };
+            Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP, owed: None };
         self.store.finish_placement(completion, seats.map(|new| (new, KEEP))).await
     }
 
@@ -139,15 +139,21 @@ impl Fixture {
         due_ms: i64,
     ) -> bridge::ports::Finished {
         let json = outcome.to_json().unwrap();
-        let announce_due = Some(self.at(due_ms).into());
-        let completion =
-            Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP, announce_due };
+        let owed = Owed::of(outcome);
+        let owed = Some((&owed, self.at(due_ms).into()));
+        let completion = Completion { match_id, lease, outcome, json: Some(&json), keep_for: KEEP, owed };
         self.store.finish_placement(completion, seats.map(|new| (new, KEEP))).await
     }
 
     /// Claims the due owed announcements at `t0 + at_ms`, holding them 10 s.
+    /// ... as `<outcome>|<match id>` texts.
     async fn claim_owed(&self, at_ms: i64, limit: usize) -> Vec<String> {
-        self.store.claim_announcements(self.at(at_ms).into(), limit, Duration::from_secs(10)).await.unwrap()
+        let claimed = self.store.claim_announcements(self.at(at_ms).into(), limit, Duration::from_secs(10));
+        claimed.await.unwrap().into_iter().map(|owed| format!("{}|{}", owed.outcome, owed.match_id)).collect()
+    }
+
+    async fn owe(&self, outcome: &str, match_id: &str, due_ms: i64) {
+        self.store.owe_announcement(&owed(outcome, match_id), self.at(due_ms).into(), KEEP).await.unwrap();
     }
 
     fn assignment(&self, match_id: &str, location: &str) -> Assignment {
@@ -228,6 +234,7 @@ contract_tests!(
     an_owed_announcement_is_written_with_the_outcome_and_claimed_when_due,
     owed_announcements_are_claimed_earliest_first_and_held,
     concurrent_announcement_claims_never_share_an_entry,
+    announcing_an_older_outcome_leaves_a_newer_one_owed,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +273,10 @@ async fn finishing_a_placement_writes_its_outcome_and_its_seat_record(fx: Fixtur
     assert!(matches!(fx.store.get("m-2").await.unwrap().unwrap().state, PlacementState::Failed { .. }));
 }
 
+fn owed(outcome: &str, match_id: &str) -> Owed {
+    Owed { match_id: match_id.to_owned(), outcome: outcome.to_owned() }
+}
+
 async fn an_owed_announcement_is_written_with_the_outcome_and_claimed_when_due(fx: Fixture) {
     // A placed outcome (with its seats) and a failure, both owed at t0 + 5 s.
     let lease = fx.own(&fx.claim("m-1", "alpha", 0)).await;
@@ -278,46 +289,57 @@ async fn an_owed_announcement_is_written_with_the_outcome_and_claimed_when_due(f
     let failed = Outcome::Failed(Failure::new("m-2", FailureCode::NotFound, "no such image"));
     let (written, _) = fx.finish_owing("m-2", &lease, &failed, None, 5_000).await;
     assert!(written.unwrap());
-    // A source no sink wants owes nothing.
+    // Nothing owed: nothing written.
     fx.place("m-3", KEEP).await;
     assert_eq!(fx.store.owed_announcements().await.unwrap(), 2);
 
     assert!(fx.claim_owed(4_999, 10).await.is_empty(), "not due yet");
     let mut due = fx.claim_owed(5_000, 10).await;
     due.sort();
-    assert_eq!(due, ["m-1", "m-2"]);
+    assert_eq!(due, ["failed:NOT_FOUND|m-2", "placed|m-1"]);
     assert!(fx.claim_owed(6_000, 10).await.is_empty(), "held by the first claim for 10 s");
     assert_eq!(fx.claim_owed(15_000, 10).await.len(), 2, "due again once the hold ran out");
 
     // Announced: gone for good, and a late deferral does not bring it back.
-    fx.store.announced("m-1").await.unwrap();
-    fx.store.defer_announcement("m-1", fx.at(16_000).into()).await.unwrap();
+    fx.store.announced(&owed("placed", "m-1")).await.unwrap();
+    fx.store.defer_announcement(&owed("placed", "m-1"), fx.at(16_000).into()).await.unwrap();
     // Deferred: due then, not before.
-    fx.store.defer_announcement("m-2", fx.at(30_000).into()).await.unwrap();
+    let failed = owed("failed:NOT_FOUND", "m-2");
+    fx.store.defer_announcement(&failed, fx.at(30_000).into()).await.unwrap();
     assert!(fx.claim_owed(29_999, 10).await.is_empty());
-    assert_eq!(fx.claim_owed(30_000, 10).await, ["m-2"]);
+    assert_eq!(fx.claim_owed(30_000, 10).await, ["failed:NOT_FOUND|m-2"]);
     assert_eq!(fx.store.owed_announcements().await.unwrap(), 1);
-    fx.store.announced("m-2").await.unwrap();
+    fx.store.announced(&failed).await.unwrap();
     assert_eq!(fx.store.owed_announcements().await.unwrap(), 0);
     assert!(fx.claim_owed(100_000, 10).await.is_empty());
 }
 
 async fn owed_announcements_are_claimed_earliest_first_and_held(fx: Fixture) {
     for (match_id, due_ms) in [("late", 3_000), ("early", 1_000), ("middle", 2_000)] {
-        fx.store.owe_announcement(match_id, fx.at(due_ms).into(), KEEP).await.unwrap();
+        fx.owe("placed", match_id, due_ms).await;
     }
     // Owing again moves the entry.
-    fx.store.owe_announcement("late", fx.at(2_500).into(), KEEP).await.unwrap();
-    assert_eq!(fx.claim_owed(5_000, 2).await, ["early", "middle"]);
-    assert_eq!(fx.claim_owed(5_000, 2).await, ["late"]);
+    fx.owe("placed", "late", 2_500).await;
+    assert_eq!(fx.claim_owed(5_000, 2).await, ["placed|early", "placed|middle"]);
+    assert_eq!(fx.claim_owed(5_000, 2).await, ["placed|late"]);
     assert!(fx.claim_owed(5_000, 2).await.is_empty());
     assert_eq!(fx.store.owed_announcements().await.unwrap(), 3, "claimed entries stay owed");
 }
 
+/// A retryable failure taken over and placed since: announcing the failure clears only what was
+/// owed for the failure, never the newer outcome's entry. Ids of any shape are kept whole.
+async fn announcing_an_older_outcome_leaves_a_newer_one_owed(fx: Fixture) {
+    let odd = "m|1 {x}";
+    fx.owe("failed:UPSTREAM_UNAVAILABLE", odd, 1_000).await;
+    fx.owe("placed", odd, 2_000).await;
+    assert_eq!(fx.store.owed_announcements().await.unwrap(), 2);
+    fx.store.announced(&owed("failed:UPSTREAM_UNAVAILABLE", odd)).await.unwrap();
+    assert_eq!(fx.claim_owed(5_000, 10).await, [format!("placed|{odd}")]);
+}
+
 async fn concurrent_announcement_claims_never_share_an_entry(fx: Fixture) {
-    let ids: Vec<String> = (0..40).map(|i| format!("m-{i}")).collect();
-    for (i, match_id) in ids.iter().enumerate() {
-        fx.store.owe_announcement(match_id, fx.at(i as i64).into(), KEEP).await.unwrap();
+    for i in 0..40 {
+        fx.owe("placed", &format!("m-{i}"), i).await;
     }
     let claims = (0..4).map(|_| fx.claim_owed(1_000, 15));
     let claimed: Vec<Vec<String>> = futures::future::join_all(claims).await;
@@ -816,7 +838,7 @@ async fn redis_keys_are_prefixed_tagged_and_all_expire() {
     let latencies = BTreeMap::from([("eu-west-1".to_owned(), 20)]);
     fx.store.put_latencies("p:{1}", &latencies, KEEP).await.unwrap();
     fx.store.cool_down("eu}west", Duration::from_secs(30)).await.unwrap();
-    fx.store.owe_announcement("{m}", fx.at(0).into(), KEEP).await.unwrap();
+    fx.owe("placed", "{m}", 0).await;
 
     let ttls = keys_and_ttls(&url).await;
     let keys: BTreeSet<&str> = ttls.keys().map(String::as_str).collect();

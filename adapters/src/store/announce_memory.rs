@@ -5,19 +5,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bridge::ports::{AnnouncementStore, StoreError};
+use bridge::ports::{AnnouncementStore, Owed, StoreError};
 use time::OffsetDateTime;
 
 use super::memory::MemoryStore;
 
-/// The outbox of a [`MemoryStore`] (a field of it; clones share it): match id → due.
+/// The outbox of a [`MemoryStore`] (a field of it; clones share it): owed outcome → due.
 #[derive(Clone, Default)]
 pub(super) struct AnnouncementsMemory {
-    owed: Arc<Mutex<HashMap<String, OffsetDateTime>>>,
+    owed: Arc<Mutex<HashMap<Owed, OffsetDateTime>>>,
 }
 
 impl AnnouncementsMemory {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, OffsetDateTime>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Owed, OffsetDateTime>> {
         // Every change is one insert or removal: a poisoned map is still consistent.
         self.owed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -26,17 +26,17 @@ impl AnnouncementsMemory {
 impl AnnouncementStore for MemoryStore {
     async fn owe_announcement(
         &self,
-        match_id: &str,
+        owed: &Owed,
         due: OffsetDateTime,
         _keep_for: Duration,
     ) -> Result<(), StoreError> {
         // Entries leave when announced or when their record is found gone, as in Redis.
-        self.announcements.lock().insert(match_id.to_owned(), due);
+        self.announcements.lock().insert(owed.clone(), due);
         Ok(())
     }
 
-    async fn announced(&self, match_id: &str) -> Result<(), StoreError> {
-        self.announcements.lock().remove(match_id);
+    async fn announced(&self, owed: &Owed) -> Result<(), StoreError> {
+        self.announcements.lock().remove(owed);
         Ok(())
     }
 
@@ -45,21 +45,21 @@ impl AnnouncementStore for MemoryStore {
         now: OffsetDateTime,
         limit: usize,
         hold: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Owed>, StoreError> {
         let mut owed = self.announcements.lock();
-        let mut due: Vec<(OffsetDateTime, String)> =
-            owed.iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, id.clone())).collect();
+        let mut due: Vec<(OffsetDateTime, Owed)> =
+            owed.iter().filter(|(_, at)| **at <= now).map(|(entry, at)| (*at, entry.clone())).collect();
         due.sort_unstable();
         due.truncate(limit);
         let held_until = now + hold;
-        for (_, match_id) in &due {
-            owed.insert(match_id.clone(), held_until);
+        for (_, entry) in &due {
+            owed.insert(entry.clone(), held_until);
         }
-        Ok(due.into_iter().map(|(_, match_id)| match_id).collect())
+        Ok(due.into_iter().map(|(_, entry)| entry).collect())
     }
 
-    async fn defer_announcement(&self, match_id: &str, due: OffsetDateTime) -> Result<(), StoreError> {
-        if let Some(at) = self.announcements.lock().get_mut(match_id) {
+    async fn defer_announcement(&self, owed: &Owed, due: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(at) = self.announcements.lock().get_mut(owed) {
             *at = due;
         }
         Ok(())

@@ -2,7 +2,7 @@
 //!
 //! | key | type | contents | expires |
 //! | --- | --- | --- | --- |
-//! | `<prefix>:{matches}:announce` | ZSET | match id → when its outcome is due to be announced (ms, the callers' clock) | as late as its longest-lived record |
+//! | `<prefix>:{matches}:announce` | ZSET | `<outcome>\|<match id>` (an [`Owed`]: `placed\|m-1`, `failed:NO_CAPACITY\|m-2`) → when it is due to be announced (ms, the callers' clock) | as late as its longest-lived record |
 //!
 //! An entry is written with the placement's outcome, in the outcome's own pipeline and before
 //! it (`RedisStore::finish_placement`), so a recorded outcome never lacks its entry; it is removed
@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::redis::{IndexAdded, RedisStore, Skipped, bounded_store, err, queue_index_add};
 use super::{duration_millis, to_millis};
-use bridge::ports::{AnnouncementStore, StoreError};
+use bridge::ports::{AnnouncementStore, Owed, StoreError};
 
 // ARGV 1 now (ms), 2 limit, 3 held until (ms). The due ids, earliest first.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -31,14 +31,14 @@ return ids
 });
 
 impl RedisStore {
-    /// Queues on `pipe` the commands that owe `match_id`'s outcome at `due_ms`, the entry living
+    /// Queues on `pipe` the commands that owe `owed` at `due_ms`, the entry living
     /// at least `keep_ms`. Returns how many answers they add (the first is the `ZADD`'s, an
     /// [`IndexAdded`]; the others, if any, are [`Skipped`]) and, when an expiry is sent, what
     /// to [`RedisStore::owed`] about it once it was accepted.
     pub(super) fn queue_owe(
         &self,
         pipe: &mut redis::Pipeline,
-        match_id: &str,
+        owed: &Owed,
         due_ms: i64,
         keep_ms: i64,
     ) -> (usize, Option<OweExpiry>) {
@@ -46,7 +46,7 @@ impl RedisStore {
         let sent_at = Instant::now();
         let expire_ms =
             if keep_ms > 0 { self.index_expiries.needed(&[&key], keep_ms, sent_at) } else { None };
-        queue_index_add(pipe, &key, match_id, due_ms, expire_ms, false);
+        queue_index_add(pipe, &key, &member(owed), due_ms, expire_ms, false);
         match expire_ms {
             Some(expire_ms) => (3, Some(OweExpiry { key, sent_at, expire_ms })),
             None => (1, None),
@@ -60,12 +60,12 @@ impl RedisStore {
 
     async fn owe_inner(
         &self,
-        match_id: &str,
+        owed: &Owed,
         due: OffsetDateTime,
         keep_for: Duration,
     ) -> Result<(), StoreError> {
         let mut pipe = redis::Pipeline::with_capacity(3);
-        let (_, expiry) = self.queue_owe(&mut pipe, match_id, to_millis(due), duration_millis(keep_for));
+        let (_, expiry) = self.queue_owe(&mut pipe, owed, to_millis(due), duration_millis(keep_for));
         let mut connection = self.connection.clone();
         match expiry {
             Some(expiry) => {
@@ -84,6 +84,17 @@ impl RedisStore {
     }
 }
 
+/// An owed outcome as a member of the outbox: the outcome's kind holds no `|`, the match id
+/// may hold anything.
+fn member(owed: &Owed) -> String {
+    [owed.outcome.as_str(), "|", owed.match_id.as_str()].concat()
+}
+
+fn parse_member(member: &str) -> Option<Owed> {
+    let (outcome, match_id) = member.split_once('|')?;
+    Some(Owed { match_id: match_id.to_owned(), outcome: outcome.to_owned() })
+}
+
 /// An expiry sent with an owed entry, to remember once Redis accepted it.
 pub(super) struct OweExpiry {
     key: String,
@@ -94,16 +105,16 @@ pub(super) struct OweExpiry {
 impl AnnouncementStore for RedisStore {
     async fn owe_announcement(
         &self,
-        match_id: &str,
+        owed: &Owed,
         due: OffsetDateTime,
         keep_for: Duration,
     ) -> Result<(), StoreError> {
-        bounded_store("owe_announcement", self.owe_inner(match_id, due, keep_for)).await
+        bounded_store("owe_announcement", self.owe_inner(owed, due, keep_for)).await
     }
 
-    async fn announced(&self, match_id: &str) -> Result<(), StoreError> {
+    async fn announced(&self, owed: &Owed) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        let command = redis::cmd("ZREM").arg(self.keys().announcements()).arg(match_id).to_owned();
+        let command = redis::cmd("ZREM").arg(self.keys().announcements()).arg(member(owed)).to_owned();
         bounded_store("announced", async move {
             command.exec_async(&mut connection).await.map_err(err("announced"))
         })
@@ -115,26 +126,43 @@ impl AnnouncementStore for RedisStore {
         now: OffsetDateTime,
         limit: usize,
         hold: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Owed>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let mut connection = self.connection.clone();
         let mut invocation = CLAIM.key(self.keys().announcements());
         invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
-        bounded_store("claim_announcements", async move {
+        let members: Vec<String> = bounded_store("claim_announcements", async move {
             invocation.invoke_async(&mut connection).await.map_err(err("claim_announcements"))
         })
-        .await
+        .await?;
+        let mut claimed = Vec::with_capacity(members.len());
+        for member in members {
+            match parse_member(&member) {
+                Some(owed) => claimed.push(owed),
+                None => {
+                    // Not written by the bridge: it would come round every hold.
+                    tracing::warn!(%member, "dropping an unreadable announcement outbox entry");
+                    let mut connection = self.connection.clone();
+                    let command = redis::cmd("ZREM").arg(self.keys().announcements()).arg(&member).to_owned();
+                    bounded_store("claim_announcements", async move {
+                        command.exec_async(&mut connection).await.map_err(err("claim_announcements"))
+                    })
+                    .await?;
+                }
+            }
+        }
+        Ok(claimed)
     }
 
-    async fn defer_announcement(&self, match_id: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+    async fn defer_announcement(&self, owed: &Owed, due: OffsetDateTime) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
         let command = redis::cmd("ZADD")
             .arg(self.keys().announcements())
             .arg("XX")
             .arg(to_millis(due))
-            .arg(match_id)
+            .arg(member(owed))
             .to_owned();
         bounded_store("defer_announcement", async move {
             command.exec_async(&mut connection).await.map_err(err("defer_announcement"))

@@ -36,7 +36,7 @@ use uuid::Uuid;
 use bridge::ports::{Completion, Finished};
 
 pub use bridge::ports::{
-    AnnouncementStore, BackfillReserved, LeaseStore, PlayerSyncClaim, PlayerSyncStore, RecordedPage,
+    AnnouncementStore, BackfillReserved, LeaseStore, Owed, PlayerSyncClaim, PlayerSyncStore, RecordedPage,
     SeatChange, SeatStore,
 };
 pub use bridge::ports::{
@@ -275,20 +275,20 @@ impl TicketStore for StateStore {
 impl AnnouncementStore for StateStore {
     async fn owe_announcement(
         &self,
-        match_id: &str,
+        owed: &Owed,
         due: OffsetDateTime,
         keep_for: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            Self::Memory(store) => store.owe_announcement(match_id, due, keep_for).await,
-            Self::Redis(store) => store.owe_announcement(match_id, due, keep_for).await,
+            Self::Memory(store) => store.owe_announcement(owed, due, keep_for).await,
+            Self::Redis(store) => store.owe_announcement(owed, due, keep_for).await,
         }
     }
 
-    async fn announced(&self, match_id: &str) -> Result<(), StoreError> {
+    async fn announced(&self, owed: &Owed) -> Result<(), StoreError> {
         match self {
-            Self::Memory(store) => store.announced(match_id).await,
-            Self::Redis(store) => store.announced(match_id).await,
+            Self::Memory(store) => store.announced(owed).await,
+            Self::Redis(store) => store.announced(owed).await,
         }
     }
 
@@ -297,17 +297,17 @@ impl AnnouncementStore for StateStore {
         now: OffsetDateTime,
         limit: usize,
         hold: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<Owed>, StoreError> {
         match self {
             Self::Memory(store) => store.claim_announcements(now, limit, hold).await,
             Self::Redis(store) => store.claim_announcements(now, limit, hold).await,
         }
     }
 
-    async fn defer_announcement(&self, match_id: &str, due: OffsetDateTime) -> Result<(), StoreError> {
+    async fn defer_announcement(&self, owed: &Owed, due: OffsetDateTime) -> Result<(), StoreError> {
         match self {
-            Self::Memory(store) => store.defer_announcement(match_id, due).await,
-            Self::Redis(store) => store.defer_announcement(match_id, due).await,
+            Self::Memory(store) => store.defer_announcement(owed, due).await,
+            Self::Redis(store) => store.defer_announcement(owed, due).await,
         }
     }
 

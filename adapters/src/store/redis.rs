@@ -61,8 +61,8 @@ use super::redis_record::{self, Stored};
 use super::{duration_millis, from_millis, lease_until_millis, push_percent_encoded, to_millis};
 use bridge::ports::{
     AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, Finished, LatencyStore,
-    Lease, Outcome, PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError, TicketStatus,
-    TicketStore, finish_concurrently,
+    Lease, Outcome, Owed, PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError,
+    TicketStatus, TicketStore, finish_concurrently,
 };
 use bridge::seats::{NewSession, SeatResult, SessionSeats};
 
@@ -535,8 +535,8 @@ impl RedisStore {
     ) -> Finished {
         let mut pipe = redis::Pipeline::with_capacity(13);
         pipe.ignore_errors();
-        let owe = rendered.announce_due.map(|due| {
-            self.queue_owe(&mut pipe, rendered.match_id, to_millis(due), duration_millis(rendered.keep_for))
+        let owe = rendered.owed.map(|(owed, due)| {
+            self.queue_owe(&mut pipe, owed, to_millis(due), duration_millis(rendered.keep_for))
         });
         pipe.invoke_script(&self.complete_invocation(rendered));
         let creation = seats.map(|(new, seats_keep_for)| {
@@ -558,10 +558,13 @@ impl RedisStore {
             }
         };
         let mut answers = answers.into_iter();
-        if let Some((count, expiry)) = owe {
-            let owe_answers: Vec<redis::Value> = answers.by_ref().take(count).collect();
-            self.check_owed(rendered, owe_answers, expiry).await;
-        }
+        let owed = match owe {
+            Some((count, expiry)) => {
+                let owe_answers: Vec<redis::Value> = answers.by_ref().take(count).collect();
+                self.check_owed(rendered, owe_answers, expiry).await
+            }
+            None => Ok(()),
+        };
         let written = match answers.next().map(redis::from_redis_value::<redis::RedisResult<bool>>) {
             Some(Ok(Ok(written))) => {
                 self.completed(rendered, written);
@@ -574,6 +577,12 @@ impl RedisStore {
             Some(Err(error)) => Err(store_error("complete", &error.into())),
             None => Err(StoreError::transient("redis complete: no answer")),
         };
+        // Recorded but not owed: reported as not known to be written, so the engine completes
+        // again, owing first (the repeat is refused, and the record then answers).
+        let written = match (written, owed) {
+            (Ok(true), Err(error)) => Err(error),
+            (written, _) => written,
+        };
         let created = match creation {
             Some(Creation::Queued(new, creation)) => {
                 Some(self.session_created(new, creation, answers.collect()).await)
@@ -585,13 +594,13 @@ impl RedisStore {
     }
 
     /// After the owed entry's commands answered: a `ZADD` that failed (which the outcome's script
-    /// after it need not have) is sent once more on its own, so the outcome is not left unowed.
+    /// after it need not have) is sent once more on its own; `Err` when that failed too.
     async fn check_owed(
         &self,
         rendered: Rendered<'_>,
         answers: Vec<redis::Value>,
         expiry: Option<OweExpiry>,
-    ) {
+    ) -> Result<(), StoreError> {
         let mut answers = answers.into_iter().map(redis::from_redis_value::<redis::RedisResult<IndexAdded>>);
         let added = matches!(answers.next(), Some(Ok(Ok(_))));
         let expired = answers.all(|answer| matches!(answer, Ok(Ok(_))));
@@ -601,12 +610,9 @@ impl RedisStore {
         {
             self.owed(expiry);
         }
-        if added {
-            return;
-        }
-        let Some(due) = rendered.announce_due else { return };
-        if let Err(error) = self.owe_announcement(rendered.match_id, due, rendered.keep_for).await {
-            tracing::warn!(match_id = rendered.match_id, %error, "outcome recorded but not owed to its sinks: only the door's own announcement will carry it");
+        match rendered.owed {
+            Some((owed, due)) if !added => self.owe_announcement(owed, due, rendered.keep_for).await,
+            _ => Ok(()),
         }
     }
 
@@ -833,14 +839,14 @@ struct Rendered<'a> {
     outcome: &'a Outcome,
     json: &'a str,
     keep_for: Duration,
-    announce_due: Option<OffsetDateTime>,
+    owed: Option<(&'a Owed, OffsetDateTime)>,
 }
 
 impl<'a> Rendered<'a> {
     /// `None` when the outcome did not render.
     fn of(completion: Completion<'a>) -> Option<Self> {
-        let Completion { match_id, lease, outcome, json, keep_for, announce_due } = completion;
-        Some(Self { match_id, lease, outcome, json: json?, keep_for, announce_due })
+        let Completion { match_id, lease, outcome, json, keep_for, owed } = completion;
+        Some(Self { match_id, lease, outcome, json: json?, keep_for, owed })
     }
 }
 
@@ -851,7 +857,7 @@ impl StateStore for RedisStore {
         seats: Option<(&NewSession, Duration)>,
     ) -> Finished {
         match (seats, Rendered::of(completion)) {
-            (seats, Some(rendered)) if seats.is_some() || rendered.announce_due.is_some() => {
+            (seats, Some(rendered)) if seats.is_some() || rendered.owed.is_some() => {
                 let finished = self.finish_pipelined(rendered, seats);
                 tokio::time::timeout(OPERATION_TIMEOUT, finished).await.unwrap_or_else(|_| {
                     let late = |operation| {
@@ -895,7 +901,7 @@ impl PlacementStore for RedisStore {
         let json = outcome
             .to_json()
             .map_err(|e| StoreError::permanent(format!("cannot encode the outcome: {e}")))?;
-        let rendered = Rendered { match_id, lease, outcome, json: &json, keep_for, announce_due: None };
+        let rendered = Rendered { match_id, lease, outcome, json: &json, keep_for, owed: None };
         bounded_store("complete", self.complete_inner(rendered)).await
     }
 

@@ -309,7 +309,7 @@ where
 }
 
 /// What is left of the time until `deadline_at`; zero once it has passed.
-fn time_left(deadline_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
+pub(super) fn time_left(deadline_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
     (deadline_at - now).try_into().unwrap_or_default()
 }
 

@@ -1,12 +1,15 @@
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{Either, select};
 use time::OffsetDateTime;
 
 use super::EngineSettings;
+use super::attempt::time_left;
 use crate::ports::{
-    Claim, ClaimOutcome, Clock, Completion, DeliveryError, Lease, Outcome, OutcomeSink, PlacementRecord,
-    PlacementState, SessionApi, StateStore, StoreError,
+    Claim, ClaimOutcome, Clock, Completion, DeliveryError, Lease, Outcome, OutcomeSink, Owed,
+    PlacementRecord, PlacementState, SessionApi, StateStore, StoreError,
 };
 use crate::{FailureCode, ValidatedMatch, session_id};
 
@@ -84,8 +87,22 @@ pub trait PlacementObserver: Send + Sync + 'static {
 /// What one [`Engine::announce_owed`] round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwedAnnouncements {
+    /// Entries taken (a full round: more may be due).
+    pub claimed: usize,
     pub delivered: usize,
+    /// Tried and due again later.
     pub failed: usize,
+    /// Dropped: refused for good by a sink, older than its session, or its record expired.
+    pub given_up: usize,
+}
+
+/// What became of one owed announcement.
+enum OwedResult {
+    Delivered,
+    Failed,
+    GivenUp,
+    /// Nothing to do now (still pending, replaced by a newer outcome, no sink here).
+    NotYet,
 }
 
 /// Bounds of the pause before an owed announcement that failed is tried again.
@@ -136,7 +153,8 @@ where
     /// retrying transient failures with backoff for up to one placement deadline per sink. Doors
     /// call this after they have the outcome (a duplicate's stored outcome too, so a lost
     /// announcement is made good by the redelivery) and acknowledge their source only when it
-    /// succeeded. Once every sink has it, the outcome is no longer owed (see [`Engine::announce_owed`]).
+    /// succeeded. Once every sink has it, the outcome is no longer owed (see
+    /// [`Engine::announce_owed`]). A failure is permanent only if every failing sink failed for good.
     pub async fn announce(&self, source: &str, outcome: &Outcome) -> Result<(), DeliveryError> {
         let deliveries = self.sinks.iter().filter(|sink| sink.wants(source)).map(|sink| async move {
             let delivered = self.deliver_with_retries(sink.as_ref(), source, outcome).await;
@@ -149,10 +167,12 @@ where
         if delivered.is_empty() {
             return Ok(());
         }
-        if let Some(error) = delivered.into_iter().find_map(Result::err) {
-            return Err(error);
+        let mut failures = delivered.into_iter().filter_map(Result::err);
+        if let Some(mut first) = failures.next() {
+            first.permanent &= failures.all(|error| error.permanent);
+            return Err(first);
         }
-        if let Err(error) = self.store.announced(outcome.match_id()).await {
+        if let Err(error) = self.store.announced(&Owed::of(outcome)).await {
             // The entry stays: the outbox announces the outcome once more, later.
             tracing::warn!(match_id = outcome.match_id(), %error, "announced, but not marked so");
         }
@@ -163,61 +183,85 @@ where
     /// failing is retried from the record, never re-created): those whose door gave up on its
     /// sinks, stopped before announcing, or is a background door that has no redelivery to lean
     /// on. Claims up to `limit` due entries and announces each from its record; a failed one is due
-    /// again after a pause that grows with the match's age (1 s to 5 min), until the record
-    /// expires. Every instance may run it: a claim holds an entry for one announce window.
+    /// again after a pause that grows with the match's age (a quarter of it, 1 s to 5 min). Given
+    /// up when a sink refuses it for good, and once the match is older than its session's TTL (an
+    /// Assignment of a server that is gone helps nobody). Every instance may run it: a claim holds
+    /// an entry for one announce window, and every delivery ends within it.
     pub async fn announce_owed(&self, limit: usize) -> Result<OwedAnnouncements, PlaceError> {
         let now = self.clock.now();
         let due = self.store.claim_announcements(now, limit, self.settings.announce_window()).await?;
-        let attempts = due.iter().map(|match_id| self.announce_owed_one(match_id));
-        let mut round = OwedAnnouncements::default();
-        for (match_id, attempt) in due.iter().zip(futures_util::future::join_all(attempts).await) {
+        let attempts = due.iter().map(|owed| self.announce_owed_one(owed));
+        let mut round = OwedAnnouncements { claimed: due.len(), ..Default::default() };
+        for (owed, attempt) in due.iter().zip(futures_util::future::join_all(attempts).await) {
             match attempt {
-                Ok(Some(true)) => round.delivered += 1,
-                Ok(Some(false)) => round.failed += 1,
-                Ok(None) => {}
+                Ok(OwedResult::Delivered) => round.delivered += 1,
+                Ok(OwedResult::Failed) => round.failed += 1,
+                Ok(OwedResult::GivenUp) => round.given_up += 1,
+                Ok(OwedResult::NotYet) => {}
                 // Held for one window, then tried again.
-                Err(error) => tracing::warn!(%match_id, %error, "cannot retry this announcement now"),
+                Err(error) => {
+                    tracing::warn!(match_id = %owed.match_id, %error, "cannot retry this announcement now");
+                }
             }
         }
         Ok(round)
     }
 
-    /// One owed announcement: `Some(delivered?)` when it was tried, `None` when there was
-    /// nothing to announce yet (or ever).
-    async fn announce_owed_one(&self, match_id: &str) -> Result<Option<bool>, StoreError> {
+    async fn announce_owed_one(&self, owed: &Owed) -> Result<OwedResult, StoreError> {
+        let match_id = owed.match_id.as_str();
+        let now = self.clock.now();
         let record = match self.store.get(match_id).await {
             Ok(Some(record)) => record,
             // Expired: nothing left to announce.
-            Ok(None) => return self.store.announced(match_id).await.map(|()| None),
+            Ok(None) => return self.store.announced(owed).await.map(|()| OwedResult::GivenUp),
             Err(error) if !error.transient => {
-                tracing::warn!(%match_id, %error, "cannot read the record of an owed announcement; dropping it");
-                return self.store.announced(match_id).await.map(|()| None);
+                // Perhaps written by a newer version during an upgrade: left to one that reads it.
+                tracing::warn!(%match_id, %error, "cannot read the record of an owed announcement; leaving it");
+                let due = now + OWED_RETRY_MAX;
+                return self.store.defer_announcement(owed, due).await.map(|()| OwedResult::NotYet);
             }
             Err(error) => return Err(error),
         };
         let outcome = match record.state {
             PlacementState::Pending { lease_until, .. } => {
                 // Its owner (or recovery, once the lease runs out) announces it when done.
-                let due = lease_until + self.settings.announce_window();
-                return self.store.defer_announcement(match_id, due).await.map(|()| None);
+                let due = lease_until.max(now) + self.settings.announce_window();
+                return self.store.defer_announcement(owed, due).await.map(|()| OwedResult::NotYet);
             }
             PlacementState::Placed { assignment } => Outcome::Placed(assignment),
             PlacementState::Failed { failure } => Outcome::Failed(failure),
         };
+        if Owed::of(&outcome) != *owed {
+            // A newer outcome replaced this one (a retryable failure taken over); its own entry,
+            // written before it, stands for it.
+            return self.store.announced(owed).await.map(|()| OwedResult::NotYet);
+        }
         if !self.announces(&record.source) {
             // No sink on this instance wants it (instances configured differently): left for
             // one that has them.
-            let due = self.clock.now() + OWED_RETRY_MAX;
-            return self.store.defer_announcement(match_id, due).await.map(|()| None);
+            let due = now + OWED_RETRY_MAX;
+            return self.store.defer_announcement(owed, due).await.map(|()| OwedResult::NotYet);
         }
-        if self.announce(&record.source, &outcome).await.is_ok() {
-            tracing::info!(%match_id, source = %record.source, "announced an owed outcome");
-            return Ok(Some(true));
-        }
-        let now = self.clock.now();
         let age: Duration = (now - record.accepted_at).try_into().unwrap_or_default();
-        let due = now + (age / 4).clamp(OWED_RETRY_MIN, OWED_RETRY_MAX);
-        self.store.defer_announcement(match_id, due).await.map(|()| Some(false))
+        let session_ttl = record.request.ttl.map_or(self.settings.default_ttl, |ttl| ttl.as_duration());
+        if age > session_ttl {
+            tracing::error!(%match_id, source = %record.source, ?age, "giving up an announcement older than its session's TTL");
+            return self.store.announced(owed).await.map(|()| OwedResult::GivenUp);
+        }
+        match self.announce(&record.source, &outcome).await {
+            Ok(()) => {
+                tracing::info!(%match_id, source = %record.source, "announced an owed outcome");
+                Ok(OwedResult::Delivered)
+            }
+            Err(error) if error.permanent => {
+                tracing::error!(%match_id, %error, "giving up an announcement a sink refuses for good");
+                self.store.announced(owed).await.map(|()| OwedResult::GivenUp)
+            }
+            Err(_) => {
+                let due = self.clock.now() + (age / 4).clamp(OWED_RETRY_MIN, OWED_RETRY_MAX);
+                self.store.defer_announcement(owed, due).await.map(|()| OwedResult::Failed)
+            }
+        }
     }
 
     /// Whether any sink wants outcomes from `source` ([`Engine::announce`] would do nothing).
@@ -240,7 +284,21 @@ where
             .without_max_times()
             .build();
         loop {
-            match sink.deliver(source, outcome).await {
+            // Bounded too, so that the announcement ends within its window (see `announce_window`).
+            let left = time_left(give_up, self.clock.now());
+            let delivered =
+                match select(pin!(sink.deliver(source, outcome)), pin!(self.clock.sleep(left))).await {
+                    Either::Left((delivered, _)) => delivered,
+                    Either::Right(((), _)) => Err(DeliveryError {
+                        sink: sink.name().to_owned(),
+                        message: format!(
+                            "no answer within the placement deadline ({:?})",
+                            self.settings.deadline
+                        ),
+                        permanent: false,
+                    }),
+                };
+            match delivered {
                 Ok(()) => return Ok(()),
                 Err(error) if error.permanent => return Err(error),
                 Err(error) => {
@@ -354,13 +412,14 @@ where
             Outcome::Placed(assignment) => Some(self.new_session(&job.record.request, assignment)),
             Outcome::Failed(_) => None,
         };
+        let owed = self.owed(&job.record.source, &outcome);
         let completion = Completion {
             match_id: &job.record.match_id,
             lease: &job.lease,
             outcome: &outcome,
             json: outcome_json.as_deref(),
             keep_for: self.settings.keep_for,
-            announce_due: self.announce_due(&job.record.source),
+            owed: owed.as_ref().map(|(owed, due)| (owed, *due)),
         };
         let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
         let (written, created) = self.store.finish_placement(completion, seats).await;
@@ -467,10 +526,11 @@ where
         Err(error)
     }
 
-    /// When sinks want outcomes from `source`: the moment an outcome recorded now is owed to the
-    /// outbox, should the announcement not have got through by then.
-    fn announce_due(&self, source: &str) -> Option<OffsetDateTime> {
-        self.announces(source).then(|| self.clock.now() + self.settings.announce_window())
+    /// When sinks want outcomes from `source`: what recording `outcome` now owes them, and when
+    /// the outbox takes it up should the announcement not have got through by then.
+    fn owed(&self, source: &str, outcome: &Outcome) -> Option<(Owed, OffsetDateTime)> {
+        self.announces(source)
+            .then(|| (Owed::of(outcome), self.clock.now() + self.settings.announce_window()))
     }
 
     /// [`crate::ports::PlacementStore::complete`], with the owed announcement's entry written first (as
@@ -482,8 +542,8 @@ where
         lease: &Lease,
         outcome: &Outcome,
     ) -> Result<bool, StoreError> {
-        if let Some(due) = self.announce_due(source) {
-            self.store.owe_announcement(match_id, due, self.settings.keep_for).await?;
+        if let Some((owed, due)) = self.owed(source, outcome) {
+            self.store.owe_announcement(&owed, due, self.settings.keep_for).await?;
         }
         self.store.complete(match_id, lease, outcome, self.settings.keep_for).await
     }
