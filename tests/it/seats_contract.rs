@@ -1146,6 +1146,39 @@ async fn redis_indexes_drop_sessions_whose_records_are_gone() {
     assert!(members("it-seats:{seats}:sessions").await.is_empty());
 }
 
+/// A record the bridge cannot read (a newer version's, say) is skipped by listings, which still
+/// answer with the rest, and kept in the indexes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_seat_record_that_cannot_be_read_is_skipped_not_fatal() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    fx.create(1, 4, &[]).await;
+    fx.create(2, 4, &[]).await;
+    let client = ::redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("it-seats:seats:{{{}}}", sid(1));
+    let _: () = ::redis::cmd("HSET")
+        .arg(&key)
+        .arg("capacity")
+        .arg("not a number")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(fx.store.get_session(sid(1), fx.t0).await.is_err(), "the record is unreadable");
+    let listed = fx.store.list_sessions(Some("game"), fx.t0).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(2)]);
+    let listed = fx.store.list_sessions(None, fx.t0).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.session_id).collect::<Vec<_>>(), [sid(2)]);
+    let members: Vec<String> = ::redis::cmd("ZRANGE")
+        .arg("it-seats:seats-image:{game}")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 2, "kept in the index");
+}
+
 /// Bulk marking after Redis lost its scripts, for records whose index entries ran out: the records
 /// are marked and the indexes hold them again, with an expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

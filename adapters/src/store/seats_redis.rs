@@ -650,7 +650,16 @@ impl RedisStore {
             let records: Vec<HashMap<String, String>> =
                 bounded("list_sessions", pipe.query_async(&mut connection)).await?;
             for ((member, _), fields) in chunk.iter().zip(records) {
-                match parse_seats(fields)? {
+                let parsed = match parse_seats(fields) {
+                    Ok(parsed) => parsed,
+                    Err(error) => {
+                        // Skipped, not dropped (a newer version's record, say): one record the
+                        // bridge cannot read must not take every listing and backfill down with it.
+                        tracing::warn!(session = %member, %error, "skipping a seat record that cannot be read");
+                        continue;
+                    }
+                };
+                match parsed {
                     Some(seats)
                         if seats.status != SessionStatus::Ended
                             && image.is_none_or(|image| seats.info.image == image) =>
