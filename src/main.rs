@@ -547,6 +547,8 @@ fn listed_session(summary: adapters::gameye::SessionSummary) -> Option<ListedSes
     if matches!(summary.status, Some(SessionStatus::Exited | SessionStatus::Dead)) {
         return None;
     }
+    let capacity =
+        summary.labels.user.get(bridge::placement::CAPACITY_LABEL).and_then(|seats| seats.parse().ok());
     let labels =
         summary.labels.user.into_iter().filter(|(key, _)| !key.starts_with("gameye-bridge.")).collect();
     let ports = summary
@@ -573,6 +575,7 @@ fn listed_session(summary: adapters::gameye::SessionSummary) -> Option<ListedSes
         running: summary.status == Some(SessionStatus::Running),
         created_ms: summary.created,
         player_count: summary.player_count,
+        capacity,
     })
 }
 

@@ -76,6 +76,8 @@ pub struct ListedSession {
     pub created_ms: i64,
     /// Gameye's `playerCount`, when the listing has it.
     pub player_count: Option<u32>,
+    /// The seats its placement counted (`gameye-bridge.capacity`), when the session carries them.
+    pub capacity: Option<u32>,
 }
 
 type ListFuture = Pin<Box<dyn Future<Output = Result<Vec<ListedSession>, String>> + Send>>;
@@ -641,8 +643,12 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
         };
         NewSession {
             session_id: session.session_id,
-            // Gameye's players are in already: a record that could not hold them would be wrong.
-            capacity: self.config.seats.capacity_for(&session.image, None).max(joined.len() as u32),
+            // As placed when the session says (else the image's); Gameye's players are in already,
+            // so never fewer seats than them.
+            capacity: session
+                .capacity
+                .unwrap_or_else(|| self.config.seats.capacity_for(&session.image, None))
+                .max(joined.len() as u32),
             status: if session.running { SessionStatus::Running } else { SessionStatus::Created },
             info: SessionInfo {
                 image: session.image.clone(),
@@ -689,6 +695,7 @@ mod tests {
             running,
             created_ms: 1_700_000_000_000,
             player_count: None,
+            capacity: None,
         }
     }
 

@@ -239,6 +239,11 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     ])
     .await;
     let placed = place(&stack, "m-flushed").await;
+    // A match that named its own seats keeps them through the adoption.
+    let body = json!({"match_id": "m-three", "players": [{"id": "t0"}], "max_players": 3});
+    let (status, three) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{three}");
+    let three = three["session_id"].as_str().unwrap().to_owned();
     let (status, body) = crate::sessions::join(&stack, &placed, &["a", "b"]).await;
     assert_eq!(status, 200, "{body}");
     crate::sessions::assert_gameye_players(&stack, &placed, crate::sessions::set(&["a", "b"])).await;
@@ -266,6 +271,8 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     // Who had joined comes back from Gameye, and Gameye keeps them.
     assert_eq!(view["players"], json!(["a", "b"]), "{view}");
     assert_eq!(view["open_seats"], 4, "{view}");
+    let view = wait_session_status(&stack, &three, 200, Duration::from_secs(10)).await;
+    assert_eq!((&view["capacity"], &view["labels"]), (&json!(3), &json!({})), "{view}");
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(crate::sessions::gameye_players(&stack, &placed).await, crate::sessions::set(&["a", "b"]));
 
@@ -276,7 +283,7 @@ async fn reconciler_adopts_orphans_and_sessions_whose_records_redis_lost() {
     assert!(listed.contains(&orphan.as_str()) && listed.contains(&placed.as_str()), "{list}");
     assert!(!listed.contains(&foreign.as_str()), "{list}");
     assert_eq!(bridge_session(&stack, &foreign).await.0, 404);
-    assert_eq!(metric(&stack.bridge, ADOPTED).await, 2.0);
+    assert_eq!(metric(&stack.bridge, ADOPTED).await, 3.0);
 }
 
 #[tokio::test]

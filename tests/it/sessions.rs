@@ -203,6 +203,17 @@ async fn sessions_placing_records_seats_and_joins_follow_capacity() {
     assert_eq!(elsewhere["sessions"], json!([]));
     let (status, bad) = stack.get("/v1/sessions?label=nokeyvalue").await;
     assert_eq!(status, 400, "{bad}");
+
+    // A match larger than the image's capacity (and naming no max_players) still gets a seat for
+    // every player.
+    let six = ["r0", "r1", "r2", "r3", "r4", "r5"];
+    place(&stack, &match_of("m-six", &six, json!({"eu-west-1": 10}), json!({}))).await;
+    let (status, view) = session(&stack, &session_id("m-six")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!((&view["capacity"], &view["open_seats"]), (&json!(6), &json!(0)), "{view}");
+    assert_eq!(reserved_players(&view), set(&six));
+    let (status, joined) = join(&stack, &session_id("m-six"), &six).await;
+    assert_eq!(status, 200, "{joined}");
 }
 
 #[tokio::test]

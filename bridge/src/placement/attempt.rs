@@ -10,7 +10,7 @@ use futures_util::future::{Either, select};
 use time::OffsetDateTime;
 
 use super::engine::Engine;
-use super::{DEPLOYMENT_LABEL, MATCH_LABEL, SOURCE_LABEL};
+use super::{CAPACITY_LABEL, DEPLOYMENT_LABEL, MATCH_LABEL, SOURCE_LABEL};
 use crate::ports::{
     Clock, Outcome, PlacementRecord, SessionApi, SessionApiError, SessionApiErrorKind, SessionSpec,
     StartedSession, StateStore,
@@ -191,6 +191,10 @@ where
         labels.insert(MATCH_LABEL.to_owned(), record.match_id.clone());
         labels.insert(SOURCE_LABEL.to_owned(), record.source.clone());
         labels.insert(DEPLOYMENT_LABEL.to_owned(), self.settings.deployment.clone());
+        labels.insert(
+            CAPACITY_LABEL.to_owned(),
+            self.settings.seats.match_capacity(image, request).to_string(),
+        );
         SessionSpec {
             session_id: record.session_id,
             location,

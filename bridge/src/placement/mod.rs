@@ -28,6 +28,10 @@ pub const SOURCE_LABEL: &str = "gameye-bridge.source";
 /// Gameye for these sessions only (`filter[gameye-bridge.deployment]`), so sessions of other
 /// deployments or tools on the same Gameye account are neither listed nor adopted.
 pub const DEPLOYMENT_LABEL: &str = "gameye-bridge.deployment";
+/// The session's seats as its placement counted them (the match's `max_players`, else the image's
+/// capacity, and never fewer than its players), so that a session the reconciler adopts (its seat
+/// record lost) keeps them rather than the image's default.
+pub const CAPACITY_LABEL: &str = "gameye-bridge.capacity";
 
 #[cfg(test)]
 mod tests;

@@ -188,7 +188,7 @@ where
         let ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
         let new = NewSession {
             session_id: assignment.session_id,
-            capacity: seats.capacity_for(&assignment.image, request.max_players),
+            capacity: seats.match_capacity(&assignment.image, request),
             status: SessionStatus::Created,
             info: SessionInfo {
                 image: assignment.image.clone(),

@@ -85,6 +85,13 @@ impl SeatSettings {
     pub fn capacity_for(&self, image: &str, max_players: Option<u32>) -> u32 {
         max_players.or_else(|| self.capacity.get(image).copied()).unwrap_or(self.default_capacity)
     }
+
+    /// The seats of a match's session: [`SeatSettings::capacity_for`], and never fewer than the
+    /// match's players (a match larger than the image's capacity is placed all the same).
+    pub fn match_capacity(&self, image: &str, request: &crate::MatchRequest) -> u32 {
+        let players = u32::try_from(request.players.len()).unwrap_or(u32::MAX);
+        self.capacity_for(image, request.max_players).max(players)
+    }
 }
 
 impl EngineSettings {
