@@ -35,6 +35,10 @@ pub const SESSION_ENDED_TYPE: &str = "session.ended";
 
 /// Deliveries of the session-ended webhook in flight at once; more wait their turn.
 const CONCURRENT_DELIVERIES: usize = 16;
+/// Deliveries waiting or in flight at most. A receiver that is down while thousands of sessions
+/// end (a mass TTL expiry) would otherwise hold every body in memory for hours; beyond this, new
+/// events are dropped, logged and counted (`dropped`).
+const QUEUED_DELIVERIES: usize = 10_000;
 
 /// Tells every sink that `session` ended, a few quick tries each. The end is recorded already, so a
 /// sink that stays down misses this one announcement (logged); sinks that retry for longer (the
@@ -150,7 +154,7 @@ impl SessionWebhookMetrics {
         registry.register(
             "session_ended_webhooks",
             "Session-ended webhook deliveries by result (delivered; retry: a transient failure, tried \
-             again; failed: given up, refused or out of retries)",
+             again; failed: given up, refused or out of retries; dropped: too many waiting)",
             metrics.results.clone(),
         );
         metrics
@@ -170,6 +174,7 @@ pub struct SessionEndedWebhook {
     retry: RetryBound,
     tasks: TaskTracker,
     slots: Arc<Semaphore>,
+    queue_limit: usize,
     metrics: SessionWebhookMetrics,
 }
 
@@ -180,6 +185,7 @@ impl SessionEndedWebhook {
             retry,
             tasks: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(CONCURRENT_DELIVERIES)),
+            queue_limit: QUEUED_DELIVERIES,
             metrics,
         }
     }
@@ -196,6 +202,11 @@ impl SessionEndedWebhook {
     }
 
     fn deliver_in_background(&self, session_id: Uuid, id: String, body: Vec<u8>) {
+        if self.tasks.len() >= self.queue_limit {
+            self.metrics.count("dropped");
+            tracing::error!(%session_id, webhook_id = %id, queued = self.tasks.len(), "session-ended webhook dropped: too many deliveries waiting");
+            return;
+        }
         let sender = self.sender.clone();
         let slots = self.slots.clone();
         let metrics = self.metrics.clone();
@@ -385,6 +396,37 @@ mod tests {
     fn the_webhook_id_is_one_per_session() {
         assert_eq!(session_ended_id(Uuid::from_u128(7)), session_ended_id(Uuid::from_u128(7)));
         assert_ne!(session_ended_id(Uuid::from_u128(7)), session_ended_id(Uuid::from_u128(8)));
+    }
+
+    /// A receiver that never answers holds every delivery: beyond the queue's limit new events
+    /// are dropped (and counted), not held.
+    #[tokio::test]
+    async fn deliveries_beyond_the_queue_limit_are_dropped_and_counted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let silent = axum::Router::new().fallback(|| std::future::pending::<&'static str>());
+        tokio::spawn(async move { axum::serve(listener, silent).await.unwrap() });
+        let sender = WebhookSender::new(
+            &url,
+            crate::webhook::WebhookSecret::parse("s").unwrap(),
+            Duration::from_secs(30),
+            "test",
+        )
+        .unwrap();
+        let retry = RetryBound {
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            total: Duration::from_secs(60),
+        };
+        let mut webhook = SessionEndedWebhook::new(sender, retry, SessionWebhookMetrics::default());
+        webhook.queue_limit = 3;
+        for n in 0..5 {
+            let session = SessionSeats { session_id: Uuid::from_u128(n), ..session() };
+            webhook.session_ended(&session, "gone").await.unwrap();
+        }
+        assert_eq!(webhook.tasks.len(), 3, "held at the limit");
+        let dropped = webhook.metrics.results.get_or_create(&WebhookResultLabels { result: "dropped" }).get();
+        assert_eq!(dropped, 2);
     }
 
     /// A sink failing `failures` times (transiently), then recording.
