@@ -418,6 +418,7 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
             default_capacity: settings.seats.default_capacity,
             capacity: settings.seats.capacity.clone(),
             reservation_ttl: settings.seats.reservation_ttl,
+            match_reservation_ttl: settings.seats.match_reservation_ttl,
             backfill_cache: settings.seats.backfill_cache,
             gameye_sync: PlayerSyncSettings {
                 lease: settings.seats.gameye_sync.lease,

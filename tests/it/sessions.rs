@@ -521,7 +521,11 @@ async fn sessions_a_duplicate_recreates_a_missing_seat_record() {
 
 #[tokio::test]
 async fn sessions_reservations_expire_after_the_configured_ttl() {
-    let stack = Stack::start_with(&[("BRIDGE_SEATS__RESERVATION_TTL", "1s")]).await;
+    let stack = Stack::start_with(&[
+        ("BRIDGE_SEATS__RESERVATION_TTL", "1s"),
+        ("BRIDGE_SEATS__MATCH_RESERVATION_TTL", "1s"),
+    ])
+    .await;
     place(&stack, &match_of("m-ttl", &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 3})))
         .await;
     let sid = session_id("m-ttl");
@@ -544,6 +548,38 @@ async fn sessions_reservations_expire_after_the_configured_ttl() {
     assert_eq!(status, 200, "expired reservations freed their seats");
 }
 
+/// A match's own players keep their seats while their server may still be starting, longer than
+/// a backfill's reservation: a backfill in between cannot take them.
+#[tokio::test]
+async fn sessions_a_matchs_own_players_keep_their_seats_longer_than_a_backfill() {
+    let stack = Stack::start_with(&[
+        ("BRIDGE_SEATS__RESERVATION_TTL", "1s"),
+        ("BRIDGE_SEATS__MATCH_RESERVATION_TTL", "30s"),
+    ])
+    .await;
+    place(&stack, &match_of("m-slow", &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 3})))
+        .await;
+    let sid = session_id("m-slow");
+    let (status, answer) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "b0", "latencies": {"eu-west-1": 10}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let (_, view) = session(&stack, &sid).await;
+    assert_eq!(reserved_players(&view), set(&["p0", "p1"]), "{view}");
+    assert_eq!(view["open_seats"], 1, "only the backfill's seat came free: {view}");
+    let (status, answer) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "players": [{"id": "b1", "latencies": {"eu-west-1": 10}}, {"id": "b2", "latencies": {"eu-west-1": 10}}]}),
+    )
+    .await;
+    assert_eq!(status, 404, "the match's seats are not for backfill: {answer}");
+    let (status, joined) = join(&stack, &sid, &["p0", "p1"]).await;
+    assert_eq!(status, 200, "{joined}");
+}
+
 #[test]
 fn sessions_config_seats_section_is_validated() {
     use adapters::config::Settings;
@@ -554,6 +590,7 @@ fn sessions_config_seats_section_is_validated() {
     assert_eq!(defaults.seats.default_capacity, 16);
     assert!(defaults.seats.capacity.is_empty());
     assert_eq!(defaults.seats.reservation_ttl, std::time::Duration::from_secs(60));
+    assert_eq!(defaults.seats.match_reservation_ttl, std::time::Duration::from_secs(300));
     let custom =
         load(&[("BRIDGE_SEATS__CAPACITY", "{demo-game=10}"), ("BRIDGE_SEATS__DEFAULT_CAPACITY", "8")])
             .unwrap();
@@ -563,6 +600,7 @@ fn sessions_config_seats_section_is_validated() {
         ("BRIDGE_SEATS__DEFAULT_CAPACITY", "0", "seats.default_capacity"),
         ("BRIDGE_SEATS__CAPACITY", "{demo-game=0}", "seats.capacity"),
         ("BRIDGE_SEATS__RESERVATION_TTL", "0s", "seats.reservation_ttl"),
+        ("BRIDGE_SEATS__MATCH_RESERVATION_TTL", "0s", "seats.match_reservation_ttl"),
         ("BRIDGE_SEATS__SEATS", "3", "seats"),
     ] {
         let error = load(&[(key, value)]).unwrap_err().to_string();

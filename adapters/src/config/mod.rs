@@ -335,9 +335,13 @@ pub struct SeatsSettings {
     pub default_capacity: u32,
     /// Seats per image, e.g. `{ "demo-game" = 10 }`.
     pub capacity: BTreeMap<String, u32>,
-    /// How long a reserved seat (a placed match's players, a backfill) is held for its player's join.
+    /// How long a backfill's reserved seats are held for their players' join.
     #[serde(with = "lenient::duration")]
     pub reservation_ttl: Duration,
+    /// How long a placed match's own players' seats are held for their join: longer, as their server
+    /// may still be starting (and backfill must not take their seats meanwhile).
+    #[serde(with = "lenient::duration")]
+    pub match_reservation_ttl: Duration,
     /// How long an image's backfill candidates are reused before its sessions are listed again.
     #[serde(with = "lenient::duration")]
     pub backfill_cache: Duration,
@@ -450,6 +454,9 @@ impl SeatsSettings {
         }
         if self.reservation_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid("seats.reservation_ttl", "must be at least 1s"));
+        }
+        if self.match_reservation_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("seats.match_reservation_ttl", "must be at least 1s"));
         }
         Ok(())
     }

@@ -199,7 +199,7 @@ where
             },
             players: assignment.players.clone(),
             joined: Vec::new(),
-            reservation_ttl: seats.reservation_ttl,
+            reservation_ttl: seats.match_reservation_ttl,
             now: self.clock.now(),
         };
         // The record outlives the Gameye session's own lifetime a little; every change refreshes it.

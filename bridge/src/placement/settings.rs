@@ -38,8 +38,11 @@ pub struct SeatSettings {
     pub default_capacity: u32,
     /// Seats per image.
     pub capacity: std::collections::BTreeMap<String, u32>,
-    /// How long a reserved seat (the match's own players', a backfill's) is held for a join.
+    /// How long a backfill's reserved seats are held for a join.
     pub reservation_ttl: Duration,
+    /// How long a placed match's own players' seats are held for their join (their server may
+    /// still be starting).
+    pub match_reservation_ttl: Duration,
     /// Telling Gameye who joined and left (the player-sync outbox).
     pub gameye_sync: PlayerSyncSettings,
     /// How long an image's backfill candidates are reused before its sessions are listed again
@@ -53,6 +56,7 @@ impl Default for SeatSettings {
             default_capacity: 16,
             capacity: Default::default(),
             reservation_ttl: Duration::from_secs(60),
+            match_reservation_ttl: Duration::from_secs(300),
             gameye_sync: PlayerSyncSettings::default(),
             backfill_cache: Duration::from_millis(250),
         }
