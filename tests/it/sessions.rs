@@ -388,6 +388,33 @@ async fn sessions_backfill_prefers_latency_then_fullest_and_join_uses_the_reserv
     assert_eq!(view["labels"], json!({"mode": "new"}));
 }
 
+/// `create_if_none` with a `request_id`: the same request sent twice while the first is still
+/// being placed (a client that timed out and retried) makes one match and one Gameye session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_a_backfill_sent_twice_with_its_request_id_places_one_session() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 800, "probability": 1.0}])).await;
+    let body = json!({"image": "demo-game", "create_if_none": true, "request_id": "req-7",
+                      "players": [{"id": "z0", "latencies": {"eu-west-1": 10}}]});
+    let (first, second) = tokio::join!(backfill(&stack, &body), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        backfill(&stack, &body).await
+    });
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(second.0, 200, "{}", second.1);
+    assert_eq!(first.1["match_id"], "backfill-req-7");
+    assert_eq!(first.1["session_id"], second.1["session_id"]);
+    assert_eq!(stack.emulator_sessions().await.len(), 1, "one Gameye session");
+    let (status, bad) = backfill(
+        &stack,
+        &json!({"image": "demo-game", "request_id": "a b",
+                                                 "players": [{"id": "z1"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{bad}");
+    assert!(bad["error"]["message"].as_str().unwrap().starts_with("request_id:"), "{bad}");
+}
+
 #[tokio::test]
 async fn sessions_a_retried_backfill_gets_the_seat_it_already_holds() {
     let stack = Stack::start().await;

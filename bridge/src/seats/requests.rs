@@ -66,6 +66,11 @@ pub struct BackfillBody {
     /// No session fits: place a new match (id `backfill-<uuid>`) instead of answering NO_SEATS.
     #[serde(default)]
     pub create_if_none: bool,
+    /// With `create_if_none`: the new match is `backfill-<request_id>`, so a request sent again
+    /// (after a timeout, say) gets the same match and session rather than a second one. 1–119
+    /// characters, no whitespace, control characters, `*` or `>`.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// A backfill request that passed every rule, ready for [`backfill_or_place`].
@@ -73,15 +78,21 @@ pub struct BackfillBody {
 pub struct CheckedBackfill {
     pub request: BackfillRequest,
     pub create_if_none: bool,
-    /// The match a `create_if_none` places; validated with a placeholder id of the same shape.
+    /// The match a `create_if_none` places; validated with its own id when the request names one
+    /// (`request_id`), else with a placeholder id of the same shape.
     new_match: MatchRequest,
+    named: bool,
 }
 
 impl CheckedBackfill {
-    /// The match to place when no session fits: `backfill-<id>`, the request's image, version,
-    /// players, locations and labels.
+    /// The match to place when no session fits: `backfill-<request_id>`, else `backfill-<id>`; the
+    /// request's image, version, players, locations and labels.
     pub fn new_match(&self, id: Uuid) -> ValidatedMatch {
-        MatchRequest { match_id: new_match_id(id), ..self.new_match.clone() }
+        let new_match = self.new_match.clone();
+        if self.named {
+            return new_match.validate().expect("validated as it is");
+        }
+        MatchRequest { match_id: new_match_id(id), ..new_match }
             .validate()
             .expect("the request was validated with a match id of the same shape")
     }
@@ -136,8 +147,15 @@ pub fn parse_backfill_request(body: &[u8]) -> Result<CheckedBackfill, InvalidReq
         return Err(InvalidRequest::invalid("players", format!("at most {MAX_PLAYERS_PER_CHANGE}")));
     }
     // One validation for everything a match request shares: ids, latencies, locations, labels.
+    if parsed.request_id.as_deref() == Some("") {
+        return Err(InvalidRequest::invalid("request_id", "must not be empty"));
+    }
+    let named = parsed.request_id.is_some();
     let new_match = MatchRequest {
-        match_id: new_match_id(Uuid::nil()),
+        match_id: match parsed.request_id {
+            Some(request_id) => format!("backfill-{request_id}"),
+            None => new_match_id(Uuid::nil()),
+        },
         image: Some(parsed.image.clone()),
         version: parsed.version.clone(),
         players: parsed.players.clone(),
@@ -145,7 +163,17 @@ pub fn parse_backfill_request(body: &[u8]) -> Result<CheckedBackfill, InvalidReq
         labels: parsed.labels.clone(),
         ..MatchRequest::default()
     };
-    let new_match = new_match.validate()?.into_request();
+    let new_match = new_match
+        .validate()
+        .map_err(|mut invalid| {
+            // The request names the id's part after `backfill-`.
+            if invalid.field.as_deref() == Some("match_id") {
+                invalid.field = Some("request_id".into());
+                invalid.message = format!("{} (as the match id `backfill-<request_id>`)", invalid.message);
+            }
+            invalid
+        })?
+        .into_request();
     let request = BackfillRequest {
         image: parsed.image,
         version: parsed.version,
@@ -157,7 +185,7 @@ pub fn parse_backfill_request(body: &[u8]) -> Result<CheckedBackfill, InvalidReq
         locations: parsed.locations,
         labels: parsed.labels,
     };
-    Ok(CheckedBackfill { request, create_if_none: parsed.create_if_none, new_match })
+    Ok(CheckedBackfill { request, create_if_none: parsed.create_if_none, new_match, named })
 }
 
 /// What a backfill came to.
@@ -294,7 +322,20 @@ mod tests {
         assert_eq!(new_match.image.as_deref(), Some("g"));
         assert_eq!(new_match.labels["mode"], "x");
 
-        let cases: [(&[u8], &str); 6] = [
+        // A request id names the new match, whatever the door's own id.
+        let named = parse_backfill_request(
+            br#"{"image": "g", "players": [{"id": "p"}], "create_if_none": true, "request_id": "r-1"}"#,
+        )
+        .unwrap();
+        assert_eq!(named.new_match(id).match_id, "backfill-r-1");
+        assert_eq!(named.new_match(Uuid::new_v4()).match_id, "backfill-r-1");
+        let long =
+            format!(r#"{{"image": "g", "players": [{{"id": "p"}}], "request_id": "{}"}}"#, "r".repeat(120));
+
+        let cases: [(&[u8], &str); 9] = [
+            (br#"{"image": "g", "players": [{"id": "p"}], "request_id": "a b"}"#, "request_id"),
+            (br#"{"image": "g", "players": [{"id": "p"}], "request_id": ""}"#, "request_id"),
+            (long.as_bytes(), "request_id"),
             (br#"{"players": [{"id": "p"}]}"#, "image"),
             (br#"{"image": " ", "players": [{"id": "p"}]}"#, "image"),
             (br#"{"image": "g", "players": []}"#, "players"),
