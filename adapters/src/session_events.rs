@@ -404,7 +404,7 @@ mod tests {
     async fn deliveries_beyond_the_queue_limit_are_dropped_and_counted() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let silent = axum::Router::new().fallback(|| std::future::pending::<&'static str>());
+        let silent = axum::Router::new().fallback(std::future::pending::<&'static str>);
         tokio::spawn(async move { axum::serve(listener, silent).await.unwrap() });
         let sender = WebhookSender::new(
             &url,
