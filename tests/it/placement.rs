@@ -226,8 +226,15 @@ async fn recovery_skips_an_unreadable_record_and_finishes_the_ones_behind_it() {
     let status = stack.wait_placed("m-orphan", Duration::from_secs(20)).await;
     assert_eq!(status["status"], "placed", "{status}");
     assert_eq!(status["assignment"]["session_id"], session_id("m-orphan"));
+    // Left as it is, and answered as an error a retry cannot fix (not 503 "retry").
     let (status, body) = stack.get("/v1/matches/m-unreadable").await;
-    assert_eq!(status, 503, "the unreadable record is left as it is: {body}");
+    assert_eq!((status, &body["error"]["code"]), (500, &json!("STORE_ERROR")), "{body}");
+    let again =
+        json!({"match_id": "m-unreadable", "players": [{"id": "p1", "latencies": {"eu-west-1": 20}}]});
+    let (status, body) = stack.post_match(&again).await;
+    assert_eq!((status, &body["error"]["code"]), (500, &json!("STORE_ERROR")), "{body}");
+    let sessions = stack.emulator_sessions().await;
+    assert!(sessions.iter().all(|s| s["id"] != session_id("m-unreadable")), "nothing placed: {sessions:?}");
 }
 
 /// Places `match_id` while Gameye takes a second to answer, and half a second in (claimed, not

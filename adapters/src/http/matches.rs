@@ -217,6 +217,17 @@ pub fn invalid_request(invalid: InvalidRequest) -> ApiError {
 }
 
 pub fn store_unavailable(error: PlaceError) -> ApiError {
+    let PlaceError::Store(store_error) = &error;
+    if !store_error.transient {
+        // Retrying cannot help (a record the bridge cannot read, a command Redis refuses): not
+        // "unavailable, retry", which would have the caller retry forever.
+        tracing::error!(%error, "state store error that a retry cannot fix");
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "STORE_ERROR",
+            "the bridge's state store holds data it cannot use or refused the operation; see the bridge's log",
+        );
+    }
     tracing::error!(%error, "state store unavailable");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
