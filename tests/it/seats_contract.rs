@@ -1117,14 +1117,20 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_indexes_drop_sessions_whose_records_are_gone() {
+/// A Redis fixture with sessions 1 and 2 created, and a connection of the test's own.
+async fn two_sessions_in_redis() -> (Fixture, ::redis::aio::MultiplexedConnection) {
     let fx = Fixture::redis().await;
-    let url = fx.redis.as_ref().unwrap().url();
     fx.create(1, 4, &[]).await;
     fx.create(2, 4, &[]).await;
-    let client = ::redis::Client::open(url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url().as_str()).unwrap();
+    let connection = client.get_multiplexed_async_connection().await.unwrap();
+    (fx, connection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_indexes_drop_sessions_whose_records_are_gone() {
+    let (fx, mut connection) = two_sessions_in_redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
     let _: () = ::redis::cmd("DEL")
         .arg(format!("it-seats:seats:{{{}}}", sid(1)))
         .query_async(&mut connection)
@@ -1150,12 +1156,7 @@ async fn redis_indexes_drop_sessions_whose_records_are_gone() {
 /// answer with the rest, and kept in the indexes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_seat_record_that_cannot_be_read_is_skipped_not_fatal() {
-    let fx = Fixture::redis().await;
-    let url = fx.redis.as_ref().unwrap().url();
-    fx.create(1, 4, &[]).await;
-    fx.create(2, 4, &[]).await;
-    let client = ::redis::Client::open(url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (fx, mut connection) = two_sessions_in_redis().await;
     let key = format!("it-seats:seats:{{{}}}", sid(1));
     let _: () = ::redis::cmd("HSET")
         .arg(&key)

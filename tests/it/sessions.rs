@@ -546,16 +546,17 @@ async fn sessions_a_duplicate_recreates_a_missing_seat_record() {
     assert_eq!(stack.emulator_sessions().await.len(), 1);
 }
 
-#[tokio::test]
-async fn sessions_reservations_expire_after_the_configured_ttl() {
+/// A bridge whose backfills hold seats 1 s and matches `match_ttl`; a match of two players in three
+/// seats placed, and its last seat reserved by a backfill. The session id.
+async fn three_seats_all_reserved(match_ttl: &str, match_id: &str) -> (Stack, String) {
     let stack = Stack::start_with(&[
         ("BRIDGE_SEATS__RESERVATION_TTL", "1s"),
-        ("BRIDGE_SEATS__MATCH_RESERVATION_TTL", "1s"),
+        ("BRIDGE_SEATS__MATCH_RESERVATION_TTL", match_ttl),
     ])
     .await;
-    place(&stack, &match_of("m-ttl", &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 3})))
+    place(&stack, &match_of(match_id, &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 3})))
         .await;
-    let sid = session_id("m-ttl");
+    let sid = session_id(match_id);
     let (_, view) = session(&stack, &sid).await;
     assert_eq!(view["open_seats"], 1, "{view}");
     let (status, answer) = backfill(
@@ -564,6 +565,12 @@ async fn sessions_reservations_expire_after_the_configured_ttl() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
+    (stack, sid)
+}
+
+#[tokio::test]
+async fn sessions_reservations_expire_after_the_configured_ttl() {
+    let (stack, sid) = three_seats_all_reserved("1s", "m-ttl").await;
     let (status, _) = join(&stack, &sid, &["x"]).await;
     assert_eq!(status, 409, "every seat is reserved");
 
@@ -579,20 +586,7 @@ async fn sessions_reservations_expire_after_the_configured_ttl() {
 /// a backfill's reservation: a backfill in between cannot take them.
 #[tokio::test]
 async fn sessions_a_matchs_own_players_keep_their_seats_longer_than_a_backfill() {
-    let stack = Stack::start_with(&[
-        ("BRIDGE_SEATS__RESERVATION_TTL", "1s"),
-        ("BRIDGE_SEATS__MATCH_RESERVATION_TTL", "30s"),
-    ])
-    .await;
-    place(&stack, &match_of("m-slow", &["p0", "p1"], json!({"eu-west-1": 10}), json!({"max_players": 3})))
-        .await;
-    let sid = session_id("m-slow");
-    let (status, answer) = backfill(
-        &stack,
-        &json!({"image": "demo-game", "players": [{"id": "b0", "latencies": {"eu-west-1": 10}}]}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    let (stack, sid) = three_seats_all_reserved("30s", "m-slow").await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     let (_, view) = session(&stack, &sid).await;
     assert_eq!(reserved_players(&view), set(&["p0", "p1"]), "{view}");
