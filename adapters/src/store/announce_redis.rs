@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use redis::Script;
 use time::OffsetDateTime;
 
-use super::redis::{IndexAdded, RedisStore, Skipped, bounded_store, err, queue_index_add};
+use super::redis::{IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add};
 use super::{duration_millis, to_millis};
 use bridge::ports::{AnnouncementStore, Owed, StoreError};
 
-// ARGV 1 now (ms), 2 limit, 3 held until (ms). The due ids, earliest first.
+// ARGV 1 now (ms), 2 limit, 3 held until (ms). The due members, earliest first.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -51,6 +51,16 @@ impl RedisStore {
             Some(expire_ms) => (3, Some(OweExpiry { key, sent_at, expire_ms })),
             None => (1, None),
         }
+    }
+
+    /// One command on the outbox, bounded like every store operation.
+    async fn outbox_command<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        bounded(operation, command.query_async(&mut connection)).await
     }
 
     /// Remembers an expiry that [`RedisStore::queue_owe`] sent and Redis accepted.
@@ -113,12 +123,8 @@ impl AnnouncementStore for RedisStore {
     }
 
     async fn announced(&self, owed: &Owed) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let command = redis::cmd("ZREM").arg(self.keys().announcements()).arg(member(owed)).to_owned();
-        bounded_store("announced", async move {
-            command.exec_async(&mut connection).await.map_err(err("announced"))
-        })
-        .await
+        let remove = redis::cmd("ZREM").arg(self.keys().announcements()).arg(member(owed)).to_owned();
+        self.outbox_command("announced", &remove).await
     }
 
     async fn claim_announcements(
@@ -144,12 +150,8 @@ impl AnnouncementStore for RedisStore {
                 None => {
                     // Not written by the bridge: it would come round every hold.
                     tracing::warn!(%member, "dropping an unreadable announcement outbox entry");
-                    let mut connection = self.connection.clone();
-                    let command = redis::cmd("ZREM").arg(self.keys().announcements()).arg(&member).to_owned();
-                    bounded_store("claim_announcements", async move {
-                        command.exec_async(&mut connection).await.map_err(err("claim_announcements"))
-                    })
-                    .await?;
+                    let remove = redis::cmd("ZREM").arg(self.keys().announcements()).arg(&member).to_owned();
+                    self.outbox_command::<()>("claim_announcements", &remove).await?;
                 }
             }
         }
@@ -157,25 +159,13 @@ impl AnnouncementStore for RedisStore {
     }
 
     async fn defer_announcement(&self, owed: &Owed, due: OffsetDateTime) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let command = redis::cmd("ZADD")
-            .arg(self.keys().announcements())
-            .arg("XX")
-            .arg(to_millis(due))
-            .arg(member(owed))
-            .to_owned();
-        bounded_store("defer_announcement", async move {
-            command.exec_async(&mut connection).await.map_err(err("defer_announcement"))
-        })
-        .await
+        let key = self.keys().announcements();
+        let defer = redis::cmd("ZADD").arg(key).arg("XX").arg(to_millis(due)).arg(member(owed)).to_owned();
+        self.outbox_command("defer_announcement", &defer).await
     }
 
     async fn owed_announcements(&self) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
-        let command = redis::cmd("ZCARD").arg(self.keys().announcements()).to_owned();
-        bounded_store("owed_announcements", async move {
-            command.query_async(&mut connection).await.map_err(err("owed_announcements"))
-        })
-        .await
+        let count = redis::cmd("ZCARD").arg(self.keys().announcements()).to_owned();
+        self.outbox_command("owed_announcements", &count).await
     }
 }

@@ -6,7 +6,7 @@
 //! | --- | --- | --- | --- |
 //! | `<prefix>:match:{<match_id>}` | STRING | one placement record ([`redis_record`] has the format) | `keep_for` after its claim, takeover or completion |
 //! | `<prefix>:{matches}:pending` | ZSET | match id → `lease_until_ms` of pending records | as late as its longest-lived record |
-//! | `<prefix>:{matches}:announce` | ZSET | match id → when its outcome is due to be announced ([`AnnouncementStore`], `announce_redis.rs`) | as late as its longest-lived record |
+//! | `<prefix>:{matches}:announce` | ZSET | `<outcome>\|<match id>` → when that outcome is due to be announced ([`AnnouncementStore`], `announce_redis.rs`) | as late as its longest-lived record |
 //! | `<prefix>:latency:{<player_id>}` | STRING | the player's latencies as JSON (`{"eu-west-1": 32}`) | `keep_for` |
 //! | `<prefix>:cooldown:{<location>}` | STRING | `1` | after the cool-down |
 //! | `<prefix>:delivery:{<key>}` | STRING | `1`: a door acted on this delivery (SNS `MessageId`) | `keep_for` |

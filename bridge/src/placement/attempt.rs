@@ -217,16 +217,7 @@ where
         deadline_at: OffsetDateTime,
         call: impl Future<Output = Result<T, SessionApiError>>,
     ) -> Result<T, SessionApiError> {
-        let left = time_left(deadline_at, self.clock.now());
-        if left.is_zero() {
-            return Err(out_of_time());
-        }
-        // The call is polled first: an answer that is ready at once (a cached listing) never
-        // starts the timer.
-        match select(pin!(call), pin!(self.clock.sleep(left))).await {
-            Either::Left((answer, _)) => answer,
-            Either::Right(((), _)) => Err(out_of_time()),
-        }
+        before(&self.clock, deadline_at, call).await.unwrap_or_else(|| Err(out_of_time()))
     }
 
     /// `GET /session/{id}` of the match's session, by the deadline. Boxed: off the usual path, it
@@ -313,8 +304,25 @@ where
 }
 
 /// What is left of the time until `deadline_at`; zero once it has passed.
-pub(super) fn time_left(deadline_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
+fn time_left(deadline_at: OffsetDateTime, now: OffsetDateTime) -> Duration {
     (deadline_at - now).try_into().unwrap_or_default()
+}
+
+/// `call`'s answer, or `None` once `deadline_at` (on `clock`) has passed. The call is polled
+/// first: an answer that is ready at once (a cached listing) never starts the timer.
+pub(super) async fn before<C: Clock, T>(
+    clock: &C,
+    deadline_at: OffsetDateTime,
+    call: impl Future<Output = T>,
+) -> Option<T> {
+    let left = time_left(deadline_at, clock.now());
+    if left.is_zero() {
+        return None;
+    }
+    match select(pin!(call), pin!(clock.sleep(left))).await {
+        Either::Left((answer, _)) => Some(answer),
+        Either::Right(((), _)) => None,
+    }
 }
 
 fn out_of_time() -> SessionApiError {

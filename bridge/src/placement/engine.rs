@@ -1,12 +1,10 @@
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{Either, select};
 use time::OffsetDateTime;
 
 use super::EngineSettings;
-use super::attempt::time_left;
+use super::attempt::before;
 use crate::ports::{
     Claim, ClaimOutcome, Clock, Completion, DeliveryError, Lease, Outcome, OutcomeSink, Owed,
     PlacementRecord, PlacementState, SessionApi, StateStore, StoreError,
@@ -285,19 +283,17 @@ where
             .build();
         loop {
             // Bounded too, so that the announcement ends within its window (see `announce_window`).
-            let left = time_left(give_up, self.clock.now());
             let delivered =
-                match select(pin!(sink.deliver(source, outcome)), pin!(self.clock.sleep(left))).await {
-                    Either::Left((delivered, _)) => delivered,
-                    Either::Right(((), _)) => Err(DeliveryError {
+                before(&self.clock, give_up, sink.deliver(source, outcome)).await.unwrap_or_else(|| {
+                    Err(DeliveryError {
                         sink: sink.name().to_owned(),
                         message: format!(
                             "no answer within the placement deadline ({:?})",
                             self.settings.deadline
                         ),
                         permanent: false,
-                    }),
-                };
+                    })
+                });
             match delivered {
                 Ok(()) => return Ok(()),
                 Err(error) if error.permanent => return Err(error),
