@@ -14,7 +14,10 @@ use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers
 use adapters::nats::NatsDoor;
 use adapters::reconciler::{ListedSession, Reconciler, ReconcilerConfig, ReconcilerMetrics, SessionLister};
 use adapters::runtime::{PlacementMetrics, PlayerSyncMetrics, TokioClock, run_player_sync, run_recovery};
-use adapters::session_events::{EndAnnouncingSeats, SessionEndedWebhook, SessionWebhookMetrics};
+use adapters::session_events::{
+    EndAnnouncementMetrics, EndAnnouncer, EndAnnouncerSettings, EndAnnouncingSeats, SessionEndedWebhook,
+    SessionWebhookMetrics,
+};
 use adapters::sns::{ImageChoice, ResultsWebhook, SnsConfig, SnsDoor, SnsMetrics, WebhookSecret};
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use anyhow::Context;
@@ -215,9 +218,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         session_events.push(door.sink());
     }
     // Every session's end is also POSTed, signed, to seats.ended_webhook.url when it is set.
-    let ended_webhook = session_ended_webhook(&settings, &mut registry)?;
-    if let Some(webhook) = &ended_webhook {
-        session_events.push(webhook.clone());
+    if let Some(webhook) = session_ended_webhook(&settings, &mut registry)? {
+        session_events.push(webhook);
     }
     // Nakama placements are also pushed to Nakama's RPC when nakama.rpc_url is set.
     let nakama_metrics = NakamaMetrics::register(&mut registry);
@@ -255,6 +257,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         PlayerSyncMetrics::register(&mut registry),
         stop_background.clone(),
     ));
+    // Session ends are owed in the state store and announced from there (nothing without sinks).
+    let end_announcer = (!session_events.is_empty()).then(|| {
+        Arc::new(EndAnnouncer::new(
+            store.clone(),
+            session_events,
+            end_announcer_settings(&settings),
+            EndAnnouncementMetrics::register(&mut registry),
+        ))
+    });
+    let end_outbox =
+        end_announcer.clone().map(|announcer| tokio::spawn(announcer.run(stop_background.clone())));
     let recovery = tokio::spawn(run_recovery(
         engine.clone(),
         settings.placement.recovery_interval,
@@ -262,8 +275,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         stop_background.clone(),
     ));
     // Ending a session through the API announces it like the reconciler does (one event per end).
-    let seats: Arc<dyn bridge::placement::SeatService> =
-        Arc::new(EndAnnouncingSeats::new(engine.clone(), session_events.clone()));
+    let seats: Arc<dyn bridge::placement::SeatService> = match &end_announcer {
+        Some(announcer) => Arc::new(EndAnnouncingSeats::new(engine.clone(), announcer.clone())),
+        None => engine.clone(),
+    };
     // The reconciler reads every seat record in bulk: on a Redis connection of its own, its
     // pipelines of hundreds of reads never queue in front of a placement's commands.
     let reconciler_store = match &store {
@@ -286,7 +301,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let reconciler = Reconciler::new(
             reconciler_store,
             bridge_sessions(gameye.clone(), settings.redis.prefix.clone()),
-            session_events,
+            end_announcer.clone(),
             config,
             ReconcilerMetrics::register(&mut registry),
         );
@@ -388,8 +403,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(reconciler) = reconciler {
         let _ = reconciler.await;
     }
-    if let Some(webhook) = ended_webhook {
-        webhook.close(settings.http.shutdown_grace).await;
+    if let Some(end_outbox) = end_outbox {
+        let _ = end_outbox.await;
+    }
+    if let Some(announcer) = end_announcer {
+        announcer.close(settings.http.shutdown_grace).await;
     }
     tracing::info!("gameye-bridge stopped");
     if let Some(emulator) = emulator {
@@ -420,6 +438,8 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
             reservation_ttl: settings.seats.reservation_ttl,
             match_reservation_ttl: settings.seats.match_reservation_ttl,
             backfill_cache: settings.seats.backfill_cache,
+            end_announcement_window: announces_session_ends(settings)
+                .then(|| end_announcer_settings(settings).window()),
             gameye_sync: PlayerSyncSettings {
                 lease: settings.seats.gameye_sync.lease,
                 retry_min: settings.seats.gameye_sync.retry_min,
@@ -481,13 +501,25 @@ fn session_ended_webhook(
         webhook.timeout,
         "seats.ended_webhook",
     )?;
-    let retry = adapters::webhook::RetryBound {
-        min_delay: Duration::from_millis(250),
-        max_delay: Duration::from_secs(30),
-        total: webhook.retry_for,
-    };
     tracing::info!("ended sessions are POSTed to seats.ended_webhook.url");
-    Ok(Some(Arc::new(SessionEndedWebhook::new(sender, retry, SessionWebhookMetrics::register(registry)))))
+    Ok(Some(Arc::new(SessionEndedWebhook::new(sender, SessionWebhookMetrics::register(registry)))))
+}
+
+/// Whether session ends are announced anywhere (NATS, the session-ended webhook).
+fn announces_session_ends(settings: &Settings) -> bool {
+    !settings.nats.url.is_empty() || !settings.seats.ended_webhook.url.is_empty()
+}
+
+/// How session ends are announced: an attempt lasts the webhook's timeout and a little more (NATS
+/// answers at once), and an end is given up after `seats.ended_webhook.retry_for`.
+fn end_announcer_settings(settings: &Settings) -> EndAnnouncerSettings {
+    let webhook = &settings.seats.ended_webhook;
+    let deadline = if webhook.url.is_empty() {
+        Duration::from_secs(5)
+    } else {
+        webhook.timeout + Duration::from_secs(1)
+    };
+    EndAnnouncerSettings { deadline, give_up_after: webhook.retry_for }
 }
 
 /// The reconciler's view of Gameye: every session (`all=true`: starting ones too) this deployment

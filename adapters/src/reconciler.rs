@@ -7,7 +7,8 @@
 //!
 //! - a recorded session absent from Gameye's listing in two consecutive scans (each time a listing
 //!   that succeeded), and then confirmed gone with `GET /session/{id}`, is ended (seats released)
-//!   and announced to every [`SessionEvents`] sink. A record written after the listing began does
+//!   and announced to every session-event sink (through the session-end outbox, see
+//!   [`crate::session_events`]). A record written after the listing began does
 //!   not count as absent from it (the session may have been started after Gameye listed);
 //! - a `created` session Gameye lists as running is marked `running`;
 //! - a listed session without a record (Redis lost it, or its write failed at placement) is adopted
@@ -32,8 +33,11 @@ use std::time::{Duration, Instant};
 
 use bridge::Port;
 use bridge::placement::{SeatSettings, SessionMetadata};
-use bridge::ports::{LeaseStore, PlayerSyncStore, RecordedSession, SeatStore, SessionEvents};
-use bridge::seats::{NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus};
+use bridge::ports::{EndAnnouncementStore, Ending, LeaseStore, PlayerSyncStore, RecordedSession, SeatStore};
+use bridge::seats::EndReason;
+
+use crate::session_events::EndAnnouncer;
+use bridge::seats::{NewSession, SeatError, SessionInfo, SessionStatus};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -265,7 +269,8 @@ pub struct ReconcilerConfig {
 pub struct Reconciler<S> {
     store: S,
     lister: SessionLister,
-    events: Vec<Arc<dyn SessionEvents>>,
+    /// Announces the ends it makes (`None`: no sinks).
+    announcer: Option<Arc<EndAnnouncer<S>>>,
     config: ReconcilerConfig,
     metrics: Arc<ReconcilerMetrics>,
     /// Recorded sessions missing from the last scans' listings, and how many in a row.
@@ -290,18 +295,18 @@ pub struct ScanReport {
     pub player_syncs_queued: Vec<Uuid>,
 }
 
-impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
+impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconciler<S> {
     pub fn new(
         store: S,
         lister: SessionLister,
-        events: Vec<Arc<dyn SessionEvents>>,
+        announcer: Option<Arc<EndAnnouncer<S>>>,
         config: ReconcilerConfig,
         metrics: Arc<ReconcilerMetrics>,
     ) -> Self {
         Self {
             store,
             lister,
-            events,
+            announcer,
             config,
             metrics,
             absent: HashMap::new(),
@@ -549,22 +554,18 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
                 return;
             }
         }
-        // The whole record, for the announcement (who was in it when it ended).
-        let before = match self.store.get_session(id, now).await {
-            Ok(before) => before,
-            Err(error) => {
-                tracing::warn!(session_id = %id, %error, "cannot read the session; next scan tries again");
-                return;
-            }
+        let ending = match &self.announcer {
+            Some(announcer) => announcer.ending(EndReason::Gone, now),
+            None => Ending { reason: EndReason::Gone, owed_due: None },
         };
-        match self.store.end_session(id, now).await {
+        match self.store.end_session(id, ending, now).await {
             Ok(Ok(_)) => {
                 self.absent.remove(&id);
                 self.metrics.ended.inc();
                 report.ended.push(id);
                 tracing::info!(session_id = %id, "session gone at Gameye: ended, seats released");
-                if let Some(before) = &before {
-                    self.announce(before).await;
+                if let Some(announcer) = &self.announcer {
+                    announcer.announce_soon(id);
                 }
             }
             Ok(Err(SeatError::Ended | SeatError::NotFound)) => {
@@ -663,16 +664,6 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore> Reconciler<S> {
             now,
         }
     }
-
-    /// Tells every sink, reason `gone` (see [`crate::session_events`]).
-    async fn announce(&self, session: &SessionSeats) {
-        crate::session_events::announce_session_ended(
-            &self.events,
-            session,
-            crate::session_events::REASON_GONE,
-        )
-        .await;
-    }
 }
 
 #[cfg(test)]
@@ -713,7 +704,7 @@ mod tests {
             keep_for: Duration::from_secs(600),
             pace: Pace::UNPACED,
         };
-        Reconciler::new(store, lister, Vec::new(), config, Arc::new(ReconcilerMetrics::default()))
+        Reconciler::new(store, lister, None, config, Arc::new(ReconcilerMetrics::default()))
     }
 
     /// A scan that begins in a later millisecond than anything before it, as real scans (an

@@ -1,9 +1,18 @@
-//! The end of a session, announced once however it ended: the reconciler finding it gone at Gameye
-//! (reason `gone`) or `DELETE /v1/sessions/{id}` stopping it (reason `stopped`, through
-//! [`EndAnnouncingSeats`]). Every [`SessionEvents`] sink hears it: NATS
-//! (`<prefix>.session.ended.<id>`, in the nats adapter) and the signed [`SessionEndedWebhook`].
+//! The end of a session, announced however it ended: the reconciler finding it gone at Gameye
+//! (reason `gone`) or `DELETE /v1/sessions/{id}` stopping it (reason `stopped`). Every
+//! [`SessionEvents`] sink hears it: NATS (`<prefix>.session.ended.<id>`, in the nats adapter) and
+//! the signed [`SessionEndedWebhook`].
+//!
+//! Through an outbox in the state store ([`EndAnnouncementStore`]), like placements' outcomes: the
+//! end is owed in the store before it is made, the ender asks the [`EndAnnouncer`] to announce it at
+//! once (in the background, so neither a scan nor a `DELETE` waits for a receiver), and every
+//! instance's [`EndAnnouncer::run`] announces what is still owed a window later: an attempt that
+//! failed, an answer that was lost, an instance that stopped in between. What is announced is read
+//! from the ended record, so every attempt says the same. At least once: a sink may hear an end
+//! again after another sink failed (receivers deduplicate by session id; the webhook's id is one
+//! per session).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,53 +20,256 @@ use bridge::placement::{
     BackfillAnswer, BackfillRequest, BoxFuture, EndedSession, JoinAnswer, LeaveAnswer, SeatService,
     SeatServiceError, SessionFilter, SessionMetadata,
 };
-use bridge::ports::{DeliveryError, SessionEvents};
-use bridge::seats::{SeatResult, SessionSeats};
+use bridge::ports::{DeliveryError, EndAnnouncementStore, Ending, SessionEvents};
+use bridge::seats::{EndReason, SeatResult, SessionEnd, SessionSeats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::webhook::{RetryBound, WebhookSender, message_id};
-
-/// Why a session ended: Gameye no longer lists it (TTL expiry, the process exited, stopped elsewhere).
-pub const REASON_GONE: &str = "gone";
-/// Why a session ended: stopped through the bridge (`DELETE /v1/sessions/{id}`).
-pub const REASON_STOPPED: &str = "stopped";
+use crate::webhook::{WebhookSender, message_id};
 
 /// The `type` of the session-ended webhook.
 pub const SESSION_ENDED_TYPE: &str = "session.ended";
 
-/// Deliveries of the session-ended webhook in flight at once; more wait their turn.
-const CONCURRENT_DELIVERIES: usize = 16;
-/// Deliveries waiting or in flight at most. A receiver that is down while thousands of sessions
-/// end (a mass TTL expiry) would otherwise hold every body in memory for hours; beyond this, new
-/// events are dropped, logged and counted (`dropped`).
-const QUEUED_DELIVERIES: usize = 10_000;
+/// Ends announced at once in the background at a time; beyond that (a mass TTL expiry) the outbox
+/// announces them a window later.
+const INLINE_ANNOUNCEMENTS: usize = 64;
+/// Owed ends one outbox round claims and announces (concurrently).
+const OWED_PER_ROUND: usize = 100;
+/// How often each instance looks for owed ends.
+const OUTBOX_POLL: Duration = Duration::from_secs(1);
 
-/// Tells every sink that `session` ended, a few quick tries each. The end is recorded already, so a
-/// sink that stays down misses this one announcement (logged); sinks that retry for longer (the
-/// webhook) do so in their own background.
-pub async fn announce_session_ended(sinks: &[Arc<dyn SessionEvents>], session: &SessionSeats, reason: &str) {
-    for sink in sinks {
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1..=3 {
-            match sink.session_ended(session, reason).await {
-                Ok(()) => break,
-                Err(error) if attempt == 3 || error.permanent => {
-                    tracing::warn!(sink = sink.name(), session_id = %session.session_id, %error, "session end not announced");
-                    break;
-                }
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+// ---------------------------------------------------------------------------------------------
+// The announcer and its outbox
+
+/// How an [`EndAnnouncer`] times its attempts.
+#[derive(Debug, Clone, Copy)]
+pub struct EndAnnouncerSettings {
+    /// One attempt at every sink is cut after this long.
+    pub deadline: Duration,
+    /// An end still not announced this long after it happened is given up (logged).
+    pub give_up_after: Duration,
+}
+
+impl EndAnnouncerSettings {
+    /// How long an end is left to its first attempt (and a claimed one to its retrier) before the
+    /// outbox takes it (again).
+    pub fn window(&self) -> Duration {
+        self.deadline + Duration::from_secs(5)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnnouncementLabels {
+    /// delivered, retry, given_up, dropped
+    result: &'static str,
+}
+
+/// Session-end announcements by result, and how many are owed.
+#[derive(Clone, Default)]
+pub struct EndAnnouncementMetrics {
+    results: Family<AnnouncementLabels, Counter>,
+    owed: Gauge,
+}
+
+impl EndAnnouncementMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "session_end_announcements",
+            "Announcements of a session's end to every sink, by result (delivered; retry: a sink \
+             failed, due again later; given_up: refused, or out of time; dropped: the end never \
+             happened or its record is gone)",
+            metrics.results.clone(),
+        );
+        registry.register(
+            "session_ends_owed",
+            "Session ends not yet announced to every sink (due or not), as of the last outbox round",
+            metrics.owed.clone(),
+        );
+        metrics
+    }
+
+    fn count(&self, result: &'static str) {
+        self.results.get_or_create(&AnnouncementLabels { result }).inc();
+    }
+}
+
+/// What one attempt at announcing an owed end came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndAnnounced {
+    Delivered,
+    /// A sink failed: due again later.
+    Retry,
+    GivenUp,
+    /// Nothing to announce: the record is gone or not ended.
+    Dropped,
+}
+
+/// Announces session ends to every sink, from the ended records, and keeps the outbox.
+pub struct EndAnnouncer<S> {
+    store: S,
+    sinks: Vec<Arc<dyn SessionEvents>>,
+    settings: EndAnnouncerSettings,
+    inline_slots: Arc<Semaphore>,
+    inline: TaskTracker,
+    metrics: EndAnnouncementMetrics,
+}
+
+impl<S: EndAnnouncementStore> EndAnnouncer<S> {
+    pub fn new(
+        store: S,
+        sinks: Vec<Arc<dyn SessionEvents>>,
+        settings: EndAnnouncerSettings,
+        metrics: EndAnnouncementMetrics,
+    ) -> Self {
+        Self {
+            store,
+            sinks,
+            settings,
+            inline_slots: Arc::new(Semaphore::new(INLINE_ANNOUNCEMENTS)),
+            inline: TaskTracker::new(),
+            metrics,
+        }
+    }
+
+    /// How an ender ends a session whose end this announcer announces: owed, due a window from `now`.
+    pub fn ending(&self, reason: EndReason, now: OffsetDateTime) -> Ending {
+        Ending { reason, owed_due: Some(now + self.settings.window()) }
+    }
+
+    /// Announces the end of `session_id` (just ended, owed) in the background; when too many are
+    /// under way already, the outbox announces it a window later.
+    pub fn announce_soon(self: &Arc<Self>, session_id: Uuid) {
+        let Ok(slot) = self.inline_slots.clone().try_acquire_owned() else {
+            tracing::debug!(%session_id, "many ends being announced: this one is left to the outbox");
+            return;
+        };
+        let announcer = self.clone();
+        self.inline.spawn(async move {
+            let _slot = slot;
+            announcer.announce(session_id, OffsetDateTime::now_utc()).await;
+        });
+    }
+
+    /// Announces one owed end to every sink at once, each cut at the deadline, and settles its
+    /// entry: removed when every sink took it or it is given up, else due again after a quarter
+    /// of the end's age (1 s to 5 min).
+    pub async fn announce(&self, session_id: Uuid, now: OffsetDateTime) -> EndAnnounced {
+        let result = self.attempt(session_id, now).await;
+        self.metrics.count(match result {
+            Ok(EndAnnounced::Delivered) => "delivered",
+            Ok(EndAnnounced::Retry) | Err(_) => "retry",
+            Ok(EndAnnounced::GivenUp) => "given_up",
+            Ok(EndAnnounced::Dropped) => "dropped",
+        });
+        result.unwrap_or_else(|error| {
+            tracing::warn!(%session_id, %error, "session end not announced (state store); the outbox tries again");
+            EndAnnounced::Retry
+        })
+    }
+
+    async fn attempt(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<EndAnnounced, bridge::ports::StoreError> {
+        let Some((session, end)) = self.store.session_end(session_id, now).await? else {
+            tracing::debug!(%session_id, "owed end dropped: the session's record is gone or not ended");
+            self.store.end_announced(session_id).await?;
+            return Ok(EndAnnounced::Dropped);
+        };
+        let attempts = self.sinks.iter().map(|sink| {
+            let (session, end) = (&session, &end);
+            async move {
+                match tokio::time::timeout(self.settings.deadline, sink.session_ended(session, end)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(DeliveryError {
+                        sink: sink.name().to_owned(),
+                        message: format!("no answer within {:?}", self.settings.deadline),
+                        permanent: false,
+                    }),
                 }
             }
+        });
+        let failures: Vec<DeliveryError> =
+            futures::future::join_all(attempts).await.into_iter().filter_map(Result::err).collect();
+        if failures.is_empty() {
+            self.store.end_announced(session_id).await?;
+            return Ok(EndAnnounced::Delivered);
+        }
+        let age = (now - end.ended_at).try_into().unwrap_or(Duration::ZERO);
+        let refused = failures.iter().all(|f| f.permanent);
+        if refused || age >= self.settings.give_up_after {
+            let why = if refused { "refused" } else { "still failing" };
+            for failure in &failures {
+                tracing::error!(%session_id, sink = %failure.sink, error = %failure.message, "session end announcement given up: {why}");
+            }
+            self.store.end_announced(session_id).await?;
+            return Ok(EndAnnounced::GivenUp);
+        }
+        for failure in &failures {
+            tracing::warn!(%session_id, sink = %failure.sink, error = %failure.message, "session end not announced; the outbox tries again");
+        }
+        let retry_in = (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
+        self.store.defer_end_announcement(session_id, now + retry_in).await?;
+        Ok(EndAnnounced::Retry)
+    }
+
+    /// One outbox round: claims up to `limit` due ends and announces them concurrently. Answers
+    /// how many were claimed.
+    pub async fn announce_owed(&self, limit: usize) -> Result<usize, bridge::ports::StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let due = self.store.claim_end_announcements(now, limit, self.settings.window()).await?;
+        futures::future::join_all(due.iter().map(|id| self.announce(*id, now))).await;
+        Ok(due.len())
+    }
+
+    /// The outbox loop, every second until `stop` (a full round: at once).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut backlog = false;
+        loop {
+            if !backlog {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(OUTBOX_POLL) => {}
+                }
+            }
+            // Cancelled at a stop: the ends in hand stay held for a window, then any instance
+            // takes them again.
+            let round = tokio::select! {
+                _ = stop.cancelled() => return,
+                round = self.announce_owed(OWED_PER_ROUND) => round,
+            };
+            backlog = match round {
+                Ok(claimed) => claimed == OWED_PER_ROUND,
+                Err(error) => {
+                    tracing::warn!(%error, "session-end outbox round failed; will try again");
+                    false
+                }
+            };
+            if let Ok(owed) = self.store.owed_end_announcements().await {
+                self.metrics.owed.set(i64::try_from(owed).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Waits up to `grace` for the announcements under way; the rest stay owed for the outbox.
+    pub async fn close(&self, grace: Duration) {
+        self.inline.close();
+        if tokio::time::timeout(grace, self.inline.wait()).await.is_err() {
+            tracing::info!(
+                pending = self.inline.len(),
+                "session ends still being announced at exit stay owed"
+            );
         }
     }
 }
@@ -107,19 +319,9 @@ pub fn session_ended_id(session_id: Uuid) -> String {
     message_id(&[SESSION_ENDED_TYPE, &session_id.to_string()])
 }
 
-/// The webhook body announcing that `session` ended at `ended_at`.
-pub fn session_ended_body(
-    session: &SessionSeats,
-    reason: &str,
-    ended_at: OffsetDateTime,
-) -> Result<Vec<u8>, serde_json::Error> {
+/// The webhook body announcing that `session` ended as `end` says.
+pub fn session_ended_body(session: &SessionSeats, end: &SessionEnd) -> Result<Vec<u8>, serde_json::Error> {
     let metadata = SessionMetadata::of(session);
-    let reserved: BTreeSet<&str> = session
-        .reservations
-        .values()
-        .filter(|r| r.is_live(ended_at))
-        .flat_map(|r| r.players.iter().map(String::as_str))
-        .collect();
     let data = SessionEndedData {
         session_id: session.session_id,
         match_id: metadata.as_ref().map(|m| m.match_id.clone()),
@@ -127,13 +329,13 @@ pub fn session_ended_body(
         version: session.info.version.as_deref(),
         location: &session.info.location,
         labels: &session.info.labels,
-        players: session.joined.iter().map(String::as_str).collect(),
-        reserved_players: reserved.into_iter().collect(),
-        reason,
+        players: end.players.iter().map(String::as_str).collect(),
+        reserved_players: end.reserved_players.iter().map(String::as_str).collect(),
+        reason: end.reason.as_str(),
         placed_at: metadata.map(|m| m.placed_at),
-        ended_at,
+        ended_at: end.ended_at,
     };
-    serde_json::to_vec(&SessionEndedPayload { kind: SESSION_ENDED_TYPE, timestamp: ended_at, data })
+    serde_json::to_vec(&SessionEndedPayload { kind: SESSION_ENDED_TYPE, timestamp: end.ended_at, data })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,8 +355,8 @@ impl SessionWebhookMetrics {
         let metrics = Self::default();
         registry.register(
             "session_ended_webhooks",
-            "Session-ended webhook deliveries by result (delivered; retry: a transient failure, tried \
-             again; failed: given up, refused or out of retries; dropped: too many waiting)",
+            "Session-ended webhook attempts by result (delivered; retry: a transient failure, the \
+             outbox tries again; failed: refused)",
             metrics.results.clone(),
         );
         metrics
@@ -165,69 +367,18 @@ impl SessionWebhookMetrics {
     }
 }
 
-/// POSTs a signed `session.ended` event per ended session to one URL. Delivery runs in the
-/// background (a receiver that is down must not hold up the reconciler's scan or a `DELETE`):
-/// transient failures are retried within the [`RetryBound`], refusals are not; giving up is logged
-/// and counted. [`SessionEndedWebhook::close`] waits for deliveries in flight at shutdown.
+/// POSTs a signed `session.ended` event per ended session to one URL: one attempt per call, so
+/// retries are the outbox's (an end it holds survives a restart; a retry it makes carries the
+/// same webhook-id and body). 5xx, 408, 429, timeouts and connection errors are transient; other
+/// answers are refusals, not retried.
 pub struct SessionEndedWebhook {
-    sender: Arc<WebhookSender>,
-    retry: RetryBound,
-    tasks: TaskTracker,
-    slots: Arc<Semaphore>,
-    queue_limit: usize,
+    sender: WebhookSender,
     metrics: SessionWebhookMetrics,
 }
 
 impl SessionEndedWebhook {
-    pub fn new(sender: WebhookSender, retry: RetryBound, metrics: SessionWebhookMetrics) -> Self {
-        Self {
-            sender: Arc::new(sender),
-            retry,
-            tasks: TaskTracker::new(),
-            slots: Arc::new(Semaphore::new(CONCURRENT_DELIVERIES)),
-            queue_limit: QUEUED_DELIVERIES,
-            metrics,
-        }
-    }
-
-    /// Waits up to `grace` for deliveries in flight; what is left is logged and dropped.
-    pub async fn close(&self, grace: Duration) {
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!(
-                pending = self.tasks.len(),
-                "session-ended webhooks still being delivered at exit are dropped"
-            );
-        }
-    }
-
-    fn deliver_in_background(&self, session_id: Uuid, id: String, body: Vec<u8>) {
-        if self.tasks.len() >= self.queue_limit {
-            self.metrics.count("dropped");
-            tracing::error!(%session_id, webhook_id = %id, queued = self.tasks.len(), "session-ended webhook dropped: too many deliveries waiting");
-            return;
-        }
-        let sender = self.sender.clone();
-        let slots = self.slots.clone();
-        let metrics = self.metrics.clone();
-        let retry = self.retry;
-        self.tasks.spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else { return };
-            let result = sender
-                .post_with_retries(&id, &body, retry, |error, pause| {
-                    metrics.count("retry");
-                    tracing::debug!(%session_id, %error, ?pause, "session-ended webhook failed; retrying");
-                })
-                .await;
-            match result {
-                Ok(()) => metrics.count("delivered"),
-                Err(error) => {
-                    metrics.count("failed");
-                    let why = if error.is_permanent() { "refused" } else { "still failing after retries" };
-                    tracing::error!(%session_id, webhook_id = %id, %error, "session-ended webhook given up: {why}");
-                }
-            }
-        });
+    pub fn new(sender: WebhookSender, metrics: SessionWebhookMetrics) -> Self {
+        Self { sender, metrics }
     }
 }
 
@@ -236,22 +387,30 @@ impl SessionEvents for SessionEndedWebhook {
         "webhook"
     }
 
-    /// Queues the delivery and answers at once; see the type's documentation.
     fn session_ended<'a>(
         &'a self,
         session: &'a SessionSeats,
-        reason: &'a str,
+        end: &'a SessionEnd,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let body = session_ended_body(session, reason, OffsetDateTime::now_utc()).map_err(|e| {
-                DeliveryError {
-                    sink: "webhook".to_owned(),
-                    message: format!("cannot encode the session-ended event: {e}"),
-                    permanent: true,
+            let failed = |message: String, permanent: bool| DeliveryError {
+                sink: "webhook".to_owned(),
+                message,
+                permanent,
+            };
+            let body = session_ended_body(session, end)
+                .map_err(|e| failed(format!("cannot encode the session-ended event: {e}"), true))?;
+            match self.sender.post(&session_ended_id(session.session_id), &body).await {
+                Ok(()) => {
+                    self.metrics.count("delivered");
+                    Ok(())
                 }
-            })?;
-            self.deliver_in_background(session.session_id, session_ended_id(session.session_id), body);
-            Ok(())
+                Err(error) => {
+                    let permanent = error.is_permanent();
+                    self.metrics.count(if permanent { "failed" } else { "retry" });
+                    Err(failed(error.to_string(), permanent))
+                }
+            }
         })
     }
 }
@@ -259,22 +418,22 @@ impl SessionEvents for SessionEndedWebhook {
 // ---------------------------------------------------------------------------------------------
 // Ending through the API announces too
 
-/// A [`SeatService`] whose `end` (`DELETE /v1/sessions/{id}`) announces the end to every sink, like
-/// the reconciler does for sessions gone at Gameye. Only the call whose store end succeeded
-/// announces, so a session ended by both paths at once is announced once. Everything else is
-/// passed through unchanged.
-pub struct EndAnnouncingSeats {
+/// A [`SeatService`] whose `end` (`DELETE /v1/sessions/{id}`) has the end announced at once (the
+/// engine owes it, see [`bridge::placement::SeatSettings::end_announcement_window`]). Only the call
+/// whose store end succeeded announces, so a session ended by both paths at once is announced
+/// once. Everything else is passed through unchanged.
+pub struct EndAnnouncingSeats<S> {
     inner: Arc<dyn SeatService>,
-    sinks: Vec<Arc<dyn SessionEvents>>,
+    announcer: Arc<EndAnnouncer<S>>,
 }
 
-impl EndAnnouncingSeats {
-    pub fn new(inner: Arc<dyn SeatService>, sinks: Vec<Arc<dyn SessionEvents>>) -> Self {
-        Self { inner, sinks }
+impl<S> EndAnnouncingSeats<S> {
+    pub fn new(inner: Arc<dyn SeatService>, announcer: Arc<EndAnnouncer<S>>) -> Self {
+        Self { inner, announcer }
     }
 }
 
-impl SeatService for EndAnnouncingSeats {
+impl<S: EndAnnouncementStore> SeatService for EndAnnouncingSeats<S> {
     fn now(&self) -> OffsetDateTime {
         self.inner.now()
     }
@@ -310,13 +469,9 @@ impl SeatService for EndAnnouncingSeats {
 
     fn end(&self, session_id: Uuid) -> BoxFuture<'_, Result<SeatResult<EndedSession>, SeatServiceError>> {
         Box::pin(async move {
-            // What the event describes: the session as it was, with the seats the end released.
-            let before = self.inner.get_session(session_id).await?;
             let answer = self.inner.end(session_id).await?;
-            if let (Ok(ended), Some(mut session)) = (&answer, before) {
-                session.joined = ended.released_players.clone();
-                session.reservations.retain(|id, _| ended.released_reservations.contains(id));
-                announce_session_ended(&self.sinks, &session, REASON_STOPPED).await;
+            if answer.is_ok() {
+                self.announcer.announce_soon(session_id);
             }
             Ok(answer)
         })
@@ -332,54 +487,56 @@ impl SeatService for EndAnnouncingSeats {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use bridge::placement::SessionMetadata;
-    use bridge::seats::{Reservation, SessionInfo, SessionStatus};
+    use bridge::ports::SeatStore;
+    use bridge::seats::{NewSession, SessionInfo, SessionStatus};
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::store::MemoryStore;
 
-    fn session() -> SessionSeats {
-        let now = OffsetDateTime::now_utc();
-        let hour = time::Duration::hours(1);
+    fn metadata() -> bridge::seats::JsonText {
         let metadata = SessionMetadata {
             match_id: "m-1".into(),
             host: "192.0.2.1".into(),
             ports: vec![],
             placed_at: OffsetDateTime::UNIX_EPOCH,
         };
-        SessionSeats {
-            session_id: Uuid::from_u128(7),
-            capacity: 8,
-            status: SessionStatus::Running,
-            info: SessionInfo {
-                image: "demo-game".into(),
-                version: Some("1.0.0".into()),
-                location: "eu-west-1".into(),
-                labels: [("mode".to_owned(), "duel".to_owned())].into(),
-                metadata: bridge::seats::JsonText::of(&metadata).unwrap(),
-            },
-            joined: ["p1".to_owned(), "p2".to_owned()].into(),
-            reservations: [
-                (
-                    Uuid::from_u128(1),
-                    Reservation { players: ["p3".to_owned()].into(), expires_at: now + hour },
-                ),
-                (
-                    Uuid::from_u128(2),
-                    Reservation { players: ["p4".to_owned()].into(), expires_at: now - hour },
-                ),
-            ]
-            .into(),
-            last_order: Default::default(),
+        bridge::seats::JsonText::of(&metadata).unwrap()
+    }
+
+    fn info() -> SessionInfo {
+        SessionInfo {
+            image: "demo-game".into(),
+            version: Some("1.0.0".into()),
+            location: "eu-west-1".into(),
+            labels: [("mode".to_owned(), "duel".to_owned())].into(),
+            metadata: metadata(),
         }
     }
 
     #[test]
     fn the_body_describes_the_session_and_its_players() {
-        let ended_at = OffsetDateTime::now_utc();
-        let body: Value =
-            serde_json::from_slice(&session_ended_body(&session(), "gone", ended_at).unwrap()).unwrap();
+        let session = SessionSeats {
+            session_id: Uuid::from_u128(7),
+            capacity: 8,
+            status: SessionStatus::Ended,
+            info: info(),
+            joined: Default::default(),
+            reservations: Default::default(),
+            last_order: Default::default(),
+        };
+        let end = SessionEnd {
+            reason: EndReason::Gone,
+            ended_at: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1),
+            players: ["p1".to_owned(), "p2".to_owned()].into(),
+            reserved_players: ["p3".to_owned()].into(),
+        };
+        let body: Value = serde_json::from_slice(&session_ended_body(&session, &end).unwrap()).unwrap();
         assert_eq!(body["type"], "session.ended");
+        assert_eq!(body["timestamp"], "1970-01-01T01:00:00Z");
         assert_eq!(body["timestamp"], body["data"]["ended_at"]);
         let data = &body["data"];
         assert_eq!(data["session_id"], Uuid::from_u128(7).to_string());
@@ -387,7 +544,7 @@ mod tests {
         assert_eq!(data["version"], "1.0.0");
         assert_eq!(data["labels"], json!({"mode": "duel"}));
         assert_eq!(data["players"], json!(["p1", "p2"]));
-        assert_eq!(data["reserved_players"], json!(["p3"]), "an expired reservation holds nobody");
+        assert_eq!(data["reserved_players"], json!(["p3"]));
         assert_eq!(data["reason"], "gone");
         assert_eq!(data["placed_at"], "1970-01-01T00:00:00Z");
     }
@@ -398,42 +555,15 @@ mod tests {
         assert_ne!(session_ended_id(Uuid::from_u128(7)), session_ended_id(Uuid::from_u128(8)));
     }
 
-    /// A receiver that never answers holds every delivery: beyond the queue's limit new events
-    /// are dropped (and counted), not held.
-    #[tokio::test]
-    async fn deliveries_beyond_the_queue_limit_are_dropped_and_counted() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let silent = axum::Router::new().fallback(std::future::pending::<&'static str>);
-        tokio::spawn(async move { axum::serve(listener, silent).await.unwrap() });
-        let sender = WebhookSender::new(
-            &url,
-            crate::webhook::WebhookSecret::parse("s").unwrap(),
-            Duration::from_secs(30),
-            "test",
-        )
-        .unwrap();
-        let retry = RetryBound {
-            min_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(1),
-            total: Duration::from_secs(60),
-        };
-        let mut webhook = SessionEndedWebhook::new(sender, retry, SessionWebhookMetrics::default());
-        webhook.queue_limit = 3;
-        for n in 0..5 {
-            let session = SessionSeats { session_id: Uuid::from_u128(n), ..session() };
-            webhook.session_ended(&session, "gone").await.unwrap();
-        }
-        assert_eq!(webhook.tasks.len(), 3, "held at the limit");
-        let dropped = webhook.metrics.results.get_or_create(&WebhookResultLabels { result: "dropped" }).get();
-        assert_eq!(dropped, 2);
+    /// A sink failing `failures` times, then recording what it heard.
+    struct Flaky {
+        failures: Mutex<u32>,
+        permanent: bool,
+        heard: Mutex<Vec<(Uuid, SessionEnd)>>,
     }
 
-    /// A sink failing `failures` times (transiently), then recording.
-    struct Flaky {
-        failures: std::sync::Mutex<u32>,
-        permanent: bool,
-        heard: std::sync::Mutex<Vec<(Uuid, String)>>,
+    fn flaky(failures: u32, permanent: bool) -> Arc<Flaky> {
+        Arc::new(Flaky { failures: failures.into(), permanent, heard: Default::default() })
     }
 
     impl SessionEvents for Flaky {
@@ -444,7 +574,7 @@ mod tests {
         fn session_ended<'a>(
             &'a self,
             session: &'a SessionSeats,
-            reason: &'a str,
+            end: &'a SessionEnd,
         ) -> BoxFuture<'a, Result<(), DeliveryError>> {
             Box::pin(async move {
                 let mut failures = self.failures.lock().unwrap();
@@ -456,23 +586,120 @@ mod tests {
                         permanent: self.permanent,
                     });
                 }
-                self.heard.lock().unwrap().push((session.session_id, reason.to_owned()));
+                self.heard.lock().unwrap().push((session.session_id, end.clone()));
                 Ok(())
             })
         }
     }
 
-    #[tokio::test]
-    async fn announcing_retries_transient_failures_a_few_times_only() {
-        let flaky = |failures: u32, permanent: bool| {
-            Arc::new(Flaky { failures: failures.into(), permanent, heard: Default::default() })
+    const SETTINGS: EndAnnouncerSettings =
+        EndAnnouncerSettings { deadline: Duration::from_secs(1), give_up_after: Duration::from_secs(3600) };
+
+    fn announcer(store: &MemoryStore, sinks: &[Arc<Flaky>]) -> EndAnnouncer<MemoryStore> {
+        let sinks = sinks.iter().map(|sink| sink.clone() as Arc<dyn SessionEvents>).collect();
+        EndAnnouncer::new(store.clone(), sinks, SETTINGS, EndAnnouncementMetrics::default())
+    }
+
+    /// A session with `p1` joined and `p2` reserved, ended (owed) at `now`.
+    async fn ended(
+        store: &MemoryStore,
+        id: u128,
+        announcer: &EndAnnouncer<MemoryStore>,
+        now: OffsetDateTime,
+    ) {
+        let new = NewSession {
+            session_id: Uuid::from_u128(id),
+            capacity: 4,
+            status: SessionStatus::Running,
+            info: info(),
+            players: vec!["p1".into(), "p2".into()],
+            joined: Vec::new(),
+            reservation_ttl: Duration::from_secs(60),
+            now,
         };
-        let (recovers, stays_down, refuses) = (flaky(2, false), flaky(3, false), flaky(1, true));
-        let sinks: Vec<Arc<dyn SessionEvents>> = vec![recovers.clone(), stays_down.clone(), refuses.clone()];
-        announce_session_ended(&sinks, &session(), "gone").await;
-        assert_eq!(*recovers.heard.lock().unwrap(), vec![(Uuid::from_u128(7), "gone".to_owned())]);
-        assert!(stays_down.heard.lock().unwrap().is_empty());
-        assert_eq!(*stays_down.failures.lock().unwrap(), 0, "tried three times");
-        assert!(refuses.heard.lock().unwrap().is_empty());
+        store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap();
+        store.join_players(new.session_id, &["p1".to_owned()], now).await.unwrap().unwrap();
+        let ending = announcer.ending(EndReason::Stopped, now);
+        store.end_session(new.session_id, ending, now).await.unwrap().unwrap();
+    }
+
+    async fn owed_due(store: &MemoryStore, now: OffsetDateTime) -> Vec<Uuid> {
+        store.claim_end_announcements(now, 10, Duration::ZERO).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_end_every_sink_took_is_no_longer_owed_and_says_who_was_in() {
+        let store = MemoryStore::default();
+        let (first, second) = (flaky(0, false), flaky(0, false));
+        let announcer = announcer(&store, &[first.clone(), second.clone()]);
+        let now = OffsetDateTime::now_utc();
+        ended(&store, 1, &announcer, now).await;
+
+        assert_eq!(announcer.announce(Uuid::from_u128(1), now).await, EndAnnounced::Delivered);
+        for sink in [first, second] {
+            let heard = sink.heard.lock().unwrap().clone();
+            assert_eq!(heard.len(), 1);
+            let (id, end) = &heard[0];
+            assert_eq!(*id, Uuid::from_u128(1));
+            assert_eq!(end.reason, EndReason::Stopped);
+            assert_eq!(end.players, ["p1".to_owned()].into());
+            assert_eq!(end.reserved_players, ["p2".to_owned()].into());
+        }
+        assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_end_a_sink_failed_is_owed_again_later_and_then_delivered() {
+        let store = MemoryStore::default();
+        let (down_once, fine) = (flaky(1, false), flaky(0, false));
+        let announcer = announcer(&store, &[down_once.clone(), fine.clone()]);
+        let now = OffsetDateTime::now_utc();
+        ended(&store, 1, &announcer, now).await;
+
+        assert_eq!(announcer.announce(Uuid::from_u128(1), now).await, EndAnnounced::Retry);
+        assert!(owed_due(&store, now).await.is_empty(), "not due again at once");
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            store.claim_end_announcements(later, 10, SETTINGS.window()).await.unwrap(),
+            [Uuid::from_u128(1)]
+        );
+        assert_eq!(announcer.announce(Uuid::from_u128(1), later).await, EndAnnounced::Delivered);
+        assert_eq!(down_once.heard.lock().unwrap().len(), 1);
+        assert_eq!(fine.heard.lock().unwrap().len(), 2, "at least once: the other sink hears it again");
+        assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_end_refused_for_good_or_too_old_is_given_up() {
+        let store = MemoryStore::default();
+        let now = OffsetDateTime::now_utc();
+        let refusing = announcer(&store, &[flaky(1, true)]);
+        ended(&store, 1, &refusing, now).await;
+        assert_eq!(refusing.announce(Uuid::from_u128(1), now).await, EndAnnounced::GivenUp);
+        assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
+
+        let down = announcer(&store, &[flaky(9, false)]);
+        ended(&store, 2, &down, now).await;
+        let too_late = now + SETTINGS.give_up_after;
+        assert_eq!(down.announce(Uuid::from_u128(2), too_late).await, EndAnnounced::GivenUp);
+        assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_owed_end_that_never_happened_is_dropped() {
+        let store = MemoryStore::default();
+        let sink = flaky(0, false);
+        let announcer = announcer(&store, std::slice::from_ref(&sink));
+        let now = OffsetDateTime::now_utc();
+        // Owed, but the end was refused (no such session): nothing to announce.
+        let ending = announcer.ending(EndReason::Gone, now);
+        let refused = store.end_session(Uuid::from_u128(9), ending, now).await.unwrap();
+        assert_eq!(refused.unwrap_err(), bridge::seats::SeatError::NotFound);
+        let later = now + SETTINGS.window();
+        assert_eq!(announcer.announce_owed(10).await.unwrap(), 0, "not due before the window");
+        assert_eq!(owed_due(&store, later).await, [Uuid::from_u128(9)]);
+        assert_eq!(announcer.announce(Uuid::from_u128(9), later).await, EndAnnounced::Dropped);
+        assert!(sink.heard.lock().unwrap().is_empty());
+        assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
     }
 }

@@ -745,12 +745,62 @@ pub trait SeatStore: Send + Sync + 'static {
         >,
     > + Send;
 
-    /// Releases every seat; the session is no longer listed and refuses everything afterwards.
+    /// Releases every seat; the session is no longer listed and refuses everything afterwards. The
+    /// ended record keeps how it ended ([`crate::seats::SessionEnd`], at `now`) and, when
+    /// `ending.owed_due` says so, the end is owed to the session-event sinks
+    /// ([`EndAnnouncementStore`]); the entry is written before the end, so no end lacks it.
     fn end_session(
         &self,
         session_id: Uuid,
+        ending: Ending,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<crate::seats::SeatResult<SeatChange<crate::seats::Ended>>, StoreError>> + Send;
+}
+
+/// How [`SeatStore::end_session`] ends a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: crate::seats::EndReason,
+    /// `Some(due)`: the end is owed to the session-event sinks, due for the outbox at `due` (after
+    /// the caller's own attempt had its time); `None`: nobody is told.
+    pub owed_due: Option<OffsetDateTime>,
+}
+
+/// The session-end outbox: ended sessions some [`SessionEvents`] sink has not heard of yet, each
+/// due at a time (like [`AnnouncementStore`] for placements). An entry is written before its end
+/// and removed once every sink took the announcement; what is announced is read from the ended
+/// record ([`EndAnnouncementStore::session_end`]), so it lives as long as that record
+/// (`keep_for`). An entry whose record is gone or not ended (its end never happened) is dropped.
+pub trait EndAnnouncementStore: Send + Sync + 'static {
+    /// The ended session's record (its info; seats empty) and how it ended; `None` when the record
+    /// is gone, not ended, or was ended without the detail (by an older version).
+    fn session_end(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Option<(SessionSeats, crate::seats::SessionEnd)>, StoreError>> + Send;
+
+    /// Claims up to `limit` session ends due by `now` (earliest first): each is moved to
+    /// `now + hold`. Atomic: two concurrent calls never get one entry.
+    fn claim_end_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send;
+
+    /// The end was announced to every sink (or given up): nothing is owed for it any more.
+    fn end_announced(&self, session_id: Uuid) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves an owed end to `due` (an attempt failed); nothing happens if it is no longer owed.
+    fn defer_end_announcement(
+        &self,
+        session_id: Uuid,
+        due: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many session ends are owed (due or not).
+    fn owed_end_announcements(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -835,11 +885,13 @@ pub trait SessionEvents: Send + Sync + 'static {
     /// A short name for logs (`nats`).
     fn name(&self) -> &'static str;
 
-    /// Announces once that the session ended (`reason`: `gone`, why the bridge ended it).
+    /// Announces that the session ended: `session` is its ended record (who and what it was),
+    /// `end` how it ended. The same end may be announced again after a failure (the session-end
+    /// outbox), so receivers deduplicate by session id.
     fn session_ended<'a>(
         &'a self,
         session: &'a crate::seats::SessionSeats,
-        reason: &'a str,
+        end: &'a crate::seats::SessionEnd,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 }
 

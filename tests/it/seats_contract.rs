@@ -9,10 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
-use bridge::ports::{PlayerSyncClaim, PlayerSyncStore, RecordedSession, SeatChange, SeatStore};
+use bridge::ports::{
+    EndAnnouncementStore, Ending, PlayerSyncClaim, PlayerSyncStore, RecordedSession, SeatChange, SeatStore,
+};
 use bridge::seats::{
-    BackfillPlayer, BackfillQuery, NewSession, SeatError, SessionInfo, SessionSeats, SessionStatus,
-    choose_backfill,
+    BackfillPlayer, BackfillQuery, EndReason, NewSession, SeatError, SessionInfo, SessionSeats,
+    SessionStatus, choose_backfill,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -22,6 +24,8 @@ use crate::harness::RedisServer;
 const KEEP: Duration = Duration::from_secs(3600);
 const RESERVE: Duration = Duration::from_secs(60);
 const PREFIX: &str = "it-seats";
+/// An end nobody is told of.
+const GONE: Ending = Ending { reason: EndReason::Gone, owed_due: None };
 
 struct Fixture {
     store: StateStore,
@@ -187,6 +191,8 @@ contract_tests!(
     reserve_is_all_or_nothing,
     mark_running_and_listing_by_image,
     end_releases_everything_and_refuses_everything_after,
+    an_ended_record_keeps_how_it_ended,
+    an_owed_end_is_claimed_once_deferred_and_settled,
     unknown_sessions_are_not_found,
     reserve_best_takes_the_first_candidate_that_fits,
     awkward_player_ids_round_trip,
@@ -501,7 +507,7 @@ async fn reservations_expire_at_their_time(fx: Fixture) {
     let again = fx.store.expire_reservations(sid(1), fx.at(60_500)).await.unwrap().unwrap();
     assert!(again.outcome.is_empty(), "expired once");
     // Ended sessions refuse.
-    fx.store.end_session(sid(1), fx.at(61_000)).await.unwrap().unwrap();
+    fx.store.end_session(sid(1), GONE, fx.at(61_000)).await.unwrap().unwrap();
     assert_eq!(
         fx.store.expire_reservations(sid(1), fx.at(61_000)).await.unwrap().unwrap_err(),
         SeatError::Ended
@@ -578,7 +584,7 @@ async fn long_listings_hold_every_live_session_once(fx: Fixture) {
     });
     futures::future::join_all(creates).await;
     for n in (7..=SESSIONS).step_by(100) {
-        fx.store.end_session(sid(n), fx.t0).await.unwrap().unwrap();
+        fx.store.end_session(sid(n), GONE, fx.t0).await.unwrap().unwrap();
     }
     let all: Vec<Uuid> = (1..=SESSIONS).map(sid).collect();
     let marked = fx.store.mark_running_many(&all, fx.t0).await.unwrap();
@@ -625,7 +631,7 @@ async fn recorded_sessions_give_status_and_joined_counts(fx: Fixture) {
     fx.join(2, &["a", "b", "j:c"], 0).await.unwrap();
     fx.reserve(2, &["r"], 10_000, 0).await.unwrap();
     fx.create(3, 4, &[]).await;
-    fx.store.end_session(sid(3), fx.t0).await.unwrap().unwrap();
+    fx.store.end_session(sid(3), GONE, fx.t0).await.unwrap().unwrap();
     fx.create(4, 4, &[]).await;
     fx.join(4, &["x"], 0).await.unwrap();
     fx.leave(4, &["x"], 0).await.unwrap();
@@ -658,7 +664,7 @@ async fn mark_running_many_moves_only_created_sessions(fx: Fixture) {
         fx.store.create_session(&new, KEEP).await.unwrap().unwrap();
     }
     fx.create(3, 4, &["a"]).await; // running already
-    fx.store.end_session(sid(2), fx.t0).await.unwrap().unwrap();
+    fx.store.end_session(sid(2), GONE, fx.t0).await.unwrap().unwrap();
     let before_3 = fx.get(3, 0).await;
 
     let asked = [sid(1), sid(2), sid(3), sid(9), sid(4)];
@@ -690,7 +696,7 @@ async fn end_releases_everything_and_refuses_everything_after(fx: Fixture) {
         .find(|id| *id != reserved.reservation_id && *id != short.reservation_id)
         .unwrap();
 
-    let ended = fx.store.end_session(sid(1), fx.at(1_000)).await.unwrap().unwrap();
+    let ended = fx.store.end_session(sid(1), GONE, fx.at(1_000)).await.unwrap().unwrap();
     assert_eq!(ended.outcome.players, set(&["x", "y"]));
     assert_eq!(ended.outcome.reservations, BTreeSet::from([reserved.reservation_id, own]), "only live ones");
     assert_eq!(ended.session.status, SessionStatus::Ended);
@@ -716,7 +722,7 @@ async fn end_releases_everything_and_refuses_everything_after(fx: Fixture) {
     assert_eq!(fx.leave(1, &["x"], 2_000).await.unwrap_err(), SeatError::Ended);
     assert_eq!(fx.reserve(1, &["z"], 1_000, 2_000).await.unwrap_err(), SeatError::Ended);
     assert_eq!(fx.store.mark_running(sid(1), now).await.unwrap().unwrap_err(), SeatError::Ended);
-    assert_eq!(fx.store.end_session(sid(1), now).await.unwrap().unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.store.end_session(sid(1), GONE, now).await.unwrap().unwrap_err(), SeatError::Ended);
     let reborn = fx.store.create_session(&fx.new_session(1, 4, &[]), KEEP).await.unwrap();
     assert_eq!(reborn, Err(SeatError::Ended), "an ended session cannot be created again");
     let best = fx.store.reserve_best(&[sid(1)], &ids(&["z"]), RESERVE, now).await.unwrap();
@@ -735,7 +741,7 @@ async fn unknown_sessions_are_not_found(fx: Fixture) {
     assert_eq!(fx.reserve(9, &["x"], 1_000, 0).await.unwrap_err(), SeatError::NotFound);
     assert_eq!(fx.store.mark_running(sid(9), now).await.unwrap().unwrap_err(), SeatError::NotFound);
     assert_eq!(fx.store.expire_reservations(sid(9), now).await.unwrap().unwrap_err(), SeatError::NotFound);
-    assert_eq!(fx.store.end_session(sid(9), now).await.unwrap().unwrap_err(), SeatError::NotFound);
+    assert_eq!(fx.store.end_session(sid(9), GONE, now).await.unwrap().unwrap_err(), SeatError::NotFound);
     assert_eq!(fx.store.get_session(sid(9), now).await.unwrap(), None, "nothing was created");
     assert_eq!(fx.store.list_sessions(None, now).await.unwrap().len(), 1);
 
@@ -756,7 +762,7 @@ async fn unknown_sessions_are_not_found(fx: Fixture) {
 async fn reserve_best_takes_the_first_candidate_that_fits(fx: Fixture) {
     fx.create(1, 2, &["a", "b"]).await; // full
     fx.create(2, 4, &[]).await;
-    fx.store.end_session(sid(2), fx.t0).await.unwrap().unwrap(); // ended
+    fx.store.end_session(sid(2), GONE, fx.t0).await.unwrap().unwrap(); // ended
     fx.create(3, 4, &["x"]).await; // x is reserved here: moves
     fx.create(4, 4, &[]).await;
     fx.join(4, &["y"], 0).await.unwrap(); // y joined here: refused
@@ -1147,7 +1153,7 @@ async fn redis_indexes_drop_sessions_whose_records_are_gone() {
     assert_eq!(members("it-seats:seats-image:{game}").await, [sid(2).to_string()], "stale entry dropped");
     fx.store.list_sessions(None, fx.t0).await.unwrap();
     assert_eq!(members("it-seats:{seats}:sessions").await, [sid(2).to_string()]);
-    fx.store.end_session(sid(2), fx.t0).await.unwrap().unwrap();
+    fx.store.end_session(sid(2), GONE, fx.t0).await.unwrap().unwrap();
     assert!(members("it-seats:seats-image:{game}").await.is_empty(), "ended: removed at once");
     assert!(members("it-seats:{seats}:sessions").await.is_empty());
 }
@@ -1293,7 +1299,7 @@ async fn redis_agrees_with_memory_on_random_operations() {
                         list.sort();
                         list.join(",")
                     }),
-                    92..93 => describe(store.end_session(session, now).await.unwrap(), |e| {
+                    92..93 => describe(store.end_session(session, GONE, now).await.unwrap(), |e| {
                         format!("{:?} {}", e.players, e.reservations.len())
                     }),
                     93..97 => match store.mark_running(session, now).await.unwrap() {
@@ -1354,4 +1360,61 @@ fn normalized(seats: &SessionSeats) -> String {
         reservations,
         seats.last_order
     )
+}
+
+async fn an_ended_record_keeps_how_it_ended(fx: Fixture) {
+    fx.create(1, 4, &["x", "y", "z"]).await;
+    fx.join(1, &["x", "wé|:"], 0).await.unwrap();
+    fx.create(2, 4, &[]).await;
+    assert_eq!(fx.store.session_end(sid(1), fx.t0).await.unwrap(), None, "not ended yet");
+
+    let stopped = Ending { reason: EndReason::Stopped, owed_due: None };
+    fx.store.end_session(sid(1), stopped, fx.at(1_000)).await.unwrap().unwrap();
+    let (session, end) = fx.store.session_end(sid(1), fx.at(2_000)).await.unwrap().expect("ended");
+    assert_eq!(session.session_id, sid(1));
+    assert_eq!(session.status, SessionStatus::Ended);
+    assert_eq!(session.info, info("game", "eu-west-1"));
+    assert_eq!(end.reason, EndReason::Stopped);
+    assert_eq!(end.ended_at, fx.at(1_000));
+    assert_eq!(end.players, set(&["wé|:", "x"]));
+    assert_eq!(end.reserved_players, set(&["y", "z"]), "x's seat was used, not reserved");
+    assert_eq!(fx.store.owed_end_announcements().await.unwrap(), 0, "nobody to tell");
+
+    // An end whose reservations had expired reserves nobody.
+    fx.store.end_session(sid(2), GONE, fx.at(61_000)).await.unwrap().unwrap();
+    let (_, end) = fx.store.session_end(sid(2), fx.at(61_000)).await.unwrap().unwrap();
+    assert_eq!((end.reason, end.players.len(), end.reserved_players.len()), (EndReason::Gone, 0, 0));
+    assert_eq!(fx.store.session_end(sid(9), fx.t0).await.unwrap(), None, "unknown");
+}
+
+async fn an_owed_end_is_claimed_once_deferred_and_settled(fx: Fixture) {
+    for n in 1..=3 {
+        fx.create(n, 4, &[]).await;
+    }
+    let owed_at = |ms: i64| Ending { reason: EndReason::Gone, owed_due: Some(fx.at(ms)) };
+    fx.store.end_session(sid(1), owed_at(10_000), fx.t0).await.unwrap().unwrap();
+    fx.store.end_session(sid(2), owed_at(5_000), fx.t0).await.unwrap().unwrap();
+    // Ended again: refused, and the entry it owes first keeps the due time it had.
+    let again = fx.store.end_session(sid(2), owed_at(1_000), fx.t0).await.unwrap();
+    assert_eq!(again.unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.store.owed_end_announcements().await.unwrap(), 2);
+
+    let hold = Duration::from_secs(15);
+    let claim = |ms: i64, limit: usize| fx.store.claim_end_announcements(fx.at(ms), limit, hold);
+    assert!(claim(4_999, 10).await.unwrap().is_empty(), "nothing due yet");
+    assert_eq!(claim(10_000, 10).await.unwrap(), [sid(2), sid(1)], "earliest first");
+    assert!(claim(20_000, 10).await.unwrap().is_empty(), "held by the claim");
+    let due_again = claim(25_000, 1).await.unwrap();
+    assert_eq!(due_again, [sid(1)], "due again when the hold ran out (ties by id); limit kept");
+
+    fx.store.defer_end_announcement(sid(1), fx.at(60_000)).await.unwrap();
+    assert_eq!(claim(40_000, 10).await.unwrap(), [sid(2)]);
+    fx.store.end_announced(sid(2)).await.unwrap();
+    assert_eq!(claim(60_000, 10).await.unwrap(), [sid(1)]);
+    fx.store.end_announced(sid(1)).await.unwrap();
+    fx.store.defer_end_announcement(sid(1), fx.at(70_000)).await.unwrap();
+    assert!(claim(100_000, 10).await.unwrap().is_empty(), "a deferral of a settled end owes nothing");
+    assert_eq!(fx.store.owed_end_announcements().await.unwrap(), 0);
+    let (_, end) = fx.store.session_end(sid(1), fx.t0).await.unwrap().unwrap();
+    assert_eq!(end.reason, EndReason::Gone);
 }

@@ -1,6 +1,8 @@
 //! Ended sessions announced end to end: the signed session-ended webhook (`[seats.ended_webhook]`)
 //! to a real HTTP receiver in this process, and NATS, whether the reconciler found the session gone
-//! at Gameye or `DELETE /v1/sessions/{id}` stopped it. One event per session, however it ended.
+//! at Gameye or `DELETE /v1/sessions/{id}` stopped it. One event per session, however it ended; an
+//! end that was not announced (the receiver down, the ending instance gone) is announced from the
+//! session-end outbox in Redis.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,7 @@ struct Received {
     body: Vec<u8>,
 }
 
-/// A webhook receiver on port 0: answers the queued statuses in turn, then 200; records every request.
+/// A webhook receiver (on port 0 unless told): answers the queued statuses in turn, then 200; records every request.
 #[derive(Clone)]
 struct Receiver {
     url: String,
@@ -36,6 +38,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start(first_statuses: &[u16]) -> Self {
+        Self::start_on(0, first_statuses).await
+    }
+
+    /// [`Receiver::start`] on `port`.
+    async fn start_on(port: u16, first_statuses: &[u16]) -> Self {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let statuses = Arc::new(Mutex::new(first_statuses.iter().copied().collect::<VecDeque<u16>>()));
         let seen = received.clone();
@@ -50,7 +57,7 @@ impl Receiver {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let url = format!("http://{}/hooks/ended", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { url, received }
@@ -190,7 +197,8 @@ async fn a_receiver_refusing_with_400_is_not_retried_and_the_bridge_says_so() {
     wait_metric(&stack.bridge, failed, 1.0, Duration::from_secs(5)).await;
     three_more_scans(&stack).await;
     assert_eq!(receiver.received().len(), 1, "a 400 is not retried");
-    assert!(stack.bridge.logs().contains("session-ended webhook given up"), "{}", stack.bridge.logs());
+    let logs = stack.bridge.logs();
+    assert!(logs.contains("session end announcement given up: refused"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,4 +259,94 @@ async fn deleting_a_session_announces_it_once_on_the_webhook_and_nats() {
         "announced twice on NATS"
     );
     drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_owed_by_an_instance_that_stopped_is_announced_by_another() {
+    use adapters::store::{RedisStore, SeatStore};
+    use bridge::ports::Ending;
+    use bridge::seats::{EndReason, NewSession, SessionStatus};
+
+    let receiver = Receiver::start(&[]).await;
+    let stack = stack_posting_to(&receiver, &[("BRIDGE_RECONCILER__ENABLED", "false")]).await;
+    // Another instance ended a session (owed, due at once) and stopped before announcing it.
+    let store = RedisStore::connect(&stack.redis.url(), "gameye-bridge").await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    let id = uuid::Uuid::new_v4();
+    let new = NewSession {
+        session_id: id,
+        capacity: 4,
+        status: SessionStatus::Running,
+        info: bridge::seats::SessionInfo {
+            image: "demo-game".into(),
+            version: None,
+            location: "eu-west-1".into(),
+            labels: [("mode".to_owned(), "trio".to_owned())].into(),
+            metadata: bridge::seats::JsonText::default(),
+        },
+        players: vec!["p0".into(), "p1".into()],
+        joined: Vec::new(),
+        reservation_ttl: Duration::from_secs(60),
+        now,
+    };
+    store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap();
+    store.join_players(id, &["p0".to_owned()], now).await.unwrap().unwrap();
+    let ending = Ending { reason: EndReason::Gone, owed_due: Some(now) };
+    store.end_session(id, ending, now).await.unwrap().unwrap();
+
+    let received = receiver.wait_for(1, Duration::from_secs(10), &stack.bridge).await;
+    let (_, body) = verified(&received[0]);
+    let data = &body["data"];
+    assert_eq!(data["session_id"], id.to_string(), "{body}");
+    assert_eq!(data["reason"], "gone", "{body}");
+    assert_eq!(data["players"], json!(["p0"]), "{body}");
+    assert_eq!(data["reserved_players"], json!(["p1"]), "{body}");
+    assert_eq!(data["labels"], json!({"mode": "trio"}), "{body}");
+    let ended_at = OffsetDateTime::parse(
+        data["ended_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(
+        ended_at.unix_timestamp_nanos() / 1_000_000,
+        now.unix_timestamp_nanos() / 1_000_000,
+        "when it ended, not when announced"
+    );
+    let announced = "gameye_bridge_session_end_announcements_total{result=\"delivered\"}";
+    wait_metric(&stack.bridge, announced, 1.0, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received().len(), 1, "announced once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_the_receiver_missed_while_down_is_delivered_when_it_is_back() {
+    // Refuses connections at first: the port is taken by nothing until the receiver starts there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let down = Receiver { url: format!("http://127.0.0.1:{port}/hooks/ended"), received: Arc::default() };
+    let stack = stack_posting_to(&down, &[]).await;
+
+    let (status, assignment) =
+        stack.post_match(&json!({"match_id": "m-missed", "players": [{"id": "p0"}]})).await;
+    assert_eq!(status, 200, "{assignment}");
+    let id = assignment["session_id"].as_str().unwrap().to_owned();
+    let response = stack
+        .http
+        .delete(stack.url(&format!("/v1/sessions/{id}")))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let retried = RETRIED;
+    wait_metric(&stack.bridge, retried, 2.0, Duration::from_secs(10)).await;
+
+    let receiver = Receiver::start_on(port, &[]).await;
+    let received = receiver.wait_for(1, Duration::from_secs(15), &stack.bridge).await;
+    let (_, body) = verified(&received[0]);
+    assert_eq!(body["data"]["session_id"], id.as_str(), "{body}");
+    assert_eq!(body["data"]["reason"], "stopped", "{body}");
+    assert_eq!(body["data"]["reserved_players"], json!(["p0"]), "{body}");
+    wait_metric(&stack.bridge, DELIVERED, 1.0, Duration::from_secs(5)).await;
 }

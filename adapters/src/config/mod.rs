@@ -398,7 +398,8 @@ pub struct EndedWebhookSettings {
     /// Bound on one attempt.
     #[serde(with = "lenient::duration")]
     pub timeout: Duration,
-    /// How long a failing delivery (5xx, 408, 429, timeout, unreachable) is retried with backoff.
+    /// How long after a session ended a failing announcement of it (5xx, 408, 429, timeout,
+    /// unreachable; NATS too) is retried from the session-end outbox before it is given up.
     #[serde(with = "lenient::duration")]
     pub retry_for: Duration,
 }

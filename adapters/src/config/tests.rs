@@ -204,7 +204,7 @@ fn session_ended_webhook_is_off_by_default_and_validated_with_its_key_named() {
     let settings = load(&[]).unwrap();
     let webhook = &settings.seats.ended_webhook;
     assert!(webhook.url.is_empty());
-    assert_eq!((webhook.timeout, webhook.retry_for), (Duration::from_secs(5), Duration::from_secs(120)));
+    assert_eq!((webhook.timeout, webhook.retry_for), (Duration::from_secs(5), Duration::from_secs(3600)));
 
     let settings = load(&[
         ("BRIDGE_SEATS__ENDED_WEBHOOK__URL", "\"https://backend.example/ended?key=hidden\""),

@@ -198,6 +198,8 @@ struct SessionEnded<'a> {
     image: &'a str,
     location: &'a str,
     reason: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    ended_at: time::OffsetDateTime,
 }
 
 impl bridge::ports::SessionEvents for NatsOutcomeSink {
@@ -209,7 +211,7 @@ impl bridge::ports::SessionEvents for NatsOutcomeSink {
     fn session_ended<'a>(
         &'a self,
         session: &'a bridge::seats::SessionSeats,
-        reason: &'a str,
+        end: &'a bridge::seats::SessionEnd,
     ) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let subject = self.subjects.session_ended(&session.session_id.to_string());
@@ -219,7 +221,8 @@ impl bridge::ports::SessionEvents for NatsOutcomeSink {
                 match_id: match_id.clone(),
                 image: &session.info.image,
                 location: &session.info.location,
-                reason,
+                reason: end.reason.as_str(),
+                ended_at: end.ended_at,
             };
             let failed =
                 |message: String| DeliveryError { sink: "nats".to_owned(), message, permanent: false };

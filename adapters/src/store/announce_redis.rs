@@ -9,6 +9,15 @@
 //! when an announcement got through. A claim moves the due entries it takes to now + hold in one
 //! script, so concurrent retriers on several instances never take the same entry. The key shares
 //! the pending index's slot and is kept alive like it (see `queue_index_add`).
+//!
+//! The session-end outbox ([`EndAnnouncementStore`]) works the same way on its own key:
+//!
+//! | key | type | contents | expires |
+//! | --- | --- | --- | --- |
+//! | `<prefix>:{seats}:end-announce` | ZSET | session id → when its end is due to be announced (ms, the callers' clock) | never: entries leave when announced, given up, or found without an ended record |
+//!
+//! An entry is added (`ZADD NX`) just before the end script runs (`end_session`), so an end
+//! never lacks it; what is announced is read from the ended record (`seats_redis.rs`).
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -18,7 +27,9 @@ use time::OffsetDateTime;
 
 use super::redis::{IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add};
 use super::{duration_millis, to_millis};
-use bridge::ports::{AnnouncementStore, Owed, StoreError};
+use bridge::ports::{AnnouncementStore, EndAnnouncementStore, Owed, StoreError};
+use bridge::seats::{SessionEnd, SessionSeats};
+use uuid::Uuid;
 
 // ARGV 1 now (ms), 2 limit, 3 held until (ms). The due members, earliest first.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -167,5 +178,80 @@ impl AnnouncementStore for RedisStore {
     async fn owed_announcements(&self) -> Result<u64, StoreError> {
         let count = redis::cmd("ZCARD").arg(self.keys().announcements()).to_owned();
         self.outbox_command("owed_announcements", &count).await
+    }
+}
+
+impl RedisStore {
+    /// Owes the end of `session_id` at `due`, unless it is owed already.
+    pub(super) async fn owe_end(&self, session_id: Uuid, due: OffsetDateTime) -> Result<(), StoreError> {
+        let owe = redis::cmd("ZADD")
+            .arg(self.keys().end_announcements())
+            .arg("NX")
+            .arg(to_millis(due))
+            .arg(session_id.to_string())
+            .to_owned();
+        self.outbox_command("owe_end", &owe).await
+    }
+}
+
+impl EndAnnouncementStore for RedisStore {
+    async fn session_end(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+        bounded_store("session_end", self.session_end_inner(session_id, now)).await
+    }
+
+    async fn claim_end_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = CLAIM.key(self.keys().end_announcements());
+        invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
+        let members: Vec<String> = bounded_store("claim_end_announcements", async move {
+            invocation.invoke_async(&mut connection).await.map_err(err("claim_end_announcements"))
+        })
+        .await?;
+        let mut claimed = Vec::with_capacity(members.len());
+        for member in members {
+            match Uuid::parse_str(&member) {
+                Ok(session_id) => claimed.push(session_id),
+                Err(_) => {
+                    tracing::warn!(%member, "dropping an unreadable session-end outbox entry");
+                    let remove =
+                        redis::cmd("ZREM").arg(self.keys().end_announcements()).arg(&member).to_owned();
+                    self.outbox_command::<()>("claim_end_announcements", &remove).await?;
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn end_announced(&self, session_id: Uuid) -> Result<(), StoreError> {
+        let remove =
+            redis::cmd("ZREM").arg(self.keys().end_announcements()).arg(session_id.to_string()).to_owned();
+        self.outbox_command("end_announced", &remove).await
+    }
+
+    async fn defer_end_announcement(&self, session_id: Uuid, due: OffsetDateTime) -> Result<(), StoreError> {
+        let defer = redis::cmd("ZADD")
+            .arg(self.keys().end_announcements())
+            .arg("XX")
+            .arg(to_millis(due))
+            .arg(session_id.to_string())
+            .to_owned();
+        self.outbox_command("defer_end_announcement", &defer).await
+    }
+
+    async fn owed_end_announcements(&self) -> Result<u64, StoreError> {
+        let count = redis::cmd("ZCARD").arg(self.keys().end_announcements()).to_owned();
+        self.outbox_command("owed_end_announcements", &count).await
     }
 }

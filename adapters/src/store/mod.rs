@@ -36,15 +36,16 @@ use uuid::Uuid;
 use bridge::ports::{Completion, Finished};
 
 pub use bridge::ports::{
-    AnnouncementStore, BackfillReserved, LeaseStore, Owed, PlayerSyncClaim, PlayerSyncStore, RecordedPage,
-    SeatChange, SeatStore,
+    AnnouncementStore, BackfillReserved, EndAnnouncementStore, Ending, LeaseStore, Owed, PlayerSyncClaim,
+    PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
 };
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StoreError, TicketState, TicketStatus, TicketStore,
 };
 pub use bridge::seats::{
-    Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
+    EndReason, Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult,
+    SessionEnd, SessionSeats,
 };
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -516,11 +517,58 @@ impl SeatStore for StateStore {
     async fn end_session(
         &self,
         session_id: Uuid,
+        ending: Ending,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
         match self {
-            Self::Memory(store) => store.end_session(session_id, now).await,
-            Self::Redis(store) => store.end_session(session_id, now).await,
+            Self::Memory(store) => store.end_session(session_id, ending, now).await,
+            Self::Redis(store) => store.end_session(session_id, ending, now).await,
+        }
+    }
+}
+
+impl EndAnnouncementStore for StateStore {
+    async fn session_end(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+        match self {
+            Self::Memory(store) => store.session_end(session_id, now).await,
+            Self::Redis(store) => store.session_end(session_id, now).await,
+        }
+    }
+
+    async fn claim_end_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        match self {
+            Self::Memory(store) => store.claim_end_announcements(now, limit, hold).await,
+            Self::Redis(store) => store.claim_end_announcements(now, limit, hold).await,
+        }
+    }
+
+    async fn end_announced(&self, session_id: Uuid) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.end_announced(session_id).await,
+            Self::Redis(store) => store.end_announced(session_id).await,
+        }
+    }
+
+    async fn defer_end_announcement(&self, session_id: Uuid, due: OffsetDateTime) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(store) => store.defer_end_announcement(session_id, due).await,
+            Self::Redis(store) => store.defer_end_announcement(session_id, due).await,
+        }
+    }
+
+    async fn owed_end_announcements(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(store) => store.owed_end_announcements().await,
+            Self::Redis(store) => store.owed_end_announcements().await,
         }
     }
 }

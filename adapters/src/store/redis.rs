@@ -1081,6 +1081,11 @@ impl Keys {
         [&self.prefix, ":{matches}:announce"].concat()
     }
 
+    /// The session-end outbox (`announce_redis.rs`), in the seats indexes' slot.
+    pub(super) fn end_announcements(&self) -> String {
+        [&self.prefix, ":{seats}:end-announce"].concat()
+    }
+
     fn latency(&self, player_id: &str) -> String {
         tagged_key(&self.prefix, "latency", player_id)
     }

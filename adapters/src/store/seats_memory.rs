@@ -1,6 +1,7 @@
 //! Seats in memory: the core ledger's operations applied to records behind a mutex, with the same
 //! rounding (times to whole milliseconds) and expiry rules as the Redis store.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -9,9 +10,13 @@ use uuid::Uuid;
 
 use super::memory::MemoryStore;
 use super::{Swept, duration_millis, ms_duration, whole_millis};
-use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
+use bridge::ports::{
+    BackfillReserved, EndAnnouncementStore, Ending, RecordedPage, RecordedSession, SeatChange, SeatStore,
+    StoreError,
+};
 use bridge::seats::{
-    Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionSeats,
+    Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionEnd,
+    SessionSeats,
 };
 
 /// The seat records of a [`MemoryStore`] (a field of it; clones share them).
@@ -23,6 +28,8 @@ pub(super) struct SeatsMemory {
 #[derive(Default)]
 struct Inner {
     sessions: Swept<Uuid, Record>,
+    /// The session-end outbox: session id → due.
+    ends_owed: HashMap<Uuid, OffsetDateTime>,
 }
 
 struct Record {
@@ -31,6 +38,8 @@ struct Record {
     recorded_at: OffsetDateTime,
     keep_for: Duration,
     expires_at: Instant,
+    /// How it ended, once it did.
+    end: Option<SessionEnd>,
 }
 
 impl SeatsMemory {
@@ -103,6 +112,7 @@ impl SeatsMemory {
             recorded_at: now,
             keep_for,
             expires_at: deadline(clock, keep_for),
+            end: None,
         };
         inner.sessions.insert(new.session_id, record);
         // Creates sweep too: a deployment whose sessions are only ever created must still get the
@@ -264,8 +274,70 @@ impl SeatStore for MemoryStore {
     async fn end_session(
         &self,
         session_id: Uuid,
+        ending: Ending,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
-        Ok(self.seats.lock().change(session_id, now, |s, now| s.end(now)))
+        let mut inner = self.seats.lock();
+        if let Some(due) = ending.owed_due {
+            // Owed whatever the end answers, like Redis (which writes the entry first).
+            inner.ends_owed.entry(session_id).or_insert(whole_millis(due));
+        }
+        let mut end = None;
+        let change = inner.change(session_id, now, |s, now| {
+            let (ended, how) = s.end_for(ending.reason, now)?;
+            end = Some(how);
+            Ok(ended)
+        });
+        if let (Ok(_), Some(record)) = (&change, inner.sessions.get_mut(&session_id)) {
+            record.end = end;
+        }
+        Ok(change)
+    }
+}
+
+impl EndAnnouncementStore for MemoryStore {
+    async fn session_end(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+        let mut inner = self.seats.lock();
+        Ok(inner
+            .live(session_id, Instant::now())
+            .and_then(|r| r.end.clone().map(|end| (r.seats.at(whole_millis(now)), end))))
+    }
+
+    async fn claim_end_announcements(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut inner = self.seats.lock();
+        let mut due: Vec<(OffsetDateTime, Uuid)> =
+            inner.ends_owed.iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, *id)).collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        let held_until = whole_millis(now + hold);
+        for (_, id) in &due {
+            inner.ends_owed.insert(*id, held_until);
+        }
+        Ok(due.into_iter().map(|(_, id)| id).collect())
+    }
+
+    async fn end_announced(&self, session_id: Uuid) -> Result<(), StoreError> {
+        self.seats.lock().ends_owed.remove(&session_id);
+        Ok(())
+    }
+
+    async fn defer_end_announcement(&self, session_id: Uuid, due: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(at) = self.seats.lock().ends_owed.get_mut(&session_id) {
+            *at = whole_millis(due);
+        }
+        Ok(())
+    }
+
+    async fn owed_end_announcements(&self) -> Result<u64, StoreError> {
+        Ok(self.seats.lock().ends_owed.len() as u64)
     }
 }

@@ -39,7 +39,10 @@
 //! change is made).
 //!
 //! **Ended sessions** keep their record as a tombstone (`status` `ended`, no seats) for `keep_for`,
-//! so a late create cannot bring them back; every operation on them answers `Ended`.
+//! so a late create cannot bring them back; every operation on them answers `Ended`. The tombstone
+//! keeps how the session ended for its announcement: `ended_reason`, `ended_ms`, `ej:<player>` per
+//! player who was joined and `er:<player>` per player who held a live reservation (the session-end
+//! outbox, `announce_redis.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
@@ -53,10 +56,12 @@ use super::redis::{
     IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add, store_error, tagged_key,
 };
 use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
-use bridge::ports::{BackfillReserved, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError};
+use bridge::ports::{
+    BackfillReserved, Ending, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError,
+};
 use bridge::seats::{
-    Ended, ExpiredReservation, Joined, JsonText, Left, NewSession, Reservation, Reserved, SeatError,
-    SeatResult, SessionInfo, SessionSeats, SessionStatus,
+    EndReason, Ended, ExpiredReservation, Joined, JsonText, Left, NewSession, Reservation, Reserved,
+    SeatError, SeatResult, SessionEnd, SessionInfo, SessionSeats, SessionStatus,
 };
 
 macro_rules! seat_script {
@@ -840,10 +845,17 @@ impl RedisStore {
     async fn end_session_inner(
         &self,
         session_id: Uuid,
+        ending: Ending,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
+        if let Some(due) = ending.owed_due {
+            // Owed before the end, so no end lacks its entry; an end that then does not happen
+            // leaves an entry the outbox drops (its record is not ended).
+            self.owe_end(session_id, due).await?;
+        }
         let session = session_id.to_string();
-        self.seat_op("end_session", &SCRIPTS.end, session_id, Vec::new(), to_millis(now), |detail| {
+        let args = vec![ending.reason.as_str().to_owned()];
+        self.seat_op("end_session", &SCRIPTS.end, session_id, args, to_millis(now), |detail| {
             let mut kinds = by_kind(detail);
             let reservations = kinds
                 .remove(&'r')
@@ -980,10 +992,52 @@ impl SeatStore for RedisStore {
     async fn end_session(
         &self,
         session_id: Uuid,
+        ending: Ending,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
-        bounded_store("end_session", self.end_session_inner(session_id, now)).await
+        bounded_store("end_session", self.end_session_inner(session_id, ending, now)).await
     }
+}
+
+impl RedisStore {
+    /// An ended session's record and how it ended (see `seats_end.lua`).
+    pub(super) async fn session_end_inner(
+        &self,
+        session_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(seats_key(self.prefix(), session_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(err("session_end"))?;
+        let end = parse_end(&mut fields);
+        let Some(seats) = parse_seats(fields)? else { return Ok(None) };
+        Ok(end
+            .filter(|_| seats.status == SessionStatus::Ended)
+            .map(|end| (seats.into_at(whole_millis(now)), end)))
+    }
+}
+
+/// Takes how the session ended out of its record's fields; `None` when it has not (or was ended
+/// by a version that did not keep it).
+fn parse_end(fields: &mut HashMap<String, String>) -> Option<SessionEnd> {
+    let reason = EndReason::parse(&fields.remove("ended_reason")?)?;
+    let ended_at = from_millis(fields.remove("ended_ms")?.parse().ok()?);
+    let mut end =
+        SessionEnd { reason, ended_at, players: BTreeSet::new(), reserved_players: BTreeSet::new() };
+    fields.retain(|field, _| {
+        if let Some(player) = field.strip_prefix("ej:") {
+            end.players.insert(player.to_owned());
+        } else if let Some(player) = field.strip_prefix("er:") {
+            end.reserved_players.insert(player.to_owned());
+        } else {
+            return true;
+        }
+        false
+    });
+    Some(end)
 }
 
 #[cfg(test)]

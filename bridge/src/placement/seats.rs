@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::engine::{Engine, PlaceError};
 use super::service::BoxFuture;
-use crate::ports::{Clock, SeatChange, SessionApi, SessionApiError, StateStore, StoreError};
+use crate::ports::{Clock, Ending, SeatChange, SessionApi, SessionApiError, StateStore, StoreError};
 use crate::seats::{
-    BackfillCandidate, BackfillPlayer, BackfillQuery, Joined, JsonText, Left, NewSession, Reserved,
-    SeatError, SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
+    BackfillCandidate, BackfillPlayer, BackfillQuery, EndReason, Joined, JsonText, Left, NewSession,
+    Reserved, SeatError, SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
 };
 use crate::{Assignment, MatchRequest, Port};
 
@@ -446,7 +446,12 @@ where
                 Some(_) => {}
             }
             let stopped_now = self.api.stop_session(session_id).await.map_err(SeatServiceError::Gameye)?;
-            Ok(self.store.end_session(session_id, self.clock.now()).await?.map(|change| {
+            let now = self.clock.now();
+            let ending = Ending {
+                reason: EndReason::Stopped,
+                owed_due: self.settings.seats.end_announcement_window.map(|window| now + window),
+            };
+            Ok(self.store.end_session(session_id, ending, now).await?.map(|change| {
                 self.seats_changed(&change.session);
                 EndedSession {
                     stopped_now,

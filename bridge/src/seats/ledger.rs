@@ -240,6 +240,45 @@ pub struct Ended {
     pub reservations: BTreeSet<Uuid>,
 }
 
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// Gameye no longer runs it (TTL expiry, the process exited, stopped elsewhere): the reconciler.
+    Gone,
+    /// Stopped through the bridge (`DELETE /v1/sessions/{id}`).
+    Stopped,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gone => "gone",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// The reason named `name` (`gone`, `stopped`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gone" => Some(Self::Gone),
+            "stopped" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// How a session ended, as its ended record keeps it: what the announcement of its end says, however
+/// late it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub reason: EndReason,
+    pub ended_at: OffsetDateTime,
+    /// Players who were joined.
+    pub players: BTreeSet<String>,
+    /// Players who held a live reservation (they had not joined yet).
+    pub reserved_players: BTreeSet<String>,
+}
+
 /// `now + ttl`, saturating.
 fn after(now: OffsetDateTime, ttl: Duration) -> OffsetDateTime {
     now.checked_add(time::Duration::try_from(ttl).unwrap_or(time::Duration::MAX))
@@ -503,5 +542,15 @@ impl SessionSeats {
         };
         self.status = SessionStatus::Ended;
         Ok(outcome)
+    }
+
+    /// [`SessionSeats::end`], also answering the [`SessionEnd`] the ended record keeps.
+    pub fn end_for(&mut self, reason: EndReason, now: OffsetDateTime) -> SeatResult<(Ended, SessionEnd)> {
+        self.refuse_ended()?;
+        self.expire(now);
+        let reserved_players = self.reservations.values().flat_map(|r| r.players.iter().cloned()).collect();
+        let ended = self.end(now)?;
+        let end = SessionEnd { reason, ended_at: now, players: ended.players.clone(), reserved_players };
+        Ok((ended, end))
     }
 }

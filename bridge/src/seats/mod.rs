@@ -54,8 +54,8 @@ mod tests;
 
 pub use backfill::{BackfillCandidate, BackfillPlayer, BackfillQuery, RankedSession, choose_backfill};
 pub use ledger::{
-    Ended, ExpiredReservation, Joined, JsonText, Left, NewSession, Reservation, Reserved, SeatError,
-    SeatResult, SessionInfo, SessionSeats, SessionStatus,
+    EndReason, Ended, ExpiredReservation, Joined, JsonText, Left, NewSession, Reservation, Reserved,
+    SeatError, SeatResult, SessionEnd, SessionInfo, SessionSeats, SessionStatus,
 };
 pub use requests::{
     BackfillBody, BackfillOutcome, BackfillResult, CheckedBackfill, MAX_PLAYERS_PER_CHANGE, PlayersBody,
