@@ -98,6 +98,7 @@ pub struct SessionList {
 
 /// Query of `GET /v1/sessions` (documentation; read by `parse_filter`, which allows repeated labels).
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[expect(dead_code, reason = "documents the query; parse_filter reads it")]
 pub struct ListQuery {
     /// Only sessions of this image.
