@@ -453,12 +453,22 @@ async fn set_up(api: &Api, options: &SeatOptions) -> Result<Vec<String>> {
     Ok(sessions)
 }
 
+/// Every session of [`IMAGE`], page by page (`--seat-sessions` goes beyond one page).
 async fn list_sessions(api: &Api) -> Result<Vec<Value>> {
-    let listed = api
-        .call(Method::GET, &format!("/v1/sessions?image={IMAGE}"), None)
-        .await
-        .map_err(|e| anyhow::anyhow!("GET /v1/sessions: {e}"))?;
-    listed["sessions"].as_array().cloned().context("GET /v1/sessions: no `sessions` list")
+    let mut sessions = Vec::new();
+    let mut after = String::new();
+    loop {
+        let mut page = api
+            .call(Method::GET, &format!("/v1/sessions?image={IMAGE}&limit=1000{after}"), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("GET /v1/sessions: {e}"))?;
+        let listed = page["sessions"].as_array_mut().context("GET /v1/sessions: no `sessions` list")?;
+        sessions.append(listed);
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return Ok(sessions),
+        }
+    }
 }
 
 /// Players and reservations left in the bridge's sessions.

@@ -628,3 +628,193 @@ fn sessions_config_seats_section_is_validated() {
         assert!(error.contains(named), "{key}={value}: {error}");
     }
 }
+
+/// Places a one-player match in eu-west-1 with `labels` for each id, a few at a time; their session
+/// ids, sorted (the order `GET /v1/sessions` lists them in).
+async fn place_many(stack: &Stack, match_ids: &[String], labels: Value) -> Vec<String> {
+    use futures::StreamExt;
+    futures::stream::iter(match_ids)
+        .map(|id| {
+            let body = match_of(id, &["p0"], json!({"eu-west-1": 10}), json!({"labels": labels}));
+            async move { place(stack, &body).await }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let mut sessions: Vec<String> = match_ids.iter().map(|id| session_id(id)).collect();
+    sessions.sort();
+    sessions
+}
+
+fn match_ids(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+fn listed_ids(page: &Value) -> Vec<String> {
+    page["sessions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sessions in {page}"))
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `GET /v1/sessions?{query}` with `limit`, following `next` as `after` until it is absent: each
+/// page's session ids. Every `next` must be its page's last id.
+async fn pages(stack: &Stack, query: &str, limit: usize) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, page) = stack.get(&format!("/v1/sessions?{query}&limit={limit}{after}")).await;
+        assert_eq!(status, 200, "{page}");
+        let ids = listed_ids(&page);
+        let next = page.get("next").cloned();
+        pages.push(ids);
+        let Some(next) = next else { return pages };
+        let last = pages.last().unwrap().last().map(String::as_str);
+        assert_eq!(next.as_str(), last, "`next` is the page's last session id, else absent: {page}");
+        after = format!("&after={}", next.as_str().unwrap());
+        assert!(pages.len() <= 50, "paging does not end: {pages:?}");
+    }
+}
+
+fn sizes(pages: &[Vec<String>]) -> Vec<usize> {
+    pages.iter().map(Vec::len).collect()
+}
+
+#[tokio::test]
+async fn sessions_listing_pages_through_every_session_once_in_id_order() {
+    let stack = Stack::start().await;
+    let all = place_many(&stack, &match_ids("m-page", 7), json!({})).await;
+
+    let listed = pages(&stack, "", 3).await;
+    assert_eq!(sizes(&listed), [3, 3, 1]);
+    assert_eq!(listed.concat(), all, "each session once, in session id order");
+
+    // `next` only when more sessions matched than the page holds.
+    let (_, page) = stack.get("/v1/sessions?limit=7").await;
+    assert_eq!(listed_ids(&page), all);
+    assert!(page.get("next").is_none(), "{page}");
+    let (_, page) = stack.get("/v1/sessions?limit=6").await;
+    assert_eq!(listed_ids(&page), all[..6]);
+    assert_eq!(page["next"], all[5], "{page}");
+    let (_, page) = stack.get("/v1/sessions").await;
+    assert_eq!(listed_ids(&page), all);
+    assert!(page.get("next").is_none(), "{page}");
+
+    // `after` is any id, listed or not: only ids after it.
+    let (_, page) = stack.get("/v1/sessions?after=00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(listed_ids(&page), all);
+    let (_, page) = stack.get("/v1/sessions?after=ffffffff-ffff-ffff-ffff-ffffffffffff").await;
+    assert_eq!(page, json!({"sessions": []}));
+    let (_, page) = stack.get(&format!("/v1/sessions?after={}&limit=2", all[1])).await;
+    assert_eq!(listed_ids(&page), all[2..4]);
+    assert_eq!(page["next"], all[3], "{page}");
+
+    // The cursor's session ending between two pages does not lose or repeat the others.
+    let (_, first) = stack.get("/v1/sessions?limit=3").await;
+    let cursor = first["next"].as_str().unwrap().to_owned();
+    let (status, ended) = send(&stack, "DELETE", &format!("/v1/sessions/{cursor}"), None).await;
+    assert_eq!(status, 200, "{ended}");
+    let (_, second) = stack.get(&format!("/v1/sessions?limit=3&after={cursor}")).await;
+    assert_eq!(listed_ids(&second), all[3..6]);
+    assert_eq!(second["next"], all[5], "{second}");
+}
+
+#[tokio::test]
+async fn sessions_listing_answers_100_sessions_unless_asked_for_more() {
+    let stack = Stack::start().await;
+    let all = place_many(&stack, &match_ids("m-many", 101), json!({})).await;
+
+    let (status, page) = stack.get("/v1/sessions").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(listed_ids(&page), all[..100]);
+    assert_eq!(page["next"], all[99]);
+    let (_, rest) = stack.get(&format!("/v1/sessions?after={}", all[99])).await;
+    assert_eq!(listed_ids(&rest), all[100..]);
+    assert!(rest.get("next").is_none(), "{rest}");
+
+    let (_, page) = stack.get("/v1/sessions?limit=1000").await;
+    assert_eq!(listed_ids(&page), all);
+    assert!(page.get("next").is_none(), "{page}");
+}
+
+#[tokio::test]
+async fn sessions_listing_filters_combine_with_paging() {
+    let stack = Stack::start().await;
+    let a = place_many(&stack, &match_ids("m-a", 5), json!({"mode": "a"})).await;
+    let b = place_many(&stack, &match_ids("m-b", 4), json!({"mode": "b"})).await;
+
+    let listed = pages(&stack, "label=mode%3Da", 2).await;
+    assert_eq!(sizes(&listed), [2, 2, 1]);
+    assert_eq!(listed.concat(), a);
+    // Exactly two full pages: the second has no `next`.
+    let listed = pages(&stack, "image=demo-game&label=mode%3Db", 2).await;
+    assert_eq!(sizes(&listed), [2, 2]);
+    assert_eq!(listed.concat(), b);
+    let listed = pages(&stack, "location=us-east-1", 2).await;
+    assert_eq!(listed, [Vec::<String>::new()]);
+
+    // A cursor from outside the filter: the filtered sessions after it.
+    for cursor in &b {
+        let after: Vec<String> = a.iter().filter(|id| *id > cursor).cloned().collect();
+        let (status, page) = stack.get(&format!("/v1/sessions?label=mode%3Da&limit=2&after={cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(listed_ids(&page), after[..after.len().min(2)], "after {cursor}");
+        assert_eq!(page.get("next").is_some(), after.len() > 2, "after {cursor}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_listing_refuses_a_bad_limit_or_after() {
+    let stack = Stack::start().await;
+    for (query, named) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=", "limit"),
+        ("image=demo-game&limit=0", "limit"),
+        ("after=not-a-uuid", "after"),
+        ("after=", "after"),
+        ("limit=10&after=not-a-uuid", "after"),
+    ] {
+        let (status, body) = stack.get(&format!("/v1/sessions?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "INVALID_REQUEST", "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("{named}: ")), "{query}: {body}");
+    }
+    for query in ["limit=1", "limit=1000", "after=00000000-0000-0000-0000-000000000000"] {
+        let (status, body) = stack.get(&format!("/v1/sessions?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_listing_paging_is_in_the_openapi_document() {
+    let stack = Stack::start().await;
+    let doc: Value = stack.http.get(stack.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let parameters = doc["paths"]["/v1/sessions"]["get"]["parameters"].as_array().unwrap();
+    let parameter = |name: &str| {
+        parameters
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {parameters:?}"))
+            .clone()
+    };
+    assert!(parameters.iter().all(|p| p["in"] == "query"), "{parameters:?}");
+    let limit = parameter("limit");
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(1000)),
+        "{limit}"
+    );
+    assert_eq!(limit["schema"]["default"], 100, "{limit}");
+    let after = parameter("after");
+    assert_eq!(after["schema"]["format"], "uuid", "{after}");
+    let list = &doc["components"]["schemas"]["SessionList"];
+    let next = &list["properties"]["next"];
+    assert_eq!((&next["type"], &next["format"]), (&json!("string"), &json!("uuid")), "never null: {list}");
+    assert_eq!(list["required"], json!(["sessions"]), "`next` may be absent: {list}");
+}

@@ -91,14 +91,34 @@ impl SessionView {
     }
 }
 
+/// One page of `GET /v1/sessions`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {
+    /// In session id order, at most `limit` of them.
     pub sessions: Vec<SessionView>,
+    /// More sessions matched: pass this (the last listed session's id) as `after` for the next
+    /// page. Absent (never `null`) on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub next: Option<Uuid>,
 }
 
-/// Query of `GET /v1/sessions` (documentation; read by `parse_filter`, which allows repeated labels).
+/// Sessions in one answer when the query names no `limit`.
+const DEFAULT_LIMIT: usize = 100;
+/// The most sessions one answer may hold.
+const MAX_LIMIT: usize = 1000;
+
+/// Which sessions of those matching a `GET /v1/sessions` filter one answer holds.
+#[derive(Debug)]
+struct Page {
+    limit: usize,
+    after: Option<Uuid>,
+}
+
+/// Query of `GET /v1/sessions` (documentation; read by `parse_query`, which allows repeated labels).
 #[derive(Debug, Deserialize, IntoParams)]
-#[expect(dead_code, reason = "documents the query; parse_filter reads it")]
+#[into_params(parameter_in = Query)]
+#[expect(dead_code, reason = "documents the query; parse_query reads it")]
 pub struct ListQuery {
     /// Only sessions of this image.
     pub image: Option<String>,
@@ -108,6 +128,12 @@ pub struct ListQuery {
     pub label: Option<String>,
     /// `true`: only sessions with an open seat; `false`: only full ones.
     pub has_open_seats: Option<bool>,
+    /// Most sessions in this answer.
+    // DEFAULT_LIMIT and MAX_LIMIT (utoipa wants literals; the OpenAPI test pins them).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<u32>,
+    /// The previous page's `next`: only sessions whose id sorts after this one.
+    pub after: Option<Uuid>,
 }
 
 /// What a join did.
@@ -145,13 +171,14 @@ pub struct EndResult {
     pub released_reservations: Vec<Uuid>,
 }
 
-/// Sessions the bridge placed that have not ended.
+/// Sessions the bridge placed that have not ended, a page at a time: follow `next` (as `after`)
+/// until it is absent.
 #[utoipa::path(
     get, path = "/v1/sessions", tag = "sessions",
     params(ListQuery),
     responses(
-        (status = 200, description = "Sessions, in session id order", body = SessionList),
-        (status = 400, description = "Bad filter", body = ErrorBody),
+        (status = 200, description = "A page of sessions, in session id order", body = SessionList),
+        (status = 400, description = "Bad filter, `limit` or `after`", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 503, description = "State store unavailable", body = ErrorBody),
     ),
@@ -161,14 +188,23 @@ pub async fn list_sessions(
     State(state): State<MatchesState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SessionList>, ApiError> {
-    let filter = parse_filter(query.as_deref().unwrap_or_default())?;
-    let sessions = state.seats.list_sessions(&filter).await.map_err(seat_failure)?;
+    let (filter, page) = parse_query(query.as_deref().unwrap_or_default())?;
+    // Paging bounds the answer, not the work: the store still reads every matching record for
+    // each page.
+    let mut sessions = state.seats.list_sessions(&filter).await.map_err(seat_failure)?;
+    // The cursor relies on this order, so it does not rest on the store's promise of it.
+    sessions.sort_unstable_by_key(|s| s.session_id);
+    let start = page.after.map_or(0, |after| sessions.partition_point(|s| s.session_id <= after));
+    let rest = &sessions[start..];
+    let listed = &rest[..rest.len().min(page.limit)];
+    let next = listed.last().filter(|_| rest.len() > page.limit).map(|s| s.session_id);
     let now = state.seats.now();
-    Ok(Json(SessionList { sessions: sessions.iter().map(|s| SessionView::new(s, now)).collect() }))
+    Ok(Json(SessionList { sessions: listed.iter().map(|s| SessionView::new(s, now)).collect(), next }))
 }
 
-fn parse_filter(query: &str) -> Result<SessionFilter, ApiError> {
+fn parse_query(query: &str) -> Result<(SessionFilter, Page), ApiError> {
     let mut filter = SessionFilter::default();
+    let mut page = Page { limit: DEFAULT_LIMIT, after: None };
     let url = reqwest::Url::parse(&format!("http://x/?{query}")).map_err(|e| bad_query(&e.to_string()))?;
     for (key, value) in url.query_pairs() {
         match key.as_ref() {
@@ -182,10 +218,22 @@ fn parse_filter(query: &str) -> Result<SessionFilter, ApiError> {
                 filter.has_open_seats =
                     Some(value.parse().map_err(|_| bad_query("has_open_seats: must be true or false"))?);
             }
+            "limit" => {
+                page.limit =
+                    value.parse().ok().filter(|limit| (1..=MAX_LIMIT).contains(limit)).ok_or_else(|| {
+                        bad_query(&format!("limit: must be an integer from 1 to {MAX_LIMIT}"))
+                    })?;
+            }
+            "after" => {
+                page.after = Some(
+                    Uuid::parse_str(&value)
+                        .map_err(|_| bad_query("after: must be a session id (a UUID), as in `next`"))?,
+                );
+            }
             other => return Err(bad_query(&format!("unknown filter `{other}`"))),
         }
     }
-    Ok(filter)
+    Ok((filter, page))
 }
 
 /// A session's players, reservations and open seats.
