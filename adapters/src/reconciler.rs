@@ -55,6 +55,8 @@ pub const LEASE_NAME: &str = "reconciler";
 
 /// In how many consecutive scans' listings a recorded session must be missing to be ended.
 pub const ABSENT_SCANS_TO_END: u32 = 2;
+/// Scans in a row that list a session ended here before the reconciler warns (once) about it.
+const ENDED_LISTED_SCANS_TO_WARN: u32 = 3;
 
 /// Sessions marked running in one store call (one Redis pipeline of script calls), with a paced
 /// step between two calls: Redis runs a pipeline's calls one after another while placements'
@@ -275,6 +277,8 @@ pub struct Reconciler<S> {
     metrics: Arc<ReconcilerMetrics>,
     /// Recorded sessions missing from the last scans' listings, and how many in a row.
     absent: HashMap<Uuid, u32>,
+    /// Sessions ended here that Gameye still listed, and in how many scans in a row.
+    ended_listed: HashMap<Uuid, u32>,
     /// When the lease was last taken or renewed (`None` outside [`Reconciler::run`]: tests scan
     /// without one).
     lease_renewed: Option<Instant>,
@@ -310,6 +314,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
             config,
             metrics,
             absent: HashMap::new(),
+            ended_listed: HashMap::new(),
             lease_renewed: None,
             stop: CancellationToken::new(),
             last_listing_failed: false,
@@ -454,10 +459,30 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
         self.metrics.recorded.set(recorded.len() as i64);
         self.absent.retain(|id, _| recorded.contains(id));
 
-        // What is left of the listing has no record.
+        // What is left of the listing has no live record.
+        let mut ended_listed = HashMap::new();
         for (id, session) in listed {
             if !self.step(&mut pacer).await {
                 break;
+            }
+            // A session ended here (a tombstone, out of the index) that Gameye still lists is
+            // stopping, or its stop did not take: neither asked about nor adopted, every scan.
+            match self.store.get_session(id, OffsetDateTime::now_utc()).await {
+                Ok(None) => {}
+                Ok(Some(record)) => {
+                    if record.status == SessionStatus::Ended {
+                        let scans = self.ended_listed.get(&id).copied().unwrap_or(0) + 1;
+                        if scans == ENDED_LISTED_SCANS_TO_WARN {
+                            tracing::warn!(session_id = %id, scans, "a session ended here is still listed by Gameye; is it still running? (DELETE /session/{{id}} at Gameye stops it)");
+                        }
+                        ended_listed.insert(id, scans);
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(session_id = %id, %error, "cannot read the orphan's record; next scan tries again");
+                    continue;
+                }
             }
             let players = match self.lister.players(id).await {
                 Ok(players) => players,
@@ -481,6 +506,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
                 }
             }
         }
+        self.ended_listed = ended_listed;
         Some(report)
     }
 
@@ -808,6 +834,34 @@ mod tests {
         r.lister = r.lister.clone().with_players(|_| async { Err("503".to_owned()) });
         assert!(scan(&mut r).await.unwrap().adopted.is_empty());
         assert!(store.get_session(other, OffsetDateTime::now_utc()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_here_that_gameye_still_lists_is_left_alone_without_asking_gameye() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let gameye: Gameye = Arc::new(Mutex::new(Ok(vec![listed(id, true)])));
+        let mut r = reconciler(store.clone(), gameye);
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        r.lister = r.lister.clone().with_players(move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok(Some(Vec::new())) }
+        });
+        assert_eq!(scan(&mut r).await.unwrap().adopted, vec![id]);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "the orphan's players");
+        let now = OffsetDateTime::now_utc();
+        let stopped = Ending { reason: EndReason::Stopped, owed_due: None };
+        store.end_session(id, stopped, now).await.unwrap().unwrap();
+
+        for scans in 1..=3 {
+            let report = scan(&mut r).await.unwrap();
+            assert_eq!(report, ScanReport::default(), "scan {scans}");
+            assert_eq!(r.ended_listed.get(&id), Some(&scans));
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "Gameye not asked about it again");
+        let record = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
+        assert_eq!(record.status, SessionStatus::Ended, "not revived");
     }
 
     #[tokio::test]
