@@ -389,6 +389,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     http::serve(listener, app, signal, settings.http.shutdown_grace).await?;
     stop_background.cancel();
+    // Before NATS goes: an announcement under way still has its sinks (what is cut short stays owed).
+    if let Some(announcer) = &end_announcer {
+        announcer.close(settings.http.shutdown_grace).await;
+    }
     if let Some(nats) = nats {
         nats.shutdown(settings.http.shutdown_grace).await;
     }
@@ -405,9 +409,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     if let Some(end_outbox) = end_outbox {
         let _ = end_outbox.await;
-    }
-    if let Some(announcer) = end_announcer {
-        announcer.close(settings.http.shutdown_grace).await;
     }
     tracing::info!("gameye-bridge stopped");
     if let Some(emulator) = emulator {
@@ -438,8 +439,8 @@ fn engine_settings(settings: &Settings) -> EngineSettings {
             reservation_ttl: settings.seats.reservation_ttl,
             match_reservation_ttl: settings.seats.match_reservation_ttl,
             backfill_cache: settings.seats.backfill_cache,
-            end_announcement_window: announces_session_ends(settings)
-                .then(|| end_announcer_settings(settings).window()),
+            end_announcements: announces_session_ends(settings)
+                .then(|| end_announcer_settings(settings).owing()),
             gameye_sync: PlayerSyncSettings {
                 lease: settings.seats.gameye_sync.lease,
                 retry_min: settings.seats.gameye_sync.retry_min,

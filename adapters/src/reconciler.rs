@@ -440,8 +440,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
                     if !self.step(&mut pacer).await {
                         return None;
                     }
-                    self.compare(record, &mut listed, &mut to_mark_running, &mut report, listing_began, now)
-                        .await;
+                    self.compare(record, &mut listed, &mut to_mark_running, &mut report, listing_began).await;
                 }
             }
             if !self.mark_running(&mut to_mark_running, &mut pacer, &mut report, now).await {
@@ -537,7 +536,6 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
         to_mark_running: &mut Vec<Uuid>,
         report: &mut ScanReport,
         listing_began: OffsetDateTime,
-        now: OffsetDateTime,
     ) {
         let id = record.session_id;
         if let Some(session) = listed.remove(&id) {
@@ -581,10 +579,12 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
             }
         }
         let ending = match &self.announcer {
-            Some(announcer) => announcer.ending(EndReason::Gone, now),
-            None => Ending { reason: EndReason::Gone, owed_due: None },
+            Some(announcer) => announcer.ending(EndReason::Gone),
+            None => Ending { reason: EndReason::Gone, owe: None },
         };
-        match self.store.end_session(id, ending, now).await {
+        // Now, not the page's time: Gameye was asked and the scan may have rested since, and the
+        // end's time is announced.
+        match self.store.end_session(id, ending, OffsetDateTime::now_utc()).await {
             Ok(Ok(_)) => {
                 self.absent.remove(&id);
                 self.metrics.ended.inc();
@@ -851,7 +851,7 @@ mod tests {
         assert_eq!(scan(&mut r).await.unwrap().adopted, vec![id]);
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "the orphan's players");
         let now = OffsetDateTime::now_utc();
-        let stopped = Ending { reason: EndReason::Stopped, owed_due: None };
+        let stopped = Ending { reason: EndReason::Stopped, owe: None };
         store.end_session(id, stopped, now).await.unwrap().unwrap();
 
         for scans in 1..=3 {

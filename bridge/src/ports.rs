@@ -747,8 +747,8 @@ pub trait SeatStore: Send + Sync + 'static {
 
     /// Releases every seat; the session is no longer listed and refuses everything afterwards. The
     /// ended record keeps how it ended ([`crate::seats::SessionEnd`], at `now`) and, when
-    /// `ending.owed_due` says so, the end is owed to the session-event sinks
-    /// ([`EndAnnouncementStore`]); the entry is written before the end, so no end lacks it.
+    /// `ending.owe` says so, the end is owed to the session-event sinks
+    /// ([`EndAnnouncementStore`]: the record says so, and is kept at least `owe.keep_for`).
     fn end_session(
         &self,
         session_id: Uuid,
@@ -761,24 +761,54 @@ pub trait SeatStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {
     pub reason: crate::seats::EndReason,
-    /// `Some(due)`: the end is owed to the session-event sinks, due for the outbox at `due` (after
-    /// the caller's own attempt had its time); `None`: nobody is told.
-    pub owed_due: Option<OffsetDateTime>,
+    /// `Some`: the end is owed to the session-event sinks ([`EndAnnouncementStore`]); `None`:
+    /// nobody is told.
+    pub owe: Option<EndOwing>,
+}
+
+/// How an end is owed to the session-event sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndOwing {
+    /// The outbox takes the end this long after it (the ender's own attempt has it first).
+    pub window: Duration,
+    /// The ended record is kept at least this long, so a late announcement can still read it.
+    pub keep_for: Duration,
+}
+
+impl EndOwing {
+    /// Ending a session for `reason`, owed like this.
+    pub fn ending(self, reason: crate::seats::EndReason) -> Ending {
+        Ending { reason, owe: Some(self) }
+    }
+}
+
+/// What the session-end outbox finds for an owed session ([`EndAnnouncementStore::session_end`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(clippy::large_enum_variant, reason = "one per owed end read, moved once: a box buys nothing")]
+pub enum EndRecord {
+    /// Ended and still owed: the record (its info; seats empty) and how it ended.
+    Owed(SessionSeats, crate::seats::SessionEnd),
+    /// Ended, and nothing is owed: announced already, or ended without owing (by an older version,
+    /// or with no sinks then).
+    Settled,
+    /// Not ended (yet): the end that owed it did not happen (it may still).
+    NotEnded,
+    /// No record: it expired.
+    Gone,
 }
 
 /// The session-end outbox: ended sessions some [`SessionEvents`] sink has not heard of yet, each
-/// due at a time (like [`AnnouncementStore`] for placements). An entry is written before its end
-/// and removed once every sink took the announcement; what is announced is read from the ended
-/// record ([`EndAnnouncementStore::session_end`]), so it lives as long as that record
-/// (`keep_for`). An entry whose record is gone or not ended (its end never happened) is dropped.
+/// due at a time (like [`AnnouncementStore`] for placements). The ended record says whether its
+/// end is owed (set by the end itself, atomically) and keeps what is announced; an index of owed
+/// ends, due times attached, is written just before the end (so no owed end lacks its entry) and
+/// may hold entries of ends that did not happen or were announced meanwhile: the record decides.
 pub trait EndAnnouncementStore: Send + Sync + 'static {
-    /// The ended session's record (its info; seats empty) and how it ended; `None` when the record
-    /// is gone, not ended, or was ended without the detail (by an older version).
+    /// What the session's record says about its end.
     fn session_end(
         &self,
         session_id: Uuid,
         now: OffsetDateTime,
-    ) -> impl Future<Output = Result<Option<(SessionSeats, crate::seats::SessionEnd)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<EndRecord, StoreError>> + Send;
 
     /// Claims up to `limit` session ends due by `now` (earliest first): each is moved to
     /// `now + hold`. Atomic: two concurrent calls never get one entry.
@@ -789,7 +819,8 @@ pub trait EndAnnouncementStore: Send + Sync + 'static {
         hold: Duration,
     ) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send;
 
-    /// The end was announced to every sink (or given up): nothing is owed for it any more.
+    /// The end was announced to every sink (or given up, or found settled): the record no longer
+    /// owes it, then its entry is removed.
     fn end_announced(&self, session_id: Uuid) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Moves an owed end to `due` (an attempt failed); nothing happens if it is no longer owed.

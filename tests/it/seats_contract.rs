@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
-    EndAnnouncementStore, Ending, PlayerSyncClaim, PlayerSyncStore, RecordedSession, SeatChange, SeatStore,
+    EndAnnouncementStore, EndOwing, EndRecord, Ending, PlayerSyncClaim, PlayerSyncStore, RecordedSession,
+    SeatChange, SeatStore,
 };
 use bridge::seats::{
     BackfillPlayer, BackfillQuery, EndReason, NewSession, SeatError, SessionInfo, SessionSeats,
@@ -25,7 +26,9 @@ const KEEP: Duration = Duration::from_secs(3600);
 const RESERVE: Duration = Duration::from_secs(60);
 const PREFIX: &str = "it-seats";
 /// An end nobody is told of.
-const GONE: Ending = Ending { reason: EndReason::Gone, owed_due: None };
+const GONE: Ending = Ending { reason: EndReason::Gone, owe: None };
+/// Ends owed to sinks, due at once.
+const OWED: EndOwing = EndOwing { window: Duration::ZERO, keep_for: KEEP };
 
 struct Fixture {
     store: StateStore,
@@ -193,6 +196,7 @@ contract_tests!(
     end_releases_everything_and_refuses_everything_after,
     an_ended_record_keeps_how_it_ended,
     an_owed_end_is_claimed_once_deferred_and_settled,
+    an_owed_tombstone_is_kept_as_long_as_the_owing_says,
     unknown_sessions_are_not_found,
     reserve_best_takes_the_first_candidate_that_fits,
     awkward_player_ids_round_trip,
@@ -1363,40 +1367,49 @@ fn normalized(seats: &SessionSeats) -> String {
 }
 
 async fn an_ended_record_keeps_how_it_ended(fx: Fixture) {
-    fx.create(1, 4, &["x", "y", "z"]).await;
+    fx.create(1, 4, &["x", "y", "z|é:"]).await;
     fx.join(1, &["x", "wé|:"], 0).await.unwrap();
     fx.create(2, 4, &[]).await;
-    assert_eq!(fx.store.session_end(sid(1), fx.t0).await.unwrap(), None, "not ended yet");
+    assert_eq!(fx.store.session_end(sid(1), fx.t0).await.unwrap(), EndRecord::NotEnded);
+    assert_eq!(fx.store.session_end(sid(9), fx.t0).await.unwrap(), EndRecord::Gone);
 
-    let stopped = Ending { reason: EndReason::Stopped, owed_due: None };
-    fx.store.end_session(sid(1), stopped, fx.at(1_000)).await.unwrap().unwrap();
-    let (session, end) = fx.store.session_end(sid(1), fx.at(2_000)).await.unwrap().expect("ended");
+    fx.store.end_session(sid(1), OWED.ending(EndReason::Stopped), fx.at(1_000)).await.unwrap().unwrap();
+    let EndRecord::Owed(session, end) = fx.store.session_end(sid(1), fx.at(2_000)).await.unwrap() else {
+        panic!("owed")
+    };
     assert_eq!(session.session_id, sid(1));
     assert_eq!(session.status, SessionStatus::Ended);
     assert_eq!(session.info, info("game", "eu-west-1"));
     assert_eq!(end.reason, EndReason::Stopped);
     assert_eq!(end.ended_at, fx.at(1_000));
     assert_eq!(end.players, set(&["wé|:", "x"]));
-    assert_eq!(end.reserved_players, set(&["y", "z"]), "x's seat was used, not reserved");
-    assert_eq!(fx.store.owed_end_announcements().await.unwrap(), 0, "nobody to tell");
+    assert_eq!(end.reserved_players, set(&["y", "z|é:"]), "x's seat was used, not reserved");
 
-    // An end whose reservations had expired reserves nobody.
+    // Announced: the record no longer owes it, and ending it again is refused and owes nothing.
+    fx.store.end_announced(sid(1)).await.unwrap();
+    assert_eq!(fx.store.session_end(sid(1), fx.at(2_000)).await.unwrap(), EndRecord::Settled);
+    let again = fx.store.end_session(sid(1), OWED.ending(EndReason::Gone), fx.at(3_000)).await.unwrap();
+    assert_eq!(again.unwrap_err(), SeatError::Ended);
+    assert_eq!(fx.store.session_end(sid(1), fx.at(3_000)).await.unwrap(), EndRecord::Settled);
+
+    // Ended without owing: settled from the start.
     fx.store.end_session(sid(2), GONE, fx.at(61_000)).await.unwrap().unwrap();
-    let (_, end) = fx.store.session_end(sid(2), fx.at(61_000)).await.unwrap().unwrap();
-    assert_eq!((end.reason, end.players.len(), end.reserved_players.len()), (EndReason::Gone, 0, 0));
-    assert_eq!(fx.store.session_end(sid(9), fx.t0).await.unwrap(), None, "unknown");
+    assert_eq!(fx.store.session_end(sid(2), fx.at(61_000)).await.unwrap(), EndRecord::Settled);
+
+    // An unknown session's refused end owes nothing either.
+    let unknown = fx.store.end_session(sid(9), OWED.ending(EndReason::Gone), fx.t0).await.unwrap();
+    assert_eq!(unknown.unwrap_err(), SeatError::NotFound);
+    let due = fx.store.claim_end_announcements(fx.at(3_600_000), 10, Duration::ZERO).await.unwrap();
+    assert!(!due.contains(&sid(9)), "{due:?}");
 }
 
 async fn an_owed_end_is_claimed_once_deferred_and_settled(fx: Fixture) {
-    for n in 1..=3 {
+    for n in 1..=2 {
         fx.create(n, 4, &[]).await;
     }
-    let owed_at = |ms: i64| Ending { reason: EndReason::Gone, owed_due: Some(fx.at(ms)) };
-    fx.store.end_session(sid(1), owed_at(10_000), fx.t0).await.unwrap().unwrap();
-    fx.store.end_session(sid(2), owed_at(5_000), fx.t0).await.unwrap().unwrap();
-    // Ended again: refused, and the entry it owes first keeps the due time it had.
-    let again = fx.store.end_session(sid(2), owed_at(1_000), fx.t0).await.unwrap();
-    assert_eq!(again.unwrap_err(), SeatError::Ended);
+    let owed_after = |ms: u64| EndOwing { window: Duration::from_millis(ms), keep_for: KEEP };
+    fx.store.end_session(sid(1), owed_after(10_000).ending(EndReason::Gone), fx.t0).await.unwrap().unwrap();
+    fx.store.end_session(sid(2), owed_after(5_000).ending(EndReason::Gone), fx.t0).await.unwrap().unwrap();
     assert_eq!(fx.store.owed_end_announcements().await.unwrap(), 2);
 
     let hold = Duration::from_secs(15);
@@ -1415,6 +1428,18 @@ async fn an_owed_end_is_claimed_once_deferred_and_settled(fx: Fixture) {
     fx.store.defer_end_announcement(sid(1), fx.at(70_000)).await.unwrap();
     assert!(claim(100_000, 10).await.unwrap().is_empty(), "a deferral of a settled end owes nothing");
     assert_eq!(fx.store.owed_end_announcements().await.unwrap(), 0);
-    let (_, end) = fx.store.session_end(sid(1), fx.t0).await.unwrap().unwrap();
-    assert_eq!(end.reason, EndReason::Gone);
+}
+
+/// An owed end outlives the record's own `keep_for` by the owing's, so a late retry can read it.
+async fn an_owed_tombstone_is_kept_as_long_as_the_owing_says(fx: Fixture) {
+    let short = Duration::from_millis(300);
+    for n in 1..=2 {
+        fx.store.create_session(&fx.new_session(n, 4, &[]), short).await.unwrap().unwrap();
+    }
+    let owing = EndOwing { window: Duration::ZERO, keep_for: Duration::from_secs(60) };
+    fx.store.end_session(sid(1), owing.ending(EndReason::Gone), fx.t0).await.unwrap().unwrap();
+    fx.store.end_session(sid(2), GONE, fx.t0).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(fx.store.session_end(sid(1), fx.t0).await.unwrap(), EndRecord::Owed(..)));
+    assert_eq!(fx.store.session_end(sid(2), fx.t0).await.unwrap(), EndRecord::Gone, "kept its own keep_for");
 }

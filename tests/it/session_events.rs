@@ -123,10 +123,17 @@ async fn stack_posting_to(receiver: &Receiver, extra: &[(&str, &str)]) -> Stack 
     Stack { emulator, redis, bridge, http: reqwest::Client::new() }
 }
 
-/// Waits for three more complete reconciler scans (time enough for a second announcement).
+/// Waits for three more complete reconciler scans (time enough for a second end), then for the
+/// session-end outbox to hold nothing (an entry left behind would be announced again a window
+/// later, after the test looked).
 async fn three_more_scans(stack: &Stack) {
     let now = metric(&stack.bridge, COMPLETE).await;
     wait_metric(&stack.bridge, COMPLETE, now + 3.0, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&stack.bridge, "gameye_bridge_session_ends_owed").await != 0.0 {
+        assert!(Instant::now() < deadline, "session ends still owed:\n{}", stack.bridge.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A session living `ttl_s` seconds at Gameye: adopted while it runs, ended once its TTL ran out.
@@ -264,7 +271,7 @@ async fn deleting_a_session_announces_it_once_on_the_webhook_and_nats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_owed_by_an_instance_that_stopped_is_announced_by_another() {
     use adapters::store::{RedisStore, SeatStore};
-    use bridge::ports::Ending;
+    use bridge::ports::EndOwing;
     use bridge::seats::{EndReason, NewSession, SessionStatus};
 
     let receiver = Receiver::start(&[]).await;
@@ -291,7 +298,8 @@ async fn an_end_owed_by_an_instance_that_stopped_is_announced_by_another() {
     };
     store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap();
     store.join_players(id, &["p0".to_owned()], now).await.unwrap().unwrap();
-    let ending = Ending { reason: EndReason::Gone, owed_due: Some(now) };
+    let ending =
+        EndOwing { window: Duration::ZERO, keep_for: Duration::from_secs(600) }.ending(EndReason::Gone);
     store.end_session(id, ending, now).await.unwrap().unwrap();
 
     let received = receiver.wait_for(1, Duration::from_secs(10), &stack.bridge).await;
@@ -349,4 +357,109 @@ async fn an_end_the_receiver_missed_while_down_is_delivered_when_it_is_back() {
     assert_eq!(body["data"]["reason"], "stopped", "{body}");
     assert_eq!(body["data"]["reserved_players"], json!(["p0"]), "{body}");
     wait_metric(&stack.bridge, DELIVERED, 1.0, Duration::from_secs(5)).await;
+}
+
+/// A sink that records what it hears.
+#[derive(Default)]
+struct Recording {
+    heard: Mutex<Vec<uuid::Uuid>>,
+}
+
+impl bridge::ports::SessionEvents for Recording {
+    fn name(&self) -> &'static str {
+        "recording"
+    }
+
+    fn session_ended<'a>(
+        &'a self,
+        session: &'a bridge::seats::SessionSeats,
+        _end: &'a bridge::seats::SessionEnd,
+    ) -> bridge::placement::BoxFuture<'a, Result<(), bridge::ports::DeliveryError>> {
+        Box::pin(async move {
+            self.heard.lock().unwrap().push(session.session_id);
+            Ok(())
+        })
+    }
+}
+
+/// The outbox against a real Redis, where an entry can outlive or precede its end: the record
+/// decides whether anything is announced.
+#[tokio::test]
+async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
+    use adapters::session_events::{
+        EndAnnounced, EndAnnouncementMetrics, EndAnnouncer, EndAnnouncerSettings,
+    };
+    use adapters::store::{EndAnnouncementStore, RedisStore, SeatError, SeatStore, StateStore};
+    use bridge::ports::{EndOwing, SessionEvents};
+    use bridge::seats::{EndReason, NewSession, SessionStatus};
+
+    let redis = RedisServer::start();
+    let store = StateStore::Redis(RedisStore::connect(&redis.url(), "it-ends").await.unwrap());
+    let sink = Arc::new(Recording::default());
+    let settings =
+        EndAnnouncerSettings { deadline: Duration::from_secs(1), give_up_after: Duration::from_secs(3600) };
+    let sinks: Vec<Arc<dyn SessionEvents>> = vec![sink.clone()];
+    let announcer = EndAnnouncer::new(store.clone(), sinks, settings, EndAnnouncementMetrics::default());
+    let owed = EndOwing { window: Duration::ZERO, keep_for: Duration::from_secs(600) };
+    let now = OffsetDateTime::now_utc();
+    let create = |n: u128| {
+        let new = NewSession {
+            session_id: uuid::Uuid::from_u128(n),
+            capacity: 4,
+            status: SessionStatus::Running,
+            info: bridge::seats::SessionInfo {
+                image: "demo-game".into(),
+                version: None,
+                location: "eu-west-1".into(),
+                labels: Default::default(),
+                metadata: Default::default(),
+            },
+            players: Vec::new(),
+            joined: Vec::new(),
+            reservation_ttl: Duration::from_secs(60),
+            now,
+        };
+        let store = store.clone();
+        async move { store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap() }
+    };
+    let id = uuid::Uuid::from_u128;
+    let mut connection =
+        redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let index = "it-ends:{seats}:end-announce";
+
+    // Announced, then ended again (refused): the entry that second end wrote announces nothing.
+    create(1).await;
+    store.end_session(id(1), owed.ending(EndReason::Stopped), now).await.unwrap().unwrap();
+    assert_eq!(announcer.announce(id(1), now).await, EndAnnounced::Delivered);
+    let again = store.end_session(id(1), owed.ending(EndReason::Gone), now).await.unwrap();
+    assert_eq!(again.unwrap_err(), SeatError::Ended);
+    assert_eq!(store.claim_end_announcements(now, 10, Duration::from_secs(5)).await.unwrap(), [id(1)]);
+    assert_eq!(announcer.announce(id(1), now).await, EndAnnounced::Dropped);
+
+    // An entry whose end has not happened (it failed after the entry was written) waits for it.
+    create(2).await;
+    let _: () = redis::cmd("ZADD")
+        .arg(index)
+        .arg(0)
+        .arg(id(2).to_string())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(announcer.announce(id(2), now).await, EndAnnounced::Retry);
+    assert_eq!(store.owed_end_announcements().await.unwrap(), 1, "still owed");
+    store.end_session(id(2), owed.ending(EndReason::Gone), now).await.unwrap().unwrap();
+    assert_eq!(announcer.announce(id(2), now).await, EndAnnounced::Delivered);
+
+    // An entry whose record expired: given up.
+    let _: () = redis::cmd("ZADD")
+        .arg(index)
+        .arg(0)
+        .arg(id(3).to_string())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(announcer.announce(id(3), now).await, EndAnnounced::GivenUp);
+
+    assert_eq!(*sink.heard.lock().unwrap(), [id(1), id(2)], "each real end once");
+    assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
 }

@@ -16,8 +16,11 @@
 //! | --- | --- | --- | --- |
 //! | `<prefix>:{seats}:end-announce` | ZSET | session id → when its end is due to be announced (ms, the callers' clock) | never: entries leave when announced, given up, or found without an ended record |
 //!
-//! An entry is added (`ZADD NX`) just before the end script runs (`end_session`), so an end
-//! never lacks it; what is announced is read from the ended record (`seats_redis.rs`).
+//! An entry is added (`ZADD NX`) just before the end script runs (`end_session`), so an owed end
+//! never lacks it. The ended record decides (`seats_redis.rs`): its `ended_owed` field is set by the
+//! end script itself and cleared (before the entry is removed) once the end was announced, so an
+//! entry whose end did not happen, lost a race to another end, or was announced already is dropped
+//! without announcing.
 
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -27,8 +30,7 @@ use time::OffsetDateTime;
 
 use super::redis::{IndexAdded, RedisStore, Skipped, bounded, bounded_store, err, queue_index_add};
 use super::{duration_millis, to_millis};
-use bridge::ports::{AnnouncementStore, EndAnnouncementStore, Owed, StoreError};
-use bridge::seats::{SessionEnd, SessionSeats};
+use bridge::ports::{AnnouncementStore, EndAnnouncementStore, EndRecord, Owed, StoreError};
 use uuid::Uuid;
 
 // ARGV 1 now (ms), 2 limit, 3 held until (ms). The due members, earliest first.
@@ -182,24 +184,29 @@ impl AnnouncementStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Owes the end of `session_id` at `due`, unless it is owed already.
-    pub(super) async fn owe_end(&self, session_id: Uuid, due: OffsetDateTime) -> Result<(), StoreError> {
+    /// Indexes the owed end of `session_id`, due at `due`, unless it is indexed already. Whether
+    /// this call added it.
+    pub(super) async fn owe_end(&self, session_id: Uuid, due: OffsetDateTime) -> Result<bool, StoreError> {
         let owe = redis::cmd("ZADD")
             .arg(self.keys().end_announcements())
             .arg("NX")
             .arg(to_millis(due))
             .arg(session_id.to_string())
             .to_owned();
-        self.outbox_command("owe_end", &owe).await
+        let added: i64 = self.outbox_command("owe_end", &owe).await?;
+        Ok(added == 1)
+    }
+
+    /// Takes the end of `session_id` out of the index.
+    pub(super) async fn unowe_end(&self, session_id: Uuid) -> Result<(), StoreError> {
+        let remove =
+            redis::cmd("ZREM").arg(self.keys().end_announcements()).arg(session_id.to_string()).to_owned();
+        self.outbox_command("end_announced", &remove).await
     }
 }
 
 impl EndAnnouncementStore for RedisStore {
-    async fn session_end(
-        &self,
-        session_id: Uuid,
-        now: OffsetDateTime,
-    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+    async fn session_end(&self, session_id: Uuid, now: OffsetDateTime) -> Result<EndRecord, StoreError> {
         bounded_store("session_end", self.session_end_inner(session_id, now)).await
     }
 
@@ -235,9 +242,14 @@ impl EndAnnouncementStore for RedisStore {
     }
 
     async fn end_announced(&self, session_id: Uuid) -> Result<(), StoreError> {
-        let remove =
-            redis::cmd("ZREM").arg(self.keys().end_announcements()).arg(session_id.to_string()).to_owned();
-        self.outbox_command("end_announced", &remove).await
+        // The record first: an entry left by a cut-short call is then dropped as settled, where
+        // the other order could leave an owed record without an entry.
+        let settle = redis::cmd("HDEL")
+            .arg(super::seats_redis::seats_key(self.prefix(), session_id))
+            .arg("ended_owed")
+            .to_owned();
+        self.outbox_command::<()>("end_announced", &settle).await?;
+        self.unowe_end(session_id).await
     }
 
     async fn defer_end_announcement(&self, session_id: Uuid, due: OffsetDateTime) -> Result<(), StoreError> {

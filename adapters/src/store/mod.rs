@@ -36,8 +36,8 @@ use uuid::Uuid;
 use bridge::ports::{Completion, Finished};
 
 pub use bridge::ports::{
-    AnnouncementStore, BackfillReserved, EndAnnouncementStore, Ending, LeaseStore, Owed, PlayerSyncClaim,
-    PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
+    AnnouncementStore, BackfillReserved, EndAnnouncementStore, EndOwing, EndRecord, Ending, LeaseStore, Owed,
+    PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
 };
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
@@ -528,11 +528,7 @@ impl SeatStore for StateStore {
 }
 
 impl EndAnnouncementStore for StateStore {
-    async fn session_end(
-        &self,
-        session_id: Uuid,
-        now: OffsetDateTime,
-    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+    async fn session_end(&self, session_id: Uuid, now: OffsetDateTime) -> Result<EndRecord, StoreError> {
         match self {
             Self::Memory(store) => store.session_end(session_id, now).await,
             Self::Redis(store) => store.session_end(session_id, now).await,

@@ -11,6 +11,10 @@
 //! | `<prefix>:cooldown:{<location>}` | STRING | `1` | after the cool-down |
 //! | `<prefix>:delivery:{<key>}` | STRING | `1`: a door acted on this delivery (SNS `MessageId`) | `keep_for` |
 //! | `<prefix>:ticket:{<ticket_id>}` | STRING | a matchmaking ticket's status as JSON | `keep_for` |
+//! | `<prefix>:{seats}:end-announce` | ZSET | session id → when its owed end is due to be announced ([`bridge::ports::EndAnnouncementStore`], `announce_redis.rs`) | never: entries leave when announced, given up or found settled |
+//!
+//! Seat records and their indexes (`seats_redis.rs`) and the player-sync outbox
+//! (`player_sync_redis.rs`) have their own tables.
 //!
 //! A record holds the match id, source, session id, request and acceptance time, its state
 //! (`pending` / `placed` / `failed`), its fence (kept across states, so a takeover of a retryable

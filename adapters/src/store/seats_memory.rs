@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::memory::MemoryStore;
 use super::{Swept, duration_millis, ms_duration, whole_millis};
 use bridge::ports::{
-    BackfillReserved, EndAnnouncementStore, Ending, RecordedPage, RecordedSession, SeatChange, SeatStore,
-    StoreError,
+    BackfillReserved, EndAnnouncementStore, EndRecord, Ending, RecordedPage, RecordedSession, SeatChange,
+    SeatStore, StoreError,
 };
 use bridge::seats::{
     Ended, ExpiredReservation, Joined, Left, NewSession, Reserved, SeatError, SeatResult, SessionEnd,
@@ -40,6 +40,8 @@ struct Record {
     expires_at: Instant,
     /// How it ended, once it did.
     end: Option<SessionEnd>,
+    /// Its end is owed to the session-event sinks.
+    end_owed: bool,
 }
 
 impl SeatsMemory {
@@ -113,6 +115,7 @@ impl SeatsMemory {
             keep_for,
             expires_at: deadline(clock, keep_for),
             end: None,
+            end_owed: false,
         };
         inner.sessions.insert(new.session_id, record);
         // Creates sweep too: a deployment whose sessions are only ever created must still get the
@@ -278,33 +281,36 @@ impl SeatStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
         let mut inner = self.seats.lock();
-        if let Some(due) = ending.owed_due {
-            // Owed whatever the end answers, like Redis (which writes the entry first).
-            inner.ends_owed.entry(session_id).or_insert(whole_millis(due));
-        }
         let mut end = None;
         let change = inner.change(session_id, now, |s, now| {
             let (ended, how) = s.end_for(ending.reason, now)?;
             end = Some(how);
             Ok(ended)
         });
-        if let (Ok(_), Some(record)) = (&change, inner.sessions.get_mut(&session_id)) {
+        if change.is_ok()
+            && let Some(record) = inner.sessions.get_mut(&session_id)
+        {
             record.end = end;
+            if let Some(owe) = ending.owe {
+                record.end_owed = true;
+                record.expires_at =
+                    record.expires_at.max(deadline(Instant::now(), ms_duration(owe.keep_for)));
+                inner.ends_owed.entry(session_id).or_insert(whole_millis(now + owe.window));
+            }
         }
         Ok(change)
     }
 }
 
 impl EndAnnouncementStore for MemoryStore {
-    async fn session_end(
-        &self,
-        session_id: Uuid,
-        now: OffsetDateTime,
-    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+    async fn session_end(&self, session_id: Uuid, now: OffsetDateTime) -> Result<EndRecord, StoreError> {
         let mut inner = self.seats.lock();
-        Ok(inner
-            .live(session_id, Instant::now())
-            .and_then(|r| r.end.clone().map(|end| (r.seats.at(whole_millis(now)), end))))
+        let Some(record) = inner.live(session_id, Instant::now()) else { return Ok(EndRecord::Gone) };
+        Ok(match (&record.end, record.end_owed) {
+            _ if record.seats.status != bridge::SessionStatus::Ended => EndRecord::NotEnded,
+            (Some(end), true) => EndRecord::Owed(record.seats.at(whole_millis(now)), end.clone()),
+            _ => EndRecord::Settled,
+        })
     }
 
     async fn claim_end_announcements(
@@ -326,7 +332,11 @@ impl EndAnnouncementStore for MemoryStore {
     }
 
     async fn end_announced(&self, session_id: Uuid) -> Result<(), StoreError> {
-        self.seats.lock().ends_owed.remove(&session_id);
+        let mut inner = self.seats.lock();
+        if let Some(record) = inner.sessions.get_mut(&session_id) {
+            record.end_owed = false;
+        }
+        inner.ends_owed.remove(&session_id);
         Ok(())
     }
 

@@ -41,8 +41,9 @@
 //! **Ended sessions** keep their record as a tombstone (`status` `ended`, no seats) for `keep_for`,
 //! so a late create cannot bring them back; every operation on them answers `Ended`. The tombstone
 //! keeps how the session ended for its announcement: `ended_reason`, `ended_ms`, `ej:<player>` per
-//! player who was joined and `er:<player>` per player who held a live reservation (the session-end
-//! outbox, `announce_redis.rs`).
+//! player who was joined and `er:<player>` per player who held a live reservation, and `ended_owed`
+//! = `1` while the end is owed to the session-event sinks (the session-end outbox,
+//! `announce_redis.rs`; an owed tombstone is kept at least as long as the outbox retries).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::LazyLock;
@@ -57,7 +58,7 @@ use super::redis::{
 };
 use super::{duration_millis, from_millis, ms_duration, to_millis, whole_millis};
 use bridge::ports::{
-    BackfillReserved, Ending, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError,
+    BackfillReserved, EndRecord, Ending, RecordedPage, RecordedSession, SeatChange, SeatStore, StoreError,
 };
 use bridge::seats::{
     EndReason, Ended, ExpiredReservation, Joined, JsonText, Left, NewSession, Reservation, Reserved,
@@ -848,24 +849,32 @@ impl RedisStore {
         ending: Ending,
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Ended>>, StoreError> {
-        if let Some(due) = ending.owed_due {
-            // Owed before the end, so no end lacks its entry; an end that then does not happen
-            // leaves an entry the outbox drops (its record is not ended).
-            self.owe_end(session_id, due).await?;
-        }
+        // Indexed before the end, so no owed end lacks its entry. The record decides: an entry
+        // of an end that did not happen (or lost a race to another end) is dropped by the outbox.
+        let added = match ending.owe {
+            Some(owe) => self.owe_end(session_id, now + owe.window).await?,
+            None => false,
+        };
         let session = session_id.to_string();
-        let args = vec![ending.reason.as_str().to_owned()];
-        self.seat_op("end_session", &SCRIPTS.end, session_id, args, to_millis(now), |detail| {
-            let mut kinds = by_kind(detail);
-            let reservations = kinds
-                .remove(&'r')
-                .unwrap_or_default()
-                .iter()
-                .map(|id| Uuid::parse_str(id).map_err(|_| corrupt(&session, "bad reservation id")))
-                .collect::<Result<_, _>>()?;
-            Ok(Ended { players: kinds.remove(&'j').unwrap_or_default(), reservations })
-        })
-        .await
+        let keep_owed = ending.owe.map(|owe| duration_millis(owe.keep_for).to_string()).unwrap_or_default();
+        let args = vec![ending.reason.as_str().to_owned(), keep_owed];
+        let ended = self
+            .seat_op("end_session", &SCRIPTS.end, session_id, args, to_millis(now), |detail| {
+                let mut kinds = by_kind(detail);
+                let reservations = kinds
+                    .remove(&'r')
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|id| Uuid::parse_str(id).map_err(|_| corrupt(&session, "bad reservation id")))
+                    .collect::<Result<_, _>>()?;
+                Ok(Ended { players: kinds.remove(&'j').unwrap_or_default(), reservations })
+            })
+            .await?;
+        // No record, so no other end can need the entry this call added.
+        if added && matches!(ended, Err(SeatError::NotFound)) {
+            self.unowe_end(session_id).await?;
+        }
+        Ok(ended)
     }
 }
 
@@ -1000,23 +1009,26 @@ impl SeatStore for RedisStore {
 }
 
 impl RedisStore {
-    /// An ended session's record and how it ended (see `seats_end.lua`).
+    /// What the session's record says about its end (see `seats_end.lua`).
     pub(super) async fn session_end_inner(
         &self,
         session_id: Uuid,
         now: OffsetDateTime,
-    ) -> Result<Option<(SessionSeats, SessionEnd)>, StoreError> {
+    ) -> Result<EndRecord, StoreError> {
         let mut connection = self.connection.clone();
         let mut fields: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(seats_key(self.prefix(), session_id))
             .query_async(&mut connection)
             .await
             .map_err(err("session_end"))?;
+        let owed = fields.remove("ended_owed").is_some();
         let end = parse_end(&mut fields);
-        let Some(seats) = parse_seats(fields)? else { return Ok(None) };
-        Ok(end
-            .filter(|_| seats.status == SessionStatus::Ended)
-            .map(|end| (seats.into_at(whole_millis(now)), end)))
+        let Some(seats) = parse_seats(fields)? else { return Ok(EndRecord::Gone) };
+        Ok(match end {
+            _ if seats.status != SessionStatus::Ended => EndRecord::NotEnded,
+            Some(end) if owed => EndRecord::Owed(seats.into_at(whole_millis(now)), end),
+            _ => EndRecord::Settled,
+        })
     }
 }
 

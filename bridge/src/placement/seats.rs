@@ -447,10 +447,7 @@ where
             }
             let stopped_now = self.api.stop_session(session_id).await.map_err(SeatServiceError::Gameye)?;
             let now = self.clock.now();
-            let ending = Ending {
-                reason: EndReason::Stopped,
-                owed_due: self.settings.seats.end_announcement_window.map(|window| now + window),
-            };
+            let ending = Ending { reason: EndReason::Stopped, owe: self.settings.seats.end_announcements };
             Ok(self.store.end_session(session_id, ending, now).await?.map(|change| {
                 self.seats_changed(&change.session);
                 EndedSession {

@@ -48,9 +48,8 @@ pub struct SeatSettings {
     /// How long an image's backfill candidates are reused before its sessions are listed again
     /// (zero: list on every backfill). Reservations stay atomic either way.
     pub backfill_cache: Duration,
-    /// `Some(window)`: ends are owed to session-event sinks, and the session-end outbox takes over
-    /// from the first attempt `window` after the end; `None`: no sinks, nothing owed.
-    pub end_announcement_window: Option<Duration>,
+    /// `Some`: ends are owed to session-event sinks, like this; `None`: no sinks, nothing owed.
+    pub end_announcements: Option<crate::ports::EndOwing>,
 }
 
 impl Default for SeatSettings {
@@ -62,7 +61,7 @@ impl Default for SeatSettings {
             match_reservation_ttl: Duration::from_secs(300),
             gameye_sync: PlayerSyncSettings::default(),
             backfill_cache: Duration::from_millis(250),
-            end_announcement_window: None,
+            end_announcements: None,
         }
     }
 }
