@@ -241,8 +241,8 @@ async fn malformed_hooks_are_refused_and_place_nothing() {
         (json!([{"ticket": "t", "properties": {}}]), 422, "entries[0].presence"),
         (json!([{"presence": {"user_id": 42}}]), 422, "entries[0].presence.user_id"),
         (json!([{"presence": {"user_id": "u"}, "properties": "many"}]), 422, "entries[0].properties"),
-        (json!({"entries": "u1"}), 422, "request body"),
-        (json!({"entries": [js_entry("u", json!({}))], "max_players": "ten"}), 422, "request body"),
+        (json!({"entries": "u1"}), 422, "entries"),
+        (json!({"entries": [js_entry("u", json!({}))], "max_players": "ten"}), 422, "max_players"),
         // No ticket, no create_time, no match id: a rematch of the same sockets would look the same.
         (json!([js_entry("u", json!({}))]), 422, "match_id"),
         (json!("hello"), 422, "request body"),

@@ -512,6 +512,25 @@ async fn stored_latencies_fill_in_for_players_without_them() {
         .await
         .unwrap();
     assert_eq!(response.status(), 422);
+
+    // A figure that is not a number: 422 naming it, and 400 for a body that is not JSON.
+    let put = |body: &'static str| {
+        stack
+            .http
+            .put(stack.url("/v1/players/alice/latencies"))
+            .bearer_auth(API_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let response = put(r#"{"latencies": {"eu-west-1": 30, "us-east-1": "fast"}}"#).await.unwrap();
+    assert_eq!(response.status(), 422);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("latencies.us-east-1: "), "{error}");
+    assert_eq!(put(r#"{"latencies": "#).await.unwrap().status(), 400);
+    let (_, stored) = stack.get("/v1/players/alice/latencies").await;
+    assert_eq!(stored["latencies"], json!({"us-east-1": 20, "eu-west-1": 80}), "unchanged");
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::matches::{MatchesState, store_unavailable};
+use bridge::InvalidRequest;
+
+use super::matches::{MatchesState, invalid_request, store_unavailable};
 use super::{ApiError, ErrorBody};
 
 const MAX_LOCATIONS: usize = 64;
@@ -55,14 +57,8 @@ pub async fn put_latencies(
     body: Bytes,
 ) -> Result<Json<PlayerLatencies>, ApiError> {
     check_name("player_id", &player_id)?;
-    let report: LatencyReport = serde_json::from_slice(&body).map_err(|e| {
-        let status = if e.is_syntax() || e.is_eof() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        ApiError::new(status, "INVALID_REQUEST", e.to_string())
-    })?;
+    let report: LatencyReport =
+        serde_json::from_slice(&body).map_err(|e| invalid_request(InvalidRequest::from_json(&body, &e)))?;
     let latencies = validate(report)?;
     state.service.put_latencies(&player_id, &latencies).await.map_err(store_unavailable)?;
     let expires_at = OffsetDateTime::now_utc() + state.service.latency_keep_for();

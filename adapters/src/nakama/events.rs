@@ -170,8 +170,17 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<NakamaEvent>, InvalidRequest> {
         .enumerate()
         .map(|(index, value)| {
             let path = if prefix == "event" { prefix.to_owned() } else { format!("{prefix}[{index}]") };
-            let event: NakamaEvent =
-                serde_json::from_value(value).map_err(|e| InvalidRequest::invalid(&path, e.to_string()))?;
+            // From bytes, not the value, so an error can name the field inside the event.
+            let bytes = value.to_string();
+            let event: NakamaEvent = serde_json::from_str(&bytes).map_err(|e| {
+                let inner = InvalidRequest::from_json(bytes.as_bytes(), &e);
+                let field = match inner.field {
+                    Some(field) if field.starts_with('[') => format!("{path}{field}"),
+                    Some(field) => format!("{path}.{field}"),
+                    None => path.clone(),
+                };
+                InvalidRequest::invalid(field, inner.message)
+            })?;
             if event.name.is_empty() || event.name.chars().count() > MAX_EVENT_NAME_CHARS {
                 return Err(InvalidRequest::invalid(
                     format!("{path}.name"),
@@ -244,6 +253,16 @@ mod tests {
         ] {
             assert!(parse_events(body.to_string().as_bytes()).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_named() {
+        let error =
+            parse_events(br#"{"events": [{"name": "x", "user_id": "u"}, {"name": "y", "user_id": 7}]}"#)
+                .unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("events[1].user_id"), "{error:?}");
+        let error = parse_events(br#"{"name": "x", "user_ids": ["u", 3]}"#).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("event.user_ids[1]"), "{error:?}");
     }
 
     fn event(name: &str, users: &[&str], match_id: Option<&str>) -> NakamaEvent {

@@ -157,8 +157,9 @@ pub fn read_hook(body: &[u8]) -> Result<MatchedHook, InvalidRequest> {
     })?;
     let envelope = match value {
         Value::Array(entries) => Envelope { entries, ..Envelope::default() },
+        // Read again from the bytes, so an error can name its field.
         Value::Object(ref object) if object.contains_key("entries") => {
-            serde_json::from_value(value).map_err(|e| body_error(e.to_string()))?
+            serde_json::from_slice(body).map_err(|e| InvalidRequest::from_json(body, &e))?
         }
         _ => {
             return Err(body_error(
@@ -499,6 +500,14 @@ mod tests {
         let mut timed = js_entry("u1", json!({}));
         timed["create_time"] = json!(1_763_700_000_000_000_000_i64);
         assert!(parse(&json!([timed])).unwrap().match_id.starts_with(DERIVED_MATCH_ID_PREFIX));
+    }
+
+    #[test]
+    fn a_wrongly_typed_envelope_field_is_named() {
+        let body = json!({"entries": [go_entry("t1", "u1", json!({}))], "max_players": "eight"});
+        let refused = parse(&body).unwrap_err();
+        assert_eq!(refused.field.as_deref(), Some("max_players"), "{refused:?}");
+        assert_eq!(refused.kind, InvalidRequestKind::Invalid);
     }
 
     #[test]
