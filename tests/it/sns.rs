@@ -707,3 +707,28 @@ fn sns_configuration_is_validated_and_its_secret_never_printed() {
     assert!(printed.contains("[sns]") && printed.contains(TOPIC), "{printed}");
     assert!(!printed.contains("MfKQ9r8G") && !printed.contains("sekrit-in-url"), "{printed}");
 }
+
+/// A match FlexMatch made that the bridge refuses (a player id beyond its limit): SNS gets the 422
+/// and will not send it again, so the game's backend is told too: its tickets read `failed` with
+/// the reason, and the results webhook gets `match.failed` with INVALID_REQUEST. Nothing is placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_a_match_the_bridge_refuses_is_failed_on_its_tickets_and_announced() {
+    let s = SnsStack::start(&[]).await;
+    let long = "p".repeat(200);
+    let event = succeeded("fm-refused", &[("ticket-refused", &[long.as_str()]), ("ticket-ok", &["erin"])]);
+    let (status, answer, _) = s.post_sns(&sign(notification("msg-refused", &event))).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "INVALID_REQUEST", "{answer}");
+
+    for ticket in ["ticket-refused", "ticket-ok"] {
+        let status = s.wait_ticket(ticket, "failed", Duration::from_secs(5)).await;
+        let reason = status["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("INVALID_REQUEST: "), "{status}");
+    }
+    let payload = s.wait_delivered(Duration::from_secs(10)).await;
+    assert_eq!(payload["type"], "match.failed");
+    assert_eq!(payload["data"]["match_id"], "fm-refused");
+    assert_eq!(payload["data"]["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(payload["data"]["error"]["retryable"], false);
+    assert!(s.stack.emulator_sessions().await.is_empty(), "refused, not placed");
+}

@@ -105,6 +105,11 @@ impl Event {
         Ok(Self { kind, configuration: envelope.resources.into_iter().next(), detail })
     }
 
+    /// The match FlexMatch made, when the event names one.
+    pub fn match_id(&self) -> Option<&str> {
+        self.detail.match_id.as_deref().filter(|id| !id.is_empty())
+    }
+
     /// The ticket ids the event names.
     pub fn ticket_ids(&self) -> Vec<String> {
         let mut seen = BTreeSet::new();

@@ -24,8 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge::placement::{Accepted, PlacementService, Progress};
-use bridge::ports::{DeliveryLog, PlacementState, StoreError, TicketState, TicketStatus, TicketStore};
-use bridge::{Assignment, FailureDetail};
+use bridge::ports::{
+    DeliveryLog, Outcome, PlacementState, StoreError, TicketState, TicketStatus, TicketStore,
+};
+use bridge::{Assignment, Failure, FailureCode, FailureDetail};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -406,10 +408,16 @@ impl SnsDoor {
     }
 
     async fn succeeded(&self, event: &Event, now: OffsetDateTime) -> Result<Receipt, SnsError> {
-        let request = event.to_match_request(&self.config.configurations)?;
-        let request = request.validate().map_err(|invalid| {
-            SnsError::new(SnsErrorKind::Invalid, "INVALID_REQUEST", format!("FlexMatch event: {invalid}"))
-        })?;
+        let request = match event.to_match_request(&self.config.configurations) {
+            Ok(request) => request.validate().map_err(|invalid| {
+                SnsError::new(SnsErrorKind::Invalid, "INVALID_REQUEST", format!("FlexMatch event: {invalid}"))
+            }),
+            Err(error) => Err(SnsError::from(error)),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(refused) => return Err(self.refused(event, refused, now).await),
+        };
         let match_id = request.request().match_id.clone();
         // Tickets first: once the placement is accepted, polling must find them.
         for ticket_id in event.ticket_ids() {
@@ -457,6 +465,37 @@ impl SnsDoor {
             Accepted::Known(Progress::Pending { .. }) => {}
         }
         Ok(Receipt::Accepted { match_id })
+    }
+
+    /// A match FlexMatch made that the bridge cannot place: SNS hears the refusal (and does not
+    /// retry a 4xx), so the game's backend is told too, the one way it listens: the tickets are
+    /// recorded as failed, and the failure is announced when the event names its match.
+    async fn refused(&self, event: &Event, refused: SnsError, now: OffsetDateTime) -> SnsError {
+        tracing::error!(event = %event.kind, error = %refused.message, "FlexMatch match refused: it cannot be placed");
+        let reason = format!("{}: {}", refused.code, refused.message);
+        for ticket_id in event.ticket_ids() {
+            let status = TicketStatus {
+                ticket_id,
+                status: TicketState::Failed,
+                match_id: None,
+                event: event.kind.clone(),
+                reason: Some(reason.clone()),
+                updated_at: now,
+            };
+            if let Err(error) = self.tickets.put_unmatched_ticket_status(&status, self.config.keep_for).await
+            {
+                // The refusal stands either way; SNS will not send this event again.
+                tracing::warn!(%error, "refused FlexMatch match: ticket status not recorded");
+            }
+        }
+        if let Some(match_id) = event.match_id() {
+            let failure = Failure::new(match_id, FailureCode::InvalidRequest, refused.message.clone());
+            let service = self.service.clone();
+            self.background.spawn(async move {
+                let _ = service.announce(SOURCE, &Outcome::Failed(failure)).await;
+            });
+        }
+        refused
     }
 
     /// Records a status for the event's tickets, unless a ticket already reached a match.
