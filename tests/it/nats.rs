@@ -616,3 +616,39 @@ async fn nats_a_deleted_consumer_is_rebuilt_by_the_supervised_loop() {
     assert!(metric(&text, "gameye_bridge_nats_task_restarts_total{task=\"consumer\"}") >= 1.0, "{text}");
     wait_ready(&bridge).await;
 }
+
+/// Messages the pull fetched ahead but no handler took yet are handed back (NAKed) at SIGTERM, so
+/// another instance gets them at once rather than after `ack_wait`.
+#[tokio::test]
+async fn nats_sigterm_hands_back_messages_fetched_ahead() {
+    let stack = NatsStack::start(big_world()).await;
+    let mut bridge = stack.bridge(&[("BRIDGE_NATS__CONCURRENCY", "2")]).await;
+    let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
+    set_faults(&stack.emulator, json!([{"operation": "session-run", "delay_ms": 3000, "probability": 1.0}]))
+        .await;
+    for n in 0..6 {
+        stack
+            .publish(
+                match_with(&format!("m-ahead-{n}"), &[&[("eu-west-1", 20)]]).to_string().as_bytes(),
+                None,
+            )
+            .await;
+    }
+    // Two in handlers, more delivered to the bridge and waiting for a handler's slot.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stack.consumer_info().await.num_ack_pending < 3 {
+        assert!(Instant::now() < deadline, "never fetched ahead: {:?}", stack.consumer_info().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bridge.signal("TERM");
+    assert_eq!(bridge.wait_exit(Duration::from_secs(15)).await, Some(0), "{}", bridge.logs());
+    set_faults(&stack.emulator, json!([])).await;
+
+    // Another instance gets every one at once, not the fetched ones after ack_wait (30 s).
+    let _other = stack.bridge(&[]).await;
+    let mut matches = std::collections::BTreeSet::new();
+    while matches.len() < 6 {
+        let message = next_message(&mut assigned, Duration::from_secs(10)).await;
+        matches.insert(header(&message, "Gameye-Match-Id").to_owned());
+    }
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -100,11 +100,11 @@ async fn consume<C: PulledConsumer>(
         // A free slot first, then a message: at most `concurrency` are worked on; the pull
         // requests one batch of that size ahead, so a message waits at most for one free slot.
         let permit = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(hand_back_fetched(&mut messages, this.settings().concurrency).await),
             permit = this.permits().clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let next = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(hand_back_fetched(&mut messages, this.settings().concurrency).await),
             next = messages.next() => next,
         };
         match next {
@@ -118,5 +118,23 @@ async fn consume<C: PulledConsumer>(
                 });
             }
         }
+    }
+}
+
+/// NAKs (no delay) the messages the pull fetched ahead that no handler took: at a stop they would
+/// otherwise wait out `ack_wait` before another instance gets them. A pull fetches at most one
+/// batch (`concurrency`) ahead; only what is already here is taken, never waited for.
+async fn hand_back_fetched(messages: &mut consumer::pull::Stream, batch: usize) {
+    let mut handed_back = 0;
+    for _ in 0..batch {
+        let Some(Some(Ok(message))) = messages.next().now_or_never() else { break };
+        if let Err(error) = message.ack_with(jetstream::AckKind::Nak(None)).await {
+            tracing::debug!(%error, "a fetched message was not handed back; it comes back after ack_wait");
+        } else {
+            handed_back += 1;
+        }
+    }
+    if handed_back > 0 {
+        tracing::info!(handed_back, "messages fetched ahead handed back to the stream at the stop");
     }
 }
