@@ -100,11 +100,11 @@ async fn consume<C: PulledConsumer>(
         // A free slot first, then a message: at most `concurrency` are worked on; the pull
         // requests one batch of that size ahead, so a message waits at most for one free slot.
         let permit = tokio::select! {
-            _ = stop.cancelled() => return Ok(hand_back_fetched(&mut messages, this.settings().concurrency).await),
+            _ = stop.cancelled() => break,
             permit = this.permits().clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let next = tokio::select! {
-            _ = stop.cancelled() => return Ok(hand_back_fetched(&mut messages, this.settings().concurrency).await),
+            _ = stop.cancelled() => break,
             next = messages.next() => next,
         };
         match next {
@@ -119,6 +119,8 @@ async fn consume<C: PulledConsumer>(
             }
         }
     }
+    hand_back_fetched(&mut messages, this.settings().concurrency).await;
+    Ok(())
 }
 
 /// NAKs (no delay) the messages the pull fetched ahead that no handler took: at a stop they would
