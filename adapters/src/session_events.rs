@@ -110,10 +110,10 @@ impl EndAnnouncementMetrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndAnnounced {
     Delivered,
-    /// A sink failed: due again later.
+    /// A sink or the store failed, or the end has not happened (yet): due again later.
     Retry,
     GivenUp,
-    /// Nothing to announce: the record is gone or not ended.
+    /// Nothing owed: the record says it was announced already, or that end did not happen.
     Dropped,
 }
 
@@ -172,7 +172,7 @@ impl<S: EndAnnouncementStore> EndAnnouncer<S> {
         let result = match self.attempt(session_id, now).await {
             Ok(result) => result,
             Err(error) if !error.transient => {
-                tracing::error!(%session_id, %error, "session end announcement given up: its record cannot be read");
+                tracing::error!(%session_id, %error, "session end announcement given up: the state store refuses it");
                 self.settle(session_id).await;
                 EndAnnounced::GivenUp
             }
