@@ -515,6 +515,14 @@ pub enum TicketState {
     Cancelled,
 }
 
+impl TicketState {
+    /// Whether the matchmaker is done with the ticket: every state but `Searching`. FlexMatch
+    /// ends a ticket once (matched, failed, timed out or cancelled) and never searches it again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Searching)
+    }
+}
+
 /// One matchmaking ticket's last known status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketStatus {
@@ -546,9 +554,12 @@ pub trait TicketStore: Send + Sync + 'static {
         ticket_id: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>>;
 
-    /// Writes the status unless the stored one names a match, in one atomic step; `false` when it
-    /// did (nothing changed). A read then a write would let an earlier event that arrived late
-    /// ("searching") overwrite the "placing" written in between.
+    /// Writes the status only over none or a `searching` one, in one atomic step; `false` when the
+    /// stored one names a match or is final ([`TicketState::is_final`]): nothing changed.
+    /// Matchmaker events arrive in no set order and are retried, so a late "searching" must not
+    /// replace a final status, and a read then a write would let it overwrite the "placing"
+    /// written in between. The first final status stands: a ticket ends once, so a second,
+    /// different end is late or confused news (a match still replaces it: `put_ticket_status`).
     fn put_unmatched_ticket_status<'a>(
         &'a self,
         status: &'a TicketStatus,

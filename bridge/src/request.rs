@@ -16,7 +16,7 @@ pub use parse::parse_match_request;
 pub use ttl::{ParseTtlError, Ttl};
 pub use validate::{
     InvalidRequest, InvalidRequestKind, MAX_LATENCY_MS, MAX_MATCH_ID_CHARS, MAX_PLAYERS_PER_MATCH,
-    RESERVED_LABEL_KEYS, ValidatedMatch,
+    RESERVED_LABEL_KEYS, ValidatedMatch, check_match_id,
 };
 
 /// A match to place, as accepted by `POST /v1/matches` and `gameye.match.found`, and as built by
@@ -29,7 +29,8 @@ pub use validate::{
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MatchRequest {
-    /// The matchmaker's id for the match; with the door, it determines the session id.
+    /// The matchmaker's id for the match; with the door, it determines the session id. It ends
+    /// NATS subjects, so its rules are a subject token's ([`check_match_id`]).
     pub match_id: String,
     /// The Gameye image; the configured `gameye.image` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

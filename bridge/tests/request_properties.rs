@@ -11,8 +11,10 @@ use serde_json::{Value, json};
 fn request() -> impl Strategy<Value = Value> {
     let ids = prop::collection::btree_set("[a-zA-Z0-9_-]{1,12}", 1..6);
     let latencies = prop::collection::btree_map("[a-z]{2}-[a-z]{1,6}-[0-9]", 0.0f64..2000.0, 0..4);
-    ("[a-zA-Z0-9.:_-]{1,40}", ids, prop::collection::vec(latencies, 6), prop::option::of(1u64..100_000))
-        .prop_map(|(match_id, ids, latencies, ttl): (_, BTreeSet<String>, Vec<BTreeMap<String, f64>>, _)| {
+    // Match ids: dot-separated tokens, none empty (each becomes a NATS subject token).
+    let match_id = "[a-zA-Z0-9:_-]{1,12}(\\.[a-zA-Z0-9:_-]{1,12}){0,3}";
+    (match_id, ids, prop::collection::vec(latencies, 6), prop::option::of(1u64..100_000)).prop_map(
+        |(match_id, ids, latencies, ttl): (_, BTreeSet<String>, Vec<BTreeMap<String, f64>>, _)| {
             let players: Vec<Value> = ids
                 .iter()
                 .zip(latencies)
@@ -23,7 +25,8 @@ fn request() -> impl Strategy<Value = Value> {
                 value["ttl"] = json!(ttl);
             }
             value
-        })
+        },
+    )
 }
 
 proptest! {

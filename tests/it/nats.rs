@@ -10,7 +10,7 @@ use gameye_emulator::{RunningEmulator, World};
 use serde_json::{Value, json};
 
 use crate::harness::{BridgeProcess, NatsServer, RedisServer};
-use crate::stack::{API_TOKEN, emulator_sessions, match_with, set_faults, start_bridge};
+use crate::stack::{API_TOKEN, DOTTED_MATCH_IDS, emulator_sessions, match_with, set_faults, start_bridge};
 
 const STREAM: &str = "GAMEYE_MATCHES";
 const RESULTS: &str = "GAMEYE_RESULTS";
@@ -390,9 +390,17 @@ async fn nats_malformed_payloads_fail_and_are_terminated_not_redelivered() {
     stack.publish(b"{not json", Some("m-garbage")).await;
     stack.publish(b"\xff\xfe binary", None).await;
     stack.publish(br#"[1, 2]"#, None).await;
+    // Otherwise placeable matches whose ids would put an empty token in a subject: refused, and
+    // answered on the header's id when there is one, else dead-lettered.
+    let [trailing_dot, leading_dot, double_dot] = DOTTED_MATCH_IDS;
+    for match_id in [trailing_dot, leading_dot] {
+        stack.publish(match_with(match_id, &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
+    }
+    let dotted = match_with(double_dot, &[&[("eu-west-1", 20)]]).to_string();
+    stack.publish(dotted.as_bytes(), Some("m-dots")).await;
 
     let mut failures = BTreeMap::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let message = next_message(&mut failed, Duration::from_secs(10)).await;
         let failure: Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(failure["error"]["code"], "INVALID_REQUEST", "{failure}");
@@ -401,30 +409,48 @@ async fn nats_malformed_payloads_fail_and_are_terminated_not_redelivered() {
     }
     assert!(failures["gameye.match.failed.m-bad"]["error"]["message"].as_str().unwrap().contains("players"));
     assert!(failures.contains_key("gameye.match.failed.m-garbage"), "{failures:?}");
-    for _ in 0..2 {
+    let dots = &failures["gameye.match.failed.m-dots"]["error"]["message"];
+    assert!(dots.as_str().unwrap().starts_with("match_id: "), "{failures:?}");
+    let mut dead_ids = BTreeSet::new();
+    for _ in 0..4 {
         let message = next_message(&mut dead, Duration::from_secs(10)).await;
         let letter: Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(letter["error"]["code"], "INVALID_REQUEST", "{letter}");
         assert_eq!(letter["deliveries"], 1);
+        let payload = letter["payload"].as_str().and_then(|p| serde_json::from_str::<Value>(p).ok());
+        if let Some(match_id) = payload.as_ref().and_then(|p| p["match_id"].as_str()) {
+            dead_ids.insert(match_id.to_owned());
+        }
     }
+    assert_eq!(dead_ids, BTreeSet::from([trailing_dot.to_owned(), leading_dot.to_owned()]));
 
     // Well past ack_wait: nothing came back, nothing is pending, the bridge lives and still places.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(tokio::time::timeout(Duration::from_millis(10), failed.next()).await.is_err(), "redelivered");
     let info = stack.consumer_info().await;
     assert_eq!((info.num_pending, info.num_ack_pending, info.num_redelivered), (0, 0, 0), "{info:?}");
+    assert!(emulator_sessions(&stack.emulator).await.is_empty(), "nothing reached Gameye");
+    for match_id in DOTTED_MATCH_IDS {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/matches/{match_id}", bridge.base_url))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "nothing was stored for {match_id:?}");
+    }
     let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
     stack.publish(match_with("m-good", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
     next_message(&mut assigned, Duration::from_secs(10)).await;
     let text = metrics(&bridge).await;
     assert_eq!(
         metric(&text, "gameye_bridge_nats_messages_total{kind=\"found\",result=\"invalid\"}"),
-        2.0,
+        3.0,
         "{text}"
     );
     assert_eq!(
         metric(&text, "gameye_bridge_nats_messages_total{kind=\"found\",result=\"dead\"}"),
-        2.0,
+        4.0,
         "{text}"
     );
 }
@@ -486,6 +512,13 @@ async fn nats_request_reply_answers_within_the_placement_deadline() {
     assert_eq!(status, "invalid");
     assert_eq!(failure["error"]["code"], "INVALID_REQUEST", "{failure}");
     assert_eq!(failure["match_id"], "m-req-bad");
+    for match_id in DOTTED_MATCH_IDS {
+        let (_, status, failure) =
+            request(match_with(match_id, &[&[("eu-west-1", 20)]]).to_string().into_bytes()).await;
+        assert_eq!(status, "invalid", "{failure}");
+        assert!(failure["error"]["message"].as_str().unwrap().starts_with("match_id: "), "{failure}");
+    }
+    assert_eq!(emulator_sessions(&stack.emulator).await.len(), 1, "the dotted ids placed nothing");
 
     // Gameye down: the answer is a failure, within the deadline (plus the last attempt's time).
     set_faults(&stack.emulator, json!([{"operation": "session-run", "status": 503, "probability": 1.0}]))

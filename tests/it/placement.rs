@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use crate::stack::{API_TOKEN, Stack, match_with, start_bridge};
+use crate::stack::{API_TOKEN, DOTTED_MATCH_IDS, Stack, match_with, start_bridge};
 
 fn session_id(match_id: &str) -> String {
     bridge::session_id("http", match_id).to_string()
@@ -439,6 +439,13 @@ async fn bad_input_gets_its_error_and_stores_nothing() {
             "",
         ),
     ];
+    // Match ids that would end a NATS subject with an empty token (`gameye.match.assigned.m.`),
+    // in requests that would otherwise be placed.
+    let mut cases = cases;
+    for match_id in DOTTED_MATCH_IDS {
+        let body = match_with(match_id, &[&[("eu-west-1", 20)]]).to_string().into_bytes();
+        cases.push((body, Some(API_TOKEN), 422, "INVALID_REQUEST", "match_id"));
+    }
     for (body, token, status, code, field) in cases {
         let (got, answer) = post_raw(body, token).await;
         assert_eq!(got, status, "{answer}");
@@ -449,8 +456,10 @@ async fn bad_input_gets_its_error_and_stores_nothing() {
         );
         assert!(answer["error"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{answer}");
     }
-    let (status, _) = stack.get("/v1/matches/m-bad").await;
-    assert_eq!(status, 404, "nothing was stored");
+    for match_id in ["m-bad"].iter().chain(&DOTTED_MATCH_IDS) {
+        let (status, _) = stack.get(&format!("/v1/matches/{match_id}")).await;
+        assert_eq!(status, 404, "nothing was stored for {match_id:?}");
+    }
     assert!(stack.emulator_sessions().await.is_empty(), "nothing reached Gameye");
 }
 

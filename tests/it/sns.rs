@@ -460,6 +460,25 @@ async fn sns_timed_out_and_cancelled_tickets_are_published_for_polling() {
     let ticket = s.wait_ticket("ticket-late", "timed_out", Duration::from_secs(2)).await;
     assert_eq!(ticket["event"], "MatchmakingTimedOut");
     assert_eq!(ticket["reason"], "TimedOut");
+    // A "searching" delivered after the end (SNS retrying an earlier event) leaves it as it is,
+    // while a ticket still searching is recorded as such.
+    let searching = |ticket_id: &str| {
+        let ticket =
+            json!({"ticketId": ticket_id, "startTime": now_text(), "players": [{"playerId": "dave"}]});
+        event("MatchmakingSearching", json!({"tickets": [ticket]}))
+    };
+    let (status, receipt, _) =
+        s.post_sns(&sign(notification("msg-late-search", &searching("ticket-late")))).await;
+    assert_eq!(
+        (status, &receipt["result"], &receipt["tickets"]),
+        (200, &json!("recorded"), &json!(0)),
+        "{receipt}"
+    );
+    let (_, ticket) = s.stack.get("/v1/tickets/ticket-late").await;
+    assert_eq!((&ticket["status"], &ticket["event"]), (&json!("timed_out"), &json!("MatchmakingTimedOut")));
+    let (status, receipt, _) = s.post_sns(&sign(notification("msg-search", &searching("ticket-new")))).await;
+    assert_eq!((status, &receipt["tickets"]), (200, &json!(1)), "{receipt}");
+    s.wait_ticket("ticket-new", "searching", Duration::from_secs(2)).await;
 
     let cancelled =
         event("MatchmakingCancelled", json!({"tickets": [{"ticketId": "ticket-gone", "players": []}]}));

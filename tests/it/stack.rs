@@ -109,6 +109,10 @@ pub async fn emulator_sessions(emulator: &RunningEmulator) -> Vec<Value> {
     body["sessions"].as_array().cloned().unwrap_or_default()
 }
 
+/// Match ids that would put an empty token in a NATS subject (`gameye.match.assigned.m.`): every
+/// door refuses them.
+pub const DOTTED_MATCH_IDS: [&str; 3] = ["m.", ".m", "a..b"];
+
 /// A match whose players measured these latencies (location → ms per player).
 pub fn match_with(match_id: &str, players: &[&[(&str, u32)]]) -> Value {
     let players: Vec<Value> = players

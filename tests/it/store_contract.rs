@@ -227,6 +227,7 @@ contract_tests!(
     latencies_are_replaced_and_only_known_players_returned,
     cooling_lists_the_locations_cooling_down,
     a_matched_tickets_status_is_not_overwritten_by_an_unmatched_one,
+    a_final_tickets_status_is_not_overwritten_by_an_unmatched_one,
     concurrent_claims_have_exactly_one_owner,
     ids_with_braces_and_colons_are_kept_apart,
     finishing_a_placement_writes_its_outcome_and_its_seat_record,
@@ -671,6 +672,44 @@ async fn a_matched_tickets_status_is_not_overwritten_by_an_unmatched_one(fx: Fix
     let late = status("t-2", TicketState::Searching, None);
     assert!(!fx.store.put_unmatched_ticket_status(&late, KEEP).await.unwrap());
     assert_eq!(fx.store.get_ticket_status("t-2").await.unwrap(), Some(placing));
+}
+
+async fn a_final_tickets_status_is_not_overwritten_by_an_unmatched_one(fx: Fixture) {
+    let status = |ticket: &str, state, event: &str| TicketStatus {
+        ticket_id: ticket.to_owned(),
+        status: state,
+        match_id: None,
+        event: event.to_owned(),
+        reason: None,
+        updated_at: fx.at(0).into(),
+    };
+    let finals = [TicketState::TimedOut, TicketState::Cancelled, TicketState::Failed];
+    for (n, end) in finals.into_iter().enumerate() {
+        let ticket = format!("t-final-{n}");
+        // Searching is not final: a newer "searching" replaces it, and so does the end.
+        let searching = status(&ticket, TicketState::Searching, "MatchmakingSearching");
+        assert!(fx.store.put_unmatched_ticket_status(&searching, KEEP).await.unwrap());
+        assert!(fx.store.put_unmatched_ticket_status(&searching, KEEP).await.unwrap());
+        let ended = status(&ticket, end, "end");
+        assert!(fx.store.put_unmatched_ticket_status(&ended, KEEP).await.unwrap(), "{end:?}");
+
+        // A "searching" retried after the end changes nothing.
+        assert!(!fx.store.put_unmatched_ticket_status(&searching, KEEP).await.unwrap(), "{end:?}");
+        assert_eq!(fx.store.get_ticket_status(&ticket).await.unwrap(), Some(ended.clone()));
+        // Nor does another end: the first one stands.
+        for other in finals.into_iter().filter(|other| *other != end) {
+            let late_end = status(&ticket, other, "late end");
+            assert!(!fx.store.put_unmatched_ticket_status(&late_end, KEEP).await.unwrap(), "{other:?}");
+        }
+        assert_eq!(fx.store.get_ticket_status(&ticket).await.unwrap(), Some(ended));
+    }
+
+    // An end arriving before the ticket's first "searching" stands too.
+    let cancelled = status("t-early-end", TicketState::Cancelled, "MatchmakingCancelled");
+    assert!(fx.store.put_unmatched_ticket_status(&cancelled, KEEP).await.unwrap());
+    let searching = status("t-early-end", TicketState::Searching, "MatchmakingSearching");
+    assert!(!fx.store.put_unmatched_ticket_status(&searching, KEEP).await.unwrap());
+    assert_eq!(fx.store.get_ticket_status("t-early-end").await.unwrap(), Some(cancelled));
 }
 
 async fn cooling_lists_the_locations_cooling_down(fx: Fixture) {

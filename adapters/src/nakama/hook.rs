@@ -511,6 +511,16 @@ mod tests {
     }
 
     #[test]
+    fn the_hooks_match_id_is_held_to_the_match_id_rules() {
+        let entries = json!([go_entry("t1", "u1", json!({}))]);
+        for dotted in ["m.", ".m", "a..b"] {
+            let refused = parse(&json!({"match_id": dotted, "entries": entries})).unwrap_err();
+            assert_eq!(refused.field.as_deref(), Some("match_id"), "{dotted:?}: {refused:?}");
+        }
+        assert_eq!(parse(&json!({"match_id": "a.b", "entries": entries})).unwrap().match_id, "a.b");
+    }
+
+    #[test]
     fn explicit_latencies_win_over_properties() {
         let body = json!({"entries": [go_entry("t1", "u1", json!({"latency_eu-west-1": 80, "latency_us-east-1": 20.2})),
                                       go_entry("t2", "u2", json!({"latency_us-east-1": 30}))],

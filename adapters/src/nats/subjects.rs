@@ -107,15 +107,10 @@ impl Subjects {
 }
 
 /// Whether `match_id` (taken from a payload that failed validation) is safe to put in a subject:
-/// the same rules as a valid request's id, so a garbage id cannot publish to a wildcard or an
-/// unrelated subject.
+/// the rule a valid request's id meets ([`bridge::request::check_match_id`]), so a garbage id
+/// cannot publish to a wildcard, an empty token or an unrelated subject.
 pub fn usable_match_id(match_id: &str) -> bool {
-    !match_id.is_empty()
-        && match_id.chars().count() <= 128
-        && !match_id.chars().any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
-        && !match_id.starts_with('.')
-        && !match_id.ends_with('.')
-        && !match_id.contains("..")
+    bridge::request::check_match_id(match_id).is_ok()
 }
 
 #[cfg(test)]

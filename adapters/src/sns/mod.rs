@@ -515,7 +515,7 @@ impl SnsDoor {
                 reason: event.reason(),
                 updated_at: now,
             };
-            // A matched ticket's status follows its placement: left as it is.
+            // A matched ticket's status follows its placement, and an ended one stays ended.
             if self
                 .tickets
                 .put_unmatched_ticket_status(&status, self.config.keep_for)

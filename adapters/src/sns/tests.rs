@@ -497,6 +497,14 @@ async fn refused_messages_place_nothing() {
     let no_match_id = succeeded("", &[("t-1", &["alice"])]);
     let error = t.door.receive(None, &sign(notification("msg-4", &no_match_id))).await.unwrap_err();
     assert!(error.message.contains("detail.matchId"), "{error}");
+    // FlexMatch's ids are UUIDs; anything that would leave an empty NATS subject token is refused.
+    for (n, dotted) in ["fm.", ".fm", "f..m"].into_iter().enumerate() {
+        let event = succeeded(dotted, &[("t-1", &["alice"])]);
+        let error =
+            t.door.receive(None, &sign(notification(&format!("msg-dot-{n}"), &event))).await.unwrap_err();
+        assert_eq!(error.code, "INVALID_REQUEST", "{dotted:?}: {error}");
+        assert!(error.message.contains("match_id"), "{dotted:?}: {error}");
+    }
 
     assert!(t.service.accepted.lock().unwrap().is_empty(), "a refused message was placed");
     // The good message still goes through afterwards.

@@ -400,11 +400,11 @@ impl TicketStore for MemoryStore {
         Box::pin(async move {
             let now = Instant::now();
             let mut inner = self.lock();
-            let matched = inner
-                .tickets
-                .get(&status.ticket_id)
-                .is_some_and(|entry| entry.live(now) && entry.value.match_id.is_some());
-            if matched {
+            // Like ticket_unmatched.lua: only nothing or a "searching" status may be replaced.
+            let settled = inner.tickets.get(&status.ticket_id).is_some_and(|entry| {
+                entry.live(now) && (entry.value.match_id.is_some() || entry.value.status.is_final())
+            });
+            if settled {
                 return Ok(false);
             }
             inner.wrote(now);

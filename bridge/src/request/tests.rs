@@ -142,6 +142,9 @@ fn rule_breaks_name_the_field() {
         ("/match_id", json!("m\u{7}1"), "match_id"),
         ("/match_id", json!("m 1"), "match_id"),
         ("/match_id", json!("m.>"), "match_id"),
+        ("/match_id", json!("m."), "match_id"),
+        ("/match_id", json!(".m"), "match_id"),
+        ("/match_id", json!("a..b"), "match_id"),
         ("/image", json!(""), "image"),
         ("/version", json!(""), "version"),
         ("/players", json!([]), "players"),
@@ -169,6 +172,23 @@ fn rule_breaks_name_the_field() {
         assert_eq!(error.field.as_deref(), Some(field), "{pointer} = {replacement}");
         assert_eq!(error.kind, InvalidRequestKind::Invalid, "{pointer}");
     }
+}
+
+#[test]
+fn match_ids_leave_no_subject_token_empty() {
+    // Each part between dots is a NATS subject token: an empty one makes a subject nobody hears.
+    for bad in ["m.", ".m", "a..b", ".", "..", "a.b.", "..a"] {
+        let error = check_match_id(bad).expect_err(bad);
+        assert_eq!(error.field.as_deref(), Some("match_id"), "{bad:?}");
+        assert!(error.message.contains("'.'"), "{bad:?}: {error}");
+    }
+    for good in ["m-123", "a.b", "a.b.c", "fm.7f3c-1", "nakama-0123456789abcdef0123456789abcdef"] {
+        assert_eq!(check_match_id(good), Ok(()), "{good:?}");
+    }
+    // The rule is the request's: a request with such an id is refused as a whole.
+    let mut value = design_example();
+    value["match_id"] = json!("a..b");
+    assert_eq!(parse(&value).unwrap_err().field.as_deref(), Some("match_id"));
 }
 
 #[test]

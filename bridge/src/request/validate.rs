@@ -108,8 +108,7 @@ impl MatchRequest {
     /// Checks every rule and, when all hold, vouches for the request. The first broken rule is
     /// reported, in field order:
     ///
-    /// - `match_id`: 1–128 characters; no control characters, whitespace, `*` or `>` (it becomes
-    ///   a NATS subject token).
+    /// - `match_id`: see [`check_match_id`].
     /// - `image`, `version`, `players[i].team`, location names: non-empty when given, at most 256
     ///   characters, no control characters.
     /// - `players`: 1–200; ids 1–128 characters without control characters, unique.
@@ -125,13 +124,7 @@ impl MatchRequest {
     }
 
     fn check(&self) -> Result<(), InvalidRequest> {
-        check_text(|| "match_id".into(), &self.match_id, MAX_MATCH_ID_CHARS)?;
-        if self.match_id.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
-            return Err(InvalidRequest::invalid(
-                "match_id",
-                "must not contain whitespace, '*' or '>' (it is part of NATS subjects)",
-            ));
-        }
+        check_match_id(&self.match_id)?;
         if let Some(image) = &self.image {
             check_text(|| "image".into(), image, MAX_NAME_CHARS)?;
         }
@@ -240,6 +233,31 @@ fn check_locations(locations: &[String]) -> Result<(), InvalidRequest> {
         if !seen.insert(location.as_str()) {
             return Err(InvalidRequest::invalid(field(), format!("lists {location:?} twice")));
         }
+    }
+    Ok(())
+}
+
+/// Checks a match id: 1–128 characters; no control characters, whitespace, `*` or `>`; no `.`
+/// at either end and no `..`. It ends NATS subjects (`gameye.match.assigned.<match_id>`), where a
+/// dot separates tokens: a subject with an empty token reaches no subscriber, and one with a
+/// wildcard token reaches other matches' subscribers. Other dots are allowed (`a.b`).
+///
+/// Refusals name the field `match_id`. The NATS door uses this too, to decide whether an id from
+/// a refused payload is safe to answer on.
+pub fn check_match_id(match_id: &str) -> Result<(), InvalidRequest> {
+    check_text(|| "match_id".into(), match_id, MAX_MATCH_ID_CHARS)?;
+    if match_id.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
+        return Err(InvalidRequest::invalid(
+            "match_id",
+            "must not contain whitespace, '*' or '>' (it is part of NATS subjects)",
+        ));
+    }
+    if match_id.starts_with('.') || match_id.ends_with('.') || match_id.contains("..") {
+        return Err(InvalidRequest::invalid(
+            "match_id",
+            "must not start or end with '.' or contain '..' (it is part of NATS subjects, where a dot \
+             separates tokens and a subject with an empty token reaches no subscriber)",
+        ));
     }
     Ok(())
 }

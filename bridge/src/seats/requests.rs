@@ -68,7 +68,8 @@ pub struct BackfillBody {
     pub create_if_none: bool,
     /// With `create_if_none`: the new match is `backfill-<request_id>`, so a request sent again
     /// (after a timeout, say) gets the same match and session rather than a second one. 1–119
-    /// characters, no whitespace, control characters, `*` or `>`.
+    /// characters, no whitespace, control characters, `*` or `>`, no `.` at the end and no `..`
+    /// (the match id's rules, [`crate::request::check_match_id`]).
     #[serde(default)]
     pub request_id: Option<String>,
 }
@@ -332,8 +333,11 @@ mod tests {
         let long =
             format!(r#"{{"image": "g", "players": [{{"id": "p"}}], "request_id": "{}"}}"#, "r".repeat(120));
 
-        let cases: [(&[u8], &str); 9] = [
+        let cases: [(&[u8], &str); 11] = [
             (br#"{"image": "g", "players": [{"id": "p"}], "request_id": "a b"}"#, "request_id"),
+            // `backfill-r.` and `backfill-a..b` would end subjects with an empty token.
+            (br#"{"image": "g", "players": [{"id": "p"}], "request_id": "r."}"#, "request_id"),
+            (br#"{"image": "g", "players": [{"id": "p"}], "request_id": "a..b"}"#, "request_id"),
             (br#"{"image": "g", "players": [{"id": "p"}], "request_id": ""}"#, "request_id"),
             (long.as_bytes(), "request_id"),
             (br#"{"players": [{"id": "p"}]}"#, "image"),
