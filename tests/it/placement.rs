@@ -586,6 +586,22 @@ async fn openapi_document_lists_every_route() {
     let documented: usize =
         doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(documented, routes.len(), "a documented route this test does not know");
+    // Answers every route can give: 413 where a body is taken, 500 and 503 where the store is used.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            if operation.get("requestBody").is_some() {
+                assert!(responses["413"].is_object(), "{method} {path}: no 413");
+            }
+            if path.starts_with("/v1/") && path != "/v1/locations" {
+                assert!(
+                    responses["500"].is_object() && responses["503"].is_object(),
+                    "{method} {path}: no 500/503"
+                );
+            }
+        }
+    }
+    assert!(doc["paths"]["/v1/backfill"]["post"]["responses"]["504"].is_object(), "create_if_none's answers");
     // Every documented route exists (answers something other than the unknown-route 404).
     for (method, path) in routes {
         let concrete = path

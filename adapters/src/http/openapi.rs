@@ -32,7 +32,7 @@ use super::{ErrorBody, health, locations, matches, nakama, players, sessions, sn
         super::metrics,
     ),
     components(schemas(ErrorBody, bridge::MatchRequest, bridge::Assignment, bridge::Failure)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "matches", description = "Place matches and poll their state"),
         (name = "players", description = "Latencies reported ahead of matches"),
@@ -64,6 +64,40 @@ impl Modify for BearerAuth {
                  with x-bridge-timestamp: <unix seconds>",
             ))),
         );
+    }
+}
+
+/// Answers every route can give that its own annotation need not repeat: 413 on every route with a
+/// body (the body limit wraps the whole router), and on the `/v1` routes that use the state store
+/// 503 (unavailable: retry) and 500 (`STORE_ERROR`: it refused, a retry cannot fix it).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            ResponseBuilder::new().description(description).content("application/json", body).build().into()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let uses_store = path.starts_with("/v1/") && path != "/v1/locations";
+            for operation in
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                if operation.request_body.is_some() {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("Body larger than http.body_limit"));
+                }
+                if uses_store {
+                    responses.entry("500".into()).or_insert_with(|| {
+                        error("STORE_ERROR: the state store refused the operation; a retry cannot fix it")
+                    });
+                    responses.entry("503".into()).or_insert_with(|| error("State store unavailable; retry"));
+                }
+            }
+        }
     }
 }
 

@@ -387,9 +387,12 @@ pub async fn end_session(
         (status = 202, description = "create_if_none: the new match is still being placed", body = super::matches::MatchStatus),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-        (status = 404, description = "NO_SEATS: no eligible session has enough open seats", body = ErrorBody),
-        (status = 422, description = "Invalid request (naming the field)", body = ErrorBody),
-        (status = 503, description = "State store unavailable", body = ErrorBody),
+        (status = 402, description = "create_if_none: Gameye quota exceeded", body = bridge::Failure),
+        (status = 404, description = "NO_SEATS: no eligible session has enough open seats (an ErrorBody); with create_if_none, Gameye does not know the image, tag or location (a Failure)", body = ErrorBody),
+        (status = 422, description = "Invalid request (naming the field); with create_if_none, no location fits (a Failure)", body = ErrorBody),
+        (status = 502, description = "create_if_none: Gameye refused the bridge's token or kept failing", body = bridge::Failure),
+        (status = 503, description = "State store unavailable; with create_if_none, no capacity in any eligible location (a Failure)", body = ErrorBody),
+        (status = 504, description = "create_if_none: not placed within placement.deadline", body = bridge::Failure),
     ),
     security(("bearer" = []))
 )]
