@@ -477,6 +477,33 @@ async fn wait_false_answers_202_and_polling_finds_the_assignment() {
 }
 
 #[tokio::test]
+async fn a_caller_that_hangs_up_does_not_cancel_its_placement() {
+    // The default deadline (20 s): a placement dropped with its request would stay pending until
+    // its lease ends 25 s on, and only then be placed again by recovery.
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let started = std::time::Instant::now();
+    let gave_up = stack
+        .http
+        .post(stack.url("/v1/matches"))
+        .bearer_auth(API_TOKEN)
+        .json(&match_with("m-hangup", &[&[("eu-west-1", 20)]]))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
+    let (status, record) = stack.get("/v1/matches/m-hangup").await;
+    assert_eq!((status, &record["status"]), (200, &json!("pending")), "hung up mid-placement: {record}");
+
+    let placed = stack.wait_placed("m-hangup", Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(placed["status"], "placed", "{placed}");
+    assert_eq!(placed["assignment"]["session_id"], session_id("m-hangup"));
+    assert!(took < Duration::from_secs(5), "placed {took:?} after the request; Gameye took 1.5 s");
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
+#[tokio::test]
 async fn stored_latencies_fill_in_for_players_without_them() {
     let stack = Stack::start().await;
     for (player, latencies) in
