@@ -95,7 +95,13 @@ pub async fn place_match(
             state.background.spawn(state.service.clone().finish_and_announce(SOURCE.to_owned(), job));
             Ok(pending_response(&match_id))
         }
-        Accepted::Known(progress) => Ok(progress_response(&match_id, progress)),
+        Accepted::Known(Progress::Done(outcome)) => {
+            // A duplicate of a finished match re-publishes it (DESIGN §3.1), as with `wait=true`,
+            // so a lost announcement is made good by sending again.
+            announce_in_background(&state.service, &state.background, SOURCE, &outcome);
+            Ok(progress_response(&match_id, Progress::Done(outcome)))
+        }
+        Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
     }
 }
 
