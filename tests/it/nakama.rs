@@ -224,6 +224,23 @@ async fn the_hook_needs_a_token_or_a_valid_signature() {
     assert_eq!(response.status(), 401);
 }
 
+#[tokio::test]
+async fn a_signed_hook_body_above_two_mib_is_read_under_a_larger_body_limit() {
+    let stack = Stack::start_with(&[
+        ("BRIDGE_NAKAMA__HMAC_SECRET", HMAC_SECRET),
+        ("BRIDGE_HTTP__BODY_LIMIT", "8388608"),
+    ])
+    .await;
+    // 3 MiB: above axum's own default limit (2 MiB), below the configured 8 MiB. The signature
+    // check reads the body itself, before the handler does.
+    let mut body = serde_json::to_vec(&json!([go_entry("big-1", "big-u", json!({}))])).unwrap();
+    body.resize(3 << 20, b' ');
+    let signed = signed_headers(HMAC_SECRET, unix_now().as_secs() as i64, &body);
+    let (status, assignment) = post_with_headers(&stack, "/v1/nakama/matched", &signed, body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["players"], json!(["big-u"]));
+}
+
 fn header_map(headers: &[(&str, String)]) -> reqwest::header::HeaderMap {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
