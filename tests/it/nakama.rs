@@ -224,6 +224,23 @@ async fn the_hook_needs_a_token_or_a_valid_signature() {
     assert_eq!(response.status(), 401);
 }
 
+#[tokio::test]
+async fn a_signed_hook_body_above_two_mib_is_read_under_a_larger_body_limit() {
+    let stack = Stack::start_with(&[
+        ("BRIDGE_NAKAMA__HMAC_SECRET", HMAC_SECRET),
+        ("BRIDGE_HTTP__BODY_LIMIT", "8388608"),
+    ])
+    .await;
+    // 3 MiB: above axum's own default limit (2 MiB), below the configured 8 MiB. The signature
+    // check reads the body itself, before the handler does.
+    let mut body = serde_json::to_vec(&json!([go_entry("big-1", "big-u", json!({}))])).unwrap();
+    body.resize(3 << 20, b' ');
+    let signed = signed_headers(HMAC_SECRET, unix_now().as_secs() as i64, &body);
+    let (status, assignment) = post_with_headers(&stack, "/v1/nakama/matched", &signed, body).await;
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["players"], json!(["big-u"]));
+}
+
 fn header_map(headers: &[(&str, String)]) -> reqwest::header::HeaderMap {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
@@ -590,6 +607,35 @@ async fn placements_are_pushed_to_nakama_with_basic_auth_and_retried_after_500s(
     assert_eq!(pushes[0].body["error"]["code"], "NO_CAPACITY");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fake.requests_for("http-only").is_empty());
+}
+
+#[tokio::test]
+async fn a_hook_that_gives_up_waiting_still_gets_its_match_placed_and_pushed() {
+    // The example module's hook times out after 5 s, well within the 20 s deadline. A placement
+    // dropped with its request would be pending until its lease ends 25 s on.
+    let fake = FakeNakama::start().await;
+    let stack = stack_pushing_to(&fake).await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let started = Instant::now();
+    let body = json!({"match_id": "gave-up-1", "entries": [js_entry("gu-1", json!({}))]});
+    let gave_up = stack
+        .http
+        .post(stack.url("/v1/nakama/matched"))
+        .bearer_auth(API_TOKEN)
+        .json(&body)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
+
+    let pushes = fake.wait_for("gave-up-1", 1).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "pushed {took:?} after the hook call; Gameye took 1.5 s");
+    assert_eq!(pushes[0].body["status"], "placed", "{:?}", pushes[0].body);
+    assert_eq!(pushes[0].body["users"], json!(["gu-1"]));
+    let record = stack.wait_placed("gave-up-1", Duration::from_secs(1)).await;
+    assert_eq!(record["assignment"]["session_id"], session_id("gave-up-1"));
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
 }
 
 #[tokio::test]

@@ -198,6 +198,33 @@ async fn nats_a_published_match_yields_one_session_and_one_assignment() {
 }
 
 #[tokio::test]
+async fn nats_an_http_duplicate_of_a_placed_match_announces_it_again_even_without_waiting() {
+    let stack = NatsStack::start(big_world()).await;
+    let bridge = stack.bridge(&[]).await;
+    let mut assigned = stack.subscribe("gameye.match.assigned.m-http-again").await;
+    let http = reqwest::Client::new();
+    let body = match_with("m-http-again", &[&[("eu-west-1", 20)]]);
+    let post = |path: &str| {
+        http.post(format!("{}{path}", bridge.base_url)).bearer_auth(API_TOKEN).json(&body).send()
+    };
+    let response = post("/v1/matches").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let assignment: Value = response.json().await.unwrap();
+    let first = next_message(&mut assigned, Duration::from_secs(10)).await;
+    assert_eq!(serde_json::from_slice::<Value>(&first.payload).unwrap(), assignment);
+
+    // A duplicate (say the caller missed the announcement) re-publishes it, whether it waits or not.
+    for path in ["/v1/matches?wait=false", "/v1/matches"] {
+        let response = post(path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.json::<Value>().await.unwrap(), assignment, "{path}");
+        let again = next_message(&mut assigned, Duration::from_secs(10)).await;
+        assert_eq!(serde_json::from_slice::<Value>(&again.payload).unwrap(), assignment, "{path}");
+    }
+    assert_eq!(emulator_sessions(&stack.emulator).await.len(), 1);
+}
+
+#[tokio::test]
 async fn nats_three_instances_share_one_consumer_and_place_a_thousand_matches_once() {
     const MATCHES: usize = 1000;
     let stack = NatsStack::start(big_world()).await;

@@ -486,6 +486,97 @@ async fn wait_false_answers_202_and_polling_finds_the_assignment() {
 }
 
 #[tokio::test]
+async fn a_caller_that_hangs_up_does_not_cancel_its_placement() {
+    // The default deadline (20 s): a placement dropped with its request would stay pending until
+    // its lease ends 25 s on, and only then be placed again by recovery.
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let started = std::time::Instant::now();
+    let gave_up = stack
+        .http
+        .post(stack.url("/v1/matches"))
+        .bearer_auth(API_TOKEN)
+        .json(&match_with("m-hangup", &[&[("eu-west-1", 20)]]))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
+    let (status, record) = stack.get("/v1/matches/m-hangup").await;
+    assert_eq!((status, &record["status"]), (200, &json!("pending")), "hung up mid-placement: {record}");
+
+    let placed = stack.wait_placed("m-hangup", Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(placed["status"], "placed", "{placed}");
+    assert_eq!(placed["assignment"]["session_id"], session_id("m-hangup"));
+    assert!(took < Duration::from_secs(5), "placed {took:?} after the request; Gameye took 1.5 s");
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_body_limit_above_two_mib_is_the_limit() {
+    let stack = Stack::start_with(&[("BRIDGE_HTTP__BODY_LIMIT", "8388608")]).await;
+    // 3 MiB: above axum's own default limit (2 MiB), below the configured 8 MiB.
+    let mut body = match_with("m-big", &[&[("eu-west-1", 20)]]).to_string().into_bytes();
+    body.resize(3 << 20, b' ');
+    let response = stack
+        .http
+        .post(stack.url("/v1/matches"))
+        .bearer_auth(API_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let assignment: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["session_id"], session_id("m-big"));
+
+    // 9 MiB is refused. Announced in the head, it is refused before any of it is sent: a client
+    // still writing a body when the bridge answers may see only the closed connection.
+    let answer = answer_to_head_only(&stack, "/v1/matches", 9 << 20).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+}
+
+/// Sends the head of a POST whose body would be `content_length` bytes (and none of the body);
+/// the bridge's whole answer.
+async fn answer_to_head_only(stack: &Stack, path: &str, content_length: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = stack.bridge.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {API_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {content_length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read_whole_answer = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut chunk).await.unwrap();
+            answer.extend_from_slice(&chunk[..read]);
+            let text = String::from_utf8_lossy(&answer);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                assert!(read > 0, "closed before the head: {text}");
+                continue;
+            };
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase().strip_prefix("content-length:")?.trim().parse().ok()
+                })
+                .unwrap_or(0);
+            if read == 0 || body.len() >= length {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_whole_answer).await.expect("an answer in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
 async fn stored_latencies_fill_in_for_players_without_them() {
     let stack = Stack::start().await;
     for (player, latencies) in

@@ -9,7 +9,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bridge::placement::{Accepted, Answer, PlaceError, PlacementService, Progress};
 use bridge::ports::{Outcome, PlacementState};
-use bridge::{Assignment, Failure, FailureCode, FailureDetail, InvalidRequest, InvalidRequestKind};
+use bridge::{
+    Assignment, Failure, FailureCode, FailureDetail, InvalidRequest, InvalidRequestKind, ValidatedMatch,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_util::task::TaskTracker;
@@ -26,7 +28,8 @@ pub struct MatchesState {
     pub service: Arc<dyn PlacementService>,
     /// Sessions' seats: `/v1/sessions`, `/v1/backfill`.
     pub seats: Arc<dyn bridge::placement::SeatService>,
-    /// Placements answered 202 and finished in the background; awaited at shutdown.
+    /// Placements (those answered 202, and those a caller waits for) and announcements; awaited
+    /// at shutdown.
     pub background: TaskTracker,
 }
 
@@ -84,10 +87,7 @@ pub async fn place_match(
     let request = bridge::parse_match_request(&body).map_err(invalid_request)?;
     let match_id = request.match_id.clone();
     if query.wait {
-        let answer = state.service.place_answer(SOURCE, request).await.map_err(store_unavailable)?;
-        if let Progress::Done(outcome) = &answer.progress {
-            announce_in_background(&state.service, &state.background, SOURCE, outcome);
-        }
+        let answer = place_detached(&state.service, &state.background, SOURCE, request).await?;
         return Ok(answer_response(&match_id, answer, progress_response));
     }
     match state.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
@@ -95,7 +95,13 @@ pub async fn place_match(
             state.background.spawn(state.service.clone().finish_and_announce(SOURCE.to_owned(), job));
             Ok(pending_response(&match_id))
         }
-        Accepted::Known(progress) => Ok(progress_response(&match_id, progress)),
+        Accepted::Known(Progress::Done(outcome)) => {
+            // A duplicate of a finished match re-publishes it (DESIGN §3.1), as with `wait=true`,
+            // so a lost announcement is made good by sending again.
+            announce_in_background(&state.service, &state.background, SOURCE, &outcome);
+            Ok(progress_response(&match_id, Progress::Done(outcome)))
+        }
+        Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
     }
 }
 
@@ -126,6 +132,39 @@ pub async fn get_match(
         PlacementState::Failed { failure } => ("failed", None, Some(failure.error)),
     };
     Ok(Json(MatchStatus { match_id, status, assignment, error, accepted_at: Some(record.accepted_at) }))
+}
+
+/// Places the match in a task of `background` and waits for it there, so a caller that hangs up
+/// drops only the wait: the placement is still recorded and announced. Run in the handler itself,
+/// it was dropped with the request, and the record stayed pending until its lease ran out and
+/// recovery placed it again (25 s late with the default deadline). The task also claims the match,
+/// so no hang-up can leave a claim that nobody finishes.
+pub(super) async fn place_detached(
+    service: &Arc<dyn PlacementService>,
+    background: &TaskTracker,
+    source: &'static str,
+    request: ValidatedMatch,
+) -> Result<Answer, ApiError> {
+    let (service, announcements) = (service.clone(), background.clone());
+    let placement = background.spawn(async move {
+        let answer = service.place_answer(source, request).await?;
+        if let Progress::Done(outcome) = &answer.progress {
+            announce_in_background(&service, &announcements, source, outcome);
+        }
+        Ok(answer)
+    });
+    match placement.await {
+        Ok(answer) => answer.map_err(store_unavailable),
+        // A panic (already reported by the panic hook), or the runtime shutting down.
+        Err(error) => {
+            tracing::error!(%error, "a placement task ended without an answer");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "the placement ended without an answer; see the bridge's log",
+            ))
+        }
+    }
 }
 
 /// The caller has its answer already; sinks (NATS subjects, webhooks, Nakama) hear of it off the

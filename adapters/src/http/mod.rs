@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -97,6 +97,9 @@ pub fn router(ops: OpsState, api: Router, body_limit: usize) -> impl App {
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(render_errors))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        // `http.body_limit` is the one limit: axum's extractors would otherwise cap every body at
+        // their own default of 2 MiB as well, whatever the configuration says.
+        .layer(DefaultBodyLimit::disable())
         .service(routes)
 }
 

@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 use utoipa::{IntoParams, ToSchema};
 
 use super::matches::{
-    announce_in_background, answer_response, failure_response, invalid_request, store_unavailable,
+    announce_in_background, answer_response, failure_response, invalid_request, place_detached,
+    store_unavailable,
 };
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
@@ -35,7 +36,8 @@ pub struct NakamaDoor {
     pub service: Arc<dyn PlacementService>,
     /// Sessions' seats: leave events remove their users.
     pub seats: Arc<dyn SeatService>,
-    /// Background placements (`wait=false`) and announcements; awaited at shutdown.
+    /// Placements (`wait=false` ones, and those a hook waits for) and announcements; awaited at
+    /// shutdown.
     pub background: TaskTracker,
     pub rules: Arc<HookRules>,
     /// Shared with the push sink, so a failure can be pushed to the users it concerns.
@@ -197,10 +199,9 @@ pub async fn matched(
     let match_id = request.match_id.clone();
     door.users.remember(&match_id, users);
     if query.wait {
-        let answer = door.service.place_answer(SOURCE, request).await.map_err(store_unavailable)?;
-        if let Progress::Done(outcome) = &answer.progress {
-            announce_in_background(&door.service, &door.background, SOURCE, outcome);
-        }
+        // In a task: a hook that gives up (the example module's times out after 5 s) must not
+        // cancel the placement nor its push.
+        let answer = place_detached(&door.service, &door.background, SOURCE, request).await?;
         return Ok(answer_response(&match_id, answer, progress_response));
     }
     match door.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
