@@ -423,9 +423,21 @@ async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
         async move { store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap() }
     };
     let id = uuid::Uuid::from_u128;
-    let mut connection =
+    let connection =
         redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let index = "it-ends:{seats}:end-announce";
+    // An entry in the outbox's index alone, as a cut-short end leaves it.
+    let index_only = |session_id: uuid::Uuid| {
+        let mut connection = connection.clone();
+        async move {
+            let _: () = redis::cmd("ZADD")
+                .arg("it-ends:{seats}:end-announce")
+                .arg(0)
+                .arg(session_id.to_string())
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+        }
+    };
 
     // Announced, then ended again (refused): the entry that second end wrote announces nothing.
     create(1).await;
@@ -438,26 +450,14 @@ async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
 
     // An entry whose end has not happened (it failed after the entry was written) waits for it.
     create(2).await;
-    let _: () = redis::cmd("ZADD")
-        .arg(index)
-        .arg(0)
-        .arg(id(2).to_string())
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    index_only(id(2)).await;
     assert_eq!(announcer.announce(id(2), now).await, EndAnnounced::Retry);
     assert_eq!(store.owed_end_announcements().await.unwrap(), 1, "still owed");
     store.end_session(id(2), owed.ending(EndReason::Gone), now).await.unwrap().unwrap();
     assert_eq!(announcer.announce(id(2), now).await, EndAnnounced::Delivered);
 
     // An entry whose record expired: given up.
-    let _: () = redis::cmd("ZADD")
-        .arg(index)
-        .arg(0)
-        .arg(id(3).to_string())
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    index_only(id(3)).await;
     assert_eq!(announcer.announce(id(3), now).await, EndAnnounced::GivenUp);
 
     assert_eq!(*sink.heard.lock().unwrap(), [id(1), id(2)], "each real end once");

@@ -76,6 +76,27 @@ impl RedisStore {
         bounded(operation, command.query_async(&mut connection)).await
     }
 
+    /// Claims up to `limit` members of the outbox `key` due by `now` (see [`CLAIM`]).
+    async fn claim_due(
+        &self,
+        operation: &'static str,
+        key: String,
+        now: OffsetDateTime,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = CLAIM.key(key);
+        invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
+        bounded_store(operation, async move {
+            invocation.invoke_async(&mut connection).await.map_err(err(operation))
+        })
+        .await
+    }
+
     /// Remembers an expiry that [`RedisStore::queue_owe`] sent and Redis accepted.
     pub(super) fn owed(&self, expiry: OweExpiry) {
         self.index_expiries.remember(&expiry.key, expiry.sent_at, expiry.expire_ms);
@@ -146,16 +167,8 @@ impl AnnouncementStore for RedisStore {
         limit: usize,
         hold: Duration,
     ) -> Result<Vec<Owed>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut connection = self.connection.clone();
-        let mut invocation = CLAIM.key(self.keys().announcements());
-        invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
-        let members: Vec<String> = bounded_store("claim_announcements", async move {
-            invocation.invoke_async(&mut connection).await.map_err(err("claim_announcements"))
-        })
-        .await?;
+        let members =
+            self.claim_due("claim_announcements", self.keys().announcements(), now, limit, hold).await?;
         let mut claimed = Vec::with_capacity(members.len());
         for member in members {
             match parse_member(&member) {
@@ -216,16 +229,8 @@ impl EndAnnouncementStore for RedisStore {
         limit: usize,
         hold: Duration,
     ) -> Result<Vec<Uuid>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut connection = self.connection.clone();
-        let mut invocation = CLAIM.key(self.keys().end_announcements());
-        invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
-        let members: Vec<String> = bounded_store("claim_end_announcements", async move {
-            invocation.invoke_async(&mut connection).await.map_err(err("claim_end_announcements"))
-        })
-        .await?;
+        let key = self.keys().end_announcements();
+        let members = self.claim_due("claim_end_announcements", key, now, limit, hold).await?;
         let mut claimed = Vec::with_capacity(members.len());
         for member in members {
             match Uuid::parse_str(&member) {
