@@ -272,7 +272,7 @@ async fn deleting_a_session_announces_it_once_on_the_webhook_and_nats() {
 async fn an_end_owed_by_an_instance_that_stopped_is_announced_by_another() {
     use adapters::store::{RedisStore, SeatStore};
     use bridge::ports::EndOwing;
-    use bridge::seats::{EndReason, NewSession, SessionStatus};
+    use bridge::seats::EndReason;
 
     let receiver = Receiver::start(&[]).await;
     let stack = stack_posting_to(&receiver, &[("BRIDGE_RECONCILER__ENABLED", "false")]).await;
@@ -280,22 +280,8 @@ async fn an_end_owed_by_an_instance_that_stopped_is_announced_by_another() {
     let store = RedisStore::connect(&stack.redis.url(), "gameye-bridge").await.unwrap();
     let now = OffsetDateTime::now_utc();
     let id = uuid::Uuid::new_v4();
-    let new = NewSession {
-        session_id: id,
-        capacity: 4,
-        status: SessionStatus::Running,
-        info: bridge::seats::SessionInfo {
-            image: "demo-game".into(),
-            version: None,
-            location: "eu-west-1".into(),
-            labels: [("mode".to_owned(), "trio".to_owned())].into(),
-            metadata: bridge::seats::JsonText::default(),
-        },
-        players: vec!["p0".into(), "p1".into()],
-        joined: Vec::new(),
-        reservation_ttl: Duration::from_secs(60),
-        now,
-    };
+    let mut new = running_session(id, &["p0", "p1"], now);
+    new.info.labels = [("mode".to_owned(), "trio".to_owned())].into();
     store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap();
     store.join_players(id, &["p0".to_owned()], now).await.unwrap().unwrap();
     let ending =
@@ -391,7 +377,7 @@ async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
     };
     use adapters::store::{EndAnnouncementStore, RedisStore, SeatError, SeatStore, StateStore};
     use bridge::ports::{EndOwing, SessionEvents};
-    use bridge::seats::{EndReason, NewSession, SessionStatus};
+    use bridge::seats::EndReason;
 
     let redis = RedisServer::start();
     let store = StateStore::Redis(RedisStore::connect(&redis.url(), "it-ends").await.unwrap());
@@ -403,22 +389,7 @@ async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
     let owed = EndOwing { window: Duration::ZERO, keep_for: Duration::from_secs(600) };
     let now = OffsetDateTime::now_utc();
     let create = |n: u128| {
-        let new = NewSession {
-            session_id: uuid::Uuid::from_u128(n),
-            capacity: 4,
-            status: SessionStatus::Running,
-            info: bridge::seats::SessionInfo {
-                image: "demo-game".into(),
-                version: None,
-                location: "eu-west-1".into(),
-                labels: Default::default(),
-                metadata: Default::default(),
-            },
-            players: Vec::new(),
-            joined: Vec::new(),
-            reservation_ttl: Duration::from_secs(60),
-            now,
-        };
+        let new = running_session(uuid::Uuid::from_u128(n), &[], now);
         let store = store.clone();
         async move { store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap() }
     };
@@ -462,4 +433,28 @@ async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
 
     assert_eq!(*sink.heard.lock().unwrap(), [id(1), id(2)], "each real end once");
     assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
+}
+
+/// A running demo-game session in eu-west-1 with `players` reserved, as a placement records it.
+fn running_session(
+    session_id: uuid::Uuid,
+    players: &[&str],
+    now: OffsetDateTime,
+) -> bridge::seats::NewSession {
+    bridge::seats::NewSession {
+        session_id,
+        capacity: 4,
+        status: bridge::seats::SessionStatus::Running,
+        info: bridge::seats::SessionInfo {
+            image: "demo-game".into(),
+            version: None,
+            location: "eu-west-1".into(),
+            labels: Default::default(),
+            metadata: Default::default(),
+        },
+        players: players.iter().map(|p| (*p).to_owned()).collect(),
+        joined: Vec::new(),
+        reservation_ttl: Duration::from_secs(60),
+        now,
+    }
 }

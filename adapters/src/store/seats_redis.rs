@@ -524,13 +524,22 @@ impl RedisStore {
         session_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<Option<SessionSeats>, StoreError> {
+        let fields = self.record_fields("get_session", session_id).await?;
+        Ok(parse_seats(fields)?.map(|seats| seats.into_at(whole_millis(now))))
+    }
+
+    /// Every field of the session's record (none when it is absent).
+    async fn record_fields(
+        &self,
+        operation: &'static str,
+        session_id: Uuid,
+    ) -> Result<HashMap<String, String>, StoreError> {
         let mut connection = self.connection.clone();
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        redis::cmd("HGETALL")
             .arg(seats_key(self.prefix(), session_id))
             .query_async(&mut connection)
             .await
-            .map_err(err("get_session"))?;
-        Ok(parse_seats(fields)?.map(|seats| seats.into_at(whole_millis(now))))
+            .map_err(err(operation))
     }
 
     /// Every member of a seats index, each with its session id when it parses as one. `ZSCAN`, not
@@ -1015,12 +1024,7 @@ impl RedisStore {
         session_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<EndRecord, StoreError> {
-        let mut connection = self.connection.clone();
-        let mut fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(seats_key(self.prefix(), session_id))
-            .query_async(&mut connection)
-            .await
-            .map_err(err("session_end"))?;
+        let mut fields = self.record_fields("session_end", session_id).await?;
         let owed = fields.remove("ended_owed").is_some();
         let end = parse_end(&mut fields);
         let Some(seats) = parse_seats(fields)? else { return Ok(EndRecord::Gone) };
