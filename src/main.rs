@@ -10,6 +10,7 @@ use std::time::Duration;
 use adapters::config::{GameyeBackend, LogFormat, Settings};
 use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSessionApi};
 use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsState, ReadinessCheck};
+use adapters::lanes::Lanes;
 use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, SignatureVerifier};
 use adapters::nats::NatsDoor;
 use adapters::reconciler::{ListedSession, Reconciler, ReconcilerConfig, ReconcilerMetrics, SessionLister};
@@ -88,13 +89,23 @@ fn main() -> ExitCode {
             if !settings.runtime.transparent_huge_pages {
                 disable_transparent_huge_pages();
             }
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if settings.runtime.worker_threads > 0 {
-                runtime.worker_threads(settings.runtime.worker_threads);
-            }
+            let lanes = match settings.runtime.lanes {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                lanes => lanes,
+            };
+            // With lanes, this thread's runtime is lane 0 and runs alone; the other lanes get theirs.
+            let mut runtime = if lanes > 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut runtime = tokio::runtime::Builder::new_multi_thread();
+                if settings.runtime.worker_threads > 0 {
+                    runtime.worker_threads(settings.runtime.worker_threads);
+                }
+                runtime
+            };
             let runtime = runtime.enable_all().build();
             let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
-                let served = rt.block_on(serve(settings));
+                let served = rt.block_on(serve(settings, lanes));
                 // Without waiting for a blocking task still at work (a reconciler decoding a listing).
                 rt.shutdown_timeout(Duration::from_secs(1));
                 served
@@ -147,7 +158,7 @@ fn init_tracing(settings: &Settings) {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
     let backend = settings.gameye_backend();
     let emulated = backend == GameyeBackend::Emulated;
     // Every line logged while serving carries `gameye_backend`, so nobody mistakes the emulator for Gameye.
@@ -182,6 +193,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None
     };
 
+    let mut lanes = Lanes::start(lanes).context("starting the lanes (runtime.lanes)")?;
+    if lanes.count() > 1 {
+        tracing::info!(lanes = lanes.count(), "serving HTTP on lanes: one single-threaded runtime each");
+    }
+
     let mut registry = Registry::with_prefix("gameye_bridge");
     let emulated_gauge = Gauge::<i64>::default();
     emulated_gauge.set(i64::from(emulated));
@@ -191,16 +207,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         emulated_gauge,
     );
     let gameye_metrics = GameyeMetrics::register(&mut registry);
-    let gameye =
-        GameyeClient::new(&gameye_config, Some(gameye_metrics)).context("building the Gameye client")?;
+    let lane_metrics = (lanes.count() > 1).then(|| http::LaneMetrics::register(&mut registry));
+    let gameye = GameyeClient::for_lanes(&gameye_config, Some(gameye_metrics), lanes.count())
+        .context("building the Gameye client")?;
 
     let store = if settings.redis.url.is_empty() {
         tracing::info!("state in memory: fine for one instance; set redis.url to share it");
         StateStore::Memory(MemoryStore::default())
     } else {
-        let redis = RedisStore::connect(settings.redis.url.expose(), &settings.redis.prefix)
-            .await
-            .context("connecting to Redis (redis.url)")?;
+        let redis =
+            RedisStore::connect_lanes(settings.redis.url.expose(), &settings.redis.prefix, &lanes.handles())
+                .await
+                .context("connecting to Redis (redis.url)")?;
         StateStore::Redis(redis)
     };
     // The NATS door connects (retrying in the background) before the engine exists: the engine
@@ -387,7 +405,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             stop_nats.cancel();
         }
     };
-    http::serve(listener, app, signal, settings.http.shutdown_grace).await?;
+    let grace = settings.http.shutdown_grace;
+    match lane_metrics {
+        Some(metrics) => http::serve_on_lanes(listener, app, &mut lanes, metrics, signal, grace).await?,
+        None => http::serve(listener, app, signal, grace).await?,
+    }
     stop_background.cancel();
     // Before NATS goes: an announcement under way still has its sinks (what is cut short stays owed).
     if let Some(announcer) = &end_announcer {
@@ -410,6 +432,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(end_outbox) = end_outbox {
         let _ = end_outbox.await;
     }
+    // Last: the lanes drive the connections of what ran on them until here.
+    let _ = tokio::task::spawn_blocking(move || lanes.stop()).await;
     tracing::info!("gameye-bridge stopped");
     if let Some(emulator) = emulator {
         emulator.shutdown().await;

@@ -3,6 +3,8 @@
 pub mod config;
 pub mod gameye;
 pub mod http;
+/// Single-threaded runtimes that each serve a share of the connections (not an adapter).
+pub mod lanes;
 pub mod nakama;
 pub mod nats;
 /// Pacing of background work, shared by the adapters that do it (not an adapter).

@@ -4,6 +4,7 @@ mod harness;
 mod stack;
 
 mod cli;
+mod lanes;
 mod nakama;
 mod nats;
 mod nats_seats;

@@ -518,6 +518,11 @@ pub struct RuntimeSettings {
     /// Threads that run requests and background work; 0: Tokio's default, one per core this
     /// process may use (`TOKIO_WORKER_THREADS` overrides it).
     pub worker_threads: usize,
+    /// 1: one multi-threaded runtime (`worker_threads`). 2 or more: that many single-threaded
+    /// runtimes on threads of their own ([`crate::lanes`]), each serving a share of the HTTP
+    /// connections with its own Redis connection and Gameye pool; the first also runs the
+    /// background work and the NATS door. 0: one lane per core this process may use.
+    pub lanes: usize,
     /// Whether the process may use transparent huge pages (Linux). Off by default: the first touch
     /// of a huge page zeroes 2 MiB on the thread that touched it, a stall in the middle of a request.
     pub transparent_huge_pages: bool,

@@ -269,6 +269,14 @@ fn worker_threads_default_to_tokios_choice_and_can_be_set() {
 }
 
 #[test]
+fn one_runtime_unless_lanes_are_asked_for() {
+    assert_eq!(load(&[]).unwrap().runtime.lanes, 1);
+    assert_eq!(load(&[("BRIDGE_RUNTIME__LANES", "2")]).unwrap().runtime.lanes, 2);
+    let error = load(&[("BRIDGE_RUNTIME__LANES", "-1")]).unwrap_err().to_string();
+    assert!(error.contains("lanes"), "{error}");
+}
+
+#[test]
 fn transparent_huge_pages_are_off_unless_asked_for() {
     assert!(!load(&[]).unwrap().runtime.transparent_huge_pages);
     assert!(

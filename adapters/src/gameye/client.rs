@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -37,7 +38,8 @@ impl GameyeClientConfig {
 /// and the token only ever in the (sensitive-marked) Authorization header.
 #[derive(Clone)]
 pub struct GameyeClient {
-    http: reqwest::Client,
+    /// Indexed by lane ([`crate::lanes`]): a lane's calls reuse connections its own thread drives.
+    http: Arc<[reqwest::Client]>,
     base: Url,
     /// `{base}session`, built once: every placement posts there.
     session_url: Url,
@@ -62,6 +64,15 @@ pub enum StopOutcome {
 
 impl GameyeClient {
     pub fn new(config: &GameyeClientConfig, metrics: Option<GameyeMetrics>) -> Result<Self, GameyeError> {
+        Self::for_lanes(config, metrics, 1)
+    }
+
+    /// [`GameyeClient::new`] with a connection pool for each of `lanes` lanes ([`crate::lanes`]).
+    pub fn for_lanes(
+        config: &GameyeClientConfig,
+        metrics: Option<GameyeMetrics>,
+        lanes: usize,
+    ) -> Result<Self, GameyeError> {
         let mut base = Url::parse(&config.base_url)
             .map_err(|e| GameyeError::Config(format!("gameye url `{}`: {e}", config.base_url)))?;
         if !matches!(base.scheme(), "http" | "https") {
@@ -74,14 +85,20 @@ impl GameyeClient {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", config.token.expose()))
             .map_err(|_| GameyeError::Config("gameye token contains invalid characters".into()))?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("gameye-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GameyeError::Config(e.to_string()))?;
+        // A pool's connection is driven by the runtime that opened it; one pool per lane keeps each
+        // lane's calls on its own thread.
+        let http = (0..lanes.max(1))
+            .map(|_| {
+                reqwest::Client::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .pool_max_idle_per_host(config.pool_max_idle)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .tcp_nodelay(true)
+                    .user_agent(concat!("gameye-bridge/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| GameyeError::Config(e.to_string()))
+            })
+            .collect::<Result<Arc<[_]>, _>>()?;
         let session_url = url_with(&base, &["session"]);
         Ok(Self { http, base, session_url, auth, request_timeout: config.request_timeout, metrics })
     }
@@ -224,7 +241,10 @@ impl GameyeClient {
     }
 
     fn request_to(&self, method: Method, url: Url) -> RequestBuilder {
-        self.http.request(method, url).header(AUTHORIZATION, self.auth.clone()).timeout(self.request_timeout)
+        self.http[crate::lanes::current() % self.http.len()]
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .timeout(self.request_timeout)
     }
 
     async fn call_json<T: DeserializeOwned>(

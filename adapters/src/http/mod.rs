@@ -20,13 +20,22 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Router, ServiceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
+
+use crate::lanes::Lanes;
 
 pub use auth::ApiTokens;
 pub use error::{ApiError, ErrorBody, ErrorDetail, REQUEST_ID_HEADER, render_errors};
@@ -149,14 +158,172 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), HttpError> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    serve_from(ListenerExt::tap_io(listener, no_delay), app, shutdown, grace).await
+}
+
+/// [`serve`] on every lane: this runtime (lane 0) accepts the connections and hands them to the
+/// lanes in turn, itself included, and each lane serves its own connections until `shutdown`.
+/// Returns when every lane has drained (or given up after `grace`); the lanes' runtimes keep
+/// running what their requests spawned until [`Lanes::stop`].
+pub async fn serve_on_lanes(
+    listener: TcpListener,
+    app: impl App,
+    lanes: &mut Lanes,
+    metrics: LaneMetrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), HttpError> {
+    let local_addr = listener.local_addr().map_err(HttpError::Serve)?;
+    let stopping = CancellationToken::new();
+    let mut inboxes = Vec::with_capacity(lanes.count());
+    let mut own_listener = None;
+    let mut served = Vec::with_capacity(lanes.count());
+    for index in 0..lanes.count() {
+        let (inbox, connections) = mpsc::unbounded_channel();
+        inboxes.push(inbox);
+        let listener = LaneListener { connections, local_addr };
+        if index == 0 {
+            own_listener = Some(listener);
+            continue;
+        }
+        let (done, result) = oneshot::channel();
+        let work = serve_from(listener, app.clone(), stopping.clone().cancelled_owned(), grace);
+        lanes.run(
+            index,
+            async move {
+                let _ = done.send(work.await);
+            }
+            .instrument(tracing::Span::current()),
+        );
+        served.push(result);
+    }
+    let own =
+        own_listener.map(|listener| serve_from(listener, app, stopping.clone().cancelled_owned(), grace));
+    let accepting = hand_out_connections(listener, inboxes, metrics, async move {
+        shutdown.await;
+        stopping.cancel();
+    });
+    let (own, ()) =
+        tokio::join!(async move { if let Some(own) = own { own.await } else { Ok(()) } }, accepting);
+    let mut result = own;
+    for lane in served {
+        // A lane that ended without an answer has panicked; its connections are gone either way.
+        let lane = lane.await.unwrap_or(Ok(()));
+        if result.is_ok() {
+            result = lane;
+        }
+    }
+    result
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    lane: u64,
+}
+
+/// HTTP connections handed to each lane: with lanes, a lane serves only its own connections, so an
+/// uneven count here is an uneven load.
+#[derive(Clone)]
+pub struct LaneMetrics {
+    connections: Family<LaneLabels, Counter>,
+}
+
+impl LaneMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let connections = Family::<LaneLabels, Counter>::default();
+        registry.register(
+            "http_lane_connections",
+            "HTTP connections handed to each lane (runtime.lanes)",
+            connections.clone(),
+        );
+        Self { connections }
+    }
+}
+
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
     // Without TCP_NODELAY (axum leaves it off) a response written in more than one segment can
     // wait for the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+    }
+}
+
+/// Accepts until `shutdown` and hands each connection to the next lane's inbox, in turn. A
+/// connection leaves this runtime's reactor here and joins its lane's in [`LaneListener`].
+async fn hand_out_connections(
+    mut listener: TcpListener,
+    inboxes: Vec<mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>>,
+    metrics: LaneMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0;
+    loop {
+        let (mut tcp, peer) = tokio::select! {
+            accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => return,
+        };
+        no_delay(&mut tcp);
+        let mut connection = match tcp.into_std() {
+            Ok(tcp) => (tcp, peer),
+            Err(error) => {
+                tracing::debug!(%error, "cannot hand a connection to a lane");
+                continue;
+            }
+        };
+        // A lane whose serving ended (it panicked) is skipped; the rest carry on.
+        for _ in 0..inboxes.len() {
+            let lane = next;
+            next = (next + 1) % inboxes.len();
+            match inboxes[lane].send(connection) {
+                Ok(()) => {
+                    metrics.connections.get_or_create(&LaneLabels { lane: lane as u64 }).inc();
+                    break;
+                }
+                Err(mpsc::error::SendError(refused)) => connection = refused,
+            }
         }
-    });
+    }
+}
+
+/// One lane's share of the connections, as a listener axum serves.
+struct LaneListener {
+    connections: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl axum::serve::Listener for LaneListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some((tcp, peer)) = self.connections.recv().await else {
+                // The acceptor has stopped: nothing more comes, and shutdown ends the serving.
+                return std::future::pending().await;
+            };
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => return (tcp, peer),
+                Err(error) => tracing::debug!(%error, "cannot take a connection into this lane"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
+
+async fn serve_from<L>(
+    listener: L,
+    app: impl App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<(), HttpError>
+where
+    L: axum::serve::Listener<Addr: std::fmt::Debug>,
+{
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopping_tx.send(());

@@ -72,7 +72,7 @@ impl RedisStore {
         operation: &'static str,
         command: &redis::Cmd,
     ) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         bounded(operation, command.query_async(&mut connection)).await
     }
 
@@ -88,7 +88,7 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = CLAIM.key(key);
         invocation.arg(to_millis(now)).arg(limit).arg(to_millis(now + hold));
         bounded_store(operation, async move {
@@ -110,7 +110,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut pipe = redis::Pipeline::with_capacity(3);
         let (_, expiry) = self.queue_owe(&mut pipe, owed, to_millis(due), duration_millis(keep_for));
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         match expiry {
             Some(expiry) => {
                 let (_, nx, gt): (IndexAdded, Skipped, Skipped) =

@@ -43,7 +43,7 @@ fn lease_key(prefix: &str, name: &str) -> String {
 
 impl LeaseStore for RedisStore {
     async fn try_acquire(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = ACQUIRE.key(lease_key(self.prefix(), name));
         invocation.arg(owner).arg(duration_millis(ttl).max(1));
         let acquired: i64 = bounded_store("lease acquire", async {
@@ -54,7 +54,7 @@ impl LeaseStore for RedisStore {
     }
 
     async fn release(&self, name: &str, owner: &str) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut invocation = RELEASE.key(lease_key(self.prefix(), name));
         invocation.arg(owner);
         let _: i64 = bounded_store("lease release", async {

@@ -124,7 +124,7 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         bounded_store(operation, async {
             invocation.invoke_async(&mut connection).await.map_err(err(operation))
         })
@@ -187,7 +187,7 @@ impl PlayerSyncStore for RedisStore {
     }
 
     async fn queued_player_syncs(&self) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         bounded_store("player sync count", async {
             redis::cmd("ZCARD")
                 .arg(queue_key(self.prefix()))

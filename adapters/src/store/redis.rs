@@ -58,6 +58,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 use time::OffsetDateTime;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::announce_redis::OweExpiry;
@@ -217,10 +218,12 @@ fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection.
+/// The Redis-backed store. Cheap to clone: clones share one multiplexed, self-healing connection
+/// per lane ([`crate::lanes`]).
 #[derive(Clone)]
 pub struct RedisStore {
-    pub(super) connection: ConnectionManager,
+    /// Indexed by lane: each lane's commands go through a connection its own thread drives.
+    connections: Arc<[ConnectionManager]>,
     keys: Keys,
     cooldowns: Arc<CooldownCache>,
     pub(super) index_expiries: Arc<IndexExpiries>,
@@ -240,6 +243,12 @@ impl RedisStore {
     /// key under `prefix` (non-empty, no `{` or `}`). Fails if Redis cannot be reached now; once
     /// connected, the store reconnects by itself whenever the connection is lost.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_lanes(url, prefix, &[]).await
+    }
+
+    /// [`RedisStore::connect`] with one more connection for each of `lanes` (the runtimes of lanes
+    /// 1 and up), each driven by its lane's runtime.
+    pub async fn connect_lanes(url: &str, prefix: &str, lanes: &[Handle]) -> Result<Self, StoreError> {
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(StoreError::permanent(format!(
                 "Redis key prefix {prefix:?} must be non-empty and contain no `{{` or `}}` (they would \
@@ -254,17 +263,39 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let connection = bounded("connect", ConnectionManager::new_with_config(client, config)).await?;
+        let connection =
+            bounded("connect", ConnectionManager::new_with_config(client.clone(), config.clone())).await?;
         check_version(&connection, prefix).await?;
+        let mut connections = vec![connection.clone()];
+        for lane in lanes {
+            // The manager spawns the task that drives its connection where it is created.
+            let connect = ConnectionManager::new_with_config(client.clone(), config.clone());
+            let created = lane.spawn(bounded("connect", connect));
+            let lane_connection = created
+                .await
+                .map_err(|e| StoreError::permanent(format!("connecting a lane to Redis: {e}")))??;
+            connections.push(lane_connection);
+        }
         let keys = Keys { prefix: prefix.to_owned() };
         let (done_pending, removals) = mpsc::channel(REMOVAL_QUEUE);
-        tokio::spawn(remove_in_batches(connection.clone(), keys.pending(), removals));
-        Ok(Self { connection, keys, cooldowns: Arc::default(), index_expiries: Arc::default(), done_pending })
+        tokio::spawn(remove_in_batches(connection, keys.pending(), removals));
+        Ok(Self {
+            connections: connections.into(),
+            keys,
+            cooldowns: Arc::default(),
+            index_expiries: Arc::default(),
+            done_pending,
+        })
+    }
+
+    /// This lane's connection (a cheap clone).
+    pub(super) fn connection(&self) -> ConnectionManager {
+        self.connections[crate::lanes::current() % self.connections.len()].clone()
     }
 
     /// Whether Redis answers (`PING`), for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let pong: String = bounded("ping", redis::cmd("PING").query_async(&mut connection)).await?;
         if pong == "PONG" {
             Ok(())
@@ -296,14 +327,14 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         queue_index_add(&mut pipe, &self.keys.pending(), match_id, lease_until_ms, Some(ttl_ms), only_new);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let (added, (), ()): (IndexAdded, (), ()) = pipe.query_async(&mut connection).await?;
         Ok(added > 0)
     }
 
     /// Removes `match_id` from the pending index if its entry still has `score` (as Redis formats it).
     async fn index_remove(&self, match_id: &str, score: &str) -> Result<(), RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let _: i64 = SCRIPTS
             .index_remove
             .key(self.keys.pending())
@@ -350,7 +381,7 @@ impl RedisStore {
         pipe.add_command(set);
         // Each command's own answer: the commands before a failed one ran all the same.
         pipe.ignore_errors();
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         type Answer = redis::RedisResult<Option<String>>;
         let (index_answer, claim_answer) = match (index_first, expire_ms) {
             (true, Some(expire_ms)) => pipe
@@ -462,7 +493,7 @@ impl RedisStore {
         lease_for: Duration,
     ) -> Result<bool, StoreError> {
         let lease_until_ms = lease_until_millis(now, lease_for);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let (renewed, pttl): (bool, i64) = SCRIPTS
             .renew
             .key(self.keys.placement(match_id))
@@ -479,7 +510,7 @@ impl RedisStore {
 
     /// Writes the outcome.
     async fn complete_inner(&self, rendered: Rendered<'_>) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let written: bool = self
             .complete_invocation(rendered)
             .invoke_async(&mut connection)
@@ -550,7 +581,7 @@ impl RedisStore {
                 Err(error) => Creation::Answered(Err(error)),
             }
         });
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let answers: Vec<redis::Value> = match pipe.query_async(&mut connection).await {
             Ok(answers) => answers,
             Err(error) => {
@@ -621,7 +652,7 @@ impl RedisStore {
     }
 
     async fn get_inner(&self, match_id: &str) -> Result<Option<PlacementRecord>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let value: Option<String> = redis::cmd("GET")
             .arg(self.keys.placement(match_id))
             .query_async(&mut connection)
@@ -636,7 +667,7 @@ impl RedisStore {
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
         let now_ms = to_millis(now);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut found: Vec<(i64, String)> = Vec::new();
         let mut seen = HashSet::new();
         for _ in 0..SCAN_ROUNDS {
@@ -706,7 +737,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let key = self.keys.latency(player_id);
         let keep_ms = duration_millis(keep_for);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let command = if latencies.is_empty() || keep_ms == 0 {
             redis::cmd("DEL").arg(key).to_owned()
         } else {
@@ -729,7 +760,7 @@ impl RedisStore {
         for player_id in &players {
             pipe.cmd("GET").arg(self.keys.latency(player_id));
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let values: Vec<Option<String>> =
             pipe.query_async(&mut connection).await.map_err(err("get_latencies"))?;
         let mut found = BTreeMap::new();
@@ -748,7 +779,7 @@ impl RedisStore {
     async fn cool_down_inner(&self, location: &str, for_: Duration) -> Result<(), StoreError> {
         let key = self.keys.cooldown(location);
         let ms = duration_millis(for_);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let command = if ms == 0 {
             redis::cmd("DEL").arg(key).to_owned()
         } else {
@@ -769,7 +800,7 @@ impl RedisStore {
         for location in &unknown {
             pipe.cmd("PTTL").arg(self.keys.cooldown(location));
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let remaining_ms: Vec<i64> = pipe.query_async(&mut connection).await.map_err(err("cooling"))?;
         let now = Instant::now();
         for (location, ms) in unknown.into_iter().zip(remaining_ms) {
@@ -955,7 +986,7 @@ impl DeliveryLog for RedisStore {
         key: &'a str,
         keep_for: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let key = self.keys.delivery(key);
         let ms = duration_millis(keep_for).max(1);
         Box::pin(bounded("first_delivery", async move {
@@ -977,7 +1008,7 @@ impl DeliveryLog for RedisStore {
         key: &'a str,
         keep_for: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let key = self.keys.delivery(key);
         let ms = duration_millis(keep_for).max(1);
         Box::pin(bounded("keep_delivery", async move {
@@ -989,7 +1020,7 @@ impl DeliveryLog for RedisStore {
         &'a self,
         key: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let key = self.keys.delivery(key);
         Box::pin(bounded("forget_delivery", async move {
             redis::cmd("DEL").arg(key).exec_async(&mut connection).await
@@ -1008,7 +1039,7 @@ impl TicketStore for RedisStore {
         status: &'a TicketStatus,
         keep_for: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let key = self.keys.ticket(&status.ticket_id);
         let ms = duration_millis(keep_for);
         Box::pin(bounded_store("put_ticket_status", async move {
@@ -1025,7 +1056,7 @@ impl TicketStore for RedisStore {
         &'a self,
         ticket_id: &'a str,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<TicketStatus>, StoreError>> + Send + 'a>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let key = self.keys.ticket(ticket_id);
         Box::pin(bounded_store("get_ticket_status", async move {
             let json: Option<String> = redis::cmd("GET")
@@ -1047,7 +1078,7 @@ impl TicketStore for RedisStore {
         status: &'a TicketStatus,
         keep_for: Duration,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let key = self.keys.ticket(&status.ticket_id);
         let ms = duration_millis(keep_for).max(1);
         Box::pin(bounded_store("put_unmatched_ticket_status", async move {

@@ -325,7 +325,7 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let (tag, detail, fields, index_ttl): Reply =
             invocation.invoke_async(&mut connection).await.map_err(err(operation))?;
         if tag != "ok" {
@@ -363,7 +363,7 @@ impl RedisStore {
         for index in [all_index(self.prefix()), image_index(self.prefix(), image)] {
             queue_index_add(&mut pipe, &index, &member, now_ms, Some(ttl_ms), true);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let _: (IndexAdded, (), (), IndexAdded, (), ()) = pipe.query_async(&mut connection).await?;
         Ok(())
     }
@@ -373,7 +373,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.cmd("ZREM").arg(all_index(self.prefix())).arg(&member);
         pipe.cmd("ZREM").arg(image_index(self.prefix(), &session.info.image)).arg(&member);
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         pipe.exec_async(&mut connection).await
     }
 
@@ -387,7 +387,7 @@ impl RedisStore {
             Ok(creation) => creation,
             Err(refused) => return Ok(Err(refused)),
         };
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let answers: Vec<redis::Value> =
             pipe.query_async(&mut connection).await.map_err(err("create_session"))?;
         self.session_created(new, creation, answers).await
@@ -496,7 +496,7 @@ impl RedisStore {
                 record_fields(&creation.seats, creation.keep_ms, |name, value| {
                     create.arg(name).arg(value);
                 })?;
-                let mut connection = self.connection.clone();
+                let mut connection = self.connection();
                 let (tag, detail, _, _): Reply =
                     create.invoke_async(&mut connection).await.map_err(err("create_session"))?;
                 (tag, detail)
@@ -534,7 +534,7 @@ impl RedisStore {
         operation: &'static str,
         session_id: Uuid,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         redis::cmd("HGETALL")
             .arg(seats_key(self.prefix(), session_id))
             .query_async(&mut connection)
@@ -551,7 +551,7 @@ impl RedisStore {
         index: &str,
         operation: &'static str,
     ) -> Result<Vec<(String, Option<Uuid>)>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let mut members = BTreeSet::new();
         let mut cursor: u64 = 0;
         loop {
@@ -577,7 +577,7 @@ impl RedisStore {
         if stale.is_empty() {
             return Ok(());
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let zrem = redis::cmd("ZREM").arg(index).arg(stale).to_owned();
         bounded(operation, zrem.exec_async(&mut connection)).await
     }
@@ -586,7 +586,7 @@ impl RedisStore {
     /// `j:<player>` per joined player): no values, no JSON.
     async fn recorded_sessions_page_inner(&self, cursor: u64) -> Result<RecordedPage, StoreError> {
         let index = all_index(self.prefix());
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         // One record pipeline per page: a caller pacing its read rests between pages.
         let scan = redis::cmd("ZSCAN").arg(&index).arg(cursor).arg("COUNT").arg(LIST_CHUNK).to_owned();
         let (next, members): (u64, Vec<(String, String)>) =
@@ -651,7 +651,7 @@ impl RedisStore {
             Some(image) => image_index(self.prefix(), image),
             None => all_index(self.prefix()),
         };
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let ids = self.index_members(&index, "list_sessions").await?;
         // In chunks: one pipeline of every record would hold Redis (single-threaded) for all of
         // them at once, stalling every other client while the reconciler lists thousands.
@@ -718,7 +718,7 @@ impl RedisStore {
         for invocation in &invocations {
             pipe.invoke_script(invocation);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let replies: Vec<(i64, i64, String)> = match pipe.query_async(&mut connection).await {
             Ok(replies) => replies,
             Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
