@@ -10,7 +10,9 @@ use std::time::Duration;
 use adapters::config::{GameyeBackend, LogFormat, Settings};
 use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSessionApi};
 use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsState, ReadinessCheck};
-use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, SignatureVerifier};
+use adapters::nakama::{
+    HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, ReplayGuard, SignatureVerifier,
+};
 use adapters::nats::NatsDoor;
 use adapters::reconciler::{ListedSession, Reconciler, ReconcilerConfig, ReconcilerMetrics, SessionLister};
 use adapters::runtime::{PlacementMetrics, PlayerSyncMetrics, TokioClock, run_player_sync, run_recovery};
@@ -360,6 +362,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         rules: Arc::new(HookRules::from_settings(&settings.nakama)),
         users: nakama_users,
         metrics: nakama_metrics,
+        // In the state store, so every instance refuses a signature any of them applied.
+        replays: ReplayGuard::new(Arc::new(store.clone())),
     };
     let nakama_auth = http::NakamaAuth {
         tokens: tokens.clone(),
