@@ -11,7 +11,9 @@ use adapters::config::{GameyeBackend, LogFormat, Settings};
 use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSessionApi};
 use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsState, ReadinessCheck};
 use adapters::lanes::Lanes;
-use adapters::nakama::{HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, SignatureVerifier};
+use adapters::nakama::{
+    HookRules, NakamaMetrics, NakamaRpcSink, RecentMatchUsers, ReplayGuard, SignatureVerifier,
+};
 use adapters::nats::NatsDoor;
 use adapters::reconciler::{ListedSession, Reconciler, ReconcilerConfig, ReconcilerMetrics, SessionLister};
 use adapters::runtime::{PlacementMetrics, PlayerSyncMetrics, TokioClock, run_player_sync, run_recovery};
@@ -378,6 +380,8 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         rules: Arc::new(HookRules::from_settings(&settings.nakama)),
         users: nakama_users,
         metrics: nakama_metrics,
+        // In the state store, so every instance refuses a signature any of them applied.
+        replays: ReplayGuard::new(Arc::new(store.clone())),
     };
     let nakama_auth = http::NakamaAuth {
         tokens: tokens.clone(),

@@ -298,6 +298,149 @@ async fn malformed_hooks_are_refused_and_place_nothing() {
     assert!(stack.emulator_sessions().await.is_empty());
 }
 
+/// Posts `body` to `base_url`'s events endpoint with these signature headers.
+async fn post_events_signed(
+    http: &reqwest::Client,
+    base_url: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut request = http
+        .post(format!("{base_url}/v1/nakama/events"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A captured signed leave, sent again within the signature's window, would remove a player who
+/// has since rejoined. It is refused (409 REPLAYED) by every instance sharing the store, however
+/// its signature is spelled, and changes nothing; the same event signed anew, or sent with the
+/// bearer token, is applied as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_signed_event_is_refused_by_every_instance_and_changes_nothing() {
+    let stack = Stack::start_with(&[("BRIDGE_NAKAMA__HMAC_SECRET", HMAC_SECRET)]).await;
+    let placed =
+        json!({"match_id": "nk-replay", "entries": [js_entry("r-1", json!({})), js_entry("r-2", json!({}))]});
+    let (status, assignment) = post_hook(&stack, "/v1/nakama/matched", &placed).await;
+    assert_eq!(status, 200, "{assignment}");
+    let session = session_id("nk-replay");
+    join(&stack, &session, &["r-1", "r-2"]).await;
+
+    let leave =
+        serde_json::to_vec(&json!({"name": "match_leave", "user_id": "r-1", "match_id": "nk-replay"}))
+            .unwrap();
+    let signed_at = unix_now().as_secs() as i64;
+    let headers = signed_headers(HMAC_SECRET, signed_at, &leave);
+    let (status, answer) = post_events_signed(&stack.http, &stack.bridge.base_url, &headers, &leave).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["sessions"][0]["left"], json!(["r-1"]), "{answer}");
+    join(&stack, &session, &["r-1"]).await;
+
+    // The captured request again, at this instance and at another sharing the Redis store.
+    let other = crate::stack::start_bridge(
+        &stack.emulator,
+        &stack.redis,
+        &[("BRIDGE_NAKAMA__HMAC_SECRET", HMAC_SECRET)],
+    )
+    .await;
+    for base_url in [&stack.bridge.base_url, &other.base_url] {
+        let (status, refused) = post_events_signed(&stack.http, base_url, &headers, &leave).await;
+        assert_eq!(status, 409, "{base_url}: {refused}");
+        assert_eq!(refused["error"]["code"], "REPLAYED", "{refused}");
+    }
+    // Re-spelled: without the scheme, in capitals. One MAC, one request.
+    let bare = headers[1].1.trim_start_matches("sha256=").to_owned();
+    for signature in [bare.clone(), bare.to_ascii_uppercase()] {
+        let respelled = vec![headers[0].clone(), ("x-bridge-signature", signature)];
+        let (status, refused) = post_events_signed(&stack.http, &other.base_url, &respelled, &leave).await;
+        assert_eq!(status, 409, "{refused}");
+    }
+    assert_eq!(
+        seated(&stack, &session).await,
+        (strings(&["r-1", "r-2"]), vec![]),
+        "the rejoined player stays"
+    );
+    let metrics =
+        stack.http.get(format!("{}/metrics", other.base_url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("gameye_bridge_nakama_replays_total 3"), "{metrics}");
+
+    // Copies of a fresh request sent at once to both instances: exactly one is applied.
+    let leave_2 =
+        serde_json::to_vec(&json!({"name": "match_leave", "user_id": "r-2", "match_id": "nk-replay"}))
+            .unwrap();
+    let headers_2 = signed_headers(HMAC_SECRET, signed_at, &leave_2);
+    let copies = join_all(
+        [&stack.bridge.base_url, &other.base_url, &stack.bridge.base_url, &other.base_url]
+            .map(|base_url| post_events_signed(&stack.http, base_url, &headers_2, &leave_2)),
+    )
+    .await;
+    let statuses: Vec<u16> = copies.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{copies:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 3, "{copies:?}");
+    assert_eq!(seated(&stack, &session).await, (strings(&["r-1"]), vec![]));
+
+    // The same event signed anew is a new request.
+    let resigned = signed_headers(HMAC_SECRET, signed_at + 1, &leave);
+    let (status, answer) = post_events_signed(&stack.http, &other.base_url, &resigned, &leave).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["sessions"][0]["left"], json!(["r-1"]), "{answer}");
+    // With the bearer token nothing identifies a copy: each is applied.
+    let leave_json: Value = serde_json::from_slice(&leave).unwrap();
+    for _ in 0..2 {
+        join(&stack, &session, &["r-1"]).await;
+        let (status, answer) = post_hook(&stack, "/v1/nakama/events", &leave_json).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["sessions"][0]["left"], json!(["r-1"]), "{answer}");
+    }
+    assert_eq!(seated(&stack, &session).await, (vec![], vec![]));
+}
+
+/// The sender's retry of a delivery the bridge failed to apply carries the same signature: it is
+/// applied, not refused as a replay (the signature is claimed only while the events apply, and
+/// given back when that fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_event_that_failed_to_apply_is_applied_when_sent_again() {
+    let stack = Stack::start_with(&[("BRIDGE_NAKAMA__HMAC_SECRET", HMAC_SECRET)]).await;
+    let placed =
+        json!({"match_id": "nk-retry", "entries": [js_entry("f-1", json!({})), js_entry("f-2", json!({}))]});
+    let (status, assignment) = post_hook(&stack, "/v1/nakama/matched", &placed).await;
+    assert_eq!(status, 200, "{assignment}");
+    let session = session_id("nk-retry");
+    join(&stack, &session, &["f-1", "f-2"]).await;
+
+    // The session's seat record, swapped for a value its scripts cannot read: the leave fails.
+    let mut redis =
+        ::redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> =
+        ::redis::cmd("KEYS").arg(format!("*:seats:{{{session}}}")).query_async(&mut redis).await.unwrap();
+    let [seat_key] = keys.as_slice() else { panic!("one seat record: {keys:?}") };
+    let aside = format!("{seat_key}:aside");
+    let () = ::redis::cmd("RENAME").arg(seat_key).arg(&aside).query_async(&mut redis).await.unwrap();
+    let () =
+        ::redis::cmd("SET").arg(seat_key).arg("not a seat record").query_async(&mut redis).await.unwrap();
+
+    let leave = serde_json::to_vec(&json!({"name": "match_leave", "user_id": "f-1", "match_id": "nk-retry"}))
+        .unwrap();
+    let headers = signed_headers(HMAC_SECRET, unix_now().as_secs() as i64, &leave);
+    let (status, failed) = post_events_signed(&stack.http, &stack.bridge.base_url, &headers, &leave).await;
+    assert!(status >= 500, "{status} {failed}");
+
+    // Repaired, and the sender retries the very same request.
+    let () = ::redis::cmd("RENAME").arg(&aside).arg(seat_key).query_async(&mut redis).await.unwrap();
+    let (status, answer) = post_events_signed(&stack.http, &stack.bridge.base_url, &headers, &leave).await;
+    assert_eq!(status, 202, "the retry of a failed delivery: {answer}");
+    assert_eq!(answer["sessions"][0]["left"], json!(["f-1"]), "{answer}");
+    assert_eq!(seated(&stack, &session).await, (strings(&["f-2"]), vec![]));
+    // Applied now, so a further copy is a replay.
+    let (status, refused) = post_events_signed(&stack.http, &stack.bridge.base_url, &headers, &leave).await;
+    assert_eq!((status, &refused["error"]["code"]), (409, &json!("REPLAYED")), "{refused}");
+}
+
 #[tokio::test]
 async fn wait_false_answers_202_and_places_in_the_background() {
     let stack = Stack::start().await;

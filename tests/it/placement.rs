@@ -693,6 +693,10 @@ async fn openapi_document_lists_every_route() {
         }
     }
     assert!(doc["paths"]["/v1/backfill"]["post"]["responses"]["504"].is_object(), "create_if_none's answers");
+    assert!(
+        doc["paths"]["/v1/nakama/events"]["post"]["responses"]["409"].is_object(),
+        "a replayed signature"
+    );
     // Every documented route exists (answers something other than the unknown-route 404).
     for (method, path) in routes {
         let concrete = path

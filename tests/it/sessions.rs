@@ -415,6 +415,39 @@ async fn sessions_a_backfill_sent_twice_with_its_request_id_places_one_session()
     assert!(bad["error"]["message"].as_str().unwrap().starts_with("request_id:"), "{bad}");
 }
 
+/// `create_if_none` places like `POST /v1/matches`: a caller that hangs up mid-placement does not
+/// cancel it. Dropped with its request, the match would stay pending until its lease ended 25 s
+/// on (the default deadline) and recovery placed it again.
+#[tokio::test]
+async fn sessions_a_backfill_caller_that_hangs_up_does_not_cancel_its_new_match() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let started = std::time::Instant::now();
+    let gave_up = stack
+        .http
+        .post(stack.url("/v1/backfill"))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"image": "demo-game", "create_if_none": true, "request_id": "hangup",
+                      "players": [{"id": "h0", "latencies": {"eu-west-1": 10}}]}))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
+    let (status, record) = stack.get("/v1/matches/backfill-hangup").await;
+    assert_eq!((status, &record["status"]), (200, &json!("pending")), "hung up mid-placement: {record}");
+
+    let placed = stack.wait_placed("backfill-hangup", std::time::Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(placed["status"], "placed", "{placed}");
+    assert_eq!(placed["assignment"]["session_id"], session_id("backfill-hangup"));
+    assert!(took < std::time::Duration::from_secs(5), "placed {took:?} after the request; Gameye took 1.5 s");
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+    // The new session's players hold their seats, as when the caller waits.
+    let (status, view) = session(&stack, &session_id("backfill-hangup")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(reserved_players(&view), set(&["h0"]));
+}
+
 #[tokio::test]
 async fn sessions_a_retried_backfill_gets_the_seat_it_already_holds() {
     let stack = Stack::start().await;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
-    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, LatencyStore, Lease, Outcome, Owed,
-    PlacementState, PlacementStore, SeatStore, StateStore as _, StoreError, TicketState, TicketStatus,
-    TicketStore,
+    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, LatencyStore, Lease,
+    Outcome, Owed, PlacementState, PlacementStore, SeatStore, StateStore as _, StoreError, TicketState,
+    TicketStatus, TicketStore,
 };
 use bridge::seats::{JsonText, NewSession, SeatError, SessionInfo, SessionStatus};
 use bridge::{Assignment, Failure, FailureCode, MatchRequest, Player, Port, PortProtocol};
@@ -229,6 +229,7 @@ contract_tests!(
     a_matched_tickets_status_is_not_overwritten_by_an_unmatched_one,
     a_final_tickets_status_is_not_overwritten_by_an_unmatched_one,
     concurrent_claims_have_exactly_one_owner,
+    concurrent_first_deliveries_have_exactly_one_winner,
     ids_with_braces_and_colons_are_kept_apart,
     finishing_a_placement_writes_its_outcome_and_its_seat_record,
     finishing_without_the_lease_still_records_the_seats,
@@ -723,6 +724,28 @@ async fn cooling_lists_the_locations_cooling_down(fx: Fixture) {
     // A zero cool-down ends one.
     fx.store.cool_down("eu-west-1", Duration::ZERO).await.unwrap();
     assert_eq!(fx.store.cooling(&all).await.unwrap(), BTreeSet::new());
+}
+
+/// The delivery log is what refuses a redelivered SNS message and a replayed Nakama signature,
+/// at any instance: of simultaneous first deliveries of one key exactly one wins, and each door's
+/// keys are apart from the other's.
+async fn concurrent_first_deliveries_have_exactly_one_winner(fx: Fixture) {
+    let key = "nakama-signed:{ab}:cd";
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = fx.store.clone();
+            tokio::spawn(async move { store.first_delivery(key, Duration::from_secs(60)).await.unwrap() })
+        })
+        .collect();
+    let firsts: Vec<bool> = futures::future::try_join_all(tasks).await.unwrap();
+    assert_eq!(firsts.iter().filter(|first| **first).count(), 1, "{firsts:?}");
+    assert!(
+        fx.store.first_delivery("sns:{ab}:cd", Duration::from_secs(60)).await.unwrap(),
+        "another door's key"
+    );
+    fx.store.forget_delivery(key).await.unwrap();
+    assert!(fx.store.first_delivery(key, Duration::from_secs(60)).await.unwrap(), "forgotten: first again");
+    assert!(!fx.store.first_delivery("sns:{ab}:cd", Duration::from_secs(60)).await.unwrap(), "still kept");
 }
 
 async fn concurrent_claims_have_exactly_one_owner(fx: Fixture) {

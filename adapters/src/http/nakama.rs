@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Query, Request, State};
+use axum::extract::{Extension, FromRequest, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,8 +26,9 @@ use super::matches::{
 };
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
-    EventsAccepted, HookRules, LeavePlan, NakamaMetrics, RecentMatchUsers, SIGNATURE_HEADER, SOURCE,
-    SeatsReleased, SignatureVerifier, TIMESTAMP_HEADER, parse_events, read_hook,
+    Claimed, EventsAccepted, HookRules, LeavePlan, NakamaEvent, NakamaMetrics, RecentMatchUsers, ReplayGuard,
+    SIGNATURE_HEADER, SOURCE, SeatsReleased, SignatureVerifier, SignedRequest, TIMESTAMP_HEADER,
+    parse_events, read_hook,
 };
 
 /// What the Nakama handlers share.
@@ -36,13 +37,15 @@ pub struct NakamaDoor {
     pub service: Arc<dyn PlacementService>,
     /// Sessions' seats: leave events remove their users.
     pub seats: Arc<dyn SeatService>,
-    /// Placements (`wait=false` ones, and those a hook waits for) and announcements; awaited at
-    /// shutdown.
+    /// Placements (`wait=false` ones, and those a hook waits for), announcements and events being
+    /// applied; awaited at shutdown.
     pub background: TaskTracker,
     pub rules: Arc<HookRules>,
     /// Shared with the push sink, so a failure can be pushed to the users it concerns.
     pub users: RecentMatchUsers,
     pub metrics: NakamaMetrics,
+    /// Signatures events were applied under, so a captured signed request is not applied twice.
+    pub replays: ReplayGuard,
 }
 
 /// The bearer tokens, and the hook signature verifier when `nakama.hmac_secret` is set.
@@ -80,18 +83,26 @@ async fn require_token_or_signature(
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return unauthorized("a signed request needs both x-bridge-timestamp and x-bridge-signature");
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     // Read through axum's extractor so an oversized body is the usual 413.
     let body = match Bytes::from_request(Request::from_parts(parts.clone(), body), &()).await {
         Ok(body) => body,
         Err(rejection) => return rejection.into_response(),
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(error) = verifier.verify(&timestamp, &signature, &body, now) {
-        tracing::warn!(%error, "refused a signed Nakama request");
-        return unauthorized("the request signature is not valid");
-    }
+    let signed = match verifier.verify(&timestamp, &signature, &body, unix_now()) {
+        Ok(signed) => signed,
+        Err(error) => {
+            tracing::warn!(%error, "refused a signed Nakama request");
+            return unauthorized("the request signature is not valid");
+        }
+    };
+    // For the events handler's replay guard (the hook is idempotent by match id without one).
+    parts.extensions.insert(signed);
     next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -241,7 +252,8 @@ fn pending_response(match_id: &str) -> Response {
 /// users from the sessions where they are joined or hold a reservation: the session of the event's
 /// `match_id` (derived like a Nakama placement's), else every session holding them. Users holding no
 /// seat, and unknown or ended sessions, change nothing (a repeated event is harmless). Other events
-/// are recorded (log and `gameye_bridge_nakama_events_total`).
+/// are recorded (log and `gameye_bridge_nakama_events_total`). A signed request is applied once:
+/// sent again with the same signature it is refused (409 `REPLAYED`), unless applying it failed.
 #[utoipa::path(
     post, path = "/v1/nakama/events", tag = "nakama",
     request_body(content = serde_json::Value, content_type = "application/json",
@@ -250,15 +262,69 @@ fn pending_response(match_id: &str) -> Response {
         (status = 202, description = "Applied: the seats released per session", body = EventsAccepted),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "Neither a valid bearer token nor a valid signature", body = ErrorBody),
+        (status = 409, description = "REPLAYED: a request with this signature was applied already (or is being applied); nothing changed. Sign again (a new timestamp) to send the events anew", body = ErrorBody),
         (status = 422, description = "An event without a name or users, or too many (naming it)", body = ErrorBody),
-        (status = 503, description = "The state store is unavailable; nothing or part applied, retry", body = ErrorBody),
+        (status = 500, description = "STORE_ERROR: the state store refused a command; nothing or part applied (a signed request may be sent again as it is)", body = ErrorBody),
+        (status = 503, description = "The state store is unavailable; nothing or part applied, retry (a signed request as it is)", body = ErrorBody),
     ),
     security(("bearer" = []), ("nakama_signature" = []))
 )]
-pub async fn events(State(door): State<NakamaDoor>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn events(
+    State(door): State<NakamaDoor>,
+    signed: Option<Extension<SignedRequest>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let events = parse_events(&body).map_err(invalid_request)?;
+    let signed = signed.map(|Extension(signed)| signed);
+    // In a task, like placements: a handler dropped by a hang-up between claiming a signature and
+    // releasing it after a failure would leave it claimed, and the sender's retry refused.
+    let applying = door.background.clone().spawn(apply_once(door, events, signed));
+    match applying.await {
+        Ok(answer) => answer,
+        // A panic (already reported by the panic hook), or the runtime shutting down.
+        Err(error) => {
+            tracing::error!(%error, "a Nakama events task ended without an answer");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "the events ended without an answer; see the bridge's log",
+            ))
+        }
+    }
+}
+
+/// Applies the events; a signed request only if its signature was not used already, and with the
+/// signature forgotten again when applying fails, so the sender's retry is applied.
+async fn apply_once(
+    door: NakamaDoor,
+    events: Vec<NakamaEvent>,
+    signed: Option<SignedRequest>,
+) -> Result<Response, ApiError> {
+    // Bearer-token requests carry nothing that identifies a copy; they are not guarded.
+    let Some(signed) = signed else {
+        return apply_events(&door, &events).await;
+    };
+    let claimed = door.replays.claim(&signed, unix_now()).await.map_err(|e| store_unavailable(e.into()))?;
+    if claimed == Claimed::Replay {
+        door.metrics.replay();
+        tracing::warn!(events = events.len(), "refused a replayed signed Nakama events request");
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "REPLAYED",
+            "a request with this signature was applied already (or is being applied); nothing changed. \
+             Sign the events again (a new timestamp) to send them anew",
+        ));
+    }
+    let applied = apply_events(&door, &events).await;
+    if applied.is_err() {
+        door.replays.release(&signed).await;
+    }
+    applied
+}
+
+async fn apply_events(door: &NakamaDoor, events: &[NakamaEvent]) -> Result<Response, ApiError> {
     let mut users = 0;
-    for event in &events {
+    for event in events {
         door.metrics.event(event);
         users += event.users().count();
         tracing::info!(
@@ -269,18 +335,18 @@ pub async fn events(State(door): State<NakamaDoor>, body: Bytes) -> Result<Respo
             "Nakama event"
         );
     }
-    let mut plan = LeavePlan::of(&events);
+    let mut plan = LeavePlan::of(events);
     let mut sessions = Vec::new();
     // Sessions named through match ids first; users whose match id names no session the bridge
     // knows (say the hook placed it under a ticket-derived id) are then looked for everywhere.
     let named = std::mem::take(&mut plan.by_session);
-    let unknown = leave_sessions(&door, named, &mut sessions).await?;
+    let unknown = leave_sessions(door, named, &mut sessions).await?;
     plan.unlocated.extend(unknown);
     if !plan.unlocated.is_empty() {
         // One listing for the whole request, however many events lack a match id.
         let listed = door.seats.list_sessions(&SessionFilter::default()).await.map_err(seat_store_failure)?;
         plan.locate(&listed);
-        leave_sessions(&door, std::mem::take(&mut plan.by_session), &mut sessions).await?;
+        leave_sessions(door, std::mem::take(&mut plan.by_session), &mut sessions).await?;
     }
     sessions.sort_by_key(|s| s.session_id);
     let accepted = EventsAccepted { accepted: events.len(), users, applied: true, sessions };

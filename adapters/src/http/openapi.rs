@@ -61,7 +61,7 @@ impl Modify for BearerAuth {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "x-bridge-signature",
                 "sha256=<hex HMAC-SHA256(nakama.hmac_secret, \"<x-bridge-timestamp>.<body>\")>, \
-                 with x-bridge-timestamp: <unix seconds>",
+                 with x-bridge-timestamp: <unix seconds>; /v1/nakama/events applies a signature once",
             ))),
         );
     }

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bridge::Port;
 use bridge::placement::{SeatServiceError, SessionFilter, SessionMetadata};
-use bridge::seats::{BackfillOutcome, SeatError, SessionSeats};
+use bridge::seats::{BackfillChoice, SeatError, SessionSeats};
 // The bodies are the core's, shared with the NATS door (and named so in the OpenAPI document).
 use bridge::seats::{BackfillBody, BackfillResult, PlayersBody};
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::matches::{
-    MatchesState, announce_in_background, invalid_request, progress_response, store_unavailable,
+    MatchesState, answer_response, invalid_request, place_detached, progress_response, store_unavailable,
 };
 use super::{ApiError, ErrorBody};
 
@@ -398,24 +398,19 @@ pub async fn end_session(
 )]
 pub async fn backfill(State(state): State<MatchesState>, body: Bytes) -> Result<Response, ApiError> {
     let request = bridge::seats::parse_backfill_request(&body).map_err(invalid_request)?;
-    let outcome = bridge::seats::backfill_or_place(
-        state.seats.as_ref(),
-        state.service.as_ref(),
-        super::matches::SOURCE,
-        &request,
-        Uuid::new_v4(),
-    )
-    .await
-    .map_err(seat_failure)?;
-    match outcome {
-        BackfillOutcome::Reserved(result) => Ok((StatusCode::OK, Json(result)).into_response()),
-        BackfillOutcome::Placed { match_id, progress } => {
-            if let bridge::placement::Progress::Done(outcome) = &progress {
-                announce_in_background(&state.service, &state.background, super::matches::SOURCE, outcome);
-            }
-            Ok(progress_response(&match_id, progress))
+    let choice = bridge::seats::reserve_or_new_match(state.seats.as_ref(), &request, Uuid::new_v4())
+        .await
+        .map_err(seat_failure)?;
+    match choice {
+        BackfillChoice::Reserved(result) => Ok((StatusCode::OK, Json(result)).into_response()),
+        BackfillChoice::NewMatch(new_match) => {
+            // Placed (and announced) like `POST /v1/matches`: in a task a hang-up cannot cancel.
+            let match_id = new_match.match_id.clone();
+            let answer =
+                place_detached(&state.service, &state.background, super::matches::SOURCE, new_match).await?;
+            Ok(answer_response(&match_id, answer, progress_response))
         }
-        BackfillOutcome::NoSeats => Err(ApiError::new(
+        BackfillChoice::NoSeats => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NO_SEATS",
             "no eligible session has open seats for every requesting player",

@@ -1,11 +1,13 @@
 //! The Nakama adapter: reading what a matchmaker-matched hook sends (Go, JS and Lua runtime shapes,
-//! or an envelope with match id and latencies), verifying hook signatures, reading Nakama events and
-//! which seats they release, and pushing outcomes to a Nakama module RPC. The HTTP handlers live in
-//! the http adapter and call these pure functions; this module knows nothing of HTTP serving.
+//! or an envelope with match id and latencies), verifying hook signatures and refusing replayed ones,
+//! reading Nakama events and which seats they release, and pushing outcomes to a Nakama module RPC.
+//! The HTTP handlers live in the http adapter and call these functions; this module knows nothing
+//! of HTTP serving.
 
 mod events;
 mod hook;
 mod push;
+mod replay;
 mod signature;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,7 +24,8 @@ pub use hook::{
     parse_matched, read_hook,
 };
 pub use push::{FailedPush, NakamaRpcSink, PlacedPush, RecentMatchUsers, push_body, rpc_endpoint};
-pub use signature::{SIGNATURE_HEADER, SignatureVerifier, TIMESTAMP_HEADER, sign};
+pub use replay::{Claimed, ReplayGuard};
+pub use signature::{SIGNATURE_HEADER, SignatureVerifier, SignedRequest, TIMESTAMP_HEADER, sign};
 
 /// The source name of Nakama placements (part of their session ids).
 pub const SOURCE: &str = "nakama";
@@ -52,6 +55,7 @@ struct PushLabels {
 pub struct NakamaMetrics {
     events: Family<EventLabels, Counter>,
     pushes: Family<PushLabels, Counter>,
+    replays: Counter,
 }
 
 impl NakamaMetrics {
@@ -63,11 +67,20 @@ impl NakamaMetrics {
             metrics.events.clone(),
         );
         registry.register("nakama_pushes", "Pushes to Nakama's RPC, by result", metrics.pushes.clone());
+        registry.register(
+            "nakama_replays",
+            "Signed Nakama event requests refused because their signature was used already",
+            metrics.replays.clone(),
+        );
         metrics
     }
 
     pub fn event(&self, event: &NakamaEvent) {
         self.events.get_or_create(&EventLabels { kind: event.kind() }).inc();
+    }
+
+    pub fn replay(&self) {
+        self.replays.inc();
     }
 
     fn push(&self, result: &'static str) {

@@ -3,7 +3,7 @@
 //!
 //! `X-Bridge-Timestamp: <unix seconds>`, `X-Bridge-Signature: sha256=<hex of HMAC-SHA256(secret,
 //! "<timestamp>.<body>")>`. The timestamp is signed too and must be recent, so a captured request
-//! cannot be replayed later.
+//! cannot be replayed later; within the window, [`super::ReplayGuard`] refuses it the second time.
 
 use std::time::Duration;
 
@@ -19,6 +19,26 @@ const SCHEME: &str = "sha256=";
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A request whose signature verified: the MAC it carried and until when its timestamp is accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedRequest {
+    /// The MAC's bytes, decoded: the same however it was presented (with or without `sha256=`,
+    /// either hex case), so re-spelling a captured signature does not make it a new request.
+    mac: Vec<u8>,
+    /// The last Unix second at which this signature is accepted (its timestamp + the max age).
+    accepted_until: i64,
+}
+
+impl SignedRequest {
+    pub fn mac(&self) -> &[u8] {
+        &self.mac
+    }
+
+    pub fn accepted_until(&self) -> i64 {
+        self.accepted_until
+    }
+}
+
 /// Checks hook signatures against the configured secret.
 #[derive(Clone)]
 pub struct SignatureVerifier {
@@ -33,7 +53,13 @@ impl SignatureVerifier {
     }
 
     /// Verifies `signature` over `timestamp` and `body` at Unix time `now` (seconds).
-    pub fn verify(&self, timestamp: &str, signature: &str, body: &[u8], now: i64) -> Result<(), NakamaError> {
+    pub fn verify(
+        &self,
+        timestamp: &str,
+        signature: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Result<SignedRequest, NakamaError> {
         let signed_at: i64 = timestamp
             .trim()
             .parse()
@@ -49,8 +75,11 @@ impl SignatureVerifier {
         mac.update(timestamp.trim().as_bytes());
         mac.update(b".");
         mac.update(body);
-        // Constant-time comparison, inside the hmac crate.
-        mac.verify_slice(&presented).map_err(|_| NakamaError::BadSignature("the signature does not match"))
+        // Constant-time comparison, inside the hmac crate; it refuses a truncated MAC.
+        mac.verify_slice(&presented)
+            .map_err(|_| NakamaError::BadSignature("the signature does not match"))?;
+        let max_age = i64::try_from(self.max_age.as_secs()).unwrap_or(i64::MAX);
+        Ok(SignedRequest { mac: presented, accepted_until: signed_at.saturating_add(max_age) })
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -95,6 +124,25 @@ mod tests {
         assert!(verifier().verify("1000", &signature, body, 1_301).is_err(), "too old");
         assert!(verifier().verify("soon", &signature, body, 1_100).is_err());
         assert!(verifier().verify("1000", "sha256=zz", body, 1_100).is_err());
+        let truncated = &signature[..signature.len() - 2];
+        assert!(verifier().verify("1000", truncated, body, 1_100).is_err(), "truncated");
+    }
+
+    #[test]
+    fn a_signature_is_one_request_however_it_is_spelled() {
+        let body = br#"{"name":"session_end","user_id":"u"}"#;
+        let signature = sign("s3cret", 1_000, body);
+        let signed = verifier().verify("1000", &signature, body, 1_100).unwrap();
+        assert_eq!(signed.accepted_until(), 1_300, "the timestamp + max age");
+        for spelling in [
+            signature.trim_start_matches("sha256=").to_owned(),
+            signature.to_ascii_uppercase().replace("SHA256=", "sha256="),
+            format!("  {signature} "),
+        ] {
+            assert_eq!(verifier().verify("1000", &spelling, body, 1_100).unwrap(), signed, "{spelling}");
+        }
+        let later = sign("s3cret", 1_001, body);
+        assert_ne!(verifier().verify("1001", &later, body, 1_100).unwrap(), signed, "signed anew");
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub use ledger::{
     SeatError, SeatResult, SessionEnd, SessionInfo, SessionSeats, SessionStatus,
 };
 pub use requests::{
-    BackfillBody, BackfillOutcome, BackfillResult, CheckedBackfill, MAX_PLAYERS_PER_CHANGE, PlayersBody,
-    SessionPlayers, SessionPlayersBody, backfill_or_place, parse_backfill_request, parse_players_body,
-    parse_session_players,
+    BackfillBody, BackfillChoice, BackfillOutcome, BackfillResult, CheckedBackfill, MAX_PLAYERS_PER_CHANGE,
+    PlayersBody, SessionPlayers, SessionPlayersBody, backfill_or_place, parse_backfill_request,
+    parse_players_body, parse_session_players, reserve_or_new_match,
 };

@@ -201,9 +201,37 @@ pub enum BackfillOutcome {
     NoSeats,
 }
 
-/// Answers a backfill the same way at every door: reserve seats in the best eligible session; if
-/// none fits and `create_if_none` is set, place the request as a new match `backfill-<new_match_id>`
-/// through `placement` under the door's `source`.
+/// What a backfill comes to before anything is placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackfillChoice {
+    /// Seats reserved in an eligible session.
+    Reserved(BackfillResult),
+    /// Nothing fitted and the request asked for a new match: this one, for the door to place.
+    NewMatch(ValidatedMatch),
+    /// Nothing fitted (NO_SEATS).
+    NoSeats,
+}
+
+/// The first half of a backfill, the same at every door: reserve seats in the best eligible
+/// session; if none fits and `create_if_none` is set, the new match `backfill-<new_match_id>` to
+/// place. Doors that must not place in line (HTTP places where a caller's hang-up cannot cancel
+/// it) take it from here; the others call [`backfill_or_place`].
+pub async fn reserve_or_new_match(
+    seats: &dyn SeatService,
+    request: &CheckedBackfill,
+    new_match_id: Uuid,
+) -> Result<BackfillChoice, SeatServiceError> {
+    if let Some(answer) = seats.backfill(&request.request).await? {
+        return Ok(BackfillChoice::Reserved(answer.into()));
+    }
+    if !request.create_if_none {
+        return Ok(BackfillChoice::NoSeats);
+    }
+    Ok(BackfillChoice::NewMatch(request.new_match(new_match_id)))
+}
+
+/// Answers a backfill: [`reserve_or_new_match`], then the new match placed through `placement`
+/// under the door's `source`, in line.
 pub async fn backfill_or_place(
     seats: &dyn SeatService,
     placement: &dyn PlacementService,
@@ -211,16 +239,15 @@ pub async fn backfill_or_place(
     request: &CheckedBackfill,
     new_match_id: Uuid,
 ) -> Result<BackfillOutcome, SeatServiceError> {
-    if let Some(answer) = seats.backfill(&request.request).await? {
-        return Ok(BackfillOutcome::Reserved(answer.into()));
+    match reserve_or_new_match(seats, request, new_match_id).await? {
+        BackfillChoice::Reserved(result) => Ok(BackfillOutcome::Reserved(result)),
+        BackfillChoice::NoSeats => Ok(BackfillOutcome::NoSeats),
+        BackfillChoice::NewMatch(new_match) => {
+            let match_id = new_match.match_id.clone();
+            let progress = placement.place(source, new_match).await?;
+            Ok(BackfillOutcome::Placed { match_id, progress })
+        }
     }
-    if !request.create_if_none {
-        return Ok(BackfillOutcome::NoSeats);
-    }
-    let new_match = request.new_match(new_match_id);
-    let match_id = new_match.match_id.clone();
-    let progress = placement.place(source, new_match).await?;
-    Ok(BackfillOutcome::Placed { match_id, progress })
 }
 
 fn new_match_id(id: Uuid) -> String {
