@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::region::NoLocation;
-use crate::request::InvalidRequest;
+use crate::request::{InvalidRequest, MatchIdConflict};
 
 /// A match the bridge gave up on, as published on `gameye.match.failed.<match_id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +54,11 @@ pub enum FailureCode {
     /// from `UPSTREAM_UNAVAILABLE` because the time may have gone to 420s and cool-downs, not to an
     /// unhealthy Gameye.
     DeadlineExceeded,
+    /// The match id was first requested with a different match (other players, image, env, …):
+    /// refused, and the first match left as it was. Never a placement's recorded outcome nor
+    /// announced on `match.failed` (that would contradict the first match's outcome): only the
+    /// answer to the refused request itself (a NATS reply, a dead letter).
+    MatchIdConflict,
 }
 
 impl FailureCode {
@@ -67,12 +72,18 @@ impl FailureCode {
             | Self::Unauthorized
             | Self::QuotaExceeded
             | Self::NotFound
-            | Self::InvalidRequest => false,
+            | Self::InvalidRequest
+            | Self::MatchIdConflict => false,
         }
     }
 }
 
 impl Failure {
+    /// The answer to a request refused as a [`MatchIdConflict`] (never recorded nor announced).
+    pub fn match_id_conflict(conflict: &MatchIdConflict) -> Self {
+        Self::new(&conflict.match_id, FailureCode::MatchIdConflict, conflict.to_string())
+    }
+
     /// A failure with the code's default retryability.
     pub fn new(match_id: impl Into<String>, code: FailureCode, message: impl Into<String>) -> Self {
         Self {
@@ -126,6 +137,7 @@ mod tests {
             (FailureCode::InvalidRequest, "INVALID_REQUEST"),
             (FailureCode::UpstreamUnavailable, "UPSTREAM_UNAVAILABLE"),
             (FailureCode::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+            (FailureCode::MatchIdConflict, "MATCH_ID_CONFLICT"),
         ];
         for (code, text) in codes {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(text));

@@ -20,8 +20,8 @@ pub use region::{
     RankedLocation, RegionChoice, RegionInput, RegionPolicy, candidate_locations, choose_region,
 };
 pub use request::{
-    InvalidRequest, InvalidRequestKind, MatchRequest, ParseTtlError, Player, Ttl, ValidatedMatch,
-    parse_match_request,
+    InvalidRequest, InvalidRequestKind, MatchField, MatchIdConflict, MatchRequest, ParseTtlError, Player,
+    Ttl, ValidatedMatch, parse_match_request,
 };
 pub use seats::{
     BackfillCandidate, BackfillPlayer, BackfillQuery, NewSession, RankedSession, Reservation, SeatError,

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::seats::{NewSession, SeatResult, SessionSeats};
-use crate::{Assignment, Failure, MatchRequest, Port};
+use crate::{Assignment, Failure, MatchIdConflict, MatchRequest, Port};
 
 // ---------------------------------------------------------------------------------------------
 // Gameye
@@ -173,7 +173,8 @@ pub struct PlacementRecord {
     /// The door that first accepted the match (`http`, `nats`, `sns`, `nakama`).
     pub source: String,
     pub session_id: Uuid,
-    /// The request as first accepted; a takeover places this, not a later duplicate's copy.
+    /// The request as first accepted; a takeover places this, not a later duplicate's copy, and a
+    /// later claim is compared with it ([`MatchRequest::differences`]).
     pub request: MatchRequest,
     #[serde(with = "time::serde::rfc3339")]
     pub accepted_at: OffsetDateTime,
@@ -222,6 +223,9 @@ pub enum ClaimOutcome {
     Failed(Failure),
     /// Someone else is placing it right now.
     Held { owner: String, lease_until: OffsetDateTime },
+    /// The record's request is another match than the claim's (whatever the record's state): the
+    /// claim is refused and the record left as it was, lease, fence and all.
+    Conflict(MatchIdConflict),
 }
 
 /// The final word on a placement.
@@ -252,7 +256,10 @@ impl Outcome {
 
 /// Placement records. Every change is atomic per match.
 pub trait PlacementStore: Send + Sync + 'static {
-    /// Creates the record or reports what exists (see [`ClaimOutcome`]).
+    /// Creates the record or reports what exists (see [`ClaimOutcome`]). A record whose request
+    /// is not the same match as the claim's ([`MatchIdConflict::between`] the record's request
+    /// and the claim's) is reported as [`ClaimOutcome::Conflict`] before anything else, and
+    /// nothing is written: not taken over, not even when its lease ran out or it failed retryably.
     fn claim(&self, claim: &Claim) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
 
     /// Extends the lease if `lease` still owns the pending record. `false`: ownership was lost.

@@ -3,6 +3,7 @@
 mod json_path;
 mod latency;
 mod parse;
+mod sameness;
 mod timestamp;
 mod ttl;
 mod validate;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use parse::parse_match_request;
+pub use sameness::{MatchField, MatchIdConflict};
 pub use ttl::{ParseTtlError, Ttl};
 pub use validate::{
     InvalidRequest, InvalidRequestKind, MAX_LATENCY_MS, MAX_MATCH_ID_CHARS, MAX_PLAYERS_PER_MATCH,
@@ -21,6 +23,11 @@ pub use validate::{
 
 /// A match to place, as accepted by `POST /v1/matches` and `gameye.match.found`, and as built by
 /// the other doors. Only `match_id` and `players` are required.
+///
+/// The match id is an idempotency key: a request whose id was seen before is answered with the
+/// first request's outcome if it is the same match ([`MatchRequest::differences`]: same image,
+/// version, players and teams, locations, seats, env, args, labels, ttl; latencies and
+/// `requested_at` may differ), and refused ([`MatchIdConflict`]) if not.
 ///
 /// Unknown fields are rejected, so a misspelt optional field (`"locaitons"`) is an error naming
 /// it rather than a silently ignored setting. Nothing here is checked beyond types: call

@@ -839,3 +839,29 @@ fn check_config_redacts_the_nakama_secrets_and_names_bad_keys() {
         assert!(String::from_utf8_lossy(&output.stderr).contains(key), "{env:?}");
     }
 }
+
+/// Another match under a known Nakama match id is refused (409), and the first match's failure
+/// is still pushed to its own users, not to the refused call's.
+#[tokio::test]
+async fn a_reused_match_id_for_other_users_is_refused_and_the_first_users_keep_their_push() {
+    let fake = FakeNakama::start().await;
+    let stack = stack_pushing_to(&fake).await;
+    // Every location full, slowly: the first match is still being placed when the second call comes.
+    stack
+        .set_faults(json!([{"operation": "session-run", "status": 420, "delay_ms": 300, "probability": 1.0}]))
+        .await;
+    let first = json!({"match_id": "nk-reused", "entries": [js_entry("first-u", json!({}))]});
+    let (status, pending) = post_hook(&stack, "/v1/nakama/matched?wait=false", &first).await;
+    assert_eq!(status, 202, "{pending}");
+
+    let other = json!({"match_id": "nk-reused", "entries": [js_entry("other-u", json!({}))]});
+    let (status, body) = post_hook(&stack, "/v1/nakama/matched", &other).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "MATCH_ID_CONFLICT", "{body}");
+
+    let pushes = fake.wait_for("nk-reused", 1).await;
+    assert_eq!(pushes[0].body["status"], "failed", "{:?}", pushes[0].body);
+    assert_eq!(pushes[0].body["users"], json!(["first-u"]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.requests_for("nk-reused").len(), 1, "the refused call pushed nothing");
+}

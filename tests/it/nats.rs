@@ -712,3 +712,54 @@ async fn nats_sigterm_hands_back_messages_fetched_ahead() {
         matches.insert(header(&message, "Gameye-Match-Id").to_owned());
     }
 }
+
+/// Another match under a known match id: a `match.found` message is dead-lettered and
+/// terminated (not redelivered), a request is answered `conflict`; `match.failed.<id>` stays
+/// silent, since its listeners wait for the first match, which stands.
+#[tokio::test]
+async fn nats_a_reused_match_id_for_another_match_is_refused_without_announcing_a_failure() {
+    let stack = NatsStack::start(big_world()).await;
+    let bridge = stack.bridge(&[("BRIDGE_NATS__ACK_WAIT", "1s"), ("BRIDGE_NATS__NAK_DELAY", "100ms")]).await;
+    let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
+    let mut failed = stack.subscribe("gameye.match.failed.>").await;
+    let mut dead = stack.subscribe("gameye.match.dead").await;
+
+    let first = match_with("m-nats-reused", &[&[("eu-west-1", 20)]]);
+    stack.publish(first.to_string().as_bytes(), None).await;
+    let message = next_message(&mut assigned, Duration::from_secs(20)).await;
+    let assignment: Value = serde_json::from_slice(&message.payload).unwrap();
+
+    let other = match_with("m-nats-reused", &[&[("eu-west-1", 20)], &[("eu-west-1", 30)]]);
+    stack.publish(other.to_string().as_bytes(), None).await;
+    let letter: Value =
+        serde_json::from_slice(&next_message(&mut dead, Duration::from_secs(10)).await.payload).unwrap();
+    assert_eq!(letter["match_id"], "m-nats-reused", "{letter}");
+    assert_eq!(letter["error"]["code"], "MATCH_ID_CONFLICT", "{letter}");
+    assert_eq!(letter["error"]["retryable"], false, "{letter}");
+
+    let reply = stack
+        .client
+        .request("gameye.match.request", other.to_string().into_bytes().into())
+        .await
+        .expect("a reply");
+    assert_eq!(header(&reply, "Gameye-Status"), "conflict");
+    let refusal: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(refusal["error"]["code"], "MATCH_ID_CONFLICT", "{refusal}");
+    // The first match's own resend (other latencies) still answers its assignment.
+    let resent = match_with("m-nats-reused", &[&[("eu-west-1", 35)]]);
+    let reply =
+        stack.client.request("gameye.match.request", resent.to_string().into_bytes().into()).await.unwrap();
+    assert_eq!(header(&reply, "Gameye-Status"), "placed");
+    assert_eq!(serde_json::from_slice::<Value>(&reply.payload).unwrap(), assignment);
+
+    // Well past ack_wait: nothing redelivered or pending, no failure announced, one session.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(10), failed.next()).await.is_err(), "match.failed");
+    assert!(tokio::time::timeout(Duration::from_millis(10), dead.next()).await.is_err(), "redelivered");
+    let info = stack.consumer_info().await;
+    assert_eq!((info.num_pending, info.num_ack_pending, info.num_redelivered), (0, 0, 0), "{info:?}");
+    assert_eq!(emulator_sessions(&stack.emulator).await.len(), 1);
+    let text = metrics(&bridge).await;
+    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"found\",result=\"conflict\"}"), 1.0);
+    assert_eq!(metric(&text, "gameye_bridge_nats_messages_total{kind=\"request\",result=\"conflict\"}"), 1.0);
+}

@@ -756,3 +756,95 @@ async fn configured_aliases_map_reported_location_names() {
     assert_eq!(assignment["location"], "eu-central-1");
     assert_eq!(assignment["latency_ms"], json!({"a": 30}));
 }
+
+/// The raw placement record of `match_id` in the bridge's Redis.
+async fn raw_record(stack: &Stack, match_id: &str) -> String {
+    let mut redis =
+        redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("gameye-bridge:match:{{{match_id}}}");
+    redis::cmd("GET").arg(&key).query_async(&mut redis).await.unwrap()
+}
+
+/// A match id is an idempotency key: reused for another match (here another player set), it is
+/// refused with 409 and nothing changes; the first match's own resend, with fresh latencies and
+/// a timestamp, is still answered with its assignment.
+#[tokio::test]
+async fn a_reused_match_id_for_other_players_is_refused_and_changes_nothing() {
+    let stack = Stack::start().await;
+    let first = match_with("m-reused", &[&[("eu-west-1", 20)], &[("eu-west-1", 30)]]);
+    let (status, assignment) = stack.post_match(&first).await;
+    assert_eq!(status, 200, "{assignment}");
+    let record = raw_record(&stack, "m-reused").await;
+    let (_, polled) = stack.get("/v1/matches/m-reused").await;
+
+    // Another match under the same id: p0 and p2 instead of p0 and p1.
+    let mut other = first.clone();
+    other["players"][1]["id"] = json!("p2");
+    for path in ["/v1/matches", "/v1/matches?wait=false"] {
+        let response = stack
+            .http
+            .post(stack.url(path))
+            .bearer_auth(API_TOKEN)
+            .header("x-request-id", "req-conflict")
+            .json(&other)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 409, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "MATCH_ID_CONFLICT", "{body}");
+        assert_eq!(body["error"]["request_id"], "req-conflict", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("m-reused") && message.contains("different players"), "{message}");
+    }
+
+    assert_eq!(raw_record(&stack, "m-reused").await, record, "the record is untouched");
+    assert_eq!(stack.get("/v1/matches/m-reused").await, (200, polled), "and so is what polling says");
+    assert_eq!(stack.emulator_sessions().await.len(), 1, "no second session");
+
+    // The first match sent again, with fresh latencies and a timestamp: its assignment.
+    let mut resent = match_with("m-reused", &[&[("eu-west-1", 25), ("us-east-1", 90)], &[("eu-west-1", 28)]]);
+    resent["requested_at"] = json!("2026-01-01T00:00:00Z");
+    let (status, again) = stack.post_match(&resent).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again, assignment);
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("gameye_bridge_placements_total{")
+            && l.contains("outcome=\"conflict\"")
+            && l.contains("MATCH_ID_CONFLICT")
+            && l.ends_with(" 2")),
+        "{metrics}"
+    );
+}
+
+/// While the first match is still being placed, another match under its id is refused at once,
+/// and the first one is placed as it was sent.
+#[tokio::test]
+async fn a_reused_match_id_is_refused_while_the_first_is_still_pending() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
+    let first = match_with("m-pending-reuse", &[&[("eu-west-1", 20)]]);
+    let response = stack
+        .http
+        .post(stack.url("/v1/matches?wait=false"))
+        .bearer_auth(API_TOKEN)
+        .json(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+
+    let mut other = first.clone();
+    other["image"] = json!("another-game");
+    let (status, body) = stack.post_match(&other).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("different image"), "{body}");
+
+    let placed = stack.wait_placed("m-pending-reuse", Duration::from_secs(20)).await;
+    assert_eq!(placed["status"], "placed", "{placed}");
+    let sessions = stack.emulator_sessions().await;
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["image"], "demo-game", "the first match's image");
+}

@@ -389,7 +389,8 @@ async fn sessions_backfill_prefers_latency_then_fullest_and_join_uses_the_reserv
 }
 
 /// `create_if_none` with a `request_id`: the same request sent twice while the first is still
-/// being placed (a client that timed out and retried) makes one match and one Gameye session.
+/// being placed (a client that timed out and retried) makes one match and one Gameye session;
+/// the request_id reused for other players is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_a_backfill_sent_twice_with_its_request_id_places_one_session() {
     let stack = Stack::start().await;
@@ -405,6 +406,14 @@ async fn sessions_a_backfill_sent_twice_with_its_request_id_places_one_session()
     assert_eq!(first.1["match_id"], "backfill-req-7");
     assert_eq!(first.1["session_id"], second.1["session_id"]);
     assert_eq!(stack.emulator_sessions().await.len(), 1, "one Gameye session");
+    // The same request_id for another player whom no session suits (no eu-west-1 figure): another
+    // match under `backfill-req-7`, refused, nothing placed.
+    let other = json!({"image": "demo-game", "create_if_none": true, "request_id": "req-7",
+                       "players": [{"id": "z9", "latencies": {"us-east-1": 10}}]});
+    let (status, refused) = backfill(&stack, &other).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "MATCH_ID_CONFLICT", "{refused}");
+    assert_eq!(stack.emulator_sessions().await.len(), 1, "still one Gameye session");
     let (status, bad) = backfill(
         &stack,
         &json!({"image": "demo-game", "request_id": "a b",

@@ -751,3 +751,34 @@ async fn sns_a_match_the_bridge_refuses_is_failed_on_its_tickets_and_announced()
     assert_eq!(payload["data"]["error"]["retryable"], false);
     assert!(s.stack.emulator_sessions().await.is_empty(), "refused, not placed");
 }
+
+/// FlexMatch makes its match ids, so one reused for other players is a bug upstream: refused
+/// (409, which SNS does not retry), the first match untouched and not told it failed, and the
+/// refused event's new tickets failed with the reason; a ticket of the first match keeps its match.
+#[tokio::test]
+async fn sns_a_known_match_id_with_other_players_is_refused_and_the_first_match_stands() {
+    let s = SnsStack::start(&[]).await;
+    let first = succeeded("fm-reused", &[("ticket-first", &["ann", "bob"])]);
+    let (status, answer, _) = s.post_sns(&sign(notification("msg-first", &first))).await;
+    assert_eq!(status, 200, "{answer}");
+    let placed = s.wait_ticket("ticket-first", "placed", Duration::from_secs(10)).await;
+    let delivered = s.wait_delivered(Duration::from_secs(10)).await;
+    assert_eq!(delivered["type"], "match.placed");
+
+    let other = succeeded("fm-reused", &[("ticket-first", &["ann", "bob"]), ("ticket-new", &["cid"])]);
+    let (status, answer, _) = s.post_sns(&sign(notification("msg-other", &other))).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "MATCH_ID_CONFLICT", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("players"), "{answer}");
+
+    let refused = s.wait_ticket("ticket-new", "failed", Duration::from_secs(5)).await;
+    assert!(refused["reason"].as_str().unwrap().starts_with("MATCH_ID_CONFLICT: "), "{refused}");
+    assert!(refused.get("match_id").is_none_or(Value::is_null), "{refused}");
+    let (_, first_ticket) = s.stack.get("/v1/tickets/ticket-first").await;
+    assert_eq!(first_ticket["status"], "placed", "{first_ticket}");
+    assert_eq!(first_ticket["assignment"], placed["assignment"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = s.delivered();
+    assert_eq!(delivered.len(), 1, "no match.failed for the first match: {delivered:?}");
+    assert_eq!(s.stack.emulator_sessions().await.len(), 1);
+}

@@ -177,13 +177,26 @@ fn whole_ms_now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// A request that says which copy it is (in a label), so a test can tell the stored one apart.
+/// A request that says which copy it is (in a latency, which a resend may change: every copy is
+/// the same match), so a test can tell the stored one apart.
 fn request(match_id: &str, copy: &str) -> MatchRequest {
+    let latencies = BTreeMap::from([(format!("copy-{copy}"), 20)]);
     MatchRequest {
         match_id: match_id.to_owned(),
-        players: vec![Player { id: "p1".to_owned(), ..Player::default() }],
-        labels: BTreeMap::from([("copy".to_owned(), copy.to_owned())]),
+        players: vec![Player { id: "p1".to_owned(), latencies, ..Player::default() }],
+        labels: BTreeMap::from([("mode".to_owned(), "ranked".to_owned())]),
         ..MatchRequest::default()
+    }
+}
+
+/// Another match under `match_id`: other players than [`request`]'s.
+fn other_match(match_id: &str) -> MatchRequest {
+    MatchRequest {
+        players: vec![
+            Player { id: "p1".to_owned(), ..Player::default() },
+            Player { id: "p2".to_owned(), ..Player::default() },
+        ],
+        ..request(match_id, "other")
     }
 }
 
@@ -237,6 +250,7 @@ contract_tests!(
     owed_announcements_are_claimed_earliest_first_and_held,
     concurrent_announcement_claims_never_share_an_entry,
     announcing_an_older_outcome_leaves_a_newer_one_owed,
+    a_claim_for_another_match_is_refused_whatever_the_state_and_changes_nothing,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -510,6 +524,57 @@ async fn expired_lease_is_taken_over_and_the_old_lease_is_fenced_out(fx: Fixture
     fx.own(&fx.claim("m-2", "beta", 10_000)).await;
     let third = fx.own(&fx.claim("m-2", "gamma", 20_000)).await;
     assert_eq!(third, Lease { owner: "gamma".into(), fence: 3 });
+}
+
+async fn a_claim_for_another_match_is_refused_whatever_the_state_and_changes_nothing(fx: Fixture) {
+    // One record in each state: held, lease run out, placed, failed for good, failed retryably.
+    fx.own(&fx.claim("m-held", "alpha", 20_000)).await; // lease until +30 s
+    fx.own(&fx.claim("m-expired", "alpha", 0)).await; // lease until +10 s
+    for (match_id, outcome) in [
+        ("m-placed", Outcome::Placed(fx.assignment("m-placed", "eu-west-1"))),
+        ("m-failed", Outcome::Failed(Failure::new("m-failed", FailureCode::NotFound, "no such image"))),
+        ("m-retryable", Outcome::Failed(Failure::new("m-retryable", FailureCode::NoCapacity, "full"))),
+    ] {
+        let lease = fx.own(&fx.claim(match_id, "alpha", 0)).await;
+        assert!(fx.store.complete(match_id, &lease, &outcome, KEEP).await.unwrap());
+    }
+    let all = ["m-held", "m-expired", "m-placed", "m-failed", "m-retryable"];
+    let mut before = Vec::new();
+    for match_id in all {
+        before.push(fx.store.get(match_id).await.unwrap().expect("recorded"));
+    }
+    let pending_before = fx.store.expired_pending(fx.at(60_000).into(), 10).await.unwrap();
+    assert_eq!(pending_before, ids(&["m-expired", "m-held"]));
+
+    for match_id in all {
+        // At +15 s: m-expired's lease has run out, m-held's has not.
+        let mut claim = fx.claim_from("nats", match_id, "beta", 15_000, "other");
+        claim.request = other_match(match_id);
+        let outcome = fx.store.claim(&claim).await.unwrap();
+        let ClaimOutcome::Conflict(conflict) = outcome else {
+            panic!("{match_id}: another match under a known id must be refused, got {outcome:?}");
+        };
+        assert_eq!(conflict.match_id, match_id);
+        assert_eq!(conflict.differing, [bridge::MatchField::Players], "{match_id}");
+    }
+    for (match_id, before) in all.iter().zip(&before) {
+        assert_eq!(fx.store.get(match_id).await.unwrap().as_ref(), Some(before), "{match_id} unchanged");
+    }
+    let pending_after = fx.store.expired_pending(fx.at(60_000).into(), 10).await.unwrap();
+    assert_eq!(pending_after, pending_before, "the pending index unchanged");
+    assert_eq!(fx.store.expired_pending(fx.at(12_000).into(), 10).await.unwrap(), ids(&["m-expired"]));
+
+    // The first match's own resend (other latencies) is still answered as before.
+    let resend = fx.claim_from("nats", "m-placed", "beta", 15_000, "resent");
+    assert_eq!(
+        fx.store.claim(&resend).await.unwrap(),
+        ClaimOutcome::Placed(fx.assignment("m-placed", "eu-west-1"))
+    );
+    let resend = fx.claim_from("nats", "m-expired", "beta", 15_000, "resent");
+    let ClaimOutcome::Owned { record, taken_over: true, .. } = fx.store.claim(&resend).await.unwrap() else {
+        panic!("the first match's resend takes the run-out lease over");
+    };
+    assert_eq!(record.request, request("m-expired", "first"));
 }
 
 async fn renew_extends_the_lease_only_for_the_owner(fx: Fixture) {

@@ -8,9 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bridge::placement::{Accepted, Answer, PlaceError, PlacementService, Progress};
-use bridge::ports::{Outcome, PlacementState};
+use bridge::ports::{Outcome, PlacementState, StoreError};
 use bridge::{
-    Assignment, Failure, FailureCode, FailureDetail, InvalidRequest, InvalidRequestKind, ValidatedMatch,
+    Assignment, Failure, FailureCode, FailureDetail, InvalidRequest, InvalidRequestKind, MatchIdConflict,
+    ValidatedMatch,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -71,6 +72,7 @@ pub struct MatchStatus {
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 402, description = "Gameye quota exceeded", body = Failure),
         (status = 404, description = "Gameye does not know the image, tag or location", body = Failure),
+        (status = 409, description = "MATCH_ID_CONFLICT: the match_id was first requested with another match (other players, image, env, …; latencies and requested_at may differ); the message names what differs. Nothing changed", body = ErrorBody),
         (status = 413, description = "Body larger than http.body_limit", body = ErrorBody),
         (status = 422, description = "Invalid request (naming the field), or no location fits", body = ErrorBody),
         (status = 502, description = "Gameye refused the bridge's token or kept failing", body = Failure),
@@ -90,7 +92,7 @@ pub async fn place_match(
         let answer = place_detached(&state.service, &state.background, SOURCE, request).await?;
         return Ok(answer_response(&match_id, answer, progress_response));
     }
-    match state.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
+    match state.service.accept(SOURCE, request).await.map_err(place_error)? {
         Accepted::Owned(job) => {
             state.background.spawn(state.service.clone().finish_and_announce(SOURCE.to_owned(), job));
             Ok(pending_response(&match_id))
@@ -124,7 +126,7 @@ pub async fn get_match(
         .service
         .status(&match_id)
         .await
-        .map_err(store_unavailable)?
+        .map_err(place_error)?
         .ok_or_else(|| ApiError::not_found(format!("no match `{match_id}`")))?;
     let (status, assignment, error) = match record.state {
         PlacementState::Pending { .. } => ("pending", None, None),
@@ -154,7 +156,7 @@ pub(super) async fn place_detached(
         Ok(answer)
     });
     match placement.await {
-        Ok(answer) => answer.map_err(store_unavailable),
+        Ok(answer) => answer.map_err(place_error),
         // A panic (already reported by the panic hook), or the runtime shutting down.
         Err(error) => {
             tracing::error!(%error, "a placement task ended without an answer");
@@ -244,6 +246,7 @@ pub fn failure_status(code: FailureCode) -> StatusCode {
         // Gameye refusing the bridge's own token is the operator's problem, not the caller's auth.
         FailureCode::Unauthorized | FailureCode::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         FailureCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        FailureCode::MatchIdConflict => StatusCode::CONFLICT,
     }
 }
 
@@ -255,9 +258,26 @@ pub fn invalid_request(invalid: InvalidRequest) -> ApiError {
     ApiError::new(status, "INVALID_REQUEST", invalid.to_string())
 }
 
-pub fn store_unavailable(error: PlaceError) -> ApiError {
-    let PlaceError::Store(store_error) = &error;
-    if !store_error.transient {
+/// What a door answers when the engine did not take a match on: 409 for a match id first
+/// requested with another match, else what [`store_unavailable`] says.
+pub fn place_error(error: PlaceError) -> ApiError {
+    match error {
+        PlaceError::Store(error) => store_unavailable(error),
+        PlaceError::MatchIdConflict(conflict) => match_id_conflict(&conflict),
+    }
+}
+
+/// The error code of a match id first requested with another match.
+pub const MATCH_ID_CONFLICT: &str = "MATCH_ID_CONFLICT";
+
+/// 409 `MATCH_ID_CONFLICT`, naming what differs from the first request (never a value: `env`
+/// may hold secrets). The engine has logged it.
+pub fn match_id_conflict(conflict: &MatchIdConflict) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, MATCH_ID_CONFLICT, conflict.to_string())
+}
+
+pub fn store_unavailable(error: StoreError) -> ApiError {
+    if !error.transient {
         // Retrying cannot help (a record the bridge cannot read, a command Redis refuses): not
         // "unavailable, retry", which would have the caller retry forever.
         tracing::error!(%error, "state store error that a retry cannot fix");

@@ -21,8 +21,8 @@ use tokio_util::task::TaskTracker;
 use utoipa::{IntoParams, ToSchema};
 
 use super::matches::{
-    announce_in_background, answer_response, failure_response, invalid_request, place_detached,
-    store_unavailable,
+    MATCH_ID_CONFLICT, announce_in_background, answer_response, failure_response, invalid_request,
+    match_id_conflict, place_detached, place_error, store_unavailable,
 };
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
@@ -191,6 +191,7 @@ struct HookLatency {
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "Neither a valid bearer token nor a valid signature", body = ErrorBody),
         (status = 402, description = "Gameye quota exceeded", body = bridge::Failure),
+        (status = 409, description = "MATCH_ID_CONFLICT: the match id (the envelope's, or derived from the tickets) was first requested with another match; the message names what differs. Nothing changed", body = ErrorBody),
         (status = 413, description = "Body larger than http.body_limit", body = ErrorBody),
         (status = 422, description = "Malformed entries (naming the field), or no location fits", body = ErrorBody),
         (status = 502, description = "Gameye refused the bridge's token or kept failing", body = bridge::Failure),
@@ -208,24 +209,39 @@ pub async fn matched(
     let users = hook.user_ids();
     let request = hook.into_match(&door.rules).map_err(invalid_request)?;
     let match_id = request.match_id.clone();
-    door.users.remember(&match_id, users);
-    if query.wait {
+    let replaced = door.users.remember(&match_id, users);
+    let answered = place(&door, query.wait, &match_id, request).await;
+    if answered.as_ref().is_err_and(|error| error.code == MATCH_ID_CONFLICT) {
+        // Another match under a known id (a bug upstream: Nakama's ids are the module's or
+        // derived from tickets): refused, and the first match's users kept for its pushes.
+        door.users.restore(&match_id, replaced);
+    }
+    answered
+}
+
+async fn place(
+    door: &NakamaDoor,
+    wait: bool,
+    match_id: &str,
+    request: bridge::ValidatedMatch,
+) -> Result<Response, ApiError> {
+    if wait {
         // In a task: a hook that gives up (the example module's times out after 5 s) must not
         // cancel the placement nor its push.
         let answer = place_detached(&door.service, &door.background, SOURCE, request).await?;
-        return Ok(answer_response(&match_id, answer, progress_response));
+        return Ok(answer_response(match_id, answer, progress_response));
     }
-    match door.service.accept(SOURCE, request).await.map_err(store_unavailable)? {
+    match door.service.accept(SOURCE, request).await.map_err(place_error)? {
         Accepted::Owned(job) => {
             door.background.spawn(door.service.clone().finish_and_announce(SOURCE.to_owned(), job));
-            Ok(pending_response(&match_id))
+            Ok(pending_response(match_id))
         }
         Accepted::Known(Progress::Done(outcome)) => {
             // A retried call of a finished match: announce again, so a lost push is made good.
             announce_in_background(&door.service, &door.background, SOURCE, &outcome);
-            Ok(progress_response(&match_id, Progress::Done(outcome)))
+            Ok(progress_response(match_id, Progress::Done(outcome)))
         }
-        Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
+        Accepted::Known(pending) => Ok(progress_response(match_id, pending)),
     }
 }
 
@@ -304,7 +320,7 @@ async fn apply_once(
     let Some(signed) = signed else {
         return apply_events(&door, &events).await;
     };
-    let claimed = door.replays.claim(&signed, unix_now()).await.map_err(|e| store_unavailable(e.into()))?;
+    let claimed = door.replays.claim(&signed, unix_now()).await.map_err(store_unavailable)?;
     if claimed == Claimed::Replay {
         door.metrics.replay();
         tracing::warn!(events = events.len(), "refused a replayed signed Nakama events request");
@@ -380,7 +396,9 @@ async fn leave_sessions(
 
 fn seat_store_failure(error: SeatServiceError) -> ApiError {
     match error {
-        SeatServiceError::Store(error) => store_unavailable(error.into()),
+        SeatServiceError::Store(error) => store_unavailable(error),
+        // Leaving and listing place nothing; should that change, the answer is the HTTP door's.
+        SeatServiceError::MatchIdConflict(conflict) => match_id_conflict(&conflict),
         // Leaving and listing do not wait for Gameye; should that change, say so plainly.
         SeatServiceError::Gameye(error) => {
             tracing::warn!(%error, "Gameye call failed");

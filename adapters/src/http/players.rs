@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use bridge::InvalidRequest;
 
-use super::matches::{MatchesState, invalid_request, store_unavailable};
+use super::matches::{MatchesState, invalid_request, place_error};
 use super::{ApiError, ErrorBody};
 
 const MAX_LOCATIONS: usize = 64;
@@ -60,7 +60,7 @@ pub async fn put_latencies(
     let report: LatencyReport =
         serde_json::from_slice(&body).map_err(|e| invalid_request(InvalidRequest::from_json(&body, &e)))?;
     let latencies = validate(report)?;
-    state.service.put_latencies(&player_id, &latencies).await.map_err(store_unavailable)?;
+    state.service.put_latencies(&player_id, &latencies).await.map_err(place_error)?;
     let expires_at = OffsetDateTime::now_utc() + state.service.latency_keep_for();
     Ok(Json(PlayerLatencies { player_id, latencies, expires_at: Some(expires_at) }))
 }
@@ -84,7 +84,7 @@ pub async fn get_latencies(
         .service
         .get_latencies(&player_id)
         .await
-        .map_err(store_unavailable)?
+        .map_err(place_error)?
         .ok_or_else(|| ApiError::not_found(format!("no latencies stored for player `{player_id}`")))?;
     Ok(Json(PlayerLatencies { player_id, latencies, expires_at: None }))
 }

@@ -21,7 +21,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::matches::{
-    MatchesState, answer_response, invalid_request, place_detached, progress_response, store_unavailable,
+    MatchesState, answer_response, invalid_request, match_id_conflict, place_detached, progress_response,
+    store_unavailable,
 };
 use super::{ApiError, ErrorBody};
 
@@ -389,6 +390,7 @@ pub async fn end_session(
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 402, description = "create_if_none: Gameye quota exceeded", body = bridge::Failure),
         (status = 404, description = "NO_SEATS: no eligible session has enough open seats (an ErrorBody); with create_if_none, Gameye does not know the image, tag or location (a Failure)", body = ErrorBody),
+        (status = 409, description = "MATCH_ID_CONFLICT: create_if_none with a request_id whose match (backfill-<request_id>) was first requested with another body; nothing changed", body = ErrorBody),
         (status = 422, description = "Invalid request (naming the field); with create_if_none, no location fits (a Failure)", body = ErrorBody),
         (status = 502, description = "create_if_none: Gameye refused the bridge's token or kept failing", body = bridge::Failure),
         (status = 503, description = "State store unavailable; with create_if_none, no capacity in any eligible location (a Failure)", body = ErrorBody),
@@ -443,7 +445,8 @@ fn seat_refusal(session_id: &str, refused: SeatError) -> ApiError {
 
 fn seat_failure(error: SeatServiceError) -> ApiError {
     match error {
-        SeatServiceError::Store(error) => store_unavailable(error.into()),
+        SeatServiceError::Store(error) => store_unavailable(error),
+        SeatServiceError::MatchIdConflict(conflict) => match_id_conflict(&conflict),
         SeatServiceError::Gameye(error) => {
             tracing::warn!(%error, "Gameye call failed");
             ApiError::new(StatusCode::BAD_GATEWAY, "UPSTREAM_UNAVAILABLE", format!("Gameye: {error}"))

@@ -35,6 +35,7 @@ pub fn sns_router(door: Arc<SnsDoor>, tokens: ApiTokens) -> Router {
         (status = 200, description = "Verified and handled (or a duplicate MessageId: nothing done again)"),
         (status = 400, description = "Not an SNS message, unsigned (raw delivery), stale, or not a FlexMatch event", body = ErrorBody),
         (status = 403, description = "Bad signature or certificate, certificate URL not AWS's, topic not allowed", body = ErrorBody),
+        (status = 409, description = "MATCH_ID_CONFLICT: a MatchmakingSucceeded whose matchId the bridge knows as another match (a bug upstream); nothing placed, its unmatched tickets recorded failed", body = ErrorBody),
         (status = 422, description = "The event does not make a valid match", body = ErrorBody),
         (status = 502, description = "The signing certificate could not be fetched or the confirmation failed; SNS retries", body = ErrorBody),
         (status = 503, description = "The state store is unavailable; SNS retries", body = ErrorBody),
@@ -77,6 +78,7 @@ fn api_error(error: SnsError) -> ApiError {
         SnsErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         SnsErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         SnsErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        SnsErrorKind::Conflict => StatusCode::CONFLICT,
         SnsErrorKind::Unavailable if error.code == "STORE_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
         SnsErrorKind::Unavailable => StatusCode::BAD_GATEWAY,
     };

@@ -78,14 +78,32 @@ struct RecentInner {
 const REMEMBERED_MATCHES: usize = 10_000;
 
 impl RecentMatchUsers {
-    pub fn remember(&self, match_id: &str, users: Vec<String>) {
+    /// Remembers a match's users; answers those it replaced, for [`RecentMatchUsers::restore`].
+    pub fn remember(&self, match_id: &str, users: Vec<String>) -> Option<Vec<String>> {
         let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if inner.users.insert(match_id.to_owned(), users).is_none() {
+        let replaced = inner.users.insert(match_id.to_owned(), users);
+        if replaced.is_none() {
             inner.order.push_back(match_id.to_owned());
         }
         while inner.order.len() > REMEMBERED_MATCHES {
             if let Some(oldest) = inner.order.pop_front() {
                 inner.users.remove(&oldest);
+            }
+        }
+        replaced
+    }
+
+    /// Undoes a [`RecentMatchUsers::remember`] whose call was refused as a match id conflict: the
+    /// first match's failure push must reach its own users, not the refused call's.
+    pub fn restore(&self, match_id: &str, replaced: Option<Vec<String>>) {
+        let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match replaced {
+            Some(users) => {
+                inner.users.insert(match_id.to_owned(), users);
+            }
+            None => {
+                inner.users.remove(match_id);
+                inner.order.retain(|remembered| remembered != match_id);
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use bridge::placement::{PlacementService, Progress};
+use bridge::placement::{PlaceError, PlacementService, Progress};
 use bridge::ports::Outcome;
 use bridge::{Failure, FailureCode, FailureDetail};
 use tokio::sync::Semaphore;
@@ -33,6 +33,9 @@ enum Verdict {
     /// Cannot be answered on a `failed` subject (no usable match id), or a retryable failure on
     /// its last delivery: dead-letter subject, then TERM.
     Dead { match_id: Option<String>, error: FailureDetail },
+    /// The match id was first requested with another match: dead-letter subject, then TERM. Not
+    /// `match.failed.<id>`, whose listeners wait for the first match and would be told it failed.
+    Conflict { match_id: String, error: FailureDetail },
     /// Shutdown grace ran out mid-placement: NAK at once, so another instance takes it now.
     Aborted,
 }
@@ -164,7 +167,10 @@ impl MatchConsumer {
                     ),
                 };
             }
-            Err(error) => {
+            Err(PlaceError::MatchIdConflict(conflict)) => {
+                return Verdict::Conflict { match_id, error: Failure::match_id_conflict(&conflict).error };
+            }
+            Err(error @ PlaceError::Store(_)) => {
                 return Verdict::Retry {
                     match_id: Some(match_id),
                     error: detail(FailureCode::UpstreamUnavailable, format!("the bridge's {error}"), true),
@@ -238,23 +244,41 @@ impl MatchConsumer {
             }
             Verdict::Retry { match_id, error } | Verdict::Dead { match_id, error } => {
                 tracing::warn!(match_id = match_id.as_deref().unwrap_or(""), delivered, reason = %error.message, "giving up on a match: dead letter");
-                let dead = DeadLetter {
-                    match_id,
-                    error,
-                    deliveries: delivered,
-                    stream_sequence: sequence,
-                    payload: String::from_utf8_lossy(&message.payload).into_owned(),
-                };
-                if let Err(error) = self.sink.publish_dead(&dead).await {
-                    tracing::error!(%error, "dead letter not published");
-                }
+                self.dead_letter(message, match_id, error, delivered, sequence).await;
                 final_ack(AckKind::Term).await;
                 self.metrics.handled("found", "dead");
+            }
+            Verdict::Conflict { match_id, error } => {
+                // The engine logged what differs; a redelivery would be refused the same way.
+                self.dead_letter(message, Some(match_id), error, delivered, sequence).await;
+                final_ack(AckKind::Term).await;
+                self.metrics.handled("found", "conflict");
             }
             Verdict::Aborted => {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
                 self.metrics.handled("found", "aborted");
             }
+        }
+    }
+
+    /// Publishes the message on the dead-letter subject with why it was given up on.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        match_id: Option<String>,
+        error: FailureDetail,
+        delivered: i64,
+        sequence: u64,
+    ) {
+        let dead = DeadLetter {
+            match_id,
+            error,
+            deliveries: delivered,
+            stream_sequence: sequence,
+            payload: String::from_utf8_lossy(&message.payload).into_owned(),
+        };
+        if let Err(error) = self.sink.publish_dead(&dead).await {
+            tracing::error!(%error, "dead letter not published");
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
-use bridge::placement::{PlacementService, Progress};
+use bridge::placement::{PlaceError, PlacementService, Progress};
 use bridge::ports::Outcome;
 use bridge::{Failure, FailureCode};
 use tokio_util::task::TaskTracker;
@@ -48,7 +48,7 @@ impl MatchResponder {
         }
     }
 
-    /// (`placed` | `failed` | `pending` | `invalid` | `error`, match id, JSON body)
+    /// (`placed` | `failed` | `pending` | `invalid` | `conflict` | `error`, match id, JSON body)
     async fn answer(&self, payload: &[u8]) -> (&'static str, String, Vec<u8>) {
         let request = match bridge::parse_match_request(payload) {
             Ok(request) => request,
@@ -86,7 +86,11 @@ impl MatchResponder {
                 let failure = Failure::new(&match_id, FailureCode::DeadlineExceeded, message);
                 ("pending", match_id, to_json(&failure))
             }
-            Err(error) => {
+            // Logged by the engine. Not announced: `match.failed.<id>` belongs to the first match.
+            Err(PlaceError::MatchIdConflict(conflict)) => {
+                ("conflict", match_id, to_json(&Failure::match_id_conflict(&conflict)))
+            }
+            Err(error @ PlaceError::Store(_)) => {
                 tracing::error!(%match_id, %error, "state store unavailable");
                 let failure = Failure::new(
                     &match_id,

@@ -127,6 +127,9 @@ impl ErrorDetail {
     fn of_service(error: &SeatServiceError) -> Self {
         match error {
             SeatServiceError::Store(_) => Self::store_unavailable(),
+            SeatServiceError::MatchIdConflict(conflict) => {
+                Self::new("MATCH_ID_CONFLICT", conflict.to_string(), false)
+            }
             SeatServiceError::Gameye(error) => {
                 Self::new("UPSTREAM_UNAVAILABLE", format!("Gameye: {error}"), true)
             }
@@ -727,6 +730,10 @@ impl BackfillResponder {
                 ),
             ),
             Ok(BackfillOutcome::Placed { match_id, progress }) => self.placed(match_id, progress),
+            // Logged by the engine; the requester reused a request_id for another match.
+            Err(error @ SeatServiceError::MatchIdConflict(_)) => {
+                Reply::error("conflict", ErrorDetail::of_service(&error))
+            }
             Err(error) => {
                 tracing::error!(%error, "backfill failed");
                 Reply::error("error", ErrorDetail::of_service(&error))

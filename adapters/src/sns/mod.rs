@@ -23,11 +23,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::placement::{Accepted, PlacementService, Progress};
+use bridge::placement::{Accepted, PlaceError, PlacementService, Progress};
 use bridge::ports::{
     DeliveryLog, Outcome, PlacementState, StoreError, TicketState, TicketStatus, TicketStore,
 };
-use bridge::{Assignment, Failure, FailureCode, FailureDetail};
+use bridge::{Assignment, Failure, FailureCode, FailureDetail, MatchIdConflict};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -106,6 +106,8 @@ pub enum SnsErrorKind {
     Forbidden,
     /// Our side or AWS failed: 5xx, so SNS retries.
     Unavailable,
+    /// The match id is known as another match: 409 (not retried).
+    Conflict,
 }
 
 impl SnsError {
@@ -419,26 +421,16 @@ impl SnsDoor {
             Err(refused) => return Err(self.refused(event, refused, now).await),
         };
         let match_id = request.request().match_id.clone();
-        // Tickets first: once the placement is accepted, polling must find them.
-        for ticket_id in event.ticket_ids() {
-            let status = TicketStatus {
-                ticket_id,
-                status: TicketState::Placing,
-                match_id: Some(match_id.clone()),
-                event: event.kind.clone(),
-                reason: None,
-                updated_at: now,
-            };
-            self.tickets.put_ticket_status(&status, self.config.keep_for).await.map_err(SnsError::store)?;
-        }
-        let accepted = self.service.accept(SOURCE, request).await.map_err(|error| {
-            tracing::error!(%error, "state store unavailable");
-            SnsError::new(
-                SnsErrorKind::Unavailable,
-                "STORE_UNAVAILABLE",
-                "the bridge's state store is unavailable; retry",
-            )
-        })?;
+        // Accepted before the tickets are written: a ticket must not point at a match that turns
+        // out to be another one (a conflict). A crash or a store failure before the tickets are
+        // written answers no 200, so SNS delivers again and the tickets are written then.
+        let accepted = match self.service.accept(SOURCE, request).await {
+            Ok(accepted) => accepted,
+            Err(PlaceError::MatchIdConflict(conflict)) => {
+                return Err(self.conflict(event, &conflict, now).await);
+            }
+            Err(PlaceError::Store(error)) => return Err(SnsError::store(error)),
+        };
         let service = self.service.clone();
         match accepted {
             Accepted::Owned(job) => {
@@ -463,6 +455,17 @@ impl SnsDoor {
                 });
             }
             Accepted::Known(Progress::Pending { .. }) => {}
+        }
+        for ticket_id in event.ticket_ids() {
+            let status = TicketStatus {
+                ticket_id,
+                status: TicketState::Placing,
+                match_id: Some(match_id.clone()),
+                event: event.kind.clone(),
+                reason: None,
+                updated_at: now,
+            };
+            self.tickets.put_ticket_status(&status, self.config.keep_for).await.map_err(SnsError::store)?;
         }
         Ok(Receipt::Accepted { match_id })
     }
@@ -494,6 +497,30 @@ impl SnsDoor {
             self.background.spawn(async move {
                 let _ = service.announce(SOURCE, &Outcome::Failed(failure)).await;
             });
+        }
+        refused
+    }
+
+    /// A `MatchmakingSucceeded` whose match id the bridge knows as another match (FlexMatch makes
+    /// its ids, so this is a bug upstream): 409, which SNS does not retry, and nothing placed.
+    /// The first match stands untouched and is not told (no `match.failed` for its id); the
+    /// event's tickets not already matched are recorded failed, so polling them says why.
+    async fn conflict(&self, event: &Event, conflict: &MatchIdConflict, now: OffsetDateTime) -> SnsError {
+        let refused = SnsError::new(SnsErrorKind::Conflict, "MATCH_ID_CONFLICT", conflict.to_string());
+        let reason = format!("{}: {}", refused.code, refused.message);
+        for ticket_id in event.ticket_ids() {
+            let status = TicketStatus {
+                ticket_id,
+                status: TicketState::Failed,
+                match_id: None,
+                event: event.kind.clone(),
+                reason: Some(reason.clone()),
+                updated_at: now,
+            };
+            if let Err(error) = self.tickets.put_unmatched_ticket_status(&status, self.config.keep_for).await
+            {
+                tracing::warn!(%error, "conflicting FlexMatch match: ticket status not recorded");
+            }
         }
         refused
     }

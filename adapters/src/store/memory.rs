@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::{Swept, from_millis, lease_until_millis, to_millis};
+use bridge::MatchIdConflict;
 use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StateStore, StoreError, TicketStatus, TicketStore,
@@ -134,6 +135,9 @@ impl PlacementStore for MemoryStore {
             inner.pending.insert((to_millis(lease_until), claim.match_id.clone()));
             return Ok(ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: false });
         };
+        if let Some(conflict) = MatchIdConflict::between(&entry.value.record.request, &claim.request) {
+            return Ok(ClaimOutcome::Conflict(conflict));
+        }
         match &entry.value.record.state {
             PlacementState::Placed { assignment } => return Ok(ClaimOutcome::Placed(assignment.clone())),
             PlacementState::Failed { failure } if !failure.error.retryable => {

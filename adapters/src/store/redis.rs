@@ -64,6 +64,7 @@ use tokio::sync::mpsc;
 use super::announce_redis::OweExpiry;
 use super::redis_record::{self, Stored};
 use super::{duration_millis, from_millis, lease_until_millis, push_percent_encoded, to_millis};
+use bridge::MatchIdConflict;
 use bridge::ports::{
     AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, Finished, LatencyStore,
     Lease, Outcome, Owed, PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError,
@@ -424,6 +425,20 @@ impl RedisStore {
             return Ok(Some(ClaimOutcome::Owned { record: Box::new(record), lease, taken_over: false }));
         };
         let Stored { record, fence } = redis_record::parse(&existing)?;
+        if let Some(conflict) = MatchIdConflict::between(&record.request, &claim.request) {
+            // Refused: the record stays as it is, and so does the pending index.
+            match record.state {
+                PlacementState::Pending { lease_until, .. } => {
+                    self.index_add(&claim.match_id, to_millis(lease_until), keep_ms, false)
+                        .await
+                        .map_err(err("claim"))?;
+                }
+                PlacementState::Placed { .. } | PlacementState::Failed { .. } => {
+                    self.drop_own_entry(claim, indexed, lease_until_ms).await?;
+                }
+            }
+            return Ok(Some(ClaimOutcome::Conflict(conflict)));
+        }
         let outcome = match record.state {
             PlacementState::Pending { owner, lease_until, .. } if to_millis(lease_until) > now_ms => {
                 // Someone holds it: make sure the index shows their lease, not ours.

@@ -9,14 +9,19 @@ use crate::ports::{
     Claim, ClaimOutcome, Clock, Completion, DeliveryError, Lease, Outcome, OutcomeSink, Owed,
     PlacementRecord, PlacementState, SessionApi, StateStore, StoreError,
 };
-use crate::{FailureCode, ValidatedMatch, session_id};
+use crate::{FailureCode, MatchIdConflict, ValidatedMatch, session_id};
 
-/// The engine could not do its part because the bridge's own state store failed. Nothing was
-/// promised to anyone: the door answers 503 / NAKs, and the source sends the match again.
+/// The engine did not take the match on. Nothing was promised to anyone and nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceError {
+    /// The bridge's own state store failed: the door answers 503 / NAKs, and the source sends
+    /// the match again.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The match id was first requested with another match: refused for good (HTTP 409); the
+    /// first match's record, outcome and announcements are untouched.
+    #[error(transparent)]
+    MatchIdConflict(#[from] MatchIdConflict),
 }
 
 /// Where a match stands for the door that asked.
@@ -66,7 +71,9 @@ impl Job {
 pub struct PlacementReport<'a> {
     pub match_id: &'a str,
     pub source: &'a str,
-    /// `placed`, `failed`, or `duplicate` (answered from the record without touching Gameye).
+    /// `placed`, `failed`, `duplicate` (answered from the record without touching Gameye), or
+    /// `conflict` (the match id was first requested with another match: refused, code
+    /// `MATCH_ID_CONFLICT`).
     pub outcome: &'static str,
     pub code: Option<FailureCode>,
     pub location: Option<&'a str>,
@@ -373,16 +380,24 @@ where
                 Accepted::Owned(Job { record, lease, taken_over })
             }
             ClaimOutcome::Placed(assignment) => {
-                self.report_duplicate(claim, Some(&assignment.location), None);
+                self.report(claim, "duplicate", Some(&assignment.location), None);
                 // Placed before: make good a seat record that could not be written then.
                 self.record_missing_seats(&claim.request, &assignment).await;
                 Accepted::Known(Progress::Done(Outcome::Placed(assignment)))
             }
             ClaimOutcome::Failed(failure) => {
-                self.report_duplicate(claim, None, Some(failure.error.code));
+                self.report(claim, "duplicate", None, Some(failure.error.code));
                 Accepted::Known(Progress::Done(Outcome::Failed(failure)))
             }
             ClaimOutcome::Held { lease_until, .. } => Accepted::Known(Progress::Pending { lease_until }),
+            ClaimOutcome::Conflict(conflict) => {
+                tracing::warn!(
+                    match_id = %claim.match_id, source = %claim.source, differing = %conflict.differing_fields(),
+                    "refused: the match id was first requested with another match"
+                );
+                self.report(claim, "conflict", None, Some(FailureCode::MatchIdConflict));
+                return Err(conflict.into());
+            }
         })
     }
 
@@ -490,6 +505,9 @@ where
             ClaimOutcome::Placed(assignment) => Outcome::Placed(assignment),
             ClaimOutcome::Failed(failure) => Outcome::Failed(failure),
             ClaimOutcome::Held { .. } => outcome,
+            // Another match took the id since the record vanished (Redis lost it): this outcome
+            // cannot be recorded under it, and the door hears why.
+            ClaimOutcome::Conflict(conflict) => return Err(conflict.into()),
         })
     }
 
@@ -589,6 +607,9 @@ where
                 Err(PlaceError::Store(error)) if !error.transient => {
                     tracing::warn!(%match_id, %error, "cannot recover this placement; skipping it");
                 }
+                // The record expired and another match took its id between reading and claiming:
+                // nothing of the stopped owner's is left to finish.
+                Err(PlaceError::MatchIdConflict(_)) => {}
                 Err(error) => return Err(error),
             }
         }
@@ -630,12 +651,19 @@ where
         }
     }
 
-    fn report_duplicate(&self, claim: &Claim, location: Option<&str>, code: Option<FailureCode>) {
+    /// Tells the observer of a claim answered without placing anything.
+    fn report(
+        &self,
+        claim: &Claim,
+        outcome: &'static str,
+        location: Option<&str>,
+        code: Option<FailureCode>,
+    ) {
         if let Some(observer) = &self.observer {
             observer.finished(&PlacementReport {
                 match_id: &claim.match_id,
                 source: &claim.source,
-                outcome: "duplicate",
+                outcome,
                 code,
                 location,
                 elapsed: Duration::ZERO,

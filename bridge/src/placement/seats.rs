@@ -18,7 +18,7 @@ use crate::seats::{
     BackfillCandidate, BackfillPlayer, BackfillQuery, EndReason, Joined, JsonText, Left, NewSession,
     Reserved, SeatError, SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
 };
-use crate::{Assignment, MatchRequest, Port};
+use crate::{Assignment, MatchIdConflict, MatchRequest, Port};
 
 /// What the seat record's opaque `metadata` holds: what a backfill answer and `GET /v1/sessions`
 /// need besides the ledger.
@@ -100,12 +100,17 @@ pub enum SeatServiceError {
     /// Gameye failed a call the operation depends on (stopping a session).
     #[error("Gameye: {0}")]
     Gameye(SessionApiError),
+    /// A backfill's new match (`create_if_none` with a `request_id`) reuses the match id of an
+    /// earlier, different one: refused, nothing changed.
+    #[error(transparent)]
+    MatchIdConflict(#[from] MatchIdConflict),
 }
 
 impl From<PlaceError> for SeatServiceError {
     fn from(error: PlaceError) -> Self {
         match error {
             PlaceError::Store(error) => Self::Store(error),
+            PlaceError::MatchIdConflict(conflict) => Self::MatchIdConflict(conflict),
         }
     }
 }
