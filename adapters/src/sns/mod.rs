@@ -475,22 +475,7 @@ impl SnsDoor {
     /// recorded as failed, and the failure is announced when the event names its match.
     async fn refused(&self, event: &Event, refused: SnsError, now: OffsetDateTime) -> SnsError {
         tracing::error!(event = %event.kind, error = %refused.message, "FlexMatch match refused: it cannot be placed");
-        let reason = format!("{}: {}", refused.code, refused.message);
-        for ticket_id in event.ticket_ids() {
-            let status = TicketStatus {
-                ticket_id,
-                status: TicketState::Failed,
-                match_id: None,
-                event: event.kind.clone(),
-                reason: Some(reason.clone()),
-                updated_at: now,
-            };
-            if let Err(error) = self.tickets.put_unmatched_ticket_status(&status, self.config.keep_for).await
-            {
-                // The refusal stands either way; SNS will not send this event again.
-                tracing::warn!(%error, "refused FlexMatch match: ticket status not recorded");
-            }
-        }
+        self.fail_unmatched_tickets(event, &refused, now).await;
         if let Some(match_id) = event.match_id() {
             let failure = Failure::new(match_id, FailureCode::InvalidRequest, refused.message.clone());
             let service = self.service.clone();
@@ -507,6 +492,12 @@ impl SnsDoor {
     /// event's tickets not already matched are recorded failed, so polling them says why.
     async fn conflict(&self, event: &Event, conflict: &MatchIdConflict, now: OffsetDateTime) -> SnsError {
         let refused = SnsError::new(SnsErrorKind::Conflict, "MATCH_ID_CONFLICT", conflict.to_string());
+        self.fail_unmatched_tickets(event, &refused, now).await;
+        refused
+    }
+
+    /// Records the event's tickets not already in a match as failed, with the refusal as reason.
+    async fn fail_unmatched_tickets(&self, event: &Event, refused: &SnsError, now: OffsetDateTime) {
         let reason = format!("{}: {}", refused.code, refused.message);
         for ticket_id in event.ticket_ids() {
             let status = TicketStatus {
@@ -519,10 +510,10 @@ impl SnsDoor {
             };
             if let Err(error) = self.tickets.put_unmatched_ticket_status(&status, self.config.keep_for).await
             {
-                tracing::warn!(%error, "conflicting FlexMatch match: ticket status not recorded");
+                // The refusal stands either way; SNS will not send this event again.
+                tracing::warn!(%error, code = refused.code, "refused FlexMatch match: ticket status not recorded");
             }
         }
-        refused
     }
 
     /// Records a status for the event's tickets, unless a ticket already reached a match.
