@@ -697,6 +697,15 @@ async fn openapi_document_lists_every_route() {
         doc["paths"]["/v1/nakama/events"]["post"]["responses"]["409"].is_object(),
         "a replayed signature"
     );
+    // The events body is documented with its three shapes and their fields, not as any JSON.
+    let events_body =
+        &doc["paths"]["/v1/nakama/events"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(events_body["schema"]["$ref"], "#/components/schemas/EventsBody", "{events_body}");
+    let event = &doc["components"]["schemas"]["NakamaEvent"];
+    for field in ["name", "user_id", "user_ids", "match_id"] {
+        assert!(event["properties"][field].is_object(), "NakamaEvent.{field}: {event}");
+    }
+    assert_eq!(doc["components"]["schemas"]["EventsBody"]["oneOf"].as_array().map(Vec::len), Some(3));
     // Every documented route exists (answers something other than the unknown-route 404).
     for (method, path) in routes {
         let concrete = path

@@ -272,7 +272,7 @@ fn pending_response(match_id: &str) -> Response {
 /// sent again with the same signature it is refused (409 `REPLAYED`), unless applying it failed.
 #[utoipa::path(
     post, path = "/v1/nakama/events", tag = "nakama",
-    request_body(content = serde_json::Value, content_type = "application/json",
+    request_body(content = crate::nakama::EventsBody, content_type = "application/json",
         description = "`{\"events\": [{\"name\": \"session_end\", \"user_id\": \"…\", \"match_id\"?: \"…\"}]}`, a list of events, or one event"),
     responses(
         (status = 202, description = "Applied: the seats released per session", body = EventsAccepted),

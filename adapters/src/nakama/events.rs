@@ -26,7 +26,7 @@ pub const MAX_USERS_PER_REQUEST: usize = 1_000;
 const MAX_EVENT_NAME_CHARS: usize = 64;
 
 /// One event, as the example module sends it (also Nakama's own `nkruntime.Event` with a user id).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct NakamaEvent {
     /// `session_end`, or any custom event name.
     #[serde(alias = "type")]
@@ -40,7 +40,18 @@ pub struct NakamaEvent {
     #[serde(default)]
     pub match_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub properties: Map<String, Value>,
+}
+
+/// What `POST /v1/nakama/events` reads, in any of its three shapes (for the OpenAPI document;
+/// [`parse_events`] does the reading).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum EventsBody {
+    Envelope { events: Vec<NakamaEvent> },
+    List(Vec<NakamaEvent>),
+    One(NakamaEvent),
 }
 
 impl NakamaEvent {

@@ -16,8 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use events::{
-    EventsAccepted, LeavePlan, MAX_EVENTS_PER_REQUEST, MAX_USERS_PER_REQUEST, NakamaEvent, SeatsReleased,
-    parse_events,
+    EventsAccepted, EventsBody, LeavePlan, MAX_EVENTS_PER_REQUEST, MAX_USERS_PER_REQUEST, NakamaEvent,
+    SeatsReleased, parse_events,
 };
 pub use hook::{
     DERIVED_MATCH_ID_PREFIX, ExplicitLatency, HookRules, MatchedEntry, MatchedHook, PROPERTY_LABEL_PREFIX,
