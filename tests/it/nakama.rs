@@ -369,7 +369,8 @@ async fn a_replayed_signed_event_is_refused_by_every_instance_and_changes_nothin
         stack.http.get(format!("{}/metrics", other.base_url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("gameye_bridge_nakama_replays_total 3"), "{metrics}");
 
-    // Copies of a fresh request sent at once to both instances: exactly one is applied.
+    // Copies of a fresh request sent at once to both instances: exactly one is applied; the others
+    // are told it is in progress (503, come back) or, once it is applied, that it was (409).
     let leave_2 =
         serde_json::to_vec(&json!({"name": "match_leave", "user_id": "r-2", "match_id": "nk-replay"}))
             .unwrap();
@@ -381,7 +382,14 @@ async fn a_replayed_signed_event_is_refused_by_every_instance_and_changes_nothin
     .await;
     let statuses: Vec<u16> = copies.iter().map(|(status, _)| *status).collect();
     assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{copies:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 3, "{copies:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409 || **s == 503).count(), 3, "{copies:?}");
+    for (status, answer) in &copies {
+        if *status == 503 {
+            assert_eq!(answer["error"]["code"], "IN_PROGRESS", "{answer}");
+        }
+    }
+    let (status, refused) = post_events_signed(&stack.http, &other.base_url, &headers_2, &leave_2).await;
+    assert_eq!((status, &refused["error"]["code"]), (409, &json!("REPLAYED")), "once applied: {refused}");
     assert_eq!(seated(&stack, &session).await, (strings(&["r-1"]), vec![]));
 
     // The same event signed anew is a new request.

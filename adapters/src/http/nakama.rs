@@ -278,10 +278,10 @@ fn pending_response(match_id: &str) -> Response {
         (status = 202, description = "Applied: the seats released per session", body = EventsAccepted),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "Neither a valid bearer token nor a valid signature", body = ErrorBody),
-        (status = 409, description = "REPLAYED: a request with this signature was applied already (or is being applied); nothing changed. Sign again (a new timestamp) to send the events anew", body = ErrorBody),
+        (status = 409, description = "REPLAYED: a request with this signature was applied already; nothing changed. Sign again (a new timestamp) to send the events anew", body = ErrorBody),
         (status = 422, description = "An event without a name or users, or too many (naming it)", body = ErrorBody),
         (status = 500, description = "STORE_ERROR: the state store refused a command; nothing or part applied (a signed request may be sent again as it is)", body = ErrorBody),
-        (status = 503, description = "The state store is unavailable; nothing or part applied, retry (a signed request as it is)", body = ErrorBody),
+        (status = 503, description = "The state store is unavailable; nothing or part applied, retry (a signed request as it is). IN_PROGRESS: another copy of this signed request is being applied right now; nothing changed, send it again in a few seconds", body = ErrorBody),
     ),
     security(("bearer" = []), ("nakama_signature" = []))
 )]
@@ -320,19 +320,32 @@ async fn apply_once(
     let Some(signed) = signed else {
         return apply_events(&door, &events).await;
     };
-    let claimed = door.replays.claim(&signed, unix_now()).await.map_err(store_unavailable)?;
-    if claimed == Claimed::Replay {
-        door.metrics.replay();
-        tracing::warn!(events = events.len(), "refused a replayed signed Nakama events request");
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "REPLAYED",
-            "a request with this signature was applied already (or is being applied); nothing changed. \
-             Sign the events again (a new timestamp) to send them anew",
-        ));
+    match door.replays.claim(&signed, unix_now()).await.map_err(store_unavailable)? {
+        Claimed::First => {}
+        Claimed::InFlight => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "IN_PROGRESS",
+                "a request with this signature is being applied right now; nothing changed. Send it \
+                 again in a few seconds: it is then applied if the first attempt failed, or refused as \
+                 a replay if it succeeded",
+            ));
+        }
+        Claimed::Replay => {
+            door.metrics.replay();
+            tracing::warn!(events = events.len(), "refused a replayed signed Nakama events request");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "REPLAYED",
+                "a request with this signature was applied already; nothing changed. Sign the events \
+                 again (a new timestamp) to send them anew",
+            ));
+        }
     }
     let applied = apply_events(&door, &events).await;
-    if applied.is_err() {
+    if applied.is_ok() {
+        door.replays.applied(&signed).await;
+    } else {
         door.replays.release(&signed).await;
     }
     applied

@@ -4,9 +4,13 @@
 //!
 //! Each signature an events request is applied under is recorded in the state store (the SNS
 //! door's [`DeliveryLog`], under its own key prefix), so every bridge instance sharing the store
-//! refuses it, until no instance would accept the signature any more. The record is a claim,
-//! taken before the events are applied and given back when applying them fails, so the sender's
-//! retry of a failed delivery (the same request, the same signature) is applied, not refused.
+//! refuses it, until no instance would accept the signature any more. Two records per signature:
+//! - "applying", held (briefly) while one copy applies the events, so that a copy arriving then
+//!   is told to come back ([`Claimed::InFlight`]), not that it was applied: the first may still
+//!   fail;
+//! - "applied", written before the events are applied and forgotten again when applying them
+//!   fails, so the sender's retry of a failed delivery (the same signature) is applied, not
+//!   refused.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -23,13 +27,20 @@ const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(60);
 
 /// Prefix of the replay guard's keys in the delivery log (the SNS door's are `sns:`).
 const KEY_PREFIX: &str = "nakama-signed:";
+/// Prefix of the "applying" records.
+const APPLYING_PREFIX: &str = "nakama-applying:";
+/// How long an "applying" record may outlive a copy that died while applying: longer than any
+/// application (its store calls are bounded at a few seconds each).
+const APPLYING_HOLD: Duration = Duration::from_secs(30);
 
 /// What the guard answers to a signed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claimed {
-    /// The first time: apply it, then [`ReplayGuard::release`] if applying fails.
+    /// The first time: apply it, then [`ReplayGuard::applied`] or [`ReplayGuard::release`].
     First,
-    /// Seen before: applied already, or being applied now.
+    /// Another copy is being applied right now: come back later (it may still fail).
+    InFlight,
+    /// Applied already.
     Replay,
 }
 
@@ -48,25 +59,48 @@ impl ReplayGuard {
     /// signature, at any instances, exactly one is [`Claimed::First`]. Kept until no instance
     /// accepts the signature any more.
     pub async fn claim(&self, signed: &SignedRequest, now: i64) -> Result<Claimed, StoreError> {
-        let first = self.seen.first_delivery(&replay_key(signed), keep_for(signed, now)).await?;
-        Ok(if first { Claimed::First } else { Claimed::Replay })
+        let applying = key(APPLYING_PREFIX, signed);
+        if !self.seen.first_delivery(&applying, APPLYING_HOLD).await? {
+            return Ok(Claimed::InFlight);
+        }
+        match self.seen.first_delivery(&key(KEY_PREFIX, signed), keep_for(signed, now)).await {
+            Ok(true) => Ok(Claimed::First),
+            Ok(false) => {
+                self.forget(&applying).await;
+                Ok(Claimed::Replay)
+            }
+            Err(error) => {
+                self.forget(&applying).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// After the events were applied: the next copy is a replay.
+    pub async fn applied(&self, signed: &SignedRequest) {
+        self.forget(&key(APPLYING_PREFIX, signed)).await;
     }
 
     /// Forgets `signed` after applying it failed, so the sender's retry is applied. A release that
-    /// fails leaves the claim to its expiry: the retry is refused until then, and says so.
+    /// fails leaves the records to their expiry: the retry is refused until then, and says so.
     pub async fn release(&self, signed: &SignedRequest) {
-        if let Err(error) = self.seen.forget_delivery(&replay_key(signed)).await {
-            tracing::warn!(%error, "could not forget the signature of a failed Nakama request");
+        self.forget(&key(KEY_PREFIX, signed)).await;
+        self.forget(&key(APPLYING_PREFIX, signed)).await;
+    }
+
+    async fn forget(&self, key: &str) {
+        if let Err(error) = self.seen.forget_delivery(key).await {
+            tracing::warn!(%error, "could not forget a Nakama request's signature record");
         }
     }
 }
 
 /// A hash of the MAC, not the MAC itself: whoever reads the store learns nothing they could sign
 /// with.
-fn replay_key(signed: &SignedRequest) -> String {
+fn key(prefix: &str, signed: &SignedRequest) -> String {
     let digest = Sha256::digest(signed.mac());
-    let mut key = String::with_capacity(KEY_PREFIX.len() + 2 * digest.len());
-    key.push_str(KEY_PREFIX);
+    let mut key = String::with_capacity(prefix.len() + 2 * digest.len());
+    key.push_str(prefix);
     for byte in digest {
         let _ = write!(key, "{byte:02x}");
     }
@@ -98,12 +132,18 @@ mod tests {
         let guard = ReplayGuard::new(Arc::new(MemoryStore::default()));
         let request = signed(1_000, b"[]", 1_000);
         assert_eq!(guard.claim(&request, 1_000).await.unwrap(), Claimed::First);
+        assert_eq!(guard.claim(&request, 1_005).await.unwrap(), Claimed::InFlight, "while it applies");
+        guard.applied(&request).await;
         assert_eq!(guard.claim(&request, 1_010).await.unwrap(), Claimed::Replay);
         // Another body or timestamp is another request.
         assert_eq!(guard.claim(&signed(1_001, b"[]", 1_001), 1_001).await.unwrap(), Claimed::First);
         assert_eq!(guard.claim(&signed(1_000, b"{}", 1_000), 1_000).await.unwrap(), Claimed::First);
         guard.release(&request).await;
         assert_eq!(guard.claim(&request, 1_020).await.unwrap(), Claimed::First, "a retry after a failure");
+        assert_eq!(guard.claim(&request, 1_021).await.unwrap(), Claimed::InFlight, "while it applies");
+        guard.applied(&request).await;
+        assert_eq!(guard.claim(&request, 1_022).await.unwrap(), Claimed::Replay, "once applied");
+        assert_eq!(guard.claim(&request, 1_023).await.unwrap(), Claimed::Replay, "and again");
     }
 
     #[test]
@@ -123,7 +163,7 @@ mod tests {
     #[test]
     fn keys_are_a_hash_of_the_mac_under_their_own_prefix() {
         let request = signed(1_000, b"[]", 1_000);
-        let key = replay_key(&request);
+        let key = key(KEY_PREFIX, &request);
         assert!(key.starts_with("nakama-signed:"), "{key}");
         assert_eq!(key.len(), "nakama-signed:".len() + 64);
         let mac_hex: String = request.mac().iter().map(|b| format!("{b:02x}")).collect();
