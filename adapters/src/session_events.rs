@@ -21,7 +21,7 @@ use bridge::placement::{
     SeatServiceError, SessionFilter, SessionMetadata,
 };
 use bridge::ports::{
-    DeliveryError, EndAnnouncementStore, EndOwing, EndRecord, Ending, SessionEvents, StoreError,
+    DeliveryError, EndAnnouncementStore, EndOwing, EndRecord, Ending, SessionEvents, SessionsPage, StoreError,
 };
 use bridge::seats::{EndReason, SeatResult, SessionEnd, SessionSeats};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -481,6 +481,15 @@ impl<S: EndAnnouncementStore> SeatService for EndAnnouncingSeats<S> {
         filter: &'a SessionFilter,
     ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>> {
         self.inner.list_sessions(filter)
+    }
+
+    fn list_sessions_page<'a>(
+        &'a self,
+        filter: &'a SessionFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<SessionsPage, SeatServiceError>> {
+        self.inner.list_sessions_page(filter, after, limit)
     }
 
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>> {

@@ -600,6 +600,15 @@ pub struct RecordedSession {
     pub recorded_at: OffsetDateTime,
 }
 
+/// One page of [`SeatStore::list_sessions_after`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsPage {
+    pub sessions: Vec<crate::seats::SessionSeats>,
+    /// Where the next page starts (the last session of this one); `None` when nothing follows.
+    /// A page before the end may come back empty when what followed has ended meanwhile.
+    pub next: Option<Uuid>,
+}
+
 /// One page of [`SeatStore::recorded_sessions_page`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordedPage {
@@ -636,6 +645,26 @@ pub trait SeatStore: Send + Sync + 'static {
         image: Option<&str>,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Vec<crate::seats::SessionSeats>, StoreError>> + Send;
+
+    /// [`SeatStore::list_sessions`] a page at a time, for `GET /v1/sessions`: at most `count`
+    /// sessions (at least one) whose id comes after `after`, in session id order. A store should read about
+    /// `count` records per page, not all of them (the default here reads all).
+    fn list_sessions_after(
+        &self,
+        image: Option<&str>,
+        after: Option<Uuid>,
+        count: usize,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<SessionsPage, StoreError>> + Send {
+        async move {
+            let count = count.max(1);
+            let mut sessions = self.list_sessions(image, now).await?;
+            sessions.retain(|s| after.is_none_or(|after| s.session_id > after));
+            let next = (sessions.len() > count).then(|| sessions[count - 1].session_id);
+            sessions.truncate(count);
+            Ok(SessionsPage { sessions, next })
+        }
+    }
 
     /// Every session not ended, as the reconciler compares them with Gameye: status and joined
     /// count, not the whole record (cheaper to read and parse when there are a hundred thousand).

@@ -574,6 +574,20 @@ async fn mark_running_and_listing_by_image(fx: Fixture) {
     // Listed at `now`: the expired reservation is left out.
     let later = fx.store.list_sessions(Some("game"), fx.at(60_000)).await.unwrap();
     assert!(later[1].reservations.is_empty());
+
+    // A page at a time, in id order: `next` only while sessions follow.
+    let page = fx.store.list_sessions_after(None, None, 2, fx.t0).await.unwrap();
+    assert_eq!((listed(page.sessions), page.next), (vec![sid(1), sid(2)], Some(sid(2))));
+    let page = fx.store.list_sessions_after(None, Some(sid(2)), 2, fx.t0).await.unwrap();
+    assert_eq!((listed(page.sessions), page.next), (vec![sid(3)], None));
+    let page = fx.store.list_sessions_after(Some("game"), Some(sid(1)), 5, fx.t0).await.unwrap();
+    assert_eq!((listed(page.sessions), page.next), (vec![sid(3)], None));
+    let page = fx.store.list_sessions_after(Some("game"), None, 5, fx.at(60_000)).await.unwrap();
+    assert!(page.sessions[1].reservations.is_empty(), "listed at `now`");
+    // An ended session is not listed, and is not a page's end.
+    fx.store.end_session(sid(1), GONE, fx.t0).await.unwrap().unwrap();
+    let page = fx.store.list_sessions_after(None, None, 1, fx.t0).await.unwrap();
+    assert_eq!((listed(page.sessions), page.next), (vec![sid(2)], Some(sid(2))));
 }
 
 /// More sessions than one index scan page and one record round trip hold (Redis reads both in

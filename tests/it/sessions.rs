@@ -781,6 +781,39 @@ async fn sessions_listing_answers_100_sessions_unless_asked_for_more() {
     assert!(page.get("next").is_none(), "{page}");
 }
 
+/// Calls of `command` Redis has run since its statistics were last reset.
+async fn redis_calls(redis: &mut ::redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = ::redis::cmd("INFO").arg("commandstats").query_async(redis).await.unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_page_of_sessions_reads_about_a_page_of_records_not_all_of_them() {
+    // No reconciler: its scans read records too.
+    let stack = Stack::start_with(&[("BRIDGE_RECONCILER__ENABLED", "false")]).await;
+    let all = place_many(&stack, &match_ids("m-work", 40), json!({})).await;
+    let client = ::redis::Client::open(stack.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+
+    let () = ::redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut redis).await.unwrap();
+    let (status, page) = stack.get(&format!("/v1/sessions?limit=5&after={}", all[9])).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(listed_ids(&page), all[10..15]);
+    assert_eq!(page["next"], all[14]);
+    // The page's records and one more (to know whether a next page has any), not all 40.
+    assert_eq!(redis_calls(&mut redis, "hgetall").await, 6);
+
+    // The last page: what is left, and no `next`.
+    let () = ::redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut redis).await.unwrap();
+    let (_, page) = stack.get(&format!("/v1/sessions?limit=5&after={}", all[36])).await;
+    assert_eq!(listed_ids(&page), all[37..]);
+    assert!(page.get("next").is_none(), "{page}");
+    assert_eq!(redis_calls(&mut redis, "hgetall").await, 3);
+}
+
 #[tokio::test]
 async fn sessions_listing_filters_combine_with_paging() {
     let stack = Stack::start().await;

@@ -190,17 +190,13 @@ pub async fn list_sessions(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SessionList>, ApiError> {
     let (filter, page) = parse_query(query.as_deref().unwrap_or_default())?;
-    // Paging bounds the answer, not the work: the store still reads every matching record for
-    // each page.
-    let mut sessions = state.seats.list_sessions(&filter).await.map_err(seat_failure)?;
-    // The cursor relies on this order, so it does not rest on the store's promise of it.
-    sessions.sort_unstable_by_key(|s| s.session_id);
-    let start = page.after.map_or(0, |after| sessions.partition_point(|s| s.session_id <= after));
-    let rest = &sessions[start..];
-    let listed = &rest[..rest.len().min(page.limit)];
-    let next = listed.last().filter(|_| rest.len() > page.limit).map(|s| s.session_id);
+    let listed =
+        state.seats.list_sessions_page(&filter, page.after, page.limit).await.map_err(seat_failure)?;
     let now = state.seats.now();
-    Ok(Json(SessionList { sessions: listed.iter().map(|s| SessionView::new(s, now)).collect(), next }))
+    Ok(Json(SessionList {
+        sessions: listed.sessions.iter().map(|s| SessionView::new(s, now)).collect(),
+        next: listed.next,
+    }))
 }
 
 fn parse_query(query: &str) -> Result<(SessionFilter, Page), ApiError> {

@@ -37,7 +37,7 @@ use bridge::ports::{Completion, Finished};
 
 pub use bridge::ports::{
     AnnouncementStore, BackfillReserved, EndAnnouncementStore, EndOwing, EndRecord, Ending, LeaseStore, Owed,
-    PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore,
+    PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore, SessionsPage,
 };
 pub use bridge::ports::{
     Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
@@ -415,6 +415,19 @@ impl SeatStore for StateStore {
         match self {
             Self::Memory(store) => store.list_sessions(image, now).await,
             Self::Redis(store) => store.list_sessions(image, now).await,
+        }
+    }
+
+    async fn list_sessions_after(
+        &self,
+        image: Option<&str>,
+        after: Option<Uuid>,
+        count: usize,
+        now: OffsetDateTime,
+    ) -> Result<SessionsPage, StoreError> {
+        match self {
+            Self::Memory(store) => store.list_sessions_after(image, after, count, now).await,
+            Self::Redis(store) => store.list_sessions_after(image, after, count, now).await,
         }
     }
 

@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use super::engine::{Engine, PlaceError};
 use super::service::BoxFuture;
-use crate::ports::{Clock, Ending, SeatChange, SessionApi, SessionApiError, StateStore, StoreError};
+use crate::ports::{
+    Clock, Ending, SeatChange, SessionApi, SessionApiError, SessionsPage, StateStore, StoreError,
+};
 use crate::seats::{
     BackfillCandidate, BackfillPlayer, BackfillQuery, EndReason, Joined, JsonText, Left, NewSession,
     Reserved, SeatError, SeatResult, SessionInfo, SessionSeats, SessionStatus, choose_backfill,
@@ -126,6 +128,15 @@ pub trait SeatService: Send + Sync + 'static {
         &'a self,
         filter: &'a SessionFilter,
     ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>>;
+
+    /// [`SeatService::list_sessions`] a page at a time: at most `limit` (at least one) after
+    /// `after`. `next`, where the following page starts, only when more sessions match.
+    fn list_sessions_page<'a>(
+        &'a self,
+        filter: &'a SessionFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<SessionsPage, SeatServiceError>>;
 
     /// The session, unless unknown or ended.
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>>;
@@ -363,6 +374,9 @@ fn seats_now(session: &SessionSeats, now: OffsetDateTime) -> super::backfill_cac
     }
 }
 
+/// Sessions read per store round trip by a filtered page (most may not match).
+const FILTERED_BATCH: usize = 500;
+
 fn matches_filter(session: &SessionSeats, filter: &SessionFilter, now: OffsetDateTime) -> bool {
     filter.location.as_ref().is_none_or(|l| &session.info.location == l)
         && filter.labels.iter().all(|(k, v)| session.info.labels.get(k) == Some(v))
@@ -387,6 +401,39 @@ where
             let now = self.clock.now();
             let sessions = self.store.list_sessions(filter.image.as_deref(), now).await?;
             Ok(sessions.into_iter().filter(|s| matches_filter(s, filter, now)).collect())
+        })
+    }
+
+    fn list_sessions_page<'a>(
+        &'a self,
+        filter: &'a SessionFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<SessionsPage, SeatServiceError>> {
+        Box::pin(async move {
+            let limit = limit.max(1);
+            let now = self.clock.now();
+            // One more than the page holds, read only to know whether a `next` page has any.
+            let wanted = limit + 1;
+            // Filters beyond the image are applied here, to what the store reads: with them, read
+            // more per round trip, since some of what is read will not be listed.
+            let narrowed =
+                filter.location.is_some() || !filter.labels.is_empty() || filter.has_open_seats.is_some();
+            let batch = if narrowed { wanted.max(FILTERED_BATCH) } else { wanted };
+            let mut listed = Vec::new();
+            let mut cursor = after;
+            while listed.len() < wanted {
+                let page =
+                    self.store.list_sessions_after(filter.image.as_deref(), cursor, batch, now).await?;
+                listed.extend(page.sessions.into_iter().filter(|s| matches_filter(s, filter, now)));
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            let next = (listed.len() > limit).then(|| listed[limit - 1].session_id);
+            listed.truncate(limit);
+            Ok(SessionsPage { sessions: listed, next })
         })
     }
 
