@@ -209,12 +209,12 @@ pub async fn matched(
     let users = hook.user_ids();
     let request = hook.into_match(&door.rules).map_err(invalid_request)?;
     let match_id = request.match_id.clone();
-    let replaced = door.users.remember(&match_id, users);
+    let remembered = door.users.remember(&match_id, users);
     let answered = place(&door, query.wait, &match_id, request).await;
-    if answered.as_ref().is_err_and(|error| error.code == MATCH_ID_CONFLICT) {
+    if remembered && answered.as_ref().is_err_and(|error| error.code == MATCH_ID_CONFLICT) {
         // Another match under a known id (a bug upstream: Nakama's ids are the module's or
-        // derived from tickets): refused, and the first match's users kept for its pushes.
-        door.users.restore(&match_id, replaced);
+        // derived from tickets): refused, so its users must not get the first match's pushes.
+        door.users.forget(&match_id);
     }
     answered
 }

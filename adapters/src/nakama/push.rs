@@ -78,34 +78,30 @@ struct RecentInner {
 const REMEMBERED_MATCHES: usize = 10_000;
 
 impl RecentMatchUsers {
-    /// Remembers a match's users; answers those it replaced, for [`RecentMatchUsers::restore`].
-    pub fn remember(&self, match_id: &str, users: Vec<String>) -> Option<Vec<String>> {
+    /// Remembers a match's users unless its id is remembered already (a duplicate call names the
+    /// same users; another match under the id is refused as a conflict and must not take the
+    /// first match's pushes). Answers whether it remembered them, for [`RecentMatchUsers::forget`].
+    pub fn remember(&self, match_id: &str, users: Vec<String>) -> bool {
         let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let replaced = inner.users.insert(match_id.to_owned(), users);
-        if replaced.is_none() {
-            inner.order.push_back(match_id.to_owned());
+        if inner.users.contains_key(match_id) {
+            return false;
         }
+        inner.users.insert(match_id.to_owned(), users);
+        inner.order.push_back(match_id.to_owned());
         while inner.order.len() > REMEMBERED_MATCHES {
             if let Some(oldest) = inner.order.pop_front() {
                 inner.users.remove(&oldest);
             }
         }
-        replaced
+        true
     }
 
-    /// Undoes a [`RecentMatchUsers::remember`] whose call was refused as a match id conflict: the
-    /// first match's failure push must reach its own users, not the refused call's.
-    pub fn restore(&self, match_id: &str, replaced: Option<Vec<String>>) {
+    /// Undoes a [`RecentMatchUsers::remember`] that remembered a call refused as a match id
+    /// conflict (the first match's record is gone from this instance's memory, or never was in it).
+    pub fn forget(&self, match_id: &str) {
         let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match replaced {
-            Some(users) => {
-                inner.users.insert(match_id.to_owned(), users);
-            }
-            None => {
-                inner.users.remove(match_id);
-                inner.order.retain(|remembered| remembered != match_id);
-            }
-        }
+        inner.users.remove(match_id);
+        inner.order.retain(|remembered| remembered != match_id);
     }
 
     pub fn users(&self, match_id: &str) -> Vec<String> {
@@ -284,12 +280,24 @@ mod tests {
     fn remembers_a_bounded_number_of_matches() {
         let users = RecentMatchUsers::default();
         for i in 0..REMEMBERED_MATCHES + 5 {
-            users.remember(&format!("m{i}"), vec![format!("u{i}")]);
+            assert!(users.remember(&format!("m{i}"), vec![format!("u{i}")]));
         }
         assert!(users.users("m0").is_empty());
         assert_eq!(
             users.users(&format!("m{}", REMEMBERED_MATCHES + 4)),
             vec![format!("u{}", REMEMBERED_MATCHES + 4)]
         );
+    }
+
+    #[test]
+    fn a_known_match_keeps_its_users_and_only_what_was_remembered_is_forgotten() {
+        let users = RecentMatchUsers::default();
+        assert!(users.remember("m", vec!["first".to_owned()]));
+        assert!(!users.remember("m", vec!["other".to_owned()]), "another call under a known id");
+        assert_eq!(users.users("m"), ["first"]);
+        assert!(users.remember("n", vec!["u".to_owned()]));
+        users.forget("n");
+        assert!(users.users("n").is_empty());
+        assert_eq!(users.users("m"), ["first"]);
     }
 }
