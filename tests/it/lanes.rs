@@ -60,6 +60,30 @@ async fn every_lane_serves_placements_and_duplicates_across_lanes_make_one_sessi
     assert!(served[0].abs_diff(served[1]) <= 1, "connections per lane: {served:?}");
 }
 
+/// The bridge's Redis connections that served a command in the last second (`idle=0`), the
+/// caller's own left out.
+async fn recently_used_redis_connections(stack: &Stack) -> usize {
+    let client = ::redis::Client::open(stack.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let clients: String = ::redis::cmd("CLIENT").arg("LIST").query_async(&mut redis).await.unwrap();
+    clients.lines().filter(|line| line.contains(" idle=0 ") && !line.contains("cmd=client|list")).count()
+}
+
+#[tokio::test]
+async fn each_lane_uses_a_redis_connection_of_its_own() {
+    // No reconciler: its connection would be one more.
+    let stack = Stack::start_with(&[TWO_LANES, ("BRIDGE_RECONCILER__ENABLED", "false")]).await;
+    // Long enough that a connection unused from here on is not counted as recent.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let client = one_connection_per_request();
+    let matches: Vec<Value> =
+        (0..8).map(|i| match_with(&format!("m-lane-redis-{i}"), &[&[("eu-west-1", 20)]])).collect();
+    for (status, answer) in join_all(matches.iter().map(|body| post(&client, &stack, body))).await {
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(recently_used_redis_connections(&stack).await, 2, "one per lane, each used by its lane");
+}
+
 #[tokio::test]
 async fn with_lanes_a_placement_in_flight_at_sigterm_finishes_and_the_process_exits_cleanly() {
     let mut stack = Stack::start_with(&[TWO_LANES]).await;

@@ -207,8 +207,11 @@ pub async fn serve_on_lanes(
         tokio::join!(async move { if let Some(own) = own { own.await } else { Ok(()) } }, accepting);
     let mut result = own;
     for lane in served {
-        // A lane that ended without an answer has panicked; its connections are gone either way.
-        let lane = lane.await.unwrap_or(Ok(()));
+        let lane = lane.await.unwrap_or_else(|_| {
+            // Its panic was reported by the panic hook; its connections were dropped with it.
+            tracing::error!("a lane stopped serving without an answer (it panicked)");
+            Ok(())
+        });
         if result.is_ok() {
             result = lane;
         }

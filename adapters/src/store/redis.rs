@@ -294,15 +294,16 @@ impl RedisStore {
         self.connections[crate::lanes::current() % self.connections.len()].clone()
     }
 
-    /// Whether Redis answers (`PING`), for `/readyz`.
+    /// Whether Redis answers (`PING`) on every lane's connection, for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection();
-        let pong: String = bounded("ping", redis::cmd("PING").query_async(&mut connection)).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::permanent(format!("redis ping: unexpected answer {pong:?}")))
+        for connection in self.connections.iter() {
+            let mut connection = connection.clone();
+            let pong: String = bounded("ping", redis::cmd("PING").query_async(&mut connection)).await?;
+            if pong != "PONG" {
+                return Err(StoreError::permanent(format!("redis ping: unexpected answer {pong:?}")));
+            }
         }
+        Ok(())
     }
 
     pub(super) fn keys(&self) -> &Keys {
