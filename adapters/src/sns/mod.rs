@@ -431,6 +431,36 @@ impl SnsDoor {
             }
             Err(PlaceError::Store(error)) => return Err(SnsError::store(error)),
         };
+        // The tickets first: the outcome (and its results webhook) must not overtake them.
+        let written = self.record_placing(event, &match_id, now).await;
+        self.place_accepted(&match_id, accepted);
+        // A failure to write them answers no 200 (the placement goes on): SNS delivers again.
+        written?;
+        Ok(Receipt::Accepted { match_id })
+    }
+
+    async fn record_placing(
+        &self,
+        event: &Event,
+        match_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), SnsError> {
+        for ticket_id in event.ticket_ids() {
+            let status = TicketStatus {
+                ticket_id,
+                status: TicketState::Placing,
+                match_id: Some(match_id.to_owned()),
+                event: event.kind.clone(),
+                reason: None,
+                updated_at: now,
+            };
+            self.tickets.put_ticket_status(&status, self.config.keep_for).await.map_err(SnsError::store)?;
+        }
+        Ok(())
+    }
+
+    /// Places an accepted match in the background (or announces a known outcome again).
+    fn place_accepted(&self, match_id: &str, accepted: Accepted) {
         let service = self.service.clone();
         match accepted {
             Accepted::Owned(job) => {
@@ -456,18 +486,6 @@ impl SnsDoor {
             }
             Accepted::Known(Progress::Pending { .. }) => {}
         }
-        for ticket_id in event.ticket_ids() {
-            let status = TicketStatus {
-                ticket_id,
-                status: TicketState::Placing,
-                match_id: Some(match_id.clone()),
-                event: event.kind.clone(),
-                reason: None,
-                updated_at: now,
-            };
-            self.tickets.put_ticket_status(&status, self.config.keep_for).await.map_err(SnsError::store)?;
-        }
-        Ok(Receipt::Accepted { match_id })
     }
 
     /// A match FlexMatch made that the bridge cannot place: SNS hears the refusal (and does not
