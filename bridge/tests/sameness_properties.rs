@@ -23,15 +23,18 @@ prop_compose! {
     fn request()(
         players in proptest::collection::vec(player(), 1..6),
         image in proptest::option::of(Just("my-game".to_owned())),
+        version in proptest::option::of(prop_oneof![Just("1.0".to_owned()), Just("1.1".to_owned())]),
         locations in proptest::option::of(subsequence(&LOCATIONS[..], 1..=LOCATIONS.len())),
         max_players in proptest::option::of(6u32..12),
         env in proptest::collection::btree_map("[A-Z]{1,3}", "[a-z]{1,3}", 0..3),
         args in proptest::collection::vec("--[a-z]{1,3}", 0..3),
+        labels in proptest::collection::btree_map("[a-z]{1,2}", "[a-z]{1,2}", 0..3),
         ttl in proptest::option::of(60u64..7200),
     ) -> MatchRequest {
         MatchRequest {
             match_id: "m-1".to_owned(),
             image,
+            version,
             players: players
                 .into_iter()
                 .enumerate()
@@ -41,6 +44,7 @@ prop_compose! {
             max_players,
             env,
             args,
+            labels,
             ttl: ttl.and_then(Ttl::from_secs),
             ..MatchRequest::default()
         }
@@ -101,11 +105,13 @@ proptest! {
         };
         let locations = |r: &MatchRequest| r.locations.clone().map(|mut l| { l.sort(); l });
         if first.image != second.image { expected.push(MatchField::Image); }
+        if first.version != second.version { expected.push(MatchField::Version); }
         if players(&first) != players(&second) { expected.push(MatchField::Players); }
         if locations(&first) != locations(&second) { expected.push(MatchField::Locations); }
         if first.max_players != second.max_players { expected.push(MatchField::MaxPlayers); }
         if first.env != second.env { expected.push(MatchField::Env); }
         if first.args != second.args { expected.push(MatchField::Args); }
+        if first.labels != second.labels { expected.push(MatchField::Labels); }
         if first.ttl != second.ttl { expected.push(MatchField::Ttl); }
         prop_assert_eq!(first.differences(&second), expected.clone());
         prop_assert_eq!(second.differences(&first), expected);
