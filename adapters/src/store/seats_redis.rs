@@ -693,64 +693,6 @@ impl RedisStore {
         Ok(found)
     }
 
-    /// Reads only the records a page needs: the index's ids (cheap) in order, then the records
-    /// after `after` a chunk at a time until `count` live ones are found.
-    async fn list_sessions_after_inner(
-        &self,
-        image: Option<&str>,
-        after: Option<Uuid>,
-        count: usize,
-        now: OffsetDateTime,
-    ) -> Result<SessionsPage, StoreError> {
-        let count = count.max(1);
-        let now = whole_millis(now);
-        let index = match image {
-            Some(image) => image_index(self.prefix(), image),
-            None => all_index(self.prefix()),
-        };
-        let mut ids: Vec<(String, Uuid)> = Vec::new();
-        let mut stale = Vec::new();
-        for (member, id) in self.index_members(&index, "list_sessions").await? {
-            match id {
-                Some(id) if after.is_none_or(|after| id > after) => ids.push((member, id)),
-                Some(_) => {}
-                None => stale.push(member),
-            }
-        }
-        // The index's members are ids as text, in text order; the page's order is the ids'.
-        ids.sort_unstable_by_key(|(_, id)| *id);
-        let mut connection = self.connection();
-        let mut found = Vec::new();
-        let mut unread = ids.as_slice();
-        while found.len() < count && !unread.is_empty() {
-            let (chunk, rest) = unread.split_at(unread.len().min(count - found.len()).min(LIST_CHUNK));
-            unread = rest;
-            let mut pipe = redis::pipe();
-            for (_, id) in chunk {
-                pipe.cmd("HGETALL").arg(seats_key(self.prefix(), *id));
-            }
-            let records: Vec<HashMap<String, String>> =
-                bounded("list_sessions", pipe.query_async(&mut connection)).await?;
-            for ((member, _), fields) in chunk.iter().zip(records) {
-                match parse_seats(fields) {
-                    Ok(Some(seats))
-                        if seats.status != SessionStatus::Ended
-                            && image.is_none_or(|image| seats.info.image == image) =>
-                    {
-                        found.push(seats.into_at(now));
-                    }
-                    Ok(_) => stale.push(member.clone()),
-                    Err(error) => {
-                        tracing::warn!(session = %member, %error, "skipping a seat record that cannot be read");
-                    }
-                }
-            }
-        }
-        self.drop_stale(&index, &stale, "list_sessions").await?;
-        let next = found.last().map(|s| s.session_id).filter(|_| !unread.is_empty());
-        Ok(SessionsPage { sessions: found, next })
-    }
-
     async fn mark_running_inner(
         &self,
         session_id: Uuid,
@@ -973,6 +915,8 @@ impl SeatStore for RedisStore {
         self.list_sessions_inner(image, now).await
     }
 
+    /// Reads only the records a page needs: the index's ids (cheap) in order, then the records
+    /// after `after` a chunk at a time until `count` live ones are found.
     async fn list_sessions_after(
         &self,
         image: Option<&str>,
@@ -980,7 +924,53 @@ impl SeatStore for RedisStore {
         count: usize,
         now: OffsetDateTime,
     ) -> Result<SessionsPage, StoreError> {
-        self.list_sessions_after_inner(image, after, count, now).await
+        let count = count.max(1);
+        let now = whole_millis(now);
+        let index = match image {
+            Some(image) => image_index(self.prefix(), image),
+            None => all_index(self.prefix()),
+        };
+        let mut ids: Vec<(String, Uuid)> = Vec::new();
+        let mut stale = Vec::new();
+        for (member, id) in self.index_members(&index, "list_sessions").await? {
+            match id {
+                Some(id) if after.is_none_or(|after| id > after) => ids.push((member, id)),
+                Some(_) => {}
+                None => stale.push(member),
+            }
+        }
+        // The index's members are ids as text, in text order; the page's order is the ids'.
+        ids.sort_unstable_by_key(|(_, id)| *id);
+        let mut connection = self.connection();
+        let mut found = Vec::new();
+        let mut unread = ids.as_slice();
+        while found.len() < count && !unread.is_empty() {
+            let (chunk, rest) = unread.split_at(unread.len().min(count - found.len()).min(LIST_CHUNK));
+            unread = rest;
+            let mut pipe = redis::pipe();
+            for (_, id) in chunk {
+                pipe.cmd("HGETALL").arg(seats_key(self.prefix(), *id));
+            }
+            let records: Vec<HashMap<String, String>> =
+                bounded("list_sessions", pipe.query_async(&mut connection)).await?;
+            for ((member, _), fields) in chunk.iter().zip(records) {
+                match parse_seats(fields) {
+                    Ok(Some(seats))
+                        if seats.status != SessionStatus::Ended
+                            && image.is_none_or(|image| seats.info.image == image) =>
+                    {
+                        found.push(seats.into_at(now));
+                    }
+                    Ok(_) => stale.push(member.clone()),
+                    Err(error) => {
+                        tracing::warn!(session = %member, %error, "skipping a seat record that cannot be read");
+                    }
+                }
+            }
+        }
+        self.drop_stale(&index, &stale, "list_sessions").await?;
+        let next = found.last().map(|s| s.session_id).filter(|_| !unread.is_empty());
+        Ok(SessionsPage { sessions: found, next })
     }
 
     async fn mark_running(
