@@ -659,38 +659,49 @@ impl RedisStore {
         let mut found = Vec::new();
         let mut stale = Vec::new();
         for chunk in ids.chunks(LIST_CHUNK) {
-            let mut pipe = redis::pipe();
-            for (_, id) in chunk {
-                pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
-            }
-            let records: Vec<HashMap<String, String>> =
-                bounded("list_sessions", pipe.query_async(&mut connection)).await?;
-            for ((member, _), fields) in chunk.iter().zip(records) {
-                let parsed = match parse_seats(fields) {
-                    Ok(parsed) => parsed,
-                    Err(error) => {
-                        // Skipped, not dropped (a newer version's record, say): one record the
-                        // bridge cannot read must not take every listing and backfill down with it.
-                        tracing::warn!(session = %member, %error, "skipping a seat record that cannot be read");
-                        continue;
-                    }
-                };
-                match parsed {
-                    Some(seats)
-                        if seats.status != SessionStatus::Ended
-                            && image.is_none_or(|image| seats.info.image == image) =>
-                    {
-                        found.push(seats.into_at(now));
-                    }
-                    _ => stale.push(member.clone()),
-                }
-            }
+            self.read_listed(&mut connection, chunk, image, now, &mut found, &mut stale).await?;
             // Long listings: let the placements sharing this worker thread run between chunks.
             tokio::task::yield_now().await;
         }
         self.drop_stale(&index, &stale, "list_sessions").await?;
         found.sort_by_key(|seats| seats.session_id);
         Ok(found)
+    }
+
+    /// Reads the seat records of index `members` in one round trip: live ones (of `image`, at
+    /// `now`) into `found`, gone or ended ones into `stale` (their index entries are to go).
+    async fn read_listed(
+        &self,
+        connection: &mut redis::aio::ConnectionManager,
+        members: &[(String, Option<Uuid>)],
+        image: Option<&str>,
+        now: OffsetDateTime,
+        found: &mut Vec<SessionSeats>,
+        stale: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for (_, id) in members {
+            pipe.cmd("HGETALL").arg(id.map(|id| seats_key(self.prefix(), id)).unwrap_or_default());
+        }
+        let records: Vec<HashMap<String, String>> =
+            bounded("list_sessions", pipe.query_async(connection)).await?;
+        for ((member, _), fields) in members.iter().zip(records) {
+            match parse_seats(fields) {
+                Ok(Some(seats))
+                    if seats.status != SessionStatus::Ended
+                        && image.is_none_or(|image| seats.info.image == image) =>
+                {
+                    found.push(seats.into_at(now));
+                }
+                Ok(_) => stale.push(member.clone()),
+                // Skipped, not dropped (a newer version's record, say): one record the bridge
+                // cannot read must not take every listing and backfill down with it.
+                Err(error) => {
+                    tracing::warn!(session = %member, %error, "skipping a seat record that cannot be read");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn mark_running_inner(
@@ -930,11 +941,11 @@ impl SeatStore for RedisStore {
             Some(image) => image_index(self.prefix(), image),
             None => all_index(self.prefix()),
         };
-        let mut ids: Vec<(String, Uuid)> = Vec::new();
+        let mut ids = Vec::new();
         let mut stale = Vec::new();
         for (member, id) in self.index_members(&index, "list_sessions").await? {
             match id {
-                Some(id) if after.is_none_or(|after| id > after) => ids.push((member, id)),
+                Some(id) if after.is_none_or(|after| id > after) => ids.push((member, Some(id))),
                 Some(_) => {}
                 None => stale.push(member),
             }
@@ -947,26 +958,7 @@ impl SeatStore for RedisStore {
         while found.len() < count && !unread.is_empty() {
             let (chunk, rest) = unread.split_at(unread.len().min(count - found.len()).min(LIST_CHUNK));
             unread = rest;
-            let mut pipe = redis::pipe();
-            for (_, id) in chunk {
-                pipe.cmd("HGETALL").arg(seats_key(self.prefix(), *id));
-            }
-            let records: Vec<HashMap<String, String>> =
-                bounded("list_sessions", pipe.query_async(&mut connection)).await?;
-            for ((member, _), fields) in chunk.iter().zip(records) {
-                match parse_seats(fields) {
-                    Ok(Some(seats))
-                        if seats.status != SessionStatus::Ended
-                            && image.is_none_or(|image| seats.info.image == image) =>
-                    {
-                        found.push(seats.into_at(now));
-                    }
-                    Ok(_) => stale.push(member.clone()),
-                    Err(error) => {
-                        tracing::warn!(session = %member, %error, "skipping a seat record that cannot be read");
-                    }
-                }
-            }
+            self.read_listed(&mut connection, chunk, image, now, &mut found, &mut stale).await?;
         }
         self.drop_stale(&index, &stale, "list_sessions").await?;
         let next = found.last().map(|s| s.session_id).filter(|_| !unread.is_empty());
