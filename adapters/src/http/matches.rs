@@ -148,22 +148,33 @@ pub(super) async fn place_detached(
     request: ValidatedMatch,
 ) -> Result<Answer, ApiError> {
     let (service, announcements) = (service.clone(), background.clone());
-    let placement = background.spawn(async move {
-        let answer = service.place_answer(source, request).await?;
+    run_detached(background, "placement", async move {
+        let answer = service.place_answer(source, request).await.map_err(place_error)?;
         if let Progress::Done(outcome) = &answer.progress {
             announce_in_background(&service, &announcements, source, outcome);
         }
         Ok(answer)
-    });
-    match placement.await {
-        Ok(answer) => answer.map_err(place_error),
+    })
+    .await
+}
+
+/// Runs `work` in a task of `background` and waits for it, so a caller that hangs up (dropping
+/// the handler) does not cancel it halfway. `what` names it in the error of a task that ended
+/// without an answer.
+pub(super) async fn run_detached<T: Send + 'static>(
+    background: &TaskTracker,
+    what: &'static str,
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match background.spawn(work).await {
+        Ok(answer) => answer,
         // A panic (already reported by the panic hook), or the runtime shutting down.
         Err(error) => {
-            tracing::error!(%error, "a placement task ended without an answer");
+            tracing::error!(%error, what, "a task ended without an answer");
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",
-                "the placement ended without an answer; see the bridge's log",
+                format!("the {what} ended without an answer; see the bridge's log"),
             ))
         }
     }

@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::matches::{
     MATCH_ID_CONFLICT, announce_in_background, answer_response, failure_response, invalid_request,
-    match_id_conflict, place_detached, place_error, store_unavailable,
+    match_id_conflict, place_detached, place_error, run_detached, store_unavailable,
 };
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
@@ -294,19 +294,8 @@ pub async fn events(
     let signed = signed.map(|Extension(signed)| signed);
     // In a task, like placements: a handler dropped by a hang-up between claiming a signature and
     // releasing it after a failure would leave it claimed, and the sender's retry refused.
-    let applying = door.background.clone().spawn(apply_once(door, events, signed));
-    match applying.await {
-        Ok(answer) => answer,
-        // A panic (already reported by the panic hook), or the runtime shutting down.
-        Err(error) => {
-            tracing::error!(%error, "a Nakama events task ended without an answer");
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "the events ended without an answer; see the bridge's log",
-            ))
-        }
-    }
+    let background = door.background.clone();
+    run_detached(&background, "events", apply_once(door, events, signed)).await
 }
 
 /// Applies the events; a signed request only if its signature was not used already, and with the
