@@ -9,10 +9,38 @@
 //!
 //! Its blocking work (decoding a listing) can also run at the idle CPU priority ([`spawn_blocking`]):
 //! resting spreads the work out, but a slice still takes a core from whatever request wanted it.
+//!
+//! Outboxes drain in rounds instead ([`run_rounds`]): one every interval, and the next at once
+//! after a full one.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
+
+/// Runs `round` every `interval` until `stop`, and the next one at once after a round that says
+/// it was full (`true`: more may be due). A round under way is dropped at `stop`: an outbox's
+/// entries in hand stay held for their window, then any instance takes them again.
+pub async fn run_rounds<Round>(
+    interval: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+    mut round: impl FnMut() -> Round,
+) where
+    Round: Future<Output = bool>,
+{
+    let mut full = false;
+    loop {
+        if !full {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        full = tokio::select! {
+            _ = stop.cancelled() => return,
+            full = round() => full,
+        };
+    }
+}
 
 /// The longest single rest.
 const MAX_REST: Duration = Duration::from_secs(1);

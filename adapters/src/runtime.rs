@@ -182,35 +182,21 @@ pub async fn run_recovery<A, S, C>(
             }
         }
     };
-    let outbox = async {
-        let mut backlog = false;
-        loop {
-            // A full round means more may be due: the next starts at once.
-            if !backlog {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(interval) => {}
-                }
+    let (engine_ref, metrics_ref) = (&engine, &metrics);
+    let outbox = crate::pace::run_rounds(interval, &stop, || async move {
+        let mut full = false;
+        match engine_ref.announce_owed(OWED_PER_ROUND).await {
+            Ok(round) => {
+                full = round.claimed == OWED_PER_ROUND;
+                metrics_ref.owed_retried(round);
             }
-            // Cancelled at a stop: the entries in hand stay held for one announce window, then
-            // any instance takes them again.
-            let round = tokio::select! {
-                _ = stop.cancelled() => return,
-                round = engine.announce_owed(OWED_PER_ROUND) => round,
-            };
-            backlog = false;
-            match round {
-                Ok(round) => {
-                    backlog = round.claimed == OWED_PER_ROUND;
-                    metrics.owed_retried(round);
-                }
-                Err(error) => tracing::warn!(%error, "announcement outbox round failed; will try again"),
-            }
-            if let Ok(owed) = engine.store().owed_announcements().await {
-                metrics.owed_now.set(i64::try_from(owed).unwrap_or(i64::MAX));
-            }
+            Err(error) => tracing::warn!(%error, "announcement outbox round failed; will try again"),
         }
-    };
+        if let Ok(owed) = engine_ref.store().owed_announcements().await {
+            metrics_ref.owed_now.set(i64::try_from(owed).unwrap_or(i64::MAX));
+        }
+        full
+    });
     tokio::join!(recover, outbox);
 }
 

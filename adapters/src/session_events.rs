@@ -273,31 +273,21 @@ impl<S: EndAnnouncementStore> EndAnnouncer<S> {
 
     /// The outbox loop, every second until `stop` (a full round: at once).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        let mut backlog = false;
-        loop {
-            if !backlog {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(OUTBOX_POLL) => {}
-                }
-            }
-            // Cancelled at a stop: the ends in hand stay held for a window, then any instance
-            // takes them again.
-            let round = tokio::select! {
-                _ = stop.cancelled() => return,
-                round = self.announce_owed(OWED_PER_ROUND) => round,
-            };
-            backlog = match round {
+        let this = &self;
+        crate::pace::run_rounds(OUTBOX_POLL, &stop, || async move {
+            let full = match this.announce_owed(OWED_PER_ROUND).await {
                 Ok(claimed) => claimed == OWED_PER_ROUND,
                 Err(error) => {
                     tracing::warn!(%error, "session-end outbox round failed; will try again");
                     false
                 }
             };
-            if let Ok(owed) = self.store.owed_end_announcements().await {
-                self.metrics.owed.set(i64::try_from(owed).unwrap_or(i64::MAX));
+            if let Ok(owed) = this.store.owed_end_announcements().await {
+                this.metrics.owed.set(i64::try_from(owed).unwrap_or(i64::MAX));
             }
-        }
+            full
+        })
+        .await;
     }
 
     /// Waits up to `grace` for the announcements under way; the rest stay owed for the outbox.
