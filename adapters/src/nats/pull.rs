@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +23,8 @@ const MIN_RESTART_DELAY: Duration = Duration::from_millis(200);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
 /// The server sends heartbeats this often while it has nothing for a pull; two missed → rebuild.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// At a stop, how long to wait for a fetched message still on its way before handing back the rest.
+const IN_FLIGHT_WAIT: Duration = Duration::from_millis(100);
 
 /// A durable pull consumer of the door's work-queue stream.
 pub(super) trait PulledConsumer: Send + Sync + 'static {
@@ -124,12 +126,15 @@ async fn consume<C: PulledConsumer>(
 }
 
 /// NAKs (no delay) the messages the pull fetched ahead that no handler took: at a stop they would
-/// otherwise wait out `ack_wait` before another instance gets them. A pull fetches at most one
-/// batch (`concurrency`) ahead; only what is already here is taken, never waited for.
+/// otherwise wait out `ack_wait` before another instance gets them. A pull fetches one batch
+/// (`concurrency`) ahead, and the server may be delivering the next: what is on its way is waited
+/// for, [`IN_FLIGHT_WAIT`] at most per message, so that it is not left to `ack_wait` either.
 async fn hand_back_fetched(messages: &mut consumer::pull::Stream, batch: usize) {
     let mut handed_back = 0;
-    for _ in 0..batch {
-        let Some(Some(Ok(message))) = messages.next().now_or_never() else { break };
+    for _ in 0..2 * batch {
+        let Ok(Some(Ok(message))) = tokio::time::timeout(IN_FLIGHT_WAIT, messages.next()).await else {
+            break;
+        };
         if let Err(error) = message.ack_with(jetstream::AckKind::Nak(None)).await {
             tracing::debug!(%error, "a fetched message was not handed back; it comes back after ack_wait");
         } else {
