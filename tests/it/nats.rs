@@ -681,12 +681,15 @@ async fn nats_a_deleted_consumer_is_rebuilt_by_the_supervised_loop() {
 /// another instance gets them at once rather than after `ack_wait`.
 #[tokio::test]
 async fn nats_sigterm_hands_back_messages_fetched_ahead() {
+    // A backlog beyond what the stopping instance fetched: the stop must not leave a pull open
+    // that takes more of it.
+    const AHEAD: usize = 20;
     let stack = NatsStack::start(big_world()).await;
     let mut bridge = stack.bridge(&[("BRIDGE_NATS__CONCURRENCY", "2")]).await;
     let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
     set_faults(&stack.emulator, json!([{"operation": "session-run", "delay_ms": 3000, "probability": 1.0}]))
         .await;
-    for n in 0..6 {
+    for n in 0..AHEAD {
         stack
             .publish(
                 match_with(&format!("m-ahead-{n}"), &[&[("eu-west-1", 20)]]).to_string().as_bytes(),
@@ -707,7 +710,7 @@ async fn nats_sigterm_hands_back_messages_fetched_ahead() {
     // Another instance gets every one at once, not the fetched ones after ack_wait (30 s).
     let _other = stack.bridge(&[]).await;
     let mut matches = std::collections::BTreeSet::new();
-    while matches.len() < 6 {
+    while matches.len() < AHEAD {
         let message = next_message(&mut assigned, Duration::from_secs(10)).await;
         matches.insert(header(&message, "Gameye-Match-Id").to_owned());
     }

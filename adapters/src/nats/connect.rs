@@ -64,6 +64,7 @@ pub(crate) async fn options(
                     Event::Connected => {
                         if metrics.connected.set(1) == 0 {
                             metrics.connections.inc();
+                            metrics.connected_again.send_modify(|connections| *connections += 1);
                         }
                         tracing::info!("NATS connected");
                     }

@@ -74,6 +74,10 @@ impl super::pull::PulledConsumer for MatchConsumer {
         &self.ready
     }
 
+    fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
     }

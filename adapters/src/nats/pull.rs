@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use async_nats::StatusCode;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -23,8 +24,10 @@ const MIN_RESTART_DELAY: Duration = Duration::from_millis(200);
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
 /// The server sends heartbeats this often while it has nothing for a pull; two missed → rebuild.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
-/// At a stop, how long to wait for a fetched message still on its way before handing back the rest.
-const IN_FLIGHT_WAIT: Duration = Duration::from_millis(100);
+/// A pull request lives this long on the server when it gets fewer messages than it asked for.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// At a stop, how long the server has to confirm the pull inbox's unsubscribe.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// A durable pull consumer of the door's work-queue stream.
 pub(super) trait PulledConsumer: Send + Sync + 'static {
@@ -39,6 +42,7 @@ pub(super) trait PulledConsumer: Send + Sync + 'static {
     fn ready(&self) -> &AtomicBool;
     /// In-flight messages across rebuilds of the pull subscription.
     fn permits(&self) -> &Arc<Semaphore>;
+    fn jetstream(&self) -> &jetstream::Context;
 
     /// Creates (if absent) the streams and the durable consumer.
     fn ensure(&self) -> impl Future<Output = Result<consumer::PullConsumer, NatsError>> + Send;
@@ -89,52 +93,97 @@ async fn consume<C: PulledConsumer>(
         _ = stop.cancelled() => return Ok(()),
         consumer = this.ensure() => consumer?,
     };
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(this.settings().concurrency)
-        .heartbeat(PULL_HEARTBEAT)
-        .messages()
-        .await
-        .map_err(|e| consumer_error(e.to_string()))?;
+    let jetstream = this.jetstream();
+    let client = jetstream.client();
+    let inbox = async_nats::Subject::from(client.new_inbox());
+    let mut inbox_messages =
+        client.subscribe(inbox.clone()).await.map_err(|e| consumer_error(e.to_string()))?;
+    let batch = this.settings().concurrency;
+    let request = consumer::pull::BatchConfig {
+        batch,
+        expires: Some(PULL_EXPIRES),
+        idle_heartbeat: PULL_HEARTBEAT,
+        ..Default::default()
+    };
+    let mut connected_again = this.metrics().connected_again.subscribe();
+    connected_again.mark_unchanged();
     this.ready().store(true, Ordering::Relaxed);
     tracing::info!(stream = %this.settings().stream, consumer = %this.consumer_name(), "NATS {} running", C::WHAT);
-    loop {
-        // A free slot first, then a message: at most `concurrency` are worked on; the pull
-        // requests one batch of that size ahead, so a message waits at most for one free slot.
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break,
-            permit = this.permits().clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-        };
-        let next = tokio::select! {
-            _ = stop.cancelled() => break,
-            next = messages.next() => next,
-        };
-        match next {
-            None => return Err(consumer_error("the pull subscription ended".to_owned())),
-            Some(Err(error)) => return Err(consumer_error(error.to_string())),
-            Some(Ok(message)) => {
-                let handler = this.clone().handle(message, abort.clone());
-                handlers.spawn(async move {
-                    let _permit = permit;
-                    handler.await;
-                });
-            }
+    'requests: loop {
+        // One pull request at a time, for `concurrency` messages: what arrives beyond the free
+        // slots waits in the inbox for one, and the next request goes out once this one is
+        // worked off, so an instance never holds more than one batch that it is not working on.
+        consumer
+            .request_batch(request.clone(), inbox.clone())
+            .await
+            .map_err(|e| consumer_error(e.to_string()))?;
+        let mut expected = batch;
+        while expected > 0 {
+            let permit = tokio::select! {
+                _ = stop.cancelled() => break 'requests,
+                permit = this.permits().clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let message = loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break 'requests,
+                    // The request was lost with the server it was sent to (or may be): send it again.
+                    _ = connected_again.changed() => continue 'requests,
+                    next = tokio::time::timeout(2 * PULL_HEARTBEAT, inbox_messages.next()) => next,
+                };
+                let message = match next {
+                    Err(_) => {
+                        return Err(consumer_error(
+                            "no message or heartbeat from the server in time".to_owned(),
+                        ));
+                    }
+                    Ok(None) => return Err(consumer_error("the pull subscription ended".to_owned())),
+                    Ok(Some(message)) => message,
+                };
+                match message.status {
+                    None | Some(StatusCode::OK) => break Some(message),
+                    Some(StatusCode::IDLE_HEARTBEAT) => continue,
+                    // The request expired with nothing (more) for it: ask again.
+                    Some(StatusCode::TIMEOUT) => break None,
+                    Some(status) => {
+                        let reason = message.description.as_deref().unwrap_or("no description");
+                        return Err(consumer_error(format!("the server ended the pull: {status} {reason}")));
+                    }
+                }
+            };
+            let Some(message) = message else { continue 'requests };
+            expected -= 1;
+            let handler = this
+                .clone()
+                .handle(jetstream::Message { message, context: jetstream.clone() }, abort.clone());
+            handlers.spawn(async move {
+                let _permit = permit;
+                handler.await;
+            });
         }
     }
-    hand_back_fetched(&mut messages, this.settings().concurrency).await;
+    hand_back_fetched(inbox_messages, jetstream).await;
     Ok(())
 }
 
-/// NAKs (no delay) the messages the pull fetched ahead that no handler took: at a stop they would
-/// otherwise wait out `ack_wait` before another instance gets them. A pull fetches one batch
-/// (`concurrency`) ahead, and the server may be delivering the next: what is on its way is waited
-/// for, [`IN_FLIGHT_WAIT`] at most per message, so that it is not left to `ack_wait` either.
-async fn hand_back_fetched(messages: &mut consumer::pull::Stream, batch: usize) {
+/// NAKs (no delay) the messages the pull fetched that no handler took: at a stop they would
+/// otherwise wait out `ack_wait` before another instance gets them.
+///
+/// The inbox is drained first: its unsubscribe and a ping go to the server, and everything the
+/// server sent before it saw the unsubscribe arrives before the pong. So every fetched message is
+/// in hand, none is still on its way, and the server offers nothing more (the NAKed ones included)
+/// to this pull, which nobody listens to any more. Then the NAKs, on the same connection.
+async fn hand_back_fetched(mut inbox_messages: async_nats::Subscriber, jetstream: &jetstream::Context) {
+    if let Err(error) = inbox_messages.drain().await {
+        tracing::warn!(%error, "the pull inbox was not drained; what it fetched comes back after ack_wait");
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
     let mut handed_back = 0;
-    for _ in 0..2 * batch {
-        let Ok(Some(Ok(message))) = tokio::time::timeout(IN_FLIGHT_WAIT, messages.next()).await else {
-            break;
-        };
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, inbox_messages.next()).await {
+        if !matches!(message.status, None | Some(StatusCode::OK)) {
+            continue;
+        }
+        let message = jetstream::Message { message, context: jetstream.clone() };
         if let Err(error) = message.ack_with(jetstream::AckKind::Nak(None)).await {
             tracing::debug!(%error, "a fetched message was not handed back; it comes back after ack_wait");
         } else {

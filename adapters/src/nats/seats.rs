@@ -300,6 +300,10 @@ impl super::pull::PulledConsumer for SeatConsumer {
         &self.ready
     }
 
+    fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
     }
