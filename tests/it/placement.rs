@@ -293,6 +293,44 @@ async fn a_record_lost_by_redis_mid_placement_is_written_again_with_the_outcome(
     assert_eq!(polled["assignment"], assignment);
 }
 
+/// Redis loses a record mid-placement, and another instance takes the id for another match in
+/// that window (it fails at once: its image is unknown). The first match's caller still gets its
+/// own session, not the other match's failure, and the loss is logged as an error.
+#[tokio::test]
+async fn a_lost_record_whose_id_another_match_took_still_answers_its_own_caller() {
+    let stack = Stack::start().await;
+    let other_instance = start_bridge(&stack.emulator, &stack.redis, &[]).await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
+    let first = match_with("m-lost-taken", &[&[("eu-west-1", 20)]]);
+    let mut other = match_with("m-lost-taken", &[&[("eu-west-1", 20)], &[("eu-west-1", 30)]]);
+    other["image"] = json!("no-such-image");
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut redis =
+            redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg("gameye-bridge:match:{m-lost-taken}")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1, "the record existed while Gameye was answering");
+        let response = stack
+            .http
+            .post(format!("{}/v1/matches", other_instance.base_url))
+            .bearer_auth(API_TOKEN)
+            .json(&other)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json::<Value>().await.unwrap())
+    };
+    let ((status, answer), (other_status, other_answer)) = tokio::join!(stack.post_match(&first), meanwhile);
+    assert_eq!(other_status, 404, "the other match failed on its own: {other_answer}");
+    assert_eq!(status, 200, "the first match's own outcome: {answer}");
+    assert_eq!(answer["session_id"], session_id("m-lost-taken"));
+    assert!(stack.bridge.logs().contains("another match took its id"), "{}", stack.bridge.logs());
+}
+
 #[tokio::test]
 async fn bursts_of_5xx_are_retried_within_the_deadline() {
     let stack = Stack::start().await;

@@ -458,6 +458,9 @@ where
         } else {
             tracing::warn!(match_id = %job.record.match_id, "lost the placement lease; using the new owner's outcome");
             let recorded = match self.store.get(&job.record.match_id).await? {
+                Some(record) if MatchIdConflict::between(&record.request, &job.record.request).is_some() => {
+                    self.unrecordable(&job.record, outcome)
+                }
                 Some(PlacementRecord { state: PlacementState::Placed { assignment }, .. }) => {
                     Outcome::Placed(assignment)
                 }
@@ -505,10 +508,20 @@ where
             ClaimOutcome::Placed(assignment) => Outcome::Placed(assignment),
             ClaimOutcome::Failed(failure) => Outcome::Failed(failure),
             ClaimOutcome::Held { .. } => outcome,
-            // Another match took the id since the record vanished (Redis lost it): this outcome
-            // cannot be recorded under it, and the door hears why.
-            ClaimOutcome::Conflict(conflict) => return Err(conflict.into()),
+            ClaimOutcome::Conflict(_) => self.unrecordable(&job.record, outcome),
         })
+    }
+
+    /// Another match took the id since Redis lost this one's record: its record is not ours, and
+    /// ours cannot be written under the id. This match's own caller still gets its outcome (its
+    /// session exists, or its failure is real); pollers and duplicates will see the other match.
+    fn unrecordable(&self, ours: &PlacementRecord, outcome: Outcome) -> Outcome {
+        tracing::error!(
+            match_id = %ours.match_id,
+            source = %ours.source,
+            "the placement record was lost and another match took its id since: this outcome is answered but not recorded"
+        );
+        outcome
     }
 
     /// After `complete` failed transiently: the outcome may have been written and only the answer
