@@ -448,16 +448,18 @@ async fn a_paced_scan_gets_through_every_page_of_many_sessions() {
         });
         ids.extend(futures::future::join_all(placed).await);
     }
-    wait_metric(&stack.bridge, REFRESHED, SESSIONS as f64, Duration::from_secs(30)).await;
+    // Generous bounds: the scan keeps itself to a fifth of the time it is given, so it is slow on
+    // a machine busy with the rest of the suite (it once ended 153 of 200 in 30 s there).
+    wait_metric(&stack.bridge, REFRESHED, SESSIONS as f64, Duration::from_secs(90)).await;
 
     let stopped: Vec<&String> = ids.iter().step_by(3).collect();
     for id in &stopped {
         stop_at_gameye(&stack, id).await;
     }
-    wait_metric(&stack.bridge, ENDED, stopped.len() as f64, Duration::from_secs(30)).await;
+    wait_metric(&stack.bridge, ENDED, stopped.len() as f64, Duration::from_secs(90)).await;
     // Two more complete scans: nothing else is ended.
     let scans = metric(&stack.bridge, COMPLETE).await;
-    wait_metric(&stack.bridge, COMPLETE, scans + 2.0, Duration::from_secs(30)).await;
+    wait_metric(&stack.bridge, COMPLETE, scans + 2.0, Duration::from_secs(90)).await;
     assert_eq!(metric(&stack.bridge, ENDED).await, stopped.len() as f64);
     assert_eq!(metric(&stack.bridge, ADOPTED).await, 0.0, "every record found, none taken for an orphan");
     for (n, id) in ids.iter().enumerate().step_by(50) {
