@@ -12,7 +12,7 @@
 //! again after another sink failed (receivers deduplicate by session id; the webhook's id is one
 //! per session).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -480,6 +480,13 @@ impl<S: EndAnnouncementStore> SeatService for EndAnnouncingSeats<S> {
         limit: usize,
     ) -> BoxFuture<'a, Result<SessionsPage, SeatServiceError>> {
         self.inner.list_sessions_page(filter, after, limit)
+    }
+
+    fn sessions_holding<'a>(
+        &'a self,
+        players: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>> {
+        self.inner.sessions_holding(players)
     }
 
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>> {

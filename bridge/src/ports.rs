@@ -666,6 +666,22 @@ pub trait SeatStore: Send + Sync + 'static {
         }
     }
 
+    /// Sessions not ended in which any of `players` is joined or holds a reservation, at `now`, in
+    /// session id order: where leaving players sit when the caller does not know (Nakama's
+    /// `session_end`). A store should find them without reading every session (the default here
+    /// reads all).
+    fn sessions_holding(
+        &self,
+        players: &BTreeSet<String>,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Vec<crate::seats::SessionSeats>, StoreError>> + Send {
+        async move {
+            let mut sessions = self.list_sessions(None, now).await?;
+            sessions.retain(|session| players.iter().any(|player| session.holds(player)));
+            Ok(sessions)
+        }
+    }
+
     /// Every session not ended, as the reconciler compares them with Gameye: status and joined
     /// count, not the whole record (cheaper to read and parse when there are a hundred thousand).
     /// In session id order, each once.

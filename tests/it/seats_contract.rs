@@ -183,6 +183,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    sessions_holding_finds_where_the_players_sit,
     recorded_sessions_give_status_and_joined_counts,
     long_listings_hold_every_live_session_once,
     mark_running_many_moves_only_created_sessions,
@@ -381,6 +382,43 @@ async fn racing_workers_never_claim_one_player_sync_twice(fx: Fixture) {
     let distinct: BTreeSet<Uuid> = all.iter().copied().collect();
     assert_eq!(all.len(), 40, "every session claimed exactly once");
     assert_eq!(distinct.len(), 40);
+}
+
+const NOWHERE: [Uuid; 0] = [];
+
+/// The sessions in which any of the players is joined or holds a live reservation, by id.
+async fn holding(fx: &Fixture, players: &[&str], at_ms: i64) -> Vec<Uuid> {
+    let sessions = fx.store.sessions_holding(&set(players), fx.at(at_ms)).await.unwrap();
+    sessions.iter().map(|s| s.session_id).collect()
+}
+
+async fn sessions_holding_finds_where_the_players_sit(fx: Fixture) {
+    fx.create(1, 4, &["a", "b"]).await;
+    fx.create(2, 4, &[]).await;
+    fx.create(3, 4, &["c"]).await;
+    fx.create(4, 4, &[]).await;
+    fx.join(2, &["a", "d"], 0).await.unwrap();
+    fx.reserve(3, &["e"], 120_000, 0).await.unwrap();
+    assert_eq!(holding(&fx, &["a"], 0).await, [sid(1), sid(2)], "reserved in one, joined in another");
+    assert_eq!(holding(&fx, &["e", "d", "c"], 0).await, [sid(2), sid(3)]);
+    assert_eq!(holding(&fx, &["nobody"], 0).await, NOWHERE);
+    assert_eq!(holding(&fx, &[], 0).await, NOWHERE);
+    let found = fx.store.sessions_holding(&set(&["d"]), fx.t0).await.unwrap();
+    assert_eq!(found, [fx.get(2, 0).await], "whole sessions, as a read gives them");
+
+    // A reservation that ran out is no seat.
+    assert_eq!(holding(&fx, &["b"], 60_000).await, NOWHERE);
+    assert_eq!(holding(&fx, &["e"], 60_000).await, [sid(3)]);
+    // Nor is a seat left, or a session ended; and asking again finds the same.
+    fx.leave(2, &["a"], 0).await.unwrap();
+    assert_eq!(holding(&fx, &["a"], 0).await, [sid(1)]);
+    fx.store.end_session(sid(1), GONE, fx.t0).await.unwrap().unwrap();
+    assert_eq!(holding(&fx, &["a"], 0).await, NOWHERE);
+    assert_eq!(holding(&fx, &["a"], 0).await, NOWHERE);
+    // Joining again finds the player again.
+    fx.join(4, &["a"], 0).await.unwrap();
+    fx.join(2, &["a"], 0).await.unwrap();
+    assert_eq!(holding(&fx, &["a"], 0).await, [sid(2), sid(4)]);
 }
 
 async fn create_records_the_session_with_its_own_players_reserved(fx: Fixture) {
@@ -1065,6 +1103,8 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
         "it-seats:{seats}:sessions".to_owned(),
         "it-seats:seats-image:{game%7B1%7D}".to_owned(),
         "it-seats:seats-image:{game}".to_owned(),
+        // Where player `a` has a seat (reserved at creation, then joined).
+        "it-seats:player:{a}".to_owned(),
     ]);
     assert_eq!(keys, expected.iter().map(String::as_str).collect());
     for (key, ttl) in &ttls {
@@ -1127,7 +1167,7 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
         .unwrap();
     assert_eq!(fields["q:b"], "42");
     assert!(!fields.contains_key("j:b"));
-    assert_eq!(keys_and_ttls(&url).await.len(), expected.len(), "no other key");
+    assert_eq!(keys_and_ttls(&url).await.len(), expected.len() + 1, "no other key but player b's");
 
     // Scripts Redis lost (restart, failover) are loaded again, and the new session is indexed.
     let () = ::redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut connection).await.unwrap();
@@ -1139,6 +1179,32 @@ async fn redis_seat_keys_are_prefixed_tagged_and_all_expire() {
         ttls["it-seats:seats-image:{game}"] >= ttls[&format!("it-seats:seats:{{{}}}", sid(3))],
         "{ttls:?}"
     );
+}
+
+/// Where a player sits is read from their index entry: only the sessions it names are read, and
+/// entries that no longer hold a seat are dropped by the read that finds them so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sessions_holding_reads_only_the_sessions_the_player_index_names() {
+    let fx = Fixture::redis().await;
+    for n in 1..=30 {
+        fx.create(n, 4, &[]).await;
+    }
+    fx.join(7, &["a"], 0).await.unwrap();
+    fx.join(9, &["a"], 0).await.unwrap();
+    fx.leave(9, &["a"], 0).await.unwrap();
+    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url().as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut connection).await.unwrap();
+    assert_eq!(holding(&fx, &["a"], 0).await, [sid(7)]);
+    let stats: String = ::redis::cmd("INFO").arg("commandstats").query_async(&mut connection).await.unwrap();
+    let reads = stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_hgetall:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse::<u64>().unwrap());
+    assert_eq!(reads, 2, "sessions 7 and 9, not all 30: {stats}");
+    let named: BTreeSet<String> =
+        ::redis::cmd("SMEMBERS").arg("it-seats:player:{a}").query_async(&mut connection).await.unwrap();
+    assert_eq!(named, BTreeSet::from([sid(7).to_string()]), "the left session's entry is gone");
 }
 
 /// A Redis fixture with sessions 1 and 2 created, and a connection of the test's own.

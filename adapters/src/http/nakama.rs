@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bridge::Assignment;
-use bridge::placement::{Accepted, PlacementService, Progress, SeatService, SeatServiceError, SessionFilter};
+use bridge::placement::{Accepted, PlacementService, Progress, SeatService, SeatServiceError};
 use bridge::ports::Outcome;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
@@ -361,9 +361,10 @@ async fn apply_events(door: &NakamaDoor, events: &[NakamaEvent]) -> Result<Respo
     let unknown = leave_sessions(door, named, &mut sessions).await?;
     plan.unlocated.extend(unknown);
     if !plan.unlocated.is_empty() {
-        // One listing for the whole request, however many events lack a match id.
-        let listed = door.seats.list_sessions(&SessionFilter::default()).await.map_err(seat_store_failure)?;
-        plan.locate(&listed);
+        // One look-up for the whole request, however many events lack a match id: the sessions
+        // where these users sit, not every session.
+        let holding = door.seats.sessions_holding(&plan.unlocated).await.map_err(seat_store_failure)?;
+        plan.locate(&holding);
         leave_sessions(door, std::mem::take(&mut plan.by_session), &mut sessions).await?;
     }
     sessions.sort_by_key(|s| s.session_id);

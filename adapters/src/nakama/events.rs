@@ -6,7 +6,8 @@
 //! Where a leaving user sits: an event naming a `match_id` means the session the Nakama door placed
 //! for that match (`bridge::session_id("nakama", match_id)`, as for placements); an event without
 //! one means every live session in which the user is joined or holds a reservation, found with one
-//! listing of the sessions per request.
+//! look-up per request (`SeatService::sessions_holding`, which reads only the sessions the players'
+//! index names).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -139,14 +140,7 @@ impl LeavePlan {
     pub fn locate(&mut self, sessions: &[SessionSeats]) {
         let unlocated = std::mem::take(&mut self.unlocated);
         for session in sessions {
-            let holders: Vec<String> = unlocated
-                .iter()
-                .filter(|user| {
-                    session.joined.contains(*user)
-                        || session.reservations.values().any(|r| r.players.contains(*user))
-                })
-                .cloned()
-                .collect();
+            let holders: Vec<String> = unlocated.iter().filter(|user| session.holds(user)).cloned().collect();
             if !holders.is_empty() {
                 self.by_session.entry(session.session_id).or_default().extend(holders);
             }

@@ -431,6 +431,17 @@ impl SeatStore for StateStore {
         }
     }
 
+    async fn sessions_holding(
+        &self,
+        players: &BTreeSet<String>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        match self {
+            Self::Memory(store) => store.sessions_holding(players, now).await,
+            Self::Redis(store) => store.sessions_holding(players, now).await,
+        }
+    }
+
     async fn mark_running(
         &self,
         session_id: Uuid,

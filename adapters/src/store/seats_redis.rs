@@ -8,6 +8,7 @@
 //! | `<prefix>:seats:{<session_id>}` | HASH | the session's seats (fields below) | `keep_for` after its last change |
 //! | `<prefix>:{seats}:sessions` | ZSET | session id → first-indexed ms, every session | at least 2 × `keep_for` past its last refresh |
 //! | `<prefix>:seats-image:{<image>}` | ZSET | the same, per image (backfill candidates) | likewise |
+//! | `<prefix>:player:{<player_id>}` | SET | ids of sessions where the player got a seat | 2 days after their last seat |
 //!
 //! Record fields: `session_id`, `capacity`, `status` (`created`/`running`/`ended`), `image`,
 //! `version` (JSON: `null` or a string), `location`, `labels` and `metadata` (JSON), `keep_ms`,
@@ -37,6 +38,14 @@
 //! indexes when it ends, and `list_sessions` re-reads every listed record and drops entries whose
 //! record is gone or ended. A failed index refresh after a change is logged, not reported (the
 //! change is made).
+//!
+//! **Players** are indexed so that where a player sits can be found without reading every
+//! session (`sessions_holding`, for Nakama's `session_end`, which names no match). The index is a
+//! hint, written just before the change that seats a player (a creation's players, a join, a
+//! reservation; the same pipeline or alongside), never removed by one: a read checks every
+//! session it names and drops the entries that no longer hold a seat (the player left, the
+//! session ended or is gone). So it may name too much, never too little, unless its own write
+//! failed (logged) or the player's last seat change is more than two days old.
 //!
 //! **Ended sessions** keep their record as a tombstone (`status` `ended`, no seats) for `keep_for`,
 //! so a late create cannot bring them back; every operation on them answers `Ended`. The tombstone
@@ -95,6 +104,9 @@ static SCRIPTS: LazyLock<SeatScripts> = LazyLock::new(|| SeatScripts {
     running_light: seat_script!("scripts/seats_running_light.lua"),
 });
 
+/// How long a player's index entry lives after their last seat change (see "Players").
+const PLAYER_INDEX_LIFE_MS: i64 = 2 * 24 * 60 * 60 * 1000;
+
 /// Records read per round trip when listing.
 const LIST_CHUNK: usize = 256;
 /// Index entries asked for per `ZSCAN` call when listing.
@@ -106,6 +118,8 @@ type Reply = (String, Vec<String>, HashMap<String, String>, i64);
 
 /// A seat record's creation queued on a pipeline, waiting for its commands' answers.
 pub(super) struct SessionCreation {
+    /// Commands queued first to index the session's players; their answers come first.
+    player_index_commands: usize,
     seats: SessionSeats,
     now: OffsetDateTime,
     now_ms: i64,
@@ -122,6 +136,15 @@ pub(super) struct SessionCreation {
 
 pub(super) fn seats_key(prefix: &str, session_id: Uuid) -> String {
     tagged_key(prefix, "seats", session_id.as_hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+}
+
+/// Everyone with a seat in `seats`: joined, or named in a reservation.
+fn seated_players(seats: &SessionSeats) -> impl Iterator<Item = &str> {
+    seats.joined.iter().chain(seats.reservations.values().flat_map(|r| r.players.iter())).map(String::as_str)
+}
+
+pub(super) fn player_key(prefix: &str, player: &str) -> String {
+    tagged_key(prefix, "player", player)
 }
 
 pub(super) fn all_index(prefix: &str) -> String {
@@ -378,6 +401,44 @@ impl RedisStore {
         pipe.exec_async(&mut connection).await
     }
 
+    /// Queues, per player, the session's id into their index entry and the entry's new life;
+    /// answers how many commands it queued.
+    fn queue_player_index<'p>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        session_id: Uuid,
+        players: impl IntoIterator<Item = &'p str>,
+    ) -> usize {
+        let member = session_id.to_string();
+        let mut queued = 0;
+        for player in players {
+            let key = player_key(self.prefix(), player);
+            pipe.cmd("SADD").arg(&key).arg(&member);
+            pipe.cmd("PEXPIRE").arg(key).arg(PLAYER_INDEX_LIFE_MS);
+            queued += 2;
+        }
+        queued
+    }
+
+    /// The commands that index `players` under the session (see "Players").
+    fn player_index<'p>(
+        &self,
+        session_id: Uuid,
+        players: impl IntoIterator<Item = &'p str>,
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        self.queue_player_index(&mut pipe, session_id, players);
+        pipe
+    }
+
+    /// Sends [`RedisStore::player_index`]'s commands; a failure is logged.
+    async fn send_player_index(&self, session_id: Uuid, pipe: redis::Pipeline) {
+        let mut connection = self.connection();
+        if let Err(error) = pipe.exec_async(&mut connection).await {
+            tracing::warn!(%session_id, error = %store_error("index_players", &error), "players not indexed; a Nakama session_end may miss them");
+        }
+    }
+
     async fn create_session_inner(
         &self,
         new: &NewSession,
@@ -434,6 +495,7 @@ impl RedisStore {
         // Index first: a session created but never indexed would be missed by backfill (an entry
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
         // runs in order.
+        let player_index_commands = self.queue_player_index(pipe, new.session_id, seated_players(&seats));
         let indexes = [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)];
         let sent_at = Instant::now();
         let expire_ms = self.index_expiries.needed(&indexes, index_ttl, sent_at);
@@ -444,6 +506,7 @@ impl RedisStore {
         pipe.cmd("PEXPIRE").arg(&staged).arg(keep_ms);
         pipe.cmd("RENAMENX").arg(&staged).arg(seats_key(self.prefix(), new.session_id));
         Ok(Ok(SessionCreation {
+            player_index_commands,
             seats,
             now,
             now_ms,
@@ -462,8 +525,13 @@ impl RedisStore {
         &self,
         new: &NewSession,
         creation: SessionCreation,
-        answers: Vec<redis::Value>,
+        mut answers: Vec<redis::Value>,
     ) -> Result<SeatResult<SessionSeats>, StoreError> {
+        let player_index = answers.drain(..creation.player_index_commands.min(answers.len()));
+        if player_index.as_slice().iter().any(|answer| matches!(answer, redis::Value::ServerError(_))) {
+            tracing::warn!(session_id = %new.session_id, "players not indexed with the seat record; a Nakama session_end may miss them");
+        }
+        drop(player_index);
         let answers = redis::Value::Array(answers);
         // Both indexes' answers (`ZADD`'s, and the `PEXPIRE`s' when sent), then HSET, PEXPIRE and
         // RENAMENX.
@@ -704,6 +772,69 @@ impl RedisStore {
         Ok(())
     }
 
+    async fn sessions_holding_inner(
+        &self,
+        players: &BTreeSet<String>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        if players.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = whole_millis(now);
+        let mut connection = self.connection();
+        let mut pipe = redis::pipe();
+        for player in players {
+            pipe.cmd("SMEMBERS").arg(player_key(self.prefix(), player));
+        }
+        let entries: Vec<Vec<String>> =
+            pipe.query_async(&mut connection).await.map_err(err("sessions_holding"))?;
+        // Session → the players whose entries name it; entries that are no session id go.
+        let mut naming: BTreeMap<Uuid, Vec<&str>> = BTreeMap::new();
+        let mut prune: Vec<(&str, String)> = Vec::new();
+        for (player, members) in players.iter().zip(entries) {
+            for member in members {
+                match Uuid::parse_str(&member) {
+                    Ok(session_id) => naming.entry(session_id).or_default().push(player),
+                    Err(_) => prune.push((player, member)),
+                }
+            }
+        }
+        let named: Vec<(String, Option<Uuid>)> =
+            naming.keys().map(|id| (id.to_string(), Some(*id))).collect();
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for chunk in named.chunks(LIST_CHUNK) {
+            self.read_listed(&mut connection, chunk, None, now, &mut found, &mut gone).await?;
+        }
+        for member in gone {
+            let session_id = Uuid::parse_str(&member).expect("listed from parsed ids");
+            prune.extend(naming[&session_id].iter().map(|player| (*player, member.clone())));
+        }
+        // Seats given up since (a leave, an expired reservation): the entry goes, the session too
+        // unless another of the players still sits there.
+        found.retain(|session| {
+            let mut holds_any = false;
+            for player in &naming[&session.session_id] {
+                if session.holds(player) {
+                    holds_any = true;
+                } else {
+                    prune.push((player, session.session_id.to_string()));
+                }
+            }
+            holds_any
+        });
+        if !prune.is_empty() {
+            let mut pipe = redis::pipe();
+            for (player, member) in &prune {
+                pipe.cmd("SREM").arg(player_key(self.prefix(), player)).arg(member);
+            }
+            if let Err(error) = pipe.exec_async(&mut connection).await {
+                tracing::debug!(error = %store_error("sessions_holding", &error), "stale player index entries left for the next read");
+            }
+        }
+        Ok(found)
+    }
+
     async fn mark_running_inner(
         &self,
         session_id: Uuid,
@@ -772,7 +903,9 @@ impl RedisStore {
         now: OffsetDateTime,
     ) -> Result<SeatResult<SeatChange<Joined>>, StoreError> {
         let args = ordered_args(players, order);
-        self.seat_op("join_players", &SCRIPTS.join, session_id, args, to_millis(now), |detail| {
+        let index = self
+            .send_player_index(session_id, self.player_index(session_id, players.iter().map(String::as_str)));
+        let join = self.seat_op("join_players", &SCRIPTS.join, session_id, args, to_millis(now), |detail| {
             let mut kinds = by_kind(detail);
             let from_reservations = kinds.remove(&'r').unwrap_or_default();
             let mut joined = kinds.remove(&'n').unwrap_or_default();
@@ -784,8 +917,9 @@ impl RedisStore {
                 duplicate: kinds.remove(&'d').unwrap_or_default(),
                 stale: kinds.remove(&'s').unwrap_or_default(),
             })
-        })
-        .await
+        });
+        // Sent first, on the same connection: the index names the session before it seats them.
+        tokio::join!(index, join).1
     }
 
     async fn leave_players_inner(
@@ -821,15 +955,17 @@ impl RedisStore {
         let reservation_id = Uuid::new_v4();
         let mut args = vec![reservation_id.to_string(), expires_ms.to_string()];
         args.extend(players.iter().cloned());
-        self.seat_op("reserve_seats", &SCRIPTS.reserve, session_id, args, now_ms, |detail| {
+        let index = self
+            .send_player_index(session_id, self.player_index(session_id, players.iter().map(String::as_str)));
+        let reserve = self.seat_op("reserve_seats", &SCRIPTS.reserve, session_id, args, now_ms, |detail| {
             Ok(Reserved {
                 reservation_id,
                 players,
                 expires_at: from_millis(expires_ms),
                 moved: by_kind(detail).remove(&'m').unwrap_or_default(),
             })
-        })
-        .await
+        });
+        tokio::join!(index, reserve).1
     }
 
     async fn expire_reservations_inner(
@@ -963,6 +1099,15 @@ impl SeatStore for RedisStore {
         self.drop_stale(&index, &stale, "list_sessions").await?;
         let next = found.last().map(|s| s.session_id).filter(|_| !unread.is_empty());
         Ok(SessionsPage { sessions: found, next })
+    }
+
+    /// Reads the players' index entries, then only the sessions they name.
+    async fn sessions_holding(
+        &self,
+        players: &BTreeSet<String>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<SessionSeats>, StoreError> {
+        bounded_store("sessions_holding", self.sessions_holding_inner(players, now)).await
     }
 
     async fn mark_running(

@@ -138,6 +138,13 @@ pub trait SeatService: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'a, Result<SessionsPage, SeatServiceError>>;
 
+    /// Sessions not ended in which any of `players` is joined or holds a reservation, in session
+    /// id order (see [`crate::ports::SeatStore::sessions_holding`]).
+    fn sessions_holding<'a>(
+        &'a self,
+        players: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>>;
+
     /// The session, unless unknown or ended.
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>>;
 
@@ -435,6 +442,13 @@ where
             listed.truncate(limit);
             Ok(SessionsPage { sessions: listed, next })
         })
+    }
+
+    fn sessions_holding<'a>(
+        &'a self,
+        players: &'a BTreeSet<String>,
+    ) -> BoxFuture<'a, Result<Vec<SessionSeats>, SeatServiceError>> {
+        Box::pin(async move { Ok(self.store.sessions_holding(players, self.clock.now()).await?) })
     }
 
     fn get_session(&self, session_id: Uuid) -> BoxFuture<'_, Result<Option<SessionSeats>, SeatServiceError>> {

@@ -290,6 +290,12 @@ fn count(n: usize) -> u32 {
 }
 
 impl SessionSeats {
+    /// Whether `player` is joined or named in a reservation (expired ones too, until they are
+    /// dropped).
+    pub fn holds(&self, player: &str) -> bool {
+        self.joined.contains(player) || self.reservations.values().any(|r| r.players.contains(player))
+    }
+
     /// A session's seats at placement: its own players (deduplicated) hold one reservation with
     /// id `reservation_id`, unless there are none.
     pub fn create(new: &NewSession, reservation_id: Uuid) -> SeatResult<Self> {
