@@ -677,6 +677,22 @@ async fn nats_a_deleted_consumer_is_rebuilt_by_the_supervised_loop() {
     wait_ready(&bridge).await;
 }
 
+/// A pull request the server ends with nothing to deliver (its 30 s expiry) is sent again: a
+/// match published after that is taken at once, and the consumer was never rebuilt. (Were the
+/// expiry missed, the pull would wait for two missed heartbeats, 10 s, and a rebuild.)
+#[tokio::test]
+async fn nats_an_expired_pull_is_renewed_without_a_rebuild() {
+    let stack = NatsStack::start(big_world()).await;
+    let bridge = stack.bridge(&[]).await;
+    let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
+    tokio::time::sleep(Duration::from_secs(34)).await;
+    stack.publish(match_with("m-after-expiry", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
+    let message = next_message(&mut assigned, Duration::from_secs(3)).await;
+    assert_eq!(header(&message, "Gameye-Match-Id"), "m-after-expiry");
+    let text = metrics(&bridge).await;
+    assert_eq!(metric(&text, "gameye_bridge_nats_task_restarts_total{task=\"consumer\"}"), 0.0, "{text}");
+}
+
 /// Messages the pull fetched ahead but no handler took yet are handed back (NAKed) at SIGTERM, so
 /// another instance gets them at once rather than after `ack_wait`.
 #[tokio::test]

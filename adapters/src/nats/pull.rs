@@ -95,9 +95,13 @@ async fn consume<C: PulledConsumer>(
     };
     let jetstream = this.jetstream();
     let client = jetstream.client();
-    let inbox = async_nats::Subject::from(client.new_inbox());
+    // Each request has a reply subject of its own under one subscription, so an earlier
+    // request's end (a request outlives a reconnect when the server does) is not taken for the
+    // current one's.
+    let inbox = client.new_inbox();
     let mut inbox_messages =
-        client.subscribe(inbox.clone()).await.map_err(|e| consumer_error(e.to_string()))?;
+        client.subscribe(format!("{inbox}.*")).await.map_err(|e| consumer_error(e.to_string()))?;
+    let mut requests_sent: u64 = 0;
     let batch = this.settings().concurrency;
     let request = consumer::pull::BatchConfig {
         batch,
@@ -113,8 +117,10 @@ async fn consume<C: PulledConsumer>(
         // One pull request at a time, for `concurrency` messages: what arrives beyond the free
         // slots waits in the inbox for one, and the next request goes out once this one is
         // worked off, so an instance never holds more than one batch that it is not working on.
+        requests_sent += 1;
+        let reply = async_nats::Subject::from(format!("{inbox}.{requests_sent}"));
         consumer
-            .request_batch(request.clone(), inbox.clone())
+            .request_batch(request.clone(), reply.clone())
             .await
             .map_err(|e| consumer_error(e.to_string()))?;
         let mut expected = batch;
@@ -142,6 +148,8 @@ async fn consume<C: PulledConsumer>(
                 match message.status {
                     None | Some(StatusCode::OK) => break Some(message),
                     Some(StatusCode::IDLE_HEARTBEAT) => continue,
+                    // Statuses come on the request's own subject: an earlier request ended.
+                    Some(StatusCode::TIMEOUT) if message.subject != reply => continue,
                     // The request expired with nothing (more) for it: ask again.
                     Some(StatusCode::TIMEOUT) => break None,
                     Some(status) => {
@@ -151,6 +159,9 @@ async fn consume<C: PulledConsumer>(
                 }
             };
             let Some(message) = message else { continue 'requests };
+            // Counted against this request even if an earlier one sent it (messages carry their
+            // stream subject, not the request's): that only sends the next request sooner, and
+            // the earlier one ends within its expiry.
             expected -= 1;
             let handler = this
                 .clone()
