@@ -687,7 +687,8 @@ async fn nats_an_expired_pull_is_renewed_without_a_rebuild() {
     let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
     tokio::time::sleep(Duration::from_secs(34)).await;
     stack.publish(match_with("m-after-expiry", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
-    let message = next_message(&mut assigned, Duration::from_secs(3)).await;
+    // By 39 s: a pull left expired would take it only after the rebuild at ~40 s.
+    let message = next_message(&mut assigned, Duration::from_secs(5)).await;
     assert_eq!(header(&message, "Gameye-Match-Id"), "m-after-expiry");
     let text = metrics(&bridge).await;
     assert_eq!(metric(&text, "gameye_bridge_nats_task_restarts_total{task=\"consumer\"}"), 0.0, "{text}");
