@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{ConnectOptions, Event};
+use tokio::sync::watch;
 
 use super::NatsError;
 use super::metrics::NatsMetrics;
@@ -18,9 +19,12 @@ pub(crate) fn server_list(url: &str) -> Vec<String> {
     url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
+/// `connections` counts the connections made (reconnects included): a pull request lives on the
+/// server it was sent to, so the pull loops send theirs again when it changes.
 pub(crate) async fn options(
     settings: &NatsSettings,
     metrics: Arc<NatsMetrics>,
+    connections: watch::Sender<u64>,
 ) -> Result<ConnectOptions, NatsError> {
     let mut options = ConnectOptions::new();
     if !settings.credentials_file.is_empty() {
@@ -58,13 +62,15 @@ pub(crate) async fn options(
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
+            if matches!(event, Event::Connected) {
+                connections.send_modify(|made| *made += 1);
+            }
             let metrics = metrics.clone();
             async move {
                 match event {
                     Event::Connected => {
                         if metrics.connected.set(1) == 0 {
                             metrics.connections.inc();
-                            metrics.connected_again.send_modify(|connections| *connections += 1);
                         }
                         tracing::info!("NATS connected");
                     }

@@ -50,6 +50,8 @@ pub(crate) struct MatchConsumer {
     pub metrics: Arc<NatsMetrics>,
     /// True while a pull subscription is established (for `/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// Connections made so far; changes at each reconnect.
+    pub connections: tokio::sync::watch::Receiver<u64>,
     /// In-flight messages across rebuilds of the pull subscription.
     pub permits: Arc<Semaphore>,
 }
@@ -76,6 +78,10 @@ impl super::pull::PulledConsumer for MatchConsumer {
 
     fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     fn permits(&self) -> &Arc<Semaphore> {

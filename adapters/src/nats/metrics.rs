@@ -43,9 +43,6 @@ pub struct NatsMetrics {
     pub(crate) restarts: Family<TaskLabels, Counter>,
     pub(crate) connected: Gauge,
     pub(crate) connections: Counter,
-    /// The connections counter as a watch: a pull request lives on the server it was sent to,
-    /// so the pull loops send theirs again after a reconnect.
-    pub(crate) connected_again: tokio::sync::watch::Sender<u64>,
     pub(crate) handle_seconds: Family<TaskLabels, Histogram>,
 }
 
@@ -58,7 +55,6 @@ impl NatsMetrics {
             restarts: Family::default(),
             connected: Gauge::default(),
             connections: Counter::default(),
-            connected_again: tokio::sync::watch::Sender::new(0),
             handle_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 16))
             }),

@@ -61,6 +61,8 @@ pub struct NatsDoor {
     settings: NatsSettings,
     subjects: Subjects,
     metrics: Arc<NatsMetrics>,
+    /// Connections made so far (see `connect::options`).
+    connections: tokio::sync::watch::Receiver<u64>,
     sink: Arc<NatsOutcomeSink>,
     consumer_ready: Arc<AtomicBool>,
     seats_ready: Arc<AtomicBool>,
@@ -75,7 +77,8 @@ impl NatsDoor {
         if servers.is_empty() {
             return Err(NatsError::Connect("nats.url names no server".to_owned()));
         }
-        let client = connect::options(settings, metrics.clone())
+        let (connections_made, connections) = tokio::sync::watch::channel(0);
+        let client = connect::options(settings, metrics.clone(), connections_made)
             .await?
             .connect(servers.as_slice())
             .await
@@ -95,6 +98,7 @@ impl NatsDoor {
             settings: settings.clone(),
             subjects,
             metrics,
+            connections,
             sink,
             consumer_ready: Arc::new(AtomicBool::new(false)),
             seats_ready: Arc::new(AtomicBool::new(false)),
@@ -135,6 +139,7 @@ impl NatsDoor {
             sink: self.sink.clone(),
             metrics: self.metrics.clone(),
             ready: self.consumer_ready.clone(),
+            connections: self.connections.clone(),
             permits: Arc::new(Semaphore::new(self.settings.concurrency)),
         });
         let mut tasks =
@@ -191,6 +196,7 @@ impl NatsDoor {
             },
             metrics: self.metrics.clone(),
             ready: self.seats_ready.clone(),
+            connections: self.connections.clone(),
             permits: Arc::new(Semaphore::new(self.settings.concurrency)),
         });
         tasks.push(tokio::spawn(pull::run(seat_consumer, stop.clone(), abort.clone(), handlers.clone())));

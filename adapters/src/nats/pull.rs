@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::StatusCode;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +43,8 @@ pub(super) trait PulledConsumer: Send + Sync + 'static {
     /// In-flight messages across rebuilds of the pull subscription.
     fn permits(&self) -> &Arc<Semaphore>;
     fn jetstream(&self) -> &jetstream::Context;
+    /// The count of connections made, which changes at each reconnect.
+    fn connections(&self) -> watch::Receiver<u64>;
 
     /// Creates (if absent) the streams and the durable consumer.
     fn ensure(&self) -> impl Future<Output = Result<consumer::PullConsumer, NatsError>> + Send;
@@ -109,7 +111,7 @@ async fn consume<C: PulledConsumer>(
         idle_heartbeat: PULL_HEARTBEAT,
         ..Default::default()
     };
-    let mut connected_again = this.metrics().connected_again.subscribe();
+    let mut connected_again = this.connections();
     connected_again.mark_unchanged();
     this.ready().store(true, Ordering::Relaxed);
     tracing::info!(stream = %this.settings().stream, consumer = %this.consumer_name(), "NATS {} running", C::WHAT);
@@ -133,7 +135,7 @@ async fn consume<C: PulledConsumer>(
                 let next = tokio::select! {
                     _ = stop.cancelled() => break 'requests,
                     // The request was lost with the server it was sent to (or may be): send it again.
-                    _ = connected_again.changed() => continue 'requests,
+                    Ok(()) = connected_again.changed() => continue 'requests,
                     next = tokio::time::timeout(2 * PULL_HEARTBEAT, inbox_messages.next()) => next,
                 };
                 let message = match next {

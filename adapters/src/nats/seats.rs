@@ -277,6 +277,8 @@ pub(crate) struct SeatConsumer {
     pub metrics: Arc<NatsMetrics>,
     /// True while a pull subscription is established (for `/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// Connections made so far; changes at each reconnect.
+    pub connections: tokio::sync::watch::Receiver<u64>,
     pub permits: Arc<Semaphore>,
 }
 
@@ -302,6 +304,10 @@ impl super::pull::PulledConsumer for SeatConsumer {
 
     fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     fn permits(&self) -> &Arc<Semaphore> {
