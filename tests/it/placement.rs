@@ -331,6 +331,37 @@ async fn a_lost_record_whose_id_another_match_took_still_answers_its_own_caller(
     assert!(stack.bridge.logs().contains("another match took its id"), "{}", stack.bridge.logs());
 }
 
+/// The same loss on one instance: the other match's claim comes from the same instance while the
+/// first still waits on Gameye, so both attempts' leases name the same instance. Each claim's lease
+/// is its own: the first attempt cannot write its outcome over the other match's pending record
+/// (which would then hold the other match's accepted request beside the first match's players).
+#[tokio::test]
+async fn a_lost_record_retaken_by_the_same_instance_keeps_each_attempts_lease_apart() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}])).await;
+    let first = match_with("m-lost-same", &[&[("eu-west-1", 20)]]);
+    let other = match_with("m-lost-same", &[&[("eu-west-1", 20)], &[("eu-west-1", 30)]]);
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut redis =
+            redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let deleted: i64 =
+            redis::cmd("DEL").arg("gameye-bridge:match:{m-lost-same}").query_async(&mut redis).await.unwrap();
+        assert_eq!(deleted, 1, "the record existed while Gameye was answering");
+        // Claimed while the first attempt still waits: its Gameye call ends half a second later.
+        stack.post_match(&other).await
+    };
+    let ((status, answer), (other_status, other_answer)) = tokio::join!(stack.post_match(&first), meanwhile);
+    assert_eq!(status, 200, "the first match's own outcome: {answer}");
+    assert_eq!(answer["players"], json!(["p0"]), "{answer}");
+    assert_eq!(other_status, 200, "{other_answer}");
+    assert_eq!(other_answer["players"], json!(["p0", "p1"]), "{other_answer}");
+    let (status, recorded) = stack.get("/v1/matches/m-lost-same").await;
+    assert_eq!(status, 200, "{recorded}");
+    assert_eq!(recorded["assignment"], other_answer, "the record holds the match that took the id");
+    assert!(stack.bridge.logs().contains("another match took its id"), "{}", stack.bridge.logs());
+}
+
 #[tokio::test]
 async fn bursts_of_5xx_are_retried_within_the_deadline() {
     let stack = Stack::start().await;

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -127,6 +128,8 @@ pub struct Engine<A, S, C> {
     /// at once instead of at its next poll.
     pub(super) player_sync_wakeup: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(super) backfill_cache: super::backfill_cache::BackfillCache,
+    /// Claims made so far: each claim's lease names its own attempt (see [`Engine::claim_owner`]).
+    claims: AtomicU64,
 }
 
 impl<A, S, C> Engine<A, S, C>
@@ -145,7 +148,21 @@ where
             sinks: Vec::new(),
             player_sync_wakeup: None,
             backfill_cache: Default::default(),
+            claims: AtomicU64::new(0),
         }
+    }
+
+    /// The owner a new claim's lease names: this instance and the claim's number, so that two
+    /// attempts of one instance never share a lease. Should Redis lose a record while an attempt
+    /// is at work and this instance claim the id again, the new record's lease starts at fence 1
+    /// too; only the owner then tells the attempts apart.
+    fn claim_owner(&self) -> String {
+        let number = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut owner = String::with_capacity(self.settings.owner.len() + 12);
+        owner.push_str(&self.settings.owner);
+        owner.push('#');
+        owner.push_str(&number.to_string());
+        owner
     }
 
     /// Adds a place outcomes are announced to (see [`Engine::announce`]).
@@ -366,7 +383,7 @@ where
             source: source.to_owned(),
             session_id: session_id(source, &request.match_id),
             request,
-            owner: self.settings.owner.clone(),
+            owner: self.claim_owner(),
             now: self.clock.now(),
             lease_for: self.settings.lease_for(),
             keep_for: self.settings.keep_for,
@@ -657,7 +674,7 @@ where
             source: record.source,
             session_id: record.session_id,
             request: record.request,
-            owner: self.settings.owner.clone(),
+            owner: self.claim_owner(),
             now: self.clock.now(),
             lease_for: self.settings.lease_for(),
             keep_for: self.settings.keep_for,

@@ -20,7 +20,7 @@ pub struct EngineSettings {
     pub latency_keep_for: Duration,
     /// How long placement records are kept.
     pub keep_for: Duration,
-    /// This instance's name in leases.
+    /// This instance's name in leases (each claim's lease adds its own number: `<owner>#<n>`).
     pub owner: String,
     /// The value of [`super::DEPLOYMENT_LABEL`] on every session this deployment starts.
     pub deployment: String,
