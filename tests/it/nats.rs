@@ -9,7 +9,7 @@ use futures::StreamExt;
 use gameye_emulator::{RunningEmulator, World};
 use serde_json::{Value, json};
 
-use crate::harness::{BridgeProcess, NatsServer, RedisServer};
+use crate::harness::{BridgeProcess, NatsServer, RedisServer, TcpRelay};
 use crate::stack::{API_TOKEN, DOTTED_MATCH_IDS, emulator_sessions, match_with, set_faults, start_bridge};
 
 const STREAM: &str = "GAMEYE_MATCHES";
@@ -691,6 +691,30 @@ async fn nats_an_expired_pull_is_renewed_without_a_rebuild() {
     let message = next_message(&mut assigned, Duration::from_secs(5)).await;
     assert_eq!(header(&message, "Gameye-Match-Id"), "m-after-expiry");
     let text = metrics(&bridge).await;
+    assert_eq!(metric(&text, "gameye_bridge_nats_task_restarts_total{task=\"consumer\"}"), 0.0, "{text}");
+}
+
+/// A connection to NATS lost for a second while the server keeps running (a network blip), and a
+/// match published meanwhile: the server finds nobody listening for the pull request the old
+/// connection made and drops it. The consumer asks again as soon as it is connected again, not
+/// only once its heartbeat check notices the silence (10 s) and rebuilds it.
+#[tokio::test]
+async fn nats_a_lost_connection_asks_for_messages_again_once_back() {
+    let stack = NatsStack::start(big_world()).await;
+    let relay = TcpRelay::start(stack.nats.address()).await;
+    let through_relay = format!("nats://{}", relay.address());
+    let bridge = stack.bridge(&[("BRIDGE_NATS__URL", through_relay.as_str())]).await;
+    let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
+    let connections = "gameye_bridge_nats_connections_total";
+    assert_eq!(metric(&metrics(&bridge).await, connections), 1.0);
+
+    relay.cut_for(Duration::from_secs(1));
+    stack.publish(match_with("m-after-cut", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
+    // Within 6 s: 1 s of outage and the reconnect's backoff; without the new request ~11 s.
+    let message = next_message(&mut assigned, Duration::from_secs(6)).await;
+    assert_eq!(header(&message, "Gameye-Match-Id"), "m-after-cut");
+    let text = metrics(&bridge).await;
+    assert_eq!(metric(&text, connections), 2.0, "{text}");
     assert_eq!(metric(&text, "gameye_bridge_nats_task_restarts_total{task=\"consumer\"}"), 0.0, "{text}");
 }
 

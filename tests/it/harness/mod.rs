@@ -3,7 +3,9 @@
 
 mod bridge;
 mod process;
+mod proxy;
 mod servers;
 
 pub use bridge::{BridgeProcess, run_bridge};
+pub use proxy::TcpRelay;
 pub use servers::{NatsServer, RedisServer};

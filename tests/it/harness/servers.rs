@@ -112,6 +112,10 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.0.port)
     }
 
+    pub fn address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.0.port))
+    }
+
     pub fn stop(&mut self) {
         self.0.stop();
     }
