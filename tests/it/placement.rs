@@ -362,6 +362,87 @@ async fn a_lost_record_retaken_by_the_same_instance_keeps_each_attempts_lease_ap
     assert!(stack.bridge.logs().contains("another match took its id"), "{}", stack.bridge.logs());
 }
 
+/// A 503 in one round of an attempt, then every location full in the next: the attempt ends with
+/// `NO_CAPACITY` at once, as it would without the 503, rather than going round again as if Gameye
+/// were still failing.
+#[tokio::test]
+async fn every_location_full_after_an_outage_fails_with_no_capacity_at_once() {
+    let stack = Stack::start().await;
+    stack
+        .set_faults(json!([{"operation": "get-available-locations", "status": 503, "probability": 1.0}]))
+        .await;
+    let table: &[&[(&str, u32)]] = &[&[("eu-west-1", 20), ("us-east-1", 90)]];
+    let body = match_with("m-503-then-full", table);
+    let placing = stack.post_match(&body);
+    let meanwhile = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stack.set_faults(json!([{"operation": "session-run", "status": 420, "probability": 1.0}])).await;
+    };
+    let ((status, failure), ()) = tokio::join!(placing, meanwhile);
+    assert_eq!(status, 503, "{failure}");
+    assert_eq!(failure["error"]["code"], "NO_CAPACITY", "{failure}");
+}
+
+/// The deadline counts from the claim, not from when the placing starts: a door that does other
+/// work between the two (the SNS door records its tickets) still has every Gameye call end before
+/// the lease runs out, when recovery may take the match over and call Gameye beside it.
+#[tokio::test]
+async fn the_placement_deadline_counts_from_the_claim() {
+    use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeSessionApi};
+    use adapters::runtime::TokioClock;
+    use adapters::store::{MemoryStore, StateStore};
+    use bridge::placement::{Accepted, Engine, EngineSettings, SeatSettings};
+    use bridge::ports::Outcome;
+    use bridge::region::{LocationAliases, RegionPolicy};
+
+    let emulator =
+        gameye_emulator::start(crate::stack::world(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let config = GameyeClientConfig {
+        base_url: emulator.url(),
+        token: adapters::config::Secret::new(gameye_emulator::DEFAULT_TOKEN),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(10),
+        pool_max_idle: 8,
+    };
+    let api = GameyeSessionApi::new(GameyeClient::new(&config, None).unwrap(), Duration::from_secs(10));
+    let settings = EngineSettings {
+        policy: RegionPolicy::default(),
+        aliases: LocationAliases::new(Default::default()),
+        default_image: "demo-game".into(),
+        default_version: None,
+        default_ttl: Duration::from_secs(1800),
+        cooldown: Duration::from_secs(30),
+        deadline: Duration::from_secs(2),
+        latency_keep_for: Duration::from_secs(600),
+        keep_for: Duration::from_secs(3600),
+        owner: "it-deadline".into(),
+        deployment: "it-deadline".into(),
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        seats: SeatSettings::default(),
+    };
+    let engine = Engine::new(api, StateStore::Memory(MemoryStore::new()), TokioClock, settings);
+    let request = bridge::parse_match_request(
+        json!({"match_id": "m-late", "players": [{"id": "p1"}]}).to_string().as_bytes(),
+    )
+    .unwrap();
+    let Accepted::Owned(job) = engine.accept("http", request).await.unwrap() else { panic!("not claimed") };
+    // The door's other work takes most of the deadline; then Gameye hangs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    crate::stack::set_faults(
+        &emulator,
+        json!([{"operation": "session-run", "delay_ms": 8000, "probability": 1.0}]),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let outcome = engine.finish(job).await.unwrap();
+    let took = started.elapsed();
+    let Outcome::Failed(failure) = outcome else { panic!("placed against a hanging Gameye: {outcome:?}") };
+    assert_eq!(failure.error.code, bridge::FailureCode::UpstreamUnavailable);
+    // Half a second was left of the deadline; a deadline counted from here would take 2 s.
+    assert!(took < Duration::from_millis(1300), "gave up {took:?} after starting, past the claim's deadline");
+}
+
 #[tokio::test]
 async fn bursts_of_5xx_are_retried_within_the_deadline() {
     let stack = Stack::start().await;

@@ -662,6 +662,15 @@ impl Settings {
                 format!("must be at least 3 × gameye.request_timeout + 5s ({slowest_sync:?})"),
             ));
         }
+        // A pending record must outlive its lease (deadline + 5 s), or a crashed owner's match
+        // would expire before recovery could take it over.
+        let lease = self.placement.deadline + Duration::from_secs(5);
+        if self.placement.record_ttl <= lease {
+            return Err(ConfigError::invalid(
+                "placement.record_ttl",
+                format!("must be longer than placement.deadline + 5s ({lease:?})"),
+            ));
+        }
         self.reconciler.validate()?;
         self.sns.validate(self.http.listen)?;
         for (key, value) in [

@@ -285,3 +285,14 @@ fn transparent_huge_pages_are_off_unless_asked_for() {
     let error = load(&[("BRIDGE_RUNTIME__TRANSPARENT_HUGE_PAGES", "sometimes")]).unwrap_err().to_string();
     assert!(error.contains("transparent_huge_pages"), "{error}");
 }
+
+#[test]
+fn a_record_ttl_within_the_placement_lease_is_refused() {
+    let error = load(&[("BRIDGE_PLACEMENT__DEADLINE", "20s"), ("BRIDGE_PLACEMENT__RECORD_TTL", "25s")])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("placement.record_ttl") && error.contains("deadline + 5s"), "{error}");
+    let settings =
+        load(&[("BRIDGE_PLACEMENT__DEADLINE", "20s"), ("BRIDGE_PLACEMENT__RECORD_TTL", "26s")]).unwrap();
+    assert_eq!(settings.placement.record_ttl, std::time::Duration::from_secs(26));
+}

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 use super::engine::Engine;
 use super::{CAPACITY_LABEL, DEPLOYMENT_LABEL, MATCH_LABEL, SOURCE_LABEL};
 use crate::ports::{
-    Clock, Outcome, PlacementRecord, SessionApi, SessionApiError, SessionApiErrorKind, SessionSpec,
-    StartedSession, StateStore,
+    Clock, Outcome, PlacementRecord, PlacementState, SessionApi, SessionApiError, SessionApiErrorKind,
+    SessionSpec, StartedSession, StateStore,
 };
 use crate::{Assignment, Failure, FailureCode, MatchRequest, RegionInput, choose_region};
 
@@ -32,7 +32,16 @@ where
     pub(super) async fn attempt(&self, record: &PlacementRecord) -> Outcome {
         let request = &record.request;
         let started = self.clock.now();
-        let deadline_at = started + self.settings.deadline;
+        // The lease was counted from the claim, and a door may have done other work since (the SNS
+        // door records tickets in between): every Gameye call must still end, and the outcome be
+        // written, before the lease runs out and recovery may start a second attempt.
+        let lease_margin = self.settings.lease_for().saturating_sub(self.settings.deadline);
+        let deadline_at = match record.state {
+            PlacementState::Pending { lease_until, .. } => {
+                (started + self.settings.deadline).min(lease_until - lease_margin)
+            }
+            _ => started + self.settings.deadline,
+        };
         let image = request.image.clone().unwrap_or_else(|| self.settings.default_image.clone());
         let latencies = self.player_latencies(request).await;
         let requested = request.locations.as_deref().map(|l| self.settings.aliases.map_locations(l));
@@ -52,7 +61,9 @@ where
         };
 
         loop {
-            if let Some(Setback::Unavailable(error)) = &setback {
+            // Each round starts afresh: only this round's trouble decides how it ends (a 503 in
+            // an earlier round must not turn "every location is full" into a retry).
+            if let Some(Setback::Unavailable(error)) = setback.take() {
                 let now = self.clock.now();
                 let pause = backoff.next().unwrap_or(self.settings.retry_max);
                 if now + pause >= deadline_at {
