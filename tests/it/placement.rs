@@ -237,6 +237,52 @@ async fn recovery_skips_an_unreadable_record_and_finishes_the_ones_behind_it() {
     assert!(sessions.iter().all(|s| s["id"] != session_id("m-unreadable")), "nothing placed: {sessions:?}");
 }
 
+/// Placements a stopped instance left behind are recovered several at once: a sink that is down
+/// (here Nakama, refusing connections) holds each recovery's announcement for up to a deadline, and
+/// must not hold up the recoveries behind it (the outbox sends those announcements later).
+#[tokio::test]
+async fn recovery_is_not_held_up_by_a_sink_that_is_down() {
+    const ORPHANS: usize = 6;
+    let nakama_down = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    let stack = Stack::start_with(&[
+        ("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "200ms"),
+        ("BRIDGE_PLACEMENT__DEADLINE", "2s"),
+        ("BRIDGE_NAKAMA__RPC_URL", nakama_down.as_str()),
+        ("BRIDGE_NAKAMA__HTTP_KEY", "nakama-http-key"),
+        ("BRIDGE_NAKAMA__RPC_ID", "gameye_bridge_result"),
+    ])
+    .await;
+    let dead = adapters::store::RedisStore::connect(&stack.redis.url(), "gameye-bridge").await.unwrap();
+    let minute_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(60);
+    let match_ids: Vec<String> = (0..ORPHANS).map(|n| format!("m-orphan-{n}")).collect();
+    for match_id in &match_ids {
+        let request: bridge::MatchRequest = serde_json::from_value(
+            json!({"match_id": match_id, "players": [{"id": "p1", "latencies": {"eu-west-1": 20}}]}),
+        )
+        .unwrap();
+        let claim = bridge::ports::Claim {
+            match_id: match_id.clone(),
+            source: "nakama".to_owned(),
+            session_id: bridge::session_id("nakama", match_id),
+            request,
+            owner: "dead-owner".to_owned(),
+            now: minute_ago,
+            lease_for: Duration::from_secs(7),
+            keep_for: Duration::from_secs(3600),
+        };
+        let owned = bridge::ports::PlacementStore::claim(&dead, &claim).await.unwrap();
+        assert!(matches!(owned, bridge::ports::ClaimOutcome::Owned { .. }));
+    }
+    let started = std::time::Instant::now();
+    for match_id in &match_ids {
+        let status = stack.wait_placed(match_id, Duration::from_secs(30)).await;
+        assert_eq!(status["status"], "placed", "{status}");
+    }
+    // One after another, each waits ~2 s for Nakama first: the last would be placed after ~10 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{ORPHANS} recovered in {took:?}");
+}
+
 /// Places `match_id` while Gameye takes a second to answer, and half a second in (claimed, not
 /// yet completed) runs `command` against Redis. The HTTP answer and the command's.
 async fn place_while_redis_runs(

@@ -111,6 +111,9 @@ enum OwedResult {
     NotYet,
 }
 
+/// Placements one recovery round finishes at once.
+const RECOVERED_AT_ONCE: usize = 16;
+
 /// Bounds of the pause before an owed announcement that failed is tried again.
 const OWED_RETRY_MIN: Duration = Duration::from_secs(1);
 const OWED_RETRY_MAX: Duration = Duration::from_secs(300);
@@ -625,13 +628,23 @@ where
         }
     }
 
-    /// Finishes placements whose owner died (lease expired while pending). Returns how many it ran.
-    /// A record that cannot be read (say, written by a newer version) is skipped with a warning,
-    /// not allowed to hold up the ones behind it; a transient store error ends the round.
+    /// Finishes placements whose owner died (lease expired while pending), several at once.
+    /// Returns how many it ran. One that fails (a record that cannot be read, say written by a
+    /// newer version; a store error) is logged and skipped, not allowed to hold up the others.
     pub async fn recover(&self, limit: usize) -> Result<usize, PlaceError> {
+        use futures_util::stream::{self, StreamExt};
+        let expired = self.store.expired_pending(self.clock.now(), limit).await?;
+        // Several at once: each waits for Gameye and then for its announcement (up to a deadline
+        // per sink when a sink is down), and a crashed instance may leave many behind.
+        let mut results = stream::iter(expired)
+            .map(|match_id| async move {
+                let result = self.recover_one(&match_id).await;
+                (match_id, result)
+            })
+            .buffer_unordered(RECOVERED_AT_ONCE);
         let mut finished = 0;
-        for match_id in self.store.expired_pending(self.clock.now(), limit).await? {
-            match self.recover_one(&match_id).await {
+        while let Some((match_id, result)) = results.next().await {
+            match result {
                 Ok(true) => finished += 1,
                 Ok(false) => {}
                 Err(PlaceError::Store(error)) if !error.transient => {
@@ -640,13 +653,15 @@ where
                 // The record expired and another match took its id between reading and claiming:
                 // nothing of the stopped owner's is left to finish.
                 Err(PlaceError::MatchIdConflict(_)) => {}
-                Err(error) => return Err(error),
+                // The others go on; a later round tries this one again.
+                Err(error) => {
+                    tracing::warn!(%match_id, %error, "placement recovery failed; will try again");
+                }
             }
         }
         Ok(finished)
     }
 
-    /// Takes over and finishes one expired placement; `false` when there was nothing to do.
     async fn recover_one(&self, match_id: &str) -> Result<bool, PlaceError> {
         let Some(record) = self.store.get(match_id).await? else { return Ok(false) };
         if !matches!(record.state, PlacementState::Pending { .. }) {

@@ -7,5 +7,6 @@ mod proxy;
 mod servers;
 
 pub use bridge::{BridgeProcess, run_bridge};
+pub use process::free_port;
 pub use proxy::TcpRelay;
 pub use servers::{NatsServer, RedisServer};
