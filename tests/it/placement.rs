@@ -489,6 +489,36 @@ async fn the_placement_deadline_counts_from_the_claim() {
     assert!(took < Duration::from_millis(1300), "gave up {took:?} after starting, past the claim's deadline");
 }
 
+/// A match whose session may outlive `placement.record_ttl` keeps its record as long as the session:
+/// were the record to expire first, a new match under the same id would be handed the running
+/// session (a create answers 409, and the session under the id is adopted).
+#[tokio::test]
+async fn a_record_lives_as_long_as_its_session_may() {
+    let stack = Stack::start_with(&[("BRIDGE_PLACEMENT__RECORD_TTL", "30s")]).await;
+    let mut redis =
+        redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    // (session ttl, the record's life in ms): the longer of the session's and record_ttl (30 s);
+    // no ttl is the configured default, 30 min.
+    for (match_id, ttl, life) in [
+        ("m-ttl-2h", Some("2h"), 7_100_000..=7_200_000),
+        ("m-ttl-default", None, 1_700_000..=1_800_000),
+        ("m-ttl-10s", Some("10s"), 25_000..=30_000),
+    ] {
+        let mut body = match_with(match_id, &[&[("eu-west-1", 20)]]);
+        if let Some(ttl) = ttl {
+            body["ttl"] = json!(ttl);
+        }
+        let (status, answer) = stack.post_match(&body).await;
+        assert_eq!(status, 200, "{answer}");
+        let left: i64 = redis::cmd("PTTL")
+            .arg(format!("gameye-bridge:match:{{{match_id}}}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(life.contains(&left), "{match_id}: the record expires in {left} ms");
+    }
+}
+
 #[tokio::test]
 async fn bursts_of_5xx_are_retried_within_the_deadline() {
     let stack = Stack::start().await;

@@ -111,6 +111,9 @@ enum OwedResult {
     NotYet,
 }
 
+/// The longest a record is kept for a long-lived session (see [`Engine::keep_for`]).
+const LONGEST_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Placements one recovery round finishes at once.
 const RECOVERED_AT_ONCE: usize = 16;
 
@@ -385,11 +388,11 @@ where
             match_id: request.match_id.clone(),
             source: source.to_owned(),
             session_id: session_id(source, &request.match_id),
+            keep_for: self.keep_for(&request),
             request,
             owner: self.claim_owner(),
             now: self.clock.now(),
             lease_for: self.settings.lease_for(),
-            keep_for: self.settings.keep_for,
         };
         self.claim(&claim).await
     }
@@ -449,7 +452,7 @@ where
             lease: &job.lease,
             outcome: &outcome,
             json: outcome_json.as_deref(),
-            keep_for: self.settings.keep_for,
+            keep_for: self.keep_for(&job.record.request),
             owed: owed.as_ref().map(|(owed, due)| (owed, *due)),
         };
         let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
@@ -522,7 +525,7 @@ where
         Ok(match self.store.claim(&claim).await? {
             ClaimOutcome::Owned { lease, .. } => {
                 // Refused only if yet another claimant took it in between: it places the same session.
-                self.complete_owing(&claim.match_id, &claim.source, &lease, &outcome).await?;
+                self.complete_owing(&claim.match_id, &claim.source, &lease, &outcome, claim.keep_for).await?;
                 outcome
             }
             ClaimOutcome::Placed(assignment) => Outcome::Placed(assignment),
@@ -564,7 +567,11 @@ where
             tracing::warn!(match_id = %job.record.match_id, %error, "cannot record the outcome yet; trying again");
             self.clock.sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
-            match self.complete_owing(&job.record.match_id, &job.record.source, &job.lease, outcome).await {
+            let keep_for = self.keep_for(&job.record.request);
+            match self
+                .complete_owing(&job.record.match_id, &job.record.source, &job.lease, outcome, keep_for)
+                .await
+            {
                 Ok(written) => return Ok(written),
                 Err(again) if again.transient => error = again,
                 Err(again) => return Err(again),
@@ -588,11 +595,21 @@ where
         source: &str,
         lease: &Lease,
         outcome: &Outcome,
+        keep_for: Duration,
     ) -> Result<bool, StoreError> {
         if let Some((owed, due)) = self.owed(source, outcome) {
-            self.store.owe_announcement(&owed, due, self.settings.keep_for).await?;
+            self.store.owe_announcement(&owed, due, keep_for).await?;
         }
-        self.store.complete(match_id, lease, outcome, self.settings.keep_for).await
+        self.store.complete(match_id, lease, outcome, keep_for).await
+    }
+
+    /// How long a match's record is kept: `placement.record_ttl`, or as long as its session may
+    /// run when that is longer (up to [`LONGEST_KEEP`]). A record that expired while its session
+    /// lives would let a new match under the same id be handed that session (the 409 path adopts
+    /// whatever runs under the session id).
+    fn keep_for(&self, request: &crate::MatchRequest) -> Duration {
+        let session_ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
+        self.settings.keep_for.max(session_ttl.min(LONGEST_KEEP))
     }
 
     /// Waits for a pending placement owned elsewhere; takes it over if its owner's lease runs out.
@@ -688,11 +705,11 @@ where
             match_id: record.match_id,
             source: record.source,
             session_id: record.session_id,
+            keep_for: self.keep_for(&record.request),
             request: record.request,
             owner: self.claim_owner(),
             now: self.clock.now(),
             lease_for: self.settings.lease_for(),
-            keep_for: self.settings.keep_for,
         }
     }
 
