@@ -709,6 +709,8 @@ async fn nats_a_lost_connection_asks_for_messages_again_once_back() {
     assert_eq!(metric(&metrics(&bridge).await, connections), 1.0);
 
     relay.cut_for(Duration::from_secs(1));
+    // Published once the server has seen the old connection close, so it is not sent down that one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stack.publish(match_with("m-after-cut", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
     // Within 6 s: 1 s of outage and the reconnect's backoff; without the new request ~11 s.
     let message = next_message(&mut assigned, Duration::from_secs(6)).await;
