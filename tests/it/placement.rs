@@ -711,6 +711,32 @@ async fn wait_false_answers_202_and_polling_finds_the_assignment() {
     assert_eq!(assignment, placed["assignment"]);
 }
 
+/// `?wait=false`: a caller that hangs up while its claim is in flight (Redis slow to answer) does
+/// not leave the claim to recovery, 25 s on: the match is placed as soon as the claim is written.
+#[tokio::test]
+async fn an_async_caller_that_hangs_up_mid_claim_still_has_its_match_placed() {
+    let stack = Stack::start().await;
+    stack.redis.freeze();
+    let started = std::time::Instant::now();
+    let gave_up = stack
+        .http
+        .post(stack.url("/v1/matches?wait=false"))
+        .bearer_auth(API_TOKEN)
+        .json(&match_with("m-async-hangup", &[&[("eu-west-1", 20)]]))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    // Thawed well within the bridge's 1 s wait for a Redis answer, so the claim itself succeeds.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.redis.thaw();
+    assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
+
+    let placed = stack.wait_placed("m-async-hangup", Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(placed["status"], "placed", "{placed}");
+    assert!(took < Duration::from_secs(5), "placed {took:?} after the request: {}", stack.bridge.logs());
+}
+
 #[tokio::test]
 async fn a_caller_that_hangs_up_does_not_cancel_its_placement() {
     // The default deadline (20 s): a placement dropped with its request would stay pending until

@@ -92,19 +92,30 @@ pub async fn place_match(
         let answer = place_detached(&state.service, &state.background, SOURCE, request).await?;
         return Ok(answer_response(&match_id, answer, progress_response));
     }
-    match state.service.accept(SOURCE, request).await.map_err(place_error)? {
-        Accepted::Owned(job) => {
-            state.background.spawn(state.service.clone().finish_and_announce(SOURCE.to_owned(), job));
-            Ok(pending_response(&match_id))
-        }
-        Accepted::Known(Progress::Done(outcome)) => {
-            // A duplicate of a finished match re-publishes it (DESIGN §3.1), as with `wait=true`,
-            // so a lost announcement is made good by sending again.
-            announce_in_background(&state.service, &state.background, SOURCE, &outcome);
-            Ok(progress_response(&match_id, Progress::Done(outcome)))
-        }
-        Accepted::Known(pending) => Ok(progress_response(&match_id, pending)),
-    }
+    // The claim and the start of its placement run in a task of their own, like `wait=true`'s: a
+    // caller hanging up while the claim is in flight must not leave a claim that nobody places
+    // until its lease runs out.
+    let (service, background) = (state.service.clone(), state.background.clone());
+    let accepted = run_detached(&state.background, "accepting a placement", async move {
+        Ok(match service.accept(SOURCE, request).await.map_err(place_error)? {
+            Accepted::Owned(job) => {
+                background.spawn(service.clone().finish_and_announce(SOURCE.to_owned(), job));
+                None
+            }
+            Accepted::Known(Progress::Done(outcome)) => {
+                // A duplicate of a finished match re-publishes it (DESIGN §3.1), as with
+                // `wait=true`, so a lost announcement is made good by sending again.
+                announce_in_background(&service, &background, SOURCE, &outcome);
+                Some(Progress::Done(outcome))
+            }
+            Accepted::Known(pending) => Some(pending),
+        })
+    })
+    .await?;
+    Ok(match accepted {
+        None => pending_response(&match_id),
+        Some(progress) => progress_response(&match_id, progress),
+    })
 }
 
 /// A placement's state: `pending`, `placed` (with the assignment) or `failed` (with the error).

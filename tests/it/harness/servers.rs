@@ -50,6 +50,13 @@ impl ManagedServer {
         self.stop();
         self.spawn();
     }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the process: its connections stay open, unanswered.
+    fn freeze(&self, frozen: bool) {
+        if let Some(child) = &self.child {
+            super::process::signal(child, if frozen { "STOP" } else { "CONT" });
+        }
+    }
 }
 
 impl Drop for ManagedServer {
@@ -89,6 +96,15 @@ impl RedisServer {
     /// Starts it again on the same port (an empty data set).
     pub fn restart(&mut self) {
         self.0.restart();
+    }
+
+    /// Stops answering (`SIGSTOP`) while keeping every connection open, until [`RedisServer::thaw`].
+    pub fn freeze(&self) {
+        self.0.freeze(true);
+    }
+
+    pub fn thaw(&self) {
+        self.0.freeze(false);
     }
 }
 
