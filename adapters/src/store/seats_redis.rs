@@ -138,11 +138,6 @@ pub(super) fn seats_key(prefix: &str, session_id: Uuid) -> String {
     tagged_key(prefix, "seats", session_id.as_hyphenated().encode_lower(&mut Uuid::encode_buffer()))
 }
 
-/// Everyone with a seat in `seats`: joined, or named in a reservation.
-fn seated_players(seats: &SessionSeats) -> impl Iterator<Item = &str> {
-    seats.joined.iter().chain(seats.reservations.values().flat_map(|r| r.players.iter())).map(String::as_str)
-}
-
 pub(super) fn player_key(prefix: &str, player: &str) -> String {
     tagged_key(prefix, "player", player)
 }
@@ -495,7 +490,7 @@ impl RedisStore {
         // Index first: a session created but never indexed would be missed by backfill (an entry
         // left by a refused create is dropped by the next listing). One round trip: the pipeline
         // runs in order.
-        let player_index_commands = self.queue_player_index(pipe, new.session_id, seated_players(&seats));
+        let player_index_commands = self.queue_player_index(pipe, new.session_id, seats.seated_players());
         let indexes = [all_index(self.prefix()), image_index(self.prefix(), &new.info.image)];
         let sent_at = Instant::now();
         let expire_ms = self.index_expiries.needed(&indexes, index_ttl, sent_at);

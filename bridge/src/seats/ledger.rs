@@ -290,10 +290,18 @@ fn count(n: usize) -> u32 {
 }
 
 impl SessionSeats {
-    /// Whether `player` is joined or named in a reservation (expired ones too, until they are
-    /// dropped).
+    /// Everyone with a seat: joined, or named in a reservation (expired ones too, until they are
+    /// dropped). A player reserved and joined at once appears twice.
+    pub fn seated_players(&self) -> impl Iterator<Item = &str> {
+        self.joined
+            .iter()
+            .chain(self.reservations.values().flat_map(|r| r.players.iter()))
+            .map(String::as_str)
+    }
+
+    /// Whether `player` is one of [`SessionSeats::seated_players`].
     pub fn holds(&self, player: &str) -> bool {
-        self.joined.contains(player) || self.reservations.values().any(|r| r.players.contains(player))
+        self.seated_players().any(|seated| seated == player)
     }
 
     /// A session's seats at placement: its own players (deduplicated) hold one reservation with
