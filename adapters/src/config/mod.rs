@@ -664,7 +664,7 @@ impl Settings {
         }
         // A pending record must outlive its lease (deadline + 5 s), or a crashed owner's match
         // would expire before recovery could take it over.
-        let lease = self.placement.deadline + Duration::from_secs(5);
+        let lease = self.placement.deadline + bridge::placement::LEASE_MARGIN;
         if self.placement.record_ttl <= lease {
             return Err(ConfigError::invalid(
                 "placement.record_ttl",

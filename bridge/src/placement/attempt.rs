@@ -35,10 +35,9 @@ where
         // The lease was counted from the claim, and a door may have done other work since (the SNS
         // door records tickets in between): every Gameye call must still end, and the outcome be
         // written, before the lease runs out and recovery may start a second attempt.
-        let lease_margin = self.settings.lease_for().saturating_sub(self.settings.deadline);
         let deadline_at = match record.state {
             PlacementState::Pending { lease_until, .. } => {
-                (started + self.settings.deadline).min(lease_until - lease_margin)
+                (started + self.settings.deadline).min(lease_until - super::LEASE_MARGIN)
             }
             _ => started + self.settings.deadline,
         };

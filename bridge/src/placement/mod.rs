@@ -19,7 +19,7 @@ pub use seats::{
     SessionFilter, SessionMetadata,
 };
 pub use service::{BoxFuture, PlacementService};
-pub use settings::{EngineSettings, PlayerSyncSettings, SeatSettings};
+pub use settings::{EngineSettings, LEASE_MARGIN, PlayerSyncSettings, SeatSettings};
 
 /// Label keys the bridge puts on every session it starts, so the reconciler can find them.
 pub const MATCH_LABEL: &str = "gameye-bridge.match";

@@ -101,11 +101,15 @@ impl SeatSettings {
     }
 }
 
+/// How much longer than the deadline a claim's lease runs: the time an owner has to write its
+/// outcome after its last Gameye call ended.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 impl EngineSettings {
     /// How long a claim is exclusive: the whole deadline plus a margin, so an owner never needs to
     /// renew, and a crashed owner's work is taken over soon after its deadline passed.
     pub fn lease_for(&self) -> Duration {
-        self.deadline + Duration::from_secs(5)
+        self.deadline + LEASE_MARGIN
     }
 
     /// How long an announcement may take (sinks are told concurrently, each retried for up to
