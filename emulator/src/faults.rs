@@ -56,6 +56,11 @@ pub struct FaultRule {
     /// With `status`: answer a `text/html` page, as a proxy in front of the API does.
     #[serde(default, skip_serializing_if = "is_false")]
     pub non_json: bool,
+    /// Perform the operation first, then delay, hang or answer `status` in place of its answer:
+    /// the operation took effect but its caller cannot tell (a proxy timing out on a slow
+    /// backend, a connection lost on the way back).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub after: bool,
 }
 
 fn always() -> f64 {
@@ -94,6 +99,17 @@ pub struct FaultPlan {
     /// Wait this long first.
     pub delay: Duration,
     /// Then, if any, do this instead of the operation.
+    pub action: Option<FaultAction>,
+    /// What happens after the operation was performed (the `after` rules).
+    pub after: AfterPlan,
+}
+
+/// The `after` rules' part of a [`FaultPlan`]: applied to the operation's answer.
+#[derive(Debug, Default, PartialEq)]
+pub struct AfterPlan {
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Then, if any, do this instead of answering.
     pub action: Option<FaultAction>,
 }
 
@@ -142,22 +158,28 @@ impl FaultInjector {
         self.rules = rules;
     }
 
-    /// Rolls every matching rule in order: delays add up; the first firing rule with `hang` or
-    /// `status` ends the roll. Non-matching rules consume no randomness, so adding a rule for
-    /// another operation does not change this operation's sequence.
+    /// Rolls every matching rule in order: delays add up (before the operation, or after it for
+    /// `after` rules); the first firing rule with `hang` or `status` ends the roll. Non-matching
+    /// rules consume no randomness, so adding a rule for another operation does not change this
+    /// operation's sequence.
     pub fn plan(&mut self, op: Operation, location: Option<&str>) -> FaultPlan {
         let mut plan = FaultPlan::default();
         for rule in &self.rules {
             if !rule.matches(op, location) || self.rng.random::<f64>() >= rule.probability {
                 continue;
             }
-            plan.delay += Duration::from_millis(rule.delay_ms.unwrap_or(0));
+            let (delay, action) = if rule.after {
+                (&mut plan.after.delay, &mut plan.after.action)
+            } else {
+                (&mut plan.delay, &mut plan.action)
+            };
+            *delay += Duration::from_millis(rule.delay_ms.unwrap_or(0));
             if rule.hang {
-                plan.action = Some(FaultAction::Hang);
+                *action = Some(FaultAction::Hang);
                 break;
             }
             if let Some(status) = rule.status {
-                plan.action = Some(FaultAction::Respond { status, non_json: rule.non_json });
+                *action = Some(FaultAction::Respond { status, non_json: rule.non_json });
                 break;
             }
         }
@@ -200,6 +222,24 @@ mod tests {
         let plan = f.plan(Operation::SessionList, None);
         assert_eq!(plan.delay, Duration::from_millis(15));
         assert_eq!(plan.action, Some(FaultAction::Hang));
+    }
+
+    #[test]
+    fn after_rules_plan_the_answer_and_leave_the_operation_alone() {
+        let mut f = FaultInjector::new(
+            vec![
+                rule(r#"{"operation":"session-run","delay_ms":10}"#),
+                rule(r#"{"operation":"session-run","delay_ms":20,"after":true}"#),
+                rule(r#"{"operation":"session-run","status":504,"after":true}"#),
+                rule(r#"{"operation":"session-run","status":500}"#),
+            ],
+            Some(1),
+        );
+        let plan = f.plan(Operation::SessionRun, None);
+        assert_eq!(plan.delay, Duration::from_millis(10));
+        assert_eq!(plan.action, None, "the operation is performed");
+        assert_eq!(plan.after.delay, Duration::from_millis(20));
+        assert_eq!(plan.after.action, Some(FaultAction::Respond { status: 504, non_json: false }));
     }
 
     #[test]

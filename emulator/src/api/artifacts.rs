@@ -29,13 +29,17 @@ pub async fn artifacts(
     let id = params.get("session").cloned().unwrap_or_default();
     let path = params.get("path").cloned().unwrap_or_default();
     let location = location_of(&state, Operation::Artifacts, &id);
-    inject_faults(&state, Operation::Artifacts, location.as_deref()).await?;
+    let after = inject_faults(&state, Operation::Artifacts, location.as_deref()).await?;
+    let answer = archive_answer(&state, &id, &path);
+    after.answer(&state, answer).await
+}
 
+/// The stopped session's artifact as a .tar.gz.
+fn archive_answer(state: &SharedState, id: &str, path: &str) -> Result<Response, ApiError> {
     let archive = {
         let registry = state.sessions();
-        let session = registry
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found(format!("Could not find session {id:?}.")))?;
+        let session =
+            registry.get(id).ok_or_else(|| ApiError::not_found(format!("Could not find session {id:?}.")))?;
         if session.is_active() {
             return Err(ApiError::not_found(format!(
                 "Session {id:?} is still running: artifacts are available after it terminated."
@@ -44,7 +48,7 @@ pub async fn artifacts(
         if path.is_empty() {
             return Err(ApiError::not_found("No artifact path was given."));
         }
-        build_archive(session, &path)
+        build_archive(session, path)
     };
     let archive = archive.map_err(|e| {
         ApiError::not_found("The artifact could not be read from the container.").with_details(e.to_string())

@@ -1,10 +1,13 @@
 //! What stands before every operation: the bearer token check and the fault rules.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::{
+    http::{HeaderMap, StatusCode, header},
+    response::Response,
+};
 
 use super::error::ApiError;
 use crate::{
-    faults::{FaultAction, Operation},
+    faults::{AfterPlan, FaultAction, Operation},
     state::{AppState, lock},
     world::Scope,
 };
@@ -36,16 +39,47 @@ pub fn authorize(state: &AppState, headers: &HeaderMap, scope: Option<Scope>) ->
 }
 
 /// Applies the fault rules for this operation: waits their delay, then hangs (until shutdown) or
-/// answers the injected error. `Ok` means: perform the operation normally.
-pub async fn inject_faults(state: &AppState, op: Operation, location: Option<&str>) -> Result<(), ApiError> {
+/// answers the injected error. `Ok` means: perform the operation, and hand its answer to
+/// [`Aftermath::answer`] (the `after` rules).
+pub async fn inject_faults(
+    state: &AppState,
+    op: Operation,
+    location: Option<&str>,
+) -> Result<Aftermath, ApiError> {
     let plan = lock(&state.faults).plan(op, location);
-    if !plan.delay.is_zero() {
+    apply(state, plan.delay, plan.action).await?;
+    Ok(Aftermath(plan.after))
+}
+
+/// The `after` fault rules of one request, to be applied once its operation took effect.
+#[must_use = "an operation's answer must pass its `after` fault rules"]
+pub struct Aftermath(AfterPlan);
+
+impl Aftermath {
+    /// The operation's answer, or what the `after` rules put in its place (a delay first, then a
+    /// hang or an injected error): the operation took effect either way.
+    pub async fn answer(
+        self,
+        state: &AppState,
+        answer: Result<Response, ApiError>,
+    ) -> Result<Response, ApiError> {
+        apply(state, self.0.delay, self.0.action).await?;
+        answer
+    }
+}
+
+async fn apply(
+    state: &AppState,
+    delay: std::time::Duration,
+    action: Option<FaultAction>,
+) -> Result<(), ApiError> {
+    if !delay.is_zero() {
         tokio::select! {
-            _ = tokio::time::sleep(plan.delay) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = state.shutdown.cancelled() => return Err(shutting_down()),
         }
     }
-    match plan.action {
+    match action {
         None => Ok(()),
         Some(FaultAction::Respond { status, non_json }) => Err(ApiError::injected(status, non_json)),
         // Until the client gives up (the connection drops and this future with it) or shutdown.

@@ -35,8 +35,13 @@ pub async fn stream_logs(
     let id = params.get("id").cloned().unwrap_or_default();
     let follow = params.get("follow").is_some_and(|v| is_true(v));
     let location = location_of(&state, Operation::StreamLogs, &id);
-    inject_faults(&state, Operation::StreamLogs, location.as_deref()).await?;
+    let after = inject_faults(&state, Operation::StreamLogs, location.as_deref()).await?;
+    let answer = logs_answer(state.clone(), id, follow);
+    after.answer(&state, answer).await
+}
 
+/// The session's logs so far, then (with `follow`) as they come until it stops.
+fn logs_answer(state: SharedState, id: String, follow: bool) -> Result<Response, ApiError> {
     let (first, cursor) = {
         let registry = state.sessions();
         let session = registry.get(&id).ok_or_else(|| session_not_found(&id))?;

@@ -34,11 +34,15 @@ pub async fn join_session(
     f.finish()?;
     let (session, players) = (session.unwrap_or_default(), players.unwrap_or_default());
     let location = location_of(&state, Operation::JoinSession, &session);
-    inject_faults(&state, Operation::JoinSession, location.as_deref()).await?;
-
-    let mut registry = state.sessions();
-    let joined = registry.join(&session, players, now_ms()).ok_or_else(|| session_not_found(&session))?;
-    Ok(Json(json!({ "count": joined.len(), "players": joined })).into_response())
+    let after = inject_faults(&state, Operation::JoinSession, location.as_deref()).await?;
+    let answer = {
+        let mut registry = state.sessions();
+        let joined = registry.join(&session, players, now_ms());
+        joined
+            .map(|joined| Json(json!({ "count": joined.len(), "players": joined })).into_response())
+            .ok_or_else(|| session_not_found(&session))
+    };
+    after.answer(&state, answer).await
 }
 
 /// Handler of DELETE /session/player/leave: the spec's body is `{players}`, but the live API
@@ -55,15 +59,20 @@ pub async fn leave_session(
     f.finish()?;
     let players = players.unwrap_or_default();
     let location = session.as_deref().and_then(|id| location_of(&state, Operation::LeaveSession, id));
-    inject_faults(&state, Operation::LeaveSession, location.as_deref()).await?;
-    let Some(session) = session else {
-        return Err(
-            ApiError::not_found("The provided session does not exist.").with_details("No session was given.")
-        );
-    };
-
-    let mut registry = state.sessions();
-    let remaining =
-        registry.leave(&session, &players, now_ms()).ok_or_else(|| session_not_found(&session))?;
-    Ok(Json(json!({ "count": remaining.len(), "players": remaining })).into_response())
+    let after = inject_faults(&state, Operation::LeaveSession, location.as_deref()).await?;
+    let answer =
+        match session {
+            None => Err(ApiError::not_found("The provided session does not exist.")
+                .with_details("No session was given.")),
+            Some(session) => {
+                let mut registry = state.sessions();
+                let remaining = registry.leave(&session, &players, now_ms());
+                remaining
+                    .map(|remaining| {
+                        Json(json!({ "count": remaining.len(), "players": remaining })).into_response()
+                    })
+                    .ok_or_else(|| session_not_found(&session))
+            }
+        };
+    after.answer(&state, answer).await
 }

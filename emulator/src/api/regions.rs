@@ -26,9 +26,15 @@ pub async fn available_locations(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Some(Scope::RegionsRead))?;
     let image = image.map(|Path(i)| i).unwrap_or_default();
-    inject_faults(&state, Operation::GetAvailableLocations, None).await?;
-    if !state.applications.contains_key(&image) {
-        return Err(image_not_found(&image));
+    let after = inject_faults(&state, Operation::GetAvailableLocations, None).await?;
+    let answer = locations_with_room(&state, &image);
+    after.answer(&state, answer).await
+}
+
+/// The image's locations with room, or 404 for an unknown image.
+fn locations_with_room(state: &SharedState, image: &str) -> Result<Response, ApiError> {
+    if !state.applications.contains_key(image) {
+        return Err(image_not_found(image));
     }
     let registry = state.sessions();
     let locations: Vec<_> = state
@@ -51,9 +57,15 @@ pub async fn tag_exists(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Some(Scope::RegionsRead))?;
     let (region, image, version) = params.map(|Path(p)| p).unwrap_or_default();
-    inject_faults(&state, Operation::TagExists, Some(&region)).await?;
-    let app = state.applications.get(&image).ok_or_else(|| image_not_found(&image))?;
-    let exists = state.locations.contains_key(&region) && app.tags.iter().any(|t| t.name == version);
+    let after = inject_faults(&state, Operation::TagExists, Some(&region)).await?;
+    let answer = tag_answer(&state, &region, &image, &version);
+    after.answer(&state, answer).await
+}
+
+/// Whether the tag exists in the region.
+fn tag_answer(state: &SharedState, region: &str, image: &str, version: &str) -> Result<Response, ApiError> {
+    let app = state.applications.get(image).ok_or_else(|| image_not_found(image))?;
+    let exists = state.locations.contains_key(region) && app.tags.iter().any(|t| t.name == version);
     if !exists && lock(&state.quirks).tag_missing_404 {
         return Err(ApiError::not_found(format!(
             "Tag {version:?} of image {image:?} does not exist in {region:?}."

@@ -39,15 +39,26 @@ pub async fn session_run(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Some(Scope::SessionStart))?;
     let (location, image, version, new) = parse(&body)?;
-    inject_faults(&state, Operation::SessionRun, Some(&location)).await?;
+    let after = inject_faults(&state, Operation::SessionRun, Some(&location)).await?;
+    let answer = create(&state, &location, &image, version, new);
+    after.answer(&state, answer).await
+}
 
+/// Starts the session: 201, or the error POST /session answers.
+fn create(
+    state: &SharedState,
+    location: &str,
+    image: &str,
+    version: Option<String>,
+    new: NewSession,
+) -> Result<Response, ApiError> {
     let loc = state
         .locations
-        .get(&location)
+        .get(location)
         .ok_or_else(|| ApiError::not_found(format!("Location {location:?} does not exist.")))?;
     let app = state
         .applications
-        .get(&image)
+        .get(image)
         .ok_or_else(|| ApiError::not_found(format!("Image {image:?} does not exist.")))?;
     let tag = match version {
         Some(v) if app.tags.iter().any(|t| t.name == v) => v,

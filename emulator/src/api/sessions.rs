@@ -31,8 +31,14 @@ pub async fn session_list(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Some(Scope::SessionRead))?;
     let query = ListQuery::parse(query.as_deref());
-    inject_faults(&state, Operation::SessionList, query.location.as_deref()).await?;
+    let after = inject_faults(&state, Operation::SessionList, query.location.as_deref()).await?;
+    // The `after` rules hold the listing's start: it is produced as it is read.
+    let answer = Ok(stream_listing(state.clone(), query));
+    after.answer(&state, answer).await
+}
 
+/// The listing's streamed answer.
+fn stream_listing(state: SharedState, query: ListQuery) -> Response {
     // Streamed in pages, the lock released between them: a listing of a hundred thousand sessions
     // would otherwise hold every other request (POST /session included) for its whole
     // serialization, and sit in memory whole. A page is written only when the connection takes
@@ -49,7 +55,7 @@ pub async fn session_list(
         .chain(pages)
         .chain(futures::stream::once(async { b"]}".to_vec() }))
         .map(Ok::<_, std::convert::Infallible>);
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response()
 }
 
 /// A listing being streamed.
@@ -100,15 +106,20 @@ pub async fn describe_session(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Some(Scope::SessionRead))?;
     let id = path_id(id)?;
-    inject_faults(
+    let after = inject_faults(
         &state,
         Operation::DescribeSession,
         location_of(&state, Operation::DescribeSession, &id).as_deref(),
     )
     .await?;
-    let registry = state.sessions();
-    let session = registry.get_active(&id).ok_or_else(|| session_not_found(&id))?;
-    Ok(Json(Described::new(session, Instant::now())).into_response())
+    let answer = {
+        let registry = state.sessions();
+        registry
+            .get_active(&id)
+            .map(|session| Json(Described::new(session, Instant::now())).into_response())
+            .ok_or_else(|| session_not_found(&id))
+    };
+    after.answer(&state, answer).await
 }
 
 /// Handler of DELETE /session/{id}.
@@ -119,19 +130,21 @@ pub async fn session_stop(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Some(Scope::SessionStop))?;
     let id = path_id(id)?;
-    inject_faults(
+    let after = inject_faults(
         &state,
         Operation::SessionStop,
         location_of(&state, Operation::SessionStop, &id).as_deref(),
     )
     .await?;
-    match state.sessions().stop(&id, Instant::now()) {
+    let stopped = state.sessions().stop(&id, Instant::now());
+    let answer = match stopped {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(StopError::NotFound) => Err(session_not_found(&id)),
         Err(StopError::AlreadyStopped) => {
             Err(ApiError::conflict(format!("Session {id:?} has already been terminated.")))
         }
-    }
+    };
+    after.answer(&state, answer).await
 }
 
 /// The session's id from the path; an undecodable one cannot name a session.

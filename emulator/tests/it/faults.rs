@@ -68,6 +68,33 @@ async fn a_hanging_rule_never_answers_until_the_client_gives_up() {
 }
 
 #[tokio::test]
+async fn an_after_rule_performs_the_operation_and_loses_its_answer() {
+    let emu = Emu::instant().await;
+    emu.set_faults(json!([{ "operation": "session-run", "status": 504, "after": true }])).await;
+    let (status, error) = emu.run(session("lost", "eu-west-1")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_error(&error, status, "GATEWAY_TIMEOUT");
+    assert_eq!(emu.get("/session/lost").await.0, StatusCode::OK, "performed all the same");
+
+    // A hang after it: the caller times out, the session exists.
+    emu.set_faults(json!([{ "operation": "session-run", "hang": true, "after": true }])).await;
+    let result = emu
+        .req(Method::POST, "/session")
+        .json(&session("unanswered", "eu-west-1"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(result.expect_err("no answer").is_timeout());
+    assert_eq!(emu.get("/session/unanswered").await.0, StatusCode::OK, "performed before the hang");
+
+    // Stopping: the session stops though its caller hears 502.
+    emu.set_faults(json!([{ "operation": "session-stop", "status": 502, "after": true }])).await;
+    let response = emu.req(Method::DELETE, "/session/lost").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(emu.get("/session/lost").await.0, StatusCode::NOT_FOUND, "stopped");
+}
+
+#[tokio::test]
 async fn shutdown_ends_hanging_requests() {
     let emu = Emu::instant().await;
     emu.set_faults(json!([{ "operation": "session-list", "hang": true }])).await;
