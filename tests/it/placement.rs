@@ -552,6 +552,35 @@ async fn gameye_outage_beyond_the_deadline_fails_with_upstream_unavailable() {
     assert_eq!(status, 200);
 }
 
+/// Gameye started the session but its answer never came (a proxy timing out on a slow backend):
+/// at the deadline, the attempt looks once whether the session exists, and places the match there
+/// instead of failing it while its server runs.
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_at_the_deadline_is_placed_on_the_session_it_started() {
+    let stack = Stack::start_with(&[("BRIDGE_PLACEMENT__DEADLINE", "1s")]).await;
+    stack.set_faults(json!([{"operation": "session-run", "hang": true, "after": true}])).await;
+    let started = std::time::Instant::now();
+    let (status, assignment) = stack.post_match(&match_with("m-lost-answer", &[&[("eu-west-1", 20)]])).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["session_id"], session_id("m-lost-answer"));
+    assert_eq!(assignment["location"], "eu-west-1");
+    assert!(!assignment["ports"].as_array().unwrap().is_empty(), "{assignment}");
+    // Within the deadline and the look's 2 s: the lease (deadline + 5 s) is never outlived.
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    assert_eq!(stack.emulator_sessions().await.len(), 1, "one session, the one the lost create started");
+    // Recorded as placed: a duplicate gets it without touching Gameye.
+    let (status, again) = stack.post_match(&match_with("m-lost-answer", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!((status, &again), (200, &assignment));
+
+    // When the create did not start it (the answer lost before the operation), the match fails.
+    stack.set_faults(json!([{"operation": "session-run", "hang": true}])).await;
+    let (status, failure) = stack.post_match(&match_with("m-never-started", &[&[("eu-west-1", 20)]])).await;
+    assert_eq!(status, 502, "{failure}");
+    assert_eq!(failure["error"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
 #[tokio::test]
 async fn a_gameye_call_slower_than_the_deadline_is_cut_off_at_the_deadline() {
     // The call would outlast the lease (deadline + 5 s) under Gameye's own 10 s request timeout:

@@ -10,6 +10,7 @@ use futures_util::future::{Either, select};
 use time::OffsetDateTime;
 
 use super::engine::Engine;
+use super::settings::LAST_LOOK;
 use super::{CAPACITY_LABEL, DEPLOYMENT_LABEL, MATCH_LABEL, SOURCE_LABEL};
 use crate::ports::{
     Clock, Outcome, PlacementRecord, PlacementState, SessionApi, SessionApiError, SessionApiErrorKind,
@@ -58,133 +59,184 @@ where
         let fail = |code: FailureCode, message: String| {
             Outcome::Failed(Failure::new(&request.match_id, code, message))
         };
+        // Where a create went unanswered (a timeout, a 5xx, a lost connection): it may have
+        // started the session all the same. With the location's `within_cap`.
+        let mut unclear_creates: Vec<(String, bool)> = Vec::new();
 
-        loop {
-            // Each round starts afresh: only this round's trouble decides how it ends (a 503 in
-            // an earlier round must not turn "every location is full" into a retry).
-            if let Some(Setback::Unavailable(error)) = setback.take() {
-                let now = self.clock.now();
-                let pause = backoff.next().unwrap_or(self.settings.retry_max);
-                if now + pause >= deadline_at {
+        let outcome = async {
+            loop {
+                // Each round starts afresh: only this round's trouble decides how it ends (a 503 in
+                // an earlier round must not turn "every location is full" into a retry).
+                if let Some(Setback::Unavailable(error)) = setback.take() {
+                    let now = self.clock.now();
+                    let pause = backoff.next().unwrap_or(self.settings.retry_max);
+                    if now + pause >= deadline_at {
+                        return fail(
+                            FailureCode::UpstreamUnavailable,
+                            format!("Gameye kept failing until the placement deadline: {error}"),
+                        );
+                    }
+                    self.clock.sleep(pause).await;
+                }
+
+                let available = match self.by_deadline(deadline_at, self.api.available_locations(&image)).await {
+                    Ok(available) => available.into_iter().map(|location| location.id).collect::<Vec<_>>(),
+                    Err(error) if error.kind == SessionApiErrorKind::Unavailable => {
+                        setback = Some(Setback::Unavailable(error));
+                        continue;
+                    }
+                    Err(error) => {
+                        return fail(code_for(error.kind), format!("listing locations for `{image}`: {error}"));
+                    }
+                };
+                let cooling: HashSet<String> = match self.store.cooling(&available).await {
+                    Ok(cooling) => cooling.into_iter().collect(),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read location cool-downs; trying every location");
+                        HashSet::new()
+                    }
+                };
+                let input = RegionInput {
+                    available: &available,
+                    requested: requested.as_deref(),
+                    cooling: &cooling,
+                    player_latencies: &latencies,
+                    match_age: age,
+                };
+                let choice = match choose_region(input, &self.settings.policy) {
+                    Ok(choice) => choice,
+                    Err(no_location) => {
+                        return Outcome::Failed(Failure::no_location(&request.match_id, &no_location));
+                    }
+                };
+
+                for ranked in choice.ranked() {
+                    let answer_within = time_left(deadline_at, self.clock.now());
+                    if answer_within.is_zero() {
+                        setback = Some(Setback::Unavailable(out_of_time()));
+                        break;
+                    }
+                    // Bounded by the client's own timeout: no second timer on every placement's path.
+                    let spec = self.spec(record, &image, &ranked.location, answer_within);
+                    match self.api.create_session(&spec).await {
+                        Ok(started) => {
+                            let started = self.fill_ports(record, started, deadline_at).await;
+                            return Outcome::Placed(self.assignment(
+                                record,
+                                &image,
+                                started,
+                                !ranked.within_cap,
+                                &latencies,
+                            ));
+                        }
+                        Err(error) => match error.kind {
+                            SessionApiErrorKind::Conflict => {
+                                // An earlier attempt of this very placement created it: use that session.
+                                match self.describe_by_deadline(record, deadline_at).await {
+                                    Ok(existing) => {
+                                        let within_cap = choice
+                                            .ranked()
+                                            .iter()
+                                            .find(|r| r.location == existing.location)
+                                            .is_none_or(|r| r.within_cap);
+                                        return Outcome::Placed(self.assignment(
+                                            record,
+                                            &image,
+                                            existing,
+                                            !within_cap,
+                                            &latencies,
+                                        ));
+                                    }
+                                    Err(describe) if describe.kind == SessionApiErrorKind::NotFound => {
+                                        return fail(
+                                            FailureCode::NotFound,
+                                            format!(
+                                                "session {} was started by an earlier attempt and has ended since",
+                                                record.session_id
+                                            ),
+                                        );
+                                    }
+                                    Err(describe) => {
+                                        setback = Some(Setback::Unavailable(describe));
+                                        break;
+                                    }
+                                }
+                            }
+                            SessionApiErrorKind::NoCapacity => {
+                                if let Err(store_error) =
+                                    self.store.cool_down(&ranked.location, self.settings.cooldown).await
+                                {
+                                    tracing::warn!(%store_error, location = %ranked.location, "cannot record a cool-down");
+                                }
+                                self.api.invalidate_locations(&image);
+                                tracing::info!(match_id = %record.match_id, location = %ranked.location, "no capacity; trying the next location");
+                                continue;
+                            }
+                            SessionApiErrorKind::Unavailable => {
+                                unclear_creates.push((ranked.location.clone(), ranked.within_cap));
+                                setback = Some(Setback::Unavailable(error));
+                                break;
+                            }
+                            SessionApiErrorKind::NotFound => {
+                                self.api.invalidate_locations(&image);
+                                return fail(FailureCode::NotFound, format!("Gameye: {error}"));
+                            }
+                            kind => return fail(code_for(kind), format!("Gameye: {error}")),
+                        },
+                    }
+                }
+                if setback.is_none() {
+                    // Every ranked location answered 420.
                     return fail(
-                        FailureCode::UpstreamUnavailable,
-                        format!("Gameye kept failing until the placement deadline: {error}"),
+                        FailureCode::NoCapacity,
+                        "every eligible location is out of capacity".to_owned(),
                     );
                 }
-                self.clock.sleep(pause).await;
             }
-
-            let available = match self.by_deadline(deadline_at, self.api.available_locations(&image)).await {
-                Ok(available) => available.into_iter().map(|location| location.id).collect::<Vec<_>>(),
-                Err(error) if error.kind == SessionApiErrorKind::Unavailable => {
-                    setback = Some(Setback::Unavailable(error));
-                    continue;
-                }
-                Err(error) => {
-                    return fail(code_for(error.kind), format!("listing locations for `{image}`: {error}"));
-                }
-            };
-            let cooling: HashSet<String> = match self.store.cooling(&available).await {
-                Ok(cooling) => cooling.into_iter().collect(),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read location cool-downs; trying every location");
-                    HashSet::new()
-                }
-            };
-            let input = RegionInput {
-                available: &available,
-                requested: requested.as_deref(),
-                cooling: &cooling,
-                player_latencies: &latencies,
-                match_age: age,
-            };
-            let choice = match choose_region(input, &self.settings.policy) {
-                Ok(choice) => choice,
-                Err(no_location) => {
-                    return Outcome::Failed(Failure::no_location(&request.match_id, &no_location));
-                }
-            };
-
-            for ranked in choice.ranked() {
-                let answer_within = time_left(deadline_at, self.clock.now());
-                if answer_within.is_zero() {
-                    setback = Some(Setback::Unavailable(out_of_time()));
-                    break;
-                }
-                // Bounded by the client's own timeout: no second timer on every placement's path.
-                let spec = self.spec(record, &image, &ranked.location, answer_within);
-                match self.api.create_session(&spec).await {
-                    Ok(started) => {
-                        let started = self.fill_ports(record, started, deadline_at).await;
-                        return Outcome::Placed(self.assignment(
-                            record,
-                            &image,
-                            started,
-                            !ranked.within_cap,
-                            &latencies,
-                        ));
-                    }
-                    Err(error) => match error.kind {
-                        SessionApiErrorKind::Conflict => {
-                            // An earlier attempt of this very placement created it: use that session.
-                            match self.describe_by_deadline(record, deadline_at).await {
-                                Ok(existing) => {
-                                    let within_cap = choice
-                                        .ranked()
-                                        .iter()
-                                        .find(|r| r.location == existing.location)
-                                        .is_none_or(|r| r.within_cap);
-                                    return Outcome::Placed(self.assignment(
-                                        record,
-                                        &image,
-                                        existing,
-                                        !within_cap,
-                                        &latencies,
-                                    ));
-                                }
-                                Err(describe) if describe.kind == SessionApiErrorKind::NotFound => {
-                                    return fail(
-                                        FailureCode::NotFound,
-                                        format!(
-                                            "session {} was started by an earlier attempt and has ended since",
-                                            record.session_id
-                                        ),
-                                    );
-                                }
-                                Err(describe) => {
-                                    setback = Some(Setback::Unavailable(describe));
-                                    break;
-                                }
-                            }
-                        }
-                        SessionApiErrorKind::NoCapacity => {
-                            if let Err(store_error) =
-                                self.store.cool_down(&ranked.location, self.settings.cooldown).await
-                            {
-                                tracing::warn!(%store_error, location = %ranked.location, "cannot record a cool-down");
-                            }
-                            self.api.invalidate_locations(&image);
-                            tracing::info!(match_id = %record.match_id, location = %ranked.location, "no capacity; trying the next location");
-                            continue;
-                        }
-                        SessionApiErrorKind::Unavailable => {
-                            setback = Some(Setback::Unavailable(error));
-                            break;
-                        }
-                        SessionApiErrorKind::NotFound => {
-                            self.api.invalidate_locations(&image);
-                            return fail(FailureCode::NotFound, format!("Gameye: {error}"));
-                        }
-                        kind => return fail(code_for(kind), format!("Gameye: {error}")),
-                    },
-                }
+        }
+        .await;
+        match outcome {
+            Outcome::Failed(failure) if !unclear_creates.is_empty() => {
+                Box::pin(self.last_look(record, &image, &latencies, deadline_at, &unclear_creates, failure))
+                    .await
             }
-            if setback.is_none() {
-                // Every ranked location answered 420.
-                return fail(
-                    FailureCode::NoCapacity,
-                    "every eligible location is out of capacity".to_owned(),
+            outcome => outcome,
+        }
+    }
+
+    /// A create whose answer never came may still have started the session. Before the attempt
+    /// fails, one look (`GET /session/{id}`, up to [`LAST_LOOK`] past the deadline, inside the
+    /// lease's margin): a session found is this match's (its id is), so the match is placed there
+    /// rather than reported failed while its server runs. Boxed: rarely run.
+    async fn last_look(
+        &self,
+        record: &PlacementRecord,
+        image: &str,
+        latencies: &[BTreeMap<String, u32>],
+        deadline_at: OffsetDateTime,
+        unclear_creates: &[(String, bool)],
+        failure: Failure,
+    ) -> Outcome {
+        let look = self.api.describe_session(record.session_id);
+        match before(&self.clock, deadline_at + LAST_LOOK, look).await {
+            Some(Ok(existing)) => {
+                tracing::info!(
+                    match_id = %record.match_id, session_id = %record.session_id, location = %existing.location,
+                    "a create whose answer was lost had started the session; the match is placed there"
                 );
+                let within_cap = unclear_creates
+                    .iter()
+                    .find(|(location, _)| *location == existing.location)
+                    .is_none_or(|(_, within_cap)| *within_cap);
+                Outcome::Placed(self.assignment(record, image, existing, !within_cap, latencies))
+            }
+            Some(Err(error)) if error.kind == SessionApiErrorKind::NotFound => Outcome::Failed(failure),
+            _ => {
+                tracing::warn!(
+                    match_id = %record.match_id, session_id = %record.session_id, code = ?failure.error.code,
+                    "failing the match though a create whose answer was lost may have started its session (Gameye did not say); the reconciler adopts it if so"
+                );
+                Outcome::Failed(failure)
             }
         }
     }

@@ -105,6 +105,12 @@ impl SeatSettings {
 /// outcome after its last Gameye call ended.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long past the deadline an attempt that is about to fail may look whether a create whose
+/// answer was lost started the session after all. Taken from the lease's margin, leaving the rest
+/// (3 s; Redis operations are bounded at 2 s) for writing the outcome.
+pub(super) const LAST_LOOK: Duration = Duration::from_secs(2);
+const _: () = assert!(LAST_LOOK.as_millis() + 2_000 < LEASE_MARGIN.as_millis());
+
 impl EngineSettings {
     /// How long a claim is exclusive: the whole deadline plus a margin, so an owner never needs to
     /// renew, and a crashed owner's work is taken over soon after its deadline passed.
