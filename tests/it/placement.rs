@@ -408,6 +408,41 @@ async fn a_lost_record_retaken_by_the_same_instance_keeps_each_attempts_lease_ap
     assert!(stack.bridge.logs().contains("another match took its id"), "{}", stack.bridge.logs());
 }
 
+/// A duplicate waits while the first send is placed, and Redis loses the record meanwhile. The
+/// duplicate claims the match anew (it has the whole request) and answers it, instead of
+/// answering "pending" with no record left that could ever say more.
+#[tokio::test]
+async fn a_duplicate_waiting_on_a_record_redis_lost_places_the_match_itself() {
+    let stack = Stack::start().await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 1500, "probability": 1.0}])).await;
+    let body = match_with("m-lost-waited", &[&[("eu-west-1", 20)]]);
+    let duplicate = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stack.post_match(&body).await
+    };
+    let forget = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut redis =
+            redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg("gameye-bridge:match:{m-lost-waited}")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1, "the record existed while Gameye was answering");
+    };
+    let ((status, first), (duplicate_status, duplicate), ()) =
+        tokio::join!(stack.post_match(&body), duplicate, forget);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(duplicate_status, 200, "the duplicate's answer: {duplicate}");
+    assert_eq!(duplicate["session_id"], first["session_id"]);
+    assert_eq!(duplicate["host"], first["host"]);
+    assert_eq!(stack.emulator_sessions().await.len(), 1, "one session for the match");
+    let (status, polled) = stack.get("/v1/matches/m-lost-waited").await;
+    assert_eq!(status, 200, "{polled}");
+    assert_eq!(polled["status"], "placed", "{polled}");
+}
+
 /// A 503 in one round of an attempt, then every location full in the next: the attempt ends with
 /// `NO_CAPACITY` at once, as it would without the 503, rather than going round again as if Gameye
 /// were still failing.

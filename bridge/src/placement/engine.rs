@@ -368,13 +368,13 @@ where
 
     /// [`Engine::place`], with the outcome's JSON when this call placed the match.
     pub async fn place_answer(&self, source: &str, request: ValidatedMatch) -> Result<Answer, PlaceError> {
-        let match_id = request.match_id.clone();
-        let progress = match self.accept(source, request).await? {
+        let claim = self.new_claim(source, request);
+        let progress = match self.claim(&claim).await? {
             Accepted::Owned(job) => {
                 let (outcome, outcome_json) = self.finish_rendered(job).await?;
                 return Ok(Answer { progress: Progress::Done(outcome), outcome_json });
             }
-            Accepted::Known(Progress::Pending { .. }) => self.wait_for(&match_id).await?,
+            Accepted::Known(Progress::Pending { .. }) => self.wait_for(&claim).await?,
             Accepted::Known(done) => done,
         };
         Ok(Answer { progress, outcome_json: None })
@@ -383,8 +383,12 @@ where
     /// Claims a match without placing it: the record exists (durably, with a lease) when this
     /// returns, so a door may answer "accepted" and place in the background.
     pub async fn accept(&self, source: &str, request: ValidatedMatch) -> Result<Accepted, PlaceError> {
+        self.claim(&self.new_claim(source, request)).await
+    }
+
+    fn new_claim(&self, source: &str, request: ValidatedMatch) -> Claim {
         let request = request.into_request();
-        let claim = Claim {
+        Claim {
             match_id: request.match_id.clone(),
             source: source.to_owned(),
             session_id: session_id(source, &request.match_id),
@@ -393,8 +397,7 @@ where
             owner: self.claim_owner(),
             now: self.clock.now(),
             lease_for: self.settings.lease_for(),
-        };
-        self.claim(&claim).await
+        }
     }
 
     async fn claim(&self, claim: &Claim) -> Result<Accepted, PlaceError> {
@@ -612,15 +615,30 @@ where
         self.settings.keep_for.max(session_ttl.min(LONGEST_KEEP))
     }
 
-    /// Waits for a pending placement owned elsewhere; takes it over if its owner's lease runs out.
-    /// Gives up (answering `Pending`) after one deadline.
-    pub async fn wait_for(&self, match_id: &str) -> Result<Progress, PlaceError> {
+    /// Waits for a pending placement owned elsewhere (`claim` was answered `Held`); takes it over
+    /// if its owner's lease runs out, or claims it anew if its record vanished. Gives up
+    /// (answering `Pending`) after one deadline.
+    async fn wait_for(&self, claim: &Claim) -> Result<Progress, PlaceError> {
         let give_up = self.clock.now() + self.settings.deadline;
         let mut pause = Duration::from_millis(20);
         loop {
-            let Some(record) = self.store.get(match_id).await? else {
-                // Expired between claim and now: nothing to wait for.
-                return Ok(Progress::Pending { lease_until: self.clock.now() });
+            let Some(record) = self.store.get(&claim.match_id).await? else {
+                // Gone while its owner was at work (Redis lost it): claimed again as this send was
+                // first, so that it is placed and recorded rather than answered "pending" for good.
+                // Its session id is the match's own, so any session the owner started is found.
+                let again = Claim { owner: self.claim_owner(), now: self.clock.now(), ..claim.clone() };
+                match self.claim(&again).await? {
+                    Accepted::Owned(job) => return self.finish(job).await.map(Progress::Done),
+                    Accepted::Known(Progress::Done(outcome)) => return Ok(Progress::Done(outcome)),
+                    // Claimed by another meanwhile: waited for like the first owner.
+                    Accepted::Known(Progress::Pending { lease_until }) => {
+                        if self.clock.now() >= give_up {
+                            return Ok(Progress::Pending { lease_until });
+                        }
+                        self.clock.sleep(pause).await;
+                        continue;
+                    }
+                }
             };
             let lease_until = match record.state {
                 PlacementState::Placed { assignment } => {
