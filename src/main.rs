@@ -415,13 +415,10 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         None => http::serve(listener, app, signal, grace).await?,
     }
     stop_background.cancel();
-    // Before NATS goes: an announcement under way still has its sinks (what is cut short stays owed).
-    if let Some(announcer) = &end_announcer {
-        announcer.close(settings.http.shutdown_grace).await;
-    }
-    if let Some(nats) = nats {
-        nats.shutdown(settings.http.shutdown_grace).await;
-    }
+    // Everything that announces finishes before NATS goes, so that its announcements still have
+    // their sinks (what is cut short stays owed): the doors' background placements (HTTP
+    // `?wait=false`, SNS, Nakama), a recovery round under way, session ends. The NATS door's own
+    // messages in flight finish meanwhile; it stopped pulling at the signal.
     background_placements.close();
     if tokio::time::timeout(settings.http.shutdown_grace, background_placements.wait()).await.is_err() {
         tracing::warn!(
@@ -429,6 +426,12 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         );
     }
     let _ = recovery.await;
+    if let Some(announcer) = &end_announcer {
+        announcer.close(settings.http.shutdown_grace).await;
+    }
+    if let Some(nats) = nats {
+        nats.shutdown(settings.http.shutdown_grace).await;
+    }
     let _ = player_sync.await;
     if let Some(reconciler) = reconciler {
         let _ = reconciler.await;

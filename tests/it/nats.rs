@@ -633,6 +633,29 @@ async fn nats_sigterm_finishes_in_flight_messages_then_exits() {
     assert!(bridge.logs().contains("NATS door stopped"), "{}", bridge.logs());
 }
 
+/// At SIGTERM, a placement another door runs in the background (`POST /v1/matches?wait=false`)
+/// finishes and is announced on NATS before the NATS connection is drained.
+#[tokio::test]
+async fn nats_sigterm_announces_background_placements_before_nats_is_drained() {
+    let stack = NatsStack::start(big_world()).await;
+    let mut bridge = stack.bridge(&[]).await;
+    let mut assigned = stack.subscribe("gameye.match.assigned.>").await;
+    set_faults(&stack.emulator, json!([{"operation": "session-run", "delay_ms": 1000, "probability": 1.0}]))
+        .await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/matches?wait=false", bridge.base_url))
+        .bearer_auth(API_TOKEN)
+        .json(&match_with("m-term-http", &[&[("eu-west-1", 20)]]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    bridge.signal("TERM");
+    let message = next_message(&mut assigned, Duration::from_secs(10)).await;
+    assert_eq!(header(&message, "Gameye-Match-Id"), "m-term-http");
+    assert_eq!(bridge.wait_exit(Duration::from_secs(15)).await, Some(0), "{}", bridge.logs());
+}
+
 #[tokio::test]
 async fn nats_the_bridge_starts_while_nats_is_down_and_becomes_ready_when_it_is_up() {
     let mut stack = NatsStack::start(big_world()).await;
