@@ -141,7 +141,14 @@ proptest! {
                 Op::Reserve(players, ttl) => {
                     next_id += 1;
                     s.reserve(Uuid::from_u128(next_id), players, Duration::from_millis(*ttl), now).map(|r| {
-                        assert_eq!(r.expires_at, now + Duration::from_millis(*ttl));
+                        // Moving a player never shortens their hold.
+                        let kept = before
+                            .reservations
+                            .values()
+                            .filter(|held| held.expires_at > now && !held.players.is_disjoint(&r.moved))
+                            .map(|held| held.expires_at);
+                        let expected = kept.fold(now + Duration::from_millis(*ttl), OffsetDateTime::max);
+                        assert_eq!(r.expires_at, expected);
                         assert_eq!(r.players, players.iter().cloned().collect());
                     })
                 }
@@ -250,7 +257,7 @@ proptest! {
     }
 
     /// Backfill choice returns exactly the eligible sessions, and nothing eligible beats the first
-    /// on (worst latency, open seats).
+    /// on (already holding every requesting player, worst latency, open seats).
     #[test]
     fn backfill_choice_returns_exactly_the_eligible_best_first(
         candidates in prop::collection::vec(candidate(), 0..12),
@@ -301,8 +308,8 @@ proptest! {
         }
         if let Some(first) = ranked.first() {
             for c in candidates.iter().filter(|c| eligible(c)) {
-                let key = (worst(c).unwrap(), c.open_seats);
-                prop_assert!((first.worst_latency_ms, first.open_seats) <= key, "{first:?} beaten by {c:?}");
+                let key = (needed(c) != 0, worst(c).unwrap(), c.open_seats);
+                prop_assert!((!first.held, first.worst_latency_ms, first.open_seats) <= key, "{first:?} beaten by {c:?}");
             }
         }
     }

@@ -193,6 +193,7 @@ contract_tests!(
     join_and_leave_are_idempotent,
     reservations_expire_at_their_time,
     reserve_is_all_or_nothing,
+    moving_a_player_never_shortens_their_hold,
     mark_running_and_listing_by_image,
     end_releases_everything_and_refuses_everything_after,
     an_ended_record_keeps_how_it_ended,
@@ -554,6 +555,26 @@ async fn reservations_expire_at_their_time(fx: Fixture) {
         fx.store.expire_reservations(sid(1), fx.at(61_000)).await.unwrap().unwrap_err(),
         SeatError::Ended
     );
+}
+
+/// A backfill naming a player who holds a longer reservation (a match's own players hold theirs
+/// for 60 s here) moves them without cutting their hold short; with a shorter old hold the new
+/// TTL stands.
+async fn moving_a_player_never_shortens_their_hold(fx: Fixture) {
+    fx.create(1, 4, &["own"]).await; // own: 60 s
+    let moved = fx.reserve(1, &["own", "friend"], 10_000, 1_000).await.unwrap().outcome;
+    assert_eq!(moved.moved, set(&["own"]));
+    assert_eq!(moved.expires_at, fx.at(60_000), "the match's hold is kept");
+    let later = fx.get(1, 30_000).await;
+    assert_eq!(reserved_players(&later), set(&["own", "friend"]), "still held after the new TTL");
+    assert_eq!(later.reservations[&moved.reservation_id].expires_at, fx.at(60_000));
+    assert!(reserved_players(&fx.get(1, 60_000).await).is_empty());
+
+    // A longer new hold wins over a shorter old one.
+    let short = fx.reserve(1, &["p"], 1_000, 60_000).await.unwrap().outcome;
+    let long = fx.reserve(1, &["p"], 30_000, 60_500).await.unwrap().outcome;
+    assert_eq!(short.expires_at, fx.at(61_000));
+    assert_eq!(long.expires_at, fx.at(90_500));
 }
 
 async fn reserve_is_all_or_nothing(fx: Fixture) {

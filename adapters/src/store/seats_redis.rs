@@ -953,11 +953,14 @@ impl RedisStore {
         let index = self
             .send_player_index(session_id, self.player_index(session_id, players.iter().map(String::as_str)));
         let reserve = self.seat_op("reserve_seats", &SCRIPTS.reserve, session_id, args, now_ms, |detail| {
+            let mut kinds = by_kind(detail);
+            // A longer hold kept from a moved player's reservation.
+            let kept = kinds.remove(&'e').and_then(|e| e.first().and_then(|ms| ms.parse().ok()));
             Ok(Reserved {
                 reservation_id,
                 players,
-                expires_at: from_millis(expires_ms),
-                moved: by_kind(detail).remove(&'m').unwrap_or_default(),
+                expires_at: from_millis(kept.unwrap_or(expires_ms)),
+                moved: kinds.remove(&'m').unwrap_or_default(),
             })
         });
         tokio::join!(index, reserve).1

@@ -52,15 +52,21 @@ pub struct BackfillQuery<'a> {
 pub struct RankedSession {
     pub session_id: Uuid,
     pub location: String,
+    /// Every requesting player holds a live reservation here already: a retry whose answer was
+    /// lost (or a `create_if_none` retry of a match placed for them) is looking at its own seats.
+    pub held: bool,
     /// The highest latency of any requesting player to the session's location.
     pub worst_latency_ms: u32,
     pub open_seats: u32,
 }
 
 impl RankedSession {
-    /// Lowest worst latency first, then fullest (fewest open seats: packs servers), then session id.
+    /// Where the requesting players already hold their seats first (a retry gets the session it
+    /// was given, not a better one that opened since, which would leave them two seats), then
+    /// lowest worst latency, then fullest (fewest open seats: packs servers), then session id.
     pub fn rank(&self, other: &Self) -> Ordering {
-        (self.worst_latency_ms, self.open_seats, self.session_id).cmp(&(
+        (!self.held, self.worst_latency_ms, self.open_seats, self.session_id).cmp(&(
+            !other.held,
             other.worst_latency_ms,
             other.open_seats,
             other.session_id,
@@ -103,6 +109,7 @@ pub fn choose_backfill(query: &BackfillQuery<'_>, candidates: &[BackfillCandidat
             Some(RankedSession {
                 session_id: c.session_id,
                 location: c.location.clone(),
+                held: needed(c) == 0,
                 worst_latency_ms: worst,
                 open_seats: c.open_seats,
             })

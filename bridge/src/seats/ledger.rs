@@ -531,10 +531,15 @@ impl SessionSeats {
         if needed > open {
             return Err(SeatError::NoSeats { open, needed });
         }
+        // A player moved out of a longer hold keeps it (a match's own players hold theirs for
+        // `match_reservation_ttl` while their server starts): moving never shortens a seat's hold.
+        let mut expires_at = after(now, ttl);
         for player in &moved {
+            if let Some(held) = self.live_reservations(now).find(|(_, r)| r.players.contains(player)) {
+                expires_at = expires_at.max(held.1.expires_at);
+            }
             self.unreserve(player);
         }
-        let expires_at = after(now, ttl);
         self.reservations.insert(reservation_id, Reservation { players: players.clone(), expires_at });
         Ok(Reserved { reservation_id, players, expires_at, moved })
     }

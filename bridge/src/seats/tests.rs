@@ -102,7 +102,7 @@ fn reserve_moves_reserved_players_and_refuses_joined_ones() {
     );
     let reserved = s.reserve(rid(2), &ids(&["a", "c"]), Duration::from_secs(30), T0).unwrap();
     assert_eq!(reserved.moved, set(&["a"]));
-    assert_eq!(reserved.expires_at, secs(30));
+    assert_eq!(reserved.expires_at, secs(60), "a's own 60 s hold is kept, not cut to 30 s");
     assert!(!s.reservations.contains_key(&rid(100)), "the emptied reservation is gone");
     assert_eq!(s.open_seats(T0), 1);
     assert_eq!(
@@ -257,5 +257,20 @@ fn a_retried_backfill_still_finds_the_session_its_players_hold_seats_in() {
     assert_eq!(moved.moved, set(&["a", "b"]));
     // A player without a seat there still needs an open one.
     let other = [player("a"), player("c")];
-    assert!(choose_backfill(&query(&other), &[candidate]).is_empty());
+    assert!(choose_backfill(&query(&other), std::slice::from_ref(&candidate)).is_empty());
+
+    // Seats opened since in a fuller session (ranked ahead of the held one but for the hold): the
+    // retry still gets the session it holds seats in, not a second seat each elsewhere.
+    let fuller = BackfillCandidate {
+        session_id: Uuid::from_u128(99),
+        open_seats: 2,
+        reserved_players: BTreeSet::new(),
+        ..candidate.clone()
+    };
+    let held = BackfillCandidate { open_seats: 15, ..candidate };
+    let ranked = choose_backfill(&query(&retried), &[fuller, held.clone()]);
+    assert_eq!(
+        ranked.iter().map(|r| r.session_id).collect::<Vec<_>>(),
+        vec![held.session_id, Uuid::from_u128(99)]
+    );
 }
