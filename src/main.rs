@@ -267,7 +267,12 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         let wakeup = player_sync_wakeup.clone();
         Arc::new(move || wakeup.notify_one())
     });
-    let engine = Arc::new(sinks.into_iter().fold(engine, Engine::with_sink));
+    let mut engine = sinks.into_iter().fold(engine, Engine::with_sink);
+    if nats.is_some() {
+        // A `match.found` message's retryable failure is placed again by its redelivery.
+        engine = engine.with_door_retrying_failures(adapters::nats::SOURCE);
+    }
+    let engine = Arc::new(engine);
     let stop_background = CancellationToken::new();
     // Gameye's player lists follow the seat records through the outbox in the state store.
     let player_sync = tokio::spawn(run_player_sync(

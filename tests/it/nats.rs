@@ -511,6 +511,41 @@ async fn nats_retryable_failures_are_redelivered_then_dead_lettered() {
     assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{info:?}");
 }
 
+/// The redelivery comes later than the outbox would announce an owed outcome (deadline + 5 s):
+/// the retryable failure is still not published before the last delivery. It was owed like any
+/// outcome, and the outbox published it while JetStream was about to place the match again.
+#[tokio::test]
+async fn nats_a_retryable_failure_is_not_published_by_the_outbox_before_the_last_delivery() {
+    let stack = NatsStack::start(big_world()).await;
+    let _bridge = stack
+        .bridge(&[
+            ("BRIDGE_PLACEMENT__DEADLINE", "500ms"),
+            ("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "500ms"),
+            ("BRIDGE_NATS__MAX_DELIVER", "2"),
+            ("BRIDGE_NATS__NAK_DELAY", "8s"),
+        ])
+        .await;
+    set_faults(&stack.emulator, json!([{"operation": "session-run", "status": 503, "probability": 1.0}]))
+        .await;
+    let mut failed = stack.subscribe("gameye.match.failed.>").await;
+    let mut dead = stack.subscribe("gameye.match.dead").await;
+    let started = Instant::now();
+    stack.publish(match_with("m-nak-late", &[&[("eu-west-1", 20)]]).to_string().as_bytes(), None).await;
+
+    let message = next_message(&mut failed, Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "published {:?} in, before the redelivery",
+        started.elapsed()
+    );
+    let failure: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(failure["error"]["code"], "UPSTREAM_UNAVAILABLE", "{failure}");
+    let letter: Value =
+        serde_json::from_slice(&next_message(&mut dead, Duration::from_secs(5)).await.payload).unwrap();
+    assert_eq!(letter["deliveries"], 2);
+    assert!(tokio::time::timeout(Duration::from_secs(2), failed.next()).await.is_err(), "published once");
+}
+
 #[tokio::test]
 async fn nats_request_reply_answers_within_the_placement_deadline() {
     let stack = NatsStack::start(big_world()).await;

@@ -130,6 +130,9 @@ pub struct Engine<A, S, C> {
     pub(super) settings: EngineSettings,
     pub(super) observer: Option<Arc<dyn PlacementObserver>>,
     sinks: Vec<Arc<dyn OutcomeSink>>,
+    /// Doors that place a retryable failure again themselves (see
+    /// [`Engine::with_door_retrying_failures`]).
+    doors_retrying_failures: Vec<String>,
     /// Called after a session is queued for a Gameye player sync, so this instance's worker starts
     /// at once instead of at its next poll.
     pub(super) player_sync_wakeup: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -152,6 +155,7 @@ where
             settings,
             observer: None,
             sinks: Vec::new(),
+            doors_retrying_failures: Vec::new(),
             player_sync_wakeup: None,
             backfill_cache: Default::default(),
             claims: AtomicU64::new(0),
@@ -175,6 +179,23 @@ where
     pub fn with_sink(mut self, sink: Arc<dyn OutcomeSink>) -> Self {
         self.sinks.push(sink);
         self
+    }
+
+    /// Marks `source` as a door that places a retryable failure again itself and announces one
+    /// only when it gives up (NATS: the redelivery of a JetStream message, the failure published
+    /// on the last delivery). Its retryable failures are then neither owed (the outbox would
+    /// announce one the redelivery is about to turn into a placement) nor announced by recovery;
+    /// the door's own `announce` calls are unaffected.
+    pub fn with_door_retrying_failures(mut self, source: &str) -> Self {
+        self.doors_retrying_failures.push(source.to_owned());
+        self
+    }
+
+    /// Whether `outcome` is a retryable failure its door will place again (see
+    /// [`Engine::with_door_retrying_failures`]): not for the outbox nor recovery to announce.
+    fn left_to_door(&self, source: &str, outcome: &Outcome) -> bool {
+        matches!(outcome, Outcome::Failed(failure) if failure.error.retryable)
+            && self.doors_retrying_failures.iter().any(|door| door == source)
     }
 
     /// Announces an outcome to every sink that wants placements from `source` (concurrently),
@@ -586,7 +607,7 @@ where
     /// When sinks want outcomes from `source`: what recording `outcome` now owes them, and when
     /// the outbox takes it up should the announcement not have got through by then.
     fn owed(&self, source: &str, outcome: &Outcome) -> Option<(Owed, OffsetDateTime)> {
-        self.announces(source)
+        (self.announces(source) && !self.left_to_door(source, outcome))
             .then(|| (Owed::of(outcome), self.clock.now() + self.settings.announce_window()))
     }
 
@@ -708,8 +729,11 @@ where
         tracing::info!(match_id = %job.record.match_id, "recovering a placement left by a stopped owner");
         let source = job.record.source.clone();
         let outcome = self.finish(job).await?;
-        // The door that accepted it is gone: announce here, or its sinks never hear of it.
-        let _ = self.announce(&source, &outcome).await;
+        // The door that accepted it is gone: announce here, or its sinks never hear of it (unless
+        // the door will place it again).
+        if !self.left_to_door(&source, &outcome) {
+            let _ = self.announce(&source, &outcome).await;
+        }
         Ok(true)
     }
 
