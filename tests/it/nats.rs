@@ -546,6 +546,56 @@ async fn nats_a_retryable_failure_is_not_published_by_the_outbox_before_the_last
     assert!(tokio::time::timeout(Duration::from_secs(2), failed.next()).await.is_err(), "published once");
 }
 
+/// A message given up on whose dead letter cannot be published (the results stream refuses it:
+/// full, discarding new messages) is handed back, not terminated: once the stream has room, a
+/// redelivery publishes the letter. Terminated at once, the message would vanish untraced.
+#[tokio::test]
+async fn nats_a_dead_letter_that_cannot_be_published_is_tried_again_by_the_redelivery() {
+    let stack = NatsStack::start(big_world()).await;
+    // Tuned by an operator: the bridge adds its subjects and leaves the limits alone.
+    let results = stack
+        .jetstream
+        .create_stream(jetstream::stream::Config {
+            name: RESULTS.to_owned(),
+            subjects: vec!["gameye.match.dead".to_owned()],
+            max_messages: 1,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stack.jetstream.publish("gameye.match.dead", "filler".into()).await.unwrap().await.unwrap();
+    let _bridge =
+        stack.bridge(&[("BRIDGE_NATS__NAK_DELAY", "300ms"), ("BRIDGE_NATS__MAX_DELIVER", "20")]).await;
+    // No usable match id anywhere: a dead letter is all that can be said of it.
+    stack.publish(b"{not json", None).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.consumer_info().await.num_redelivered == 0 {
+        assert!(Instant::now() < deadline, "never redelivered: {:?}", stack.consumer_info().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    results.purge().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let letter = loop {
+        if let Some(letter) = stack.stored_result("gameye.match.dead").await {
+            break letter;
+        }
+        assert!(Instant::now() < deadline, "the dead letter never reached the results stream");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letter["payload"], "{not json", "{letter}");
+    assert!(letter["deliveries"].as_i64().unwrap() >= 2, "{letter}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = stack.consumer_info().await;
+        if (info.num_pending, info.num_ack_pending) == (0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not terminated after its letter: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn nats_request_reply_answers_within_the_placement_deadline() {
     let stack = NatsStack::start(big_world()).await;

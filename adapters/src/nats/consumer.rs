@@ -254,15 +254,21 @@ impl MatchConsumer {
             }
             Verdict::Retry { match_id, error } | Verdict::Dead { match_id, error } => {
                 tracing::warn!(match_id = match_id.as_deref().unwrap_or(""), delivered, reason = %error.message, "giving up on a match: dead letter");
-                self.dead_letter(message, match_id, error, delivered, sequence).await;
-                final_ack(AckKind::Term).await;
-                self.metrics.handled("found", "dead");
+                if self.dead_letter(message, match_id, error, delivered, sequence, last).await {
+                    final_ack(AckKind::Term).await;
+                    self.metrics.handled("found", "dead");
+                } else {
+                    self.nak_for_dead_letter(message).await;
+                }
             }
             Verdict::Conflict { match_id, error } => {
                 // The engine logged what differs; a redelivery would be refused the same way.
-                self.dead_letter(message, Some(match_id), error, delivered, sequence).await;
-                final_ack(AckKind::Term).await;
-                self.metrics.handled("found", "conflict");
+                if self.dead_letter(message, Some(match_id), error, delivered, sequence, last).await {
+                    final_ack(AckKind::Term).await;
+                    self.metrics.handled("found", "conflict");
+                } else {
+                    self.nak_for_dead_letter(message).await;
+                }
             }
             Verdict::Aborted => {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -271,7 +277,9 @@ impl MatchConsumer {
         }
     }
 
-    /// Publishes the message on the dead-letter subject with why it was given up on.
+    /// Publishes the message on the dead-letter subject with why it was given up on. Whether it
+    /// may be terminated: the letter is out, or this was the last delivery (then after a few more
+    /// tries, since nothing brings the message back).
     async fn dead_letter(
         &self,
         message: &jetstream::Message,
@@ -279,7 +287,8 @@ impl MatchConsumer {
         error: FailureDetail,
         delivered: i64,
         sequence: u64,
-    ) {
+        last: bool,
+    ) -> bool {
         let dead = DeadLetter {
             match_id,
             error,
@@ -287,10 +296,39 @@ impl MatchConsumer {
             stream_sequence: sequence,
             payload: String::from_utf8_lossy(&message.payload).into_owned(),
         };
-        if let Err(error) = self.sink.publish_dead(&dead).await {
-            tracing::error!(%error, "dead letter not published");
+        dead_letter_sent(last, || self.sink.publish_dead(&dead)).await
+    }
+
+    /// The dead letter could not be published: the message comes back after `nats.nak_delay`, and
+    /// its redelivery ends the same way and tries the letter again, rather than vanish untraced.
+    async fn nak_for_dead_letter(&self, message: &jetstream::Message) {
+        if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await {
+            tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
+        }
+        self.metrics.handled("found", "nak");
+    }
+}
+
+/// Publishes a dead letter with `publish`; whether the message it is about may be terminated.
+/// Before the last delivery one try (a failure NAKs the message, and its redelivery tries again);
+/// on the last, three tries a second or two apart, then the message is terminated all the same.
+pub(super) async fn dead_letter_sent<F, Fut, E>(last: bool, publish: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let tries = if last { 3 } else { 1 };
+    for attempt in 1..=tries {
+        match publish().await {
+            Ok(()) => return true,
+            Err(error) => tracing::error!(%error, attempt, last, "dead letter not published"),
+        }
+        if attempt < tries {
+            tokio::time::sleep(Duration::from_secs(attempt)).await;
         }
     }
+    last
 }
 
 /// Runs `work`, telling JetStream "still working" every `every` so a slow placement is not redelivered.

@@ -614,11 +614,22 @@ impl SeatConsumer {
                 }
                 headers.insert(STATUS_HEADER, dead.error.code);
                 let subject = self.subjects.players_dead();
-                if let Err(error) = self.publisher.send("players_dead", subject, headers, &dead).await {
-                    tracing::error!(%error, "dead letter not published");
+                let sent = super::consumer::dead_letter_sent(last, || {
+                    self.publisher.send("players_dead", subject.clone(), headers.clone(), &dead)
+                })
+                .await;
+                if sent {
+                    final_ack(AckKind::Term).await;
+                    self.metrics.handled(kind, "dead");
+                } else {
+                    // Redelivered, to end the same way and try the letter again.
+                    if let Err(nak_error) =
+                        message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await
+                    {
+                        tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
+                    }
+                    self.metrics.handled(kind, "nak");
                 }
-                final_ack(AckKind::Term).await;
-                self.metrics.handled(kind, "dead");
             }
             Verdict::Aborted => {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
