@@ -248,7 +248,7 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         NakamaRpcSink::from_settings(&settings.nakama, nakama_users.clone(), Some(nakama_metrics.clone()))?
     {
         tracing::info!(rpc = %settings.nakama.rpc_id, "Nakama placements are pushed to Nakama's RPC");
-        sinks.push(Arc::new(sink));
+        sinks.push(Arc::new(sink.with_match_players(match_players(store.clone()))));
     }
     // SNS placements' outcomes are POSTed, signed, to sns.results_webhook.url when it is set.
     if let Some(sink) = sns_results_webhook(&settings)? {
@@ -451,6 +451,22 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         emulator.shutdown().await;
     }
     Ok(())
+}
+
+/// A match's players from its placement record: the users a Nakama failure push names when the
+/// instance pushing it did not take the hook call.
+fn match_players(store: StateStore) -> adapters::nakama::MatchPlayers {
+    Arc::new(move |match_id: String| {
+        let store = store.clone();
+        Box::pin(async move {
+            let record = bridge::ports::PlacementStore::get(&store, &match_id)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(record
+                .map(|record| record.request.players.into_iter().map(|player| player.id).collect())
+                .unwrap_or_default())
+        })
+    })
 }
 
 fn engine_settings(settings: &Settings) -> EngineSettings {

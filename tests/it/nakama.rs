@@ -789,6 +789,39 @@ async fn a_hook_that_gives_up_waiting_still_gets_its_match_placed_and_pushed() {
     assert_eq!(stack.emulator_sessions().await.len(), 1);
 }
 
+/// A failure pushed by an instance that did not take the hook call (here: the one that took it
+/// was killed while Nakama was down; another one's outbox pushes it) names the match's users,
+/// read from the placement record, not an empty list that notifies nobody.
+#[tokio::test]
+async fn a_failure_pushed_by_another_instance_names_the_matchs_users() {
+    let fake = FakeNakama::start().await;
+    let nakama = [
+        ("BRIDGE_NAKAMA__RPC_URL", fake.url.as_str()),
+        ("BRIDGE_NAKAMA__HTTP_KEY", HTTP_KEY),
+        ("BRIDGE_NAKAMA__RPC_ID", "gameye_bridge_result"),
+        ("BRIDGE_PLACEMENT__DEADLINE", "1s"),
+        ("BRIDGE_PLACEMENT__RECOVERY_INTERVAL", "500ms"),
+    ];
+    let mut stack = Stack::start_with(&nakama).await;
+    fake.answer_always(503);
+    stack.set_faults(json!([{"operation": "session-run", "status": 402, "probability": 1.0}])).await;
+    let body = json!({"match_id": "pushed-elsewhere", "entries": [js_entry("pe-1", json!({})), js_entry("pe-2", json!({}))]});
+    let (status, failure) = post_hook(&stack, "/v1/nakama/matched", &body).await;
+    assert_eq!(status, 402, "{failure}");
+    fake.wait_for("pushed-elsewhere", 1).await;
+    stack.bridge.signal("KILL");
+    stack.bridge.wait_exit(Duration::from_secs(5)).await;
+
+    fake.answer_always(200);
+    let pushed_before = fake.requests_for("pushed-elsewhere").len();
+    let _other = crate::stack::start_bridge(&stack.emulator, &stack.redis, &nakama).await;
+    let pushes = fake.wait_for("pushed-elsewhere", pushed_before + 1).await;
+    let push = &pushes.last().unwrap().body;
+    assert_eq!(push["status"], "failed", "{push}");
+    assert_eq!(push["error"]["code"], "QUOTA_EXCEEDED", "{push}");
+    assert_eq!(push["users"], json!(["pe-1", "pe-2"]), "{push}");
+}
+
 #[tokio::test]
 async fn nakama_refusing_the_key_or_the_rpc_is_reported_once_and_not_retried() {
     let fake = FakeNakama::start().await;

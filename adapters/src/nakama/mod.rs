@@ -23,7 +23,9 @@ pub use hook::{
     DERIVED_MATCH_ID_PREFIX, ExplicitLatency, HookRules, MatchedEntry, MatchedHook, PROPERTY_LABEL_PREFIX,
     parse_matched, read_hook,
 };
-pub use push::{FailedPush, NakamaRpcSink, PlacedPush, RecentMatchUsers, push_body, rpc_endpoint};
+pub use push::{
+    FailedPush, MatchPlayers, NakamaRpcSink, PlacedPush, RecentMatchUsers, push_body, rpc_endpoint,
+};
 pub use replay::{Claimed, ReplayGuard};
 pub use signature::{SIGNATURE_HEADER, SignatureVerifier, SignedRequest, TIMESTAMP_HEADER, sign};
 

@@ -36,7 +36,8 @@ pub struct FailedPush {
     /// Always `failed`.
     pub status: String,
     pub match_id: String,
-    /// The users, when this instance saw the hook call (empty otherwise).
+    /// The users: remembered from the hook call by the instance that took it, else the players of
+    /// the match's placement record (empty only if neither is known).
     pub users: Vec<String>,
     pub error: FailureDetail,
 }
@@ -120,11 +121,19 @@ struct NakamaErrorBody {
 }
 
 /// [`OutcomeSink`] for Nakama placements (source `nakama`).
+/// Reads a match's players from its placement record (`Err`: the store cannot say now). Given by
+/// `main`, so the sink need not know the store.
+pub type MatchPlayers =
+    Arc<dyn Fn(String) -> bridge::placement::BoxFuture<'static, Result<Vec<String>, String>> + Send + Sync>;
+
 pub struct NakamaRpcSink {
     client: reqwest::Client,
     url: reqwest::Url,
     authorization: HeaderValue,
     users: RecentMatchUsers,
+    /// For a failure whose users this instance does not remember: another instance took the hook
+    /// call (its recovery or outbox pushes), or this one restarted since, or forgot the match.
+    match_players: Option<MatchPlayers>,
     metrics: Option<NakamaMetrics>,
     /// Statuses already reported loudly; repeats are logged quietly (the engine still warns).
     reported: Mutex<HashSet<u16>>,
@@ -152,7 +161,36 @@ impl NakamaRpcSink {
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(2)))
             .build()
             .map_err(|e| NakamaError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(Some(Self { client, url, authorization, users, metrics, reported: Mutex::new(HashSet::new()) }))
+        Ok(Some(Self {
+            client,
+            url,
+            authorization,
+            users,
+            match_players: None,
+            metrics,
+            reported: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Where a failure's users are found when they are not remembered (see [`MatchPlayers`]).
+    pub fn with_match_players(mut self, match_players: MatchPlayers) -> Self {
+        self.match_players = Some(match_players);
+        self
+    }
+
+    /// The users a failure is pushed to: remembered from the hook call, else the record's players.
+    async fn failed_users(&self, match_id: &str) -> Result<Vec<String>, DeliveryError> {
+        let remembered = self.users.users(match_id);
+        match &self.match_players {
+            Some(lookup) if remembered.is_empty() => {
+                lookup(match_id.to_owned()).await.map_err(|error| DeliveryError {
+                    sink: SOURCE.to_owned(),
+                    message: format!("cannot read the match's users: {error}"),
+                    permanent: false,
+                })
+            }
+            _ => Ok(remembered),
+        }
     }
 
     fn count(&self, result: &'static str) {
@@ -204,7 +242,7 @@ impl OutcomeSink for NakamaRpcSink {
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let failed_users = match outcome {
-                Outcome::Failed(failure) => self.users.users(&failure.match_id),
+                Outcome::Failed(failure) => self.failed_users(&failure.match_id).await?,
                 Outcome::Placed(_) => Vec::new(),
             };
             let body = push_body(outcome, failed_users);
