@@ -46,6 +46,8 @@ impl Clock for MovableClock {
 const UP: u8 = 0;
 const DOWN: u8 = 1;
 const REFUSING: u8 = 2;
+/// Fails the next delivery transiently after 300 ms, then is up.
+const SLOW_TO_FAIL_ONCE: u8 = 3;
 
 /// A sink that takes outcomes when up, fails transiently when down, and for good when refusing.
 #[derive(Default)]
@@ -84,10 +86,17 @@ impl OutcomeSink for TestSink {
         outcome: &'a Outcome,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         let state = self.state.load(Ordering::SeqCst);
+        if state == SLOW_TO_FAIL_ONCE {
+            self.state.store(UP, Ordering::SeqCst);
+        }
         self.attempts.lock().unwrap().push((outcome.clone(), state == UP));
         Box::pin(async move {
             match state {
                 UP => Ok(()),
+                SLOW_TO_FAIL_ONCE => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Err(DeliveryError { sink: "test".into(), message: "timed out".into(), permanent: false })
+                }
                 state => Err(DeliveryError {
                     sink: "test".into(),
                     message: "not now".into(),
@@ -197,6 +206,31 @@ async fn a_late_announcement_of_a_failure_leaves_the_placement_since_owed() {
     let round = fx.outbox_round_later(Duration::from_secs(10)).await;
     assert_eq!((round.delivered, round.failed), (1, 0), "{round:?}");
     assert_eq!(fx.sink.taken(), [failed, placed], "the placement is announced last");
+    assert_eq!(fx.owed().await, 0);
+}
+
+/// A retryable failure's announcement fails once and is retried; meanwhile the match is sent
+/// again and placed, and the placement announced. The retry must not deliver the failure after
+/// the placement: listeners would end on "failed" for a match that has a server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_an_outcome_replaced_since_is_not_delivered() {
+    let fx = Fixture::start().await;
+    set_faults(&fx.emulator, json!([{"operation": "session-run", "status": 503, "probability": 1.0}])).await;
+    let failed = fx.place("m-superseded", 1800).await;
+    assert!(matches!(&failed, Outcome::Failed(f) if f.error.retryable), "{failed:?}");
+    fx.sink.set(SLOW_TO_FAIL_ONCE);
+    let announcing_failure = fx.engine.announce(SOURCE, &failed);
+    let placing_again = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        set_faults(&fx.emulator, json!([])).await;
+        let (placed, announced) = fx.place_and_announce("m-superseded").await;
+        announced.unwrap();
+        placed
+    };
+    let (announced, placed) = tokio::join!(announcing_failure, placing_again);
+    assert!(is_placed(&placed), "{placed:?}");
+    announced.unwrap();
+    assert_eq!(fx.sink.taken(), [placed], "the failure is not delivered after the placement");
     assert_eq!(fx.owed().await, 0);
 }
 

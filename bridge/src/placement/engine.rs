@@ -354,9 +354,33 @@ where
                         return Err(error);
                     }
                     self.clock.sleep(pause).await;
+                    if self.replaced(outcome).await {
+                        tracing::info!(
+                            sink = sink.name(),
+                            match_id = outcome.match_id(),
+                            "not announced again: the match has a newer outcome"
+                        );
+                        return Ok(());
+                    }
                 }
             }
         }
+    }
+
+    /// Whether the match's record holds another outcome than `outcome` by now: a retryable failure
+    /// taken over (pending again, or placed since). A late retry of the old one would reach its
+    /// listeners after the new one. Asked before each retry only; a record that cannot be read
+    /// or is gone says no.
+    async fn replaced(&self, outcome: &Outcome) -> bool {
+        let current = match self.store.get(outcome.match_id()).await {
+            Ok(Some(record)) => match record.state {
+                PlacementState::Pending { .. } => return true,
+                PlacementState::Placed { assignment } => Outcome::Placed(assignment),
+                PlacementState::Failed { failure } => Outcome::Failed(failure),
+            },
+            _ => return false,
+        };
+        Owed::of(&current) != Owed::of(outcome)
     }
 
     /// Sets what wakes the player-sync worker (see [`Engine::sync_players`]).
