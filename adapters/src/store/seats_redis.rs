@@ -805,19 +805,13 @@ impl RedisStore {
             let session_id = Uuid::parse_str(&member).expect("listed from parsed ids");
             prune.extend(naming[&session_id].iter().map(|player| (*player, member.clone())));
         }
-        // Seats given up since (a leave, an expired reservation): the entry goes, the session too
-        // unless another of the players still sits there.
-        found.retain(|session| {
-            let mut holds_any = false;
-            for player in &naming[&session.session_id] {
-                if session.holds(player) {
-                    holds_any = true;
-                } else {
-                    prune.push((player, session.session_id.to_string()));
-                }
-            }
-            holds_any
-        });
+        // Seats given up since (a leave, an expired reservation): the session is not answered
+        // unless another of the players still sits there. Its entry stays, though: the player
+        // may take a seat there again between this read and a removal (a join whose own `SADD`
+        // found the entry present), which would then leave them seated but unindexed. Entries of
+        // ended and vanished sessions, which seat nobody again, are what goes; the rest ends
+        // with the key's TTL.
+        found.retain(|session| naming[&session.session_id].iter().any(|player| session.holds(player)));
         if !prune.is_empty() {
             let mut pipe = redis::pipe();
             for (player, member) in &prune {
