@@ -1247,6 +1247,31 @@ async fn redis_sessions_holding_reads_only_the_sessions_the_player_index_names()
     assert_eq!(named().await, BTreeSet::from([sid(7).to_string()]), "the ended session's entry is gone");
 }
 
+/// Two instances with their own memory of index expiries, and sessions of different TTLs: an
+/// image's index that emptied (its last session ended, so Redis dropped the key) and was made
+/// again by one instance for a short session still lives as long as the longer sessions the
+/// other adds to it next. It expired with the short one, and the long ones fell out of backfill,
+/// the listing and the reconciler's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_index_recreated_by_another_instance_lives_as_long_as_its_sessions_need() {
+    let fx = Fixture::redis().await;
+    let url = fx.redis.as_ref().unwrap().url();
+    let other = StateStore::Redis(RedisStore::connect(&url, PREFIX).await.unwrap());
+    let week = Duration::from_secs(7 * 24 * 3600);
+    fx.store.create_session(&fx.new_session(1, 4, &[]), week).await.unwrap().unwrap();
+    fx.store.end_session(sid(1), GONE, fx.at(0)).await.unwrap().unwrap();
+    other.create_session(&fx.new_session(2, 4, &[]), Duration::from_secs(1)).await.unwrap().unwrap();
+    fx.store
+        .create_session(&fx.new_session(3, 4, &[]), Duration::from_secs(24 * 3600))
+        .await
+        .unwrap()
+        .unwrap();
+    let ttls = keys_and_ttls(&url).await;
+    for index in [format!("{PREFIX}:{{seats}}:sessions"), format!("{PREFIX}:seats-image:{{game}}")] {
+        assert!(ttls[&index] >= 2 * 24 * 3600 * 1000, "{index} would expire before session 3: {ttls:?}");
+    }
+}
+
 /// A Redis fixture with sessions 1 and 2 created, and a connection of the test's own.
 async fn two_sessions_in_redis() -> (Fixture, ::redis::aio::MultiplexedConnection) {
     let fx = Fixture::redis().await;

@@ -175,15 +175,23 @@ pub(super) fn queue_index_add(
 const INDEX_EXPIRY_SLACK_MS: i64 = 60_000;
 /// Indexes remembered at most (one per image for the seats); beyond it the memory starts over.
 const INDEX_EXPIRIES_HELD: usize = 1024;
+/// The shortest life an index is given, whatever its entries need: one horizon for every
+/// instance and request (see [`IndexExpiries`]). A month and a day: longer than any placement
+/// record is kept (30 days at most).
+const INDEX_TTL_FLOOR_MS: i64 = 31 * 24 * 3600 * 1000;
 
 /// When this process last made sure each index lives until at least some instant.
 ///
 /// Skipping the `PEXPIRE`s is safe because an index's expiry only ever moves later (`GT`) while
 /// the key exists. If the key vanishes meanwhile (its last entry removed, a `FLUSHALL`, a
 /// restart without persistence), the next `ZADD` creates it *without* an expiry, which lives
-/// longer, not shorter, until this process's next refresh sets one again (`NX`). Only another
-/// instance configured with a shorter `keep_for` recreating a vanished index could leave it
-/// shorter than remembered here; instances of one deployment share their configuration.
+/// longer, not shorter, until this process's next refresh sets one again (`NX`). Another instance
+/// recreating a vanished index sets the expiry *it* needs, though, and how long entries must live
+/// differs per request (a session's TTL): an index recreated for a 10-minute session, then added
+/// to for 2-hour ones by a process that remembers a long expiry, would expire with their sessions
+/// still listed in it. So every index is asked to live at least [`INDEX_TTL_FLOOR_MS`] whatever
+/// its entries need: with one horizon everywhere, an expiry set later is never the earlier one.
+/// (Only entries needing more than the floor, sessions of a TTL beyond two weeks, can still meet it.)
 #[derive(Default)]
 pub(super) struct IndexExpiries(Mutex<HashMap<String, Instant>>);
 
@@ -192,6 +200,7 @@ impl IndexExpiries {
     /// (one for all, so a pipeline's answer has one of two shapes), or `None` when refreshes this
     /// process made cover them all.
     pub(super) fn needed<S: AsRef<str>>(&self, indexes: &[S], ttl_ms: i64, now: Instant) -> Option<i64> {
+        let ttl_ms = ttl_ms.max(INDEX_TTL_FLOOR_MS);
         let covered = now.checked_add(millis(ttl_ms)).is_some_and(|needed_until| {
             let known = self.0.lock().expect("index expiries poisoned");
             indexes.iter().all(|index| known.get(index.as_ref()).is_some_and(|until| *until >= needed_until))
@@ -1283,8 +1292,10 @@ mod tests {
     fn index_expiries_skip_refreshes_only_while_one_covers_the_add() {
         let expiries = IndexExpiries::default();
         let t0 = Instant::now();
-        let ttl = 3_600_000;
+        let ttl = INDEX_TTL_FLOOR_MS + 3_600_000;
         assert_eq!(expiries.needed(&["a"], ttl, t0), Some(ttl + INDEX_EXPIRY_SLACK_MS), "nothing known yet");
+        // A shorter need is asked for the floor: one horizon for every request and instance.
+        assert_eq!(expiries.needed(&["c"], 1_000, t0), Some(INDEX_TTL_FLOOR_MS + INDEX_EXPIRY_SLACK_MS));
         expiries.remember("a", t0, ttl + INDEX_EXPIRY_SLACK_MS);
         let within = t0 + Duration::from_millis(INDEX_EXPIRY_SLACK_MS as u64);
         assert_eq!(expiries.needed(&["a"], ttl, within), None, "covered until the slack is used up");
