@@ -45,10 +45,20 @@ pub struct UrlRejected {
 impl UrlPolicy {
     /// Checks a SigningCertURL (`.pem` path required).
     pub fn check_cert_url(&self, url: &str) -> Result<Url, UrlRejected> {
-        let parsed = UrlPolicy::Aws.check(url, "SigningCertURL")?;
         let reject = |reason| UrlRejected { what: "SigningCertURL", url: url.to_owned(), reason };
-        if !parsed.path().ends_with(".pem") {
-            return Err(reject("path must end in .pem"));
+        // Checked before anything is fetched or cached, and keyed as sent: a long URL, or one
+        // spelt differently (`/x/../`, an upper-case host) that parses to the same certificate,
+        // would each be one more cache entry and fetch that anyone knowing a subscribed topic
+        // could cause, signature or not.
+        if url.len() > MAX_CERT_URL_LEN {
+            return Err(reject("too long"));
+        }
+        let parsed = UrlPolicy::Aws.check(url, "SigningCertURL")?;
+        if parsed.as_str() != url {
+            return Err(reject("not in its normal form"));
+        }
+        if !is_cert_path(parsed.path()) {
+            return Err(reject("path must be /SimpleNotificationService-<id>.pem"));
         }
         // AWS's certificate URLs have neither; allowed, each `?n=<i>` would be one more fetch
         // (and cache entry) anyone who knows a subscribed topic could cause, before any signature
@@ -97,14 +107,39 @@ impl UrlPolicy {
     }
 }
 
-/// `^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$`.
+/// Longer than any certificate URL AWS sends (~100 characters).
+const MAX_CERT_URL_LEN: usize = 256;
+
+/// `^sns\.<region>\.amazonaws\.com(\.cn)?$`, `<region>` shaped like an AWS region
+/// (`us-east-1`, `us-gov-west-1`, `cn-north-1`): `[a-z]{2}(-[a-z]+)+-[0-9]+`. Stricter than the
+/// `[a-z0-9-]+` AWS's own samples use, which admits `sns.s3.amazonaws.com` and
+/// `sns.s3-external-1.amazonaws.com`: an S3 bucket named `sns`, whose owner could serve a
+/// certificate of their own and sign any message.
 pub fn is_sns_host(host: &str) -> bool {
     let Some(rest) = host.strip_prefix("sns.") else { return false };
     let region = rest
         .strip_suffix(".amazonaws.com")
         .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))
         .unwrap_or_default();
-    !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    is_region(region)
+}
+
+fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    let [first, middle @ .., last] = parts.as_slice() else { return false };
+    first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && !middle.is_empty()
+        && middle.iter().all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase()))
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `/SimpleNotificationService-<id>.pem`, `<id>` letters, digits and `-` (AWS's are hex).
+fn is_cert_path(path: &str) -> bool {
+    path.strip_prefix("/SimpleNotificationService-")
+        .and_then(|rest| rest.strip_suffix(".pem"))
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 /// What verification needs of a certificate.

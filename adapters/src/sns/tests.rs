@@ -223,6 +223,8 @@ fn only_aws_sns_https_pem_urls_may_be_fetched() {
     for good in [
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
         "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem",
+        "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-abc.pem",
     ] {
         assert!(policy.check_cert_url(good).is_ok(), "{good}");
     }
@@ -231,6 +233,17 @@ fn only_aws_sns_https_pem_urls_may_be_fetched() {
         "https://sns.us-east-1.amazonaws.com.evil.com/cert.pem",
         "https://evil.com/sns.us-east-1.amazonaws.com/cert.pem",
         "https://sns.us-east-1.amazonaws.com/cert.txt",
+        // S3 buckets named `sns` pass AWS's own `[a-z0-9-]+` rule for the region.
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.s3-external-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-abc.pem",
+        // Other files on the host, and spellings of the one file that would each be cached apart.
+        "https://sns.us-east-1.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.amazonaws.com/x/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/pad/../SimpleNotificationService-abc.pem",
+        "https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-abc.pem",
+        &format!("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{}.pem", "a".repeat(300)),
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?n=1",
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?",
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem#1",
