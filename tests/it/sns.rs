@@ -781,4 +781,15 @@ async fn sns_a_known_match_id_with_other_players_is_refused_and_the_first_match_
     let delivered = s.delivered();
     assert_eq!(delivered.len(), 1, "no match.failed for the first match: {delivered:?}");
     assert_eq!(s.stack.emulator_sessions().await.len(), 1);
+
+    // An unusable event under the same id (a player id the bridge cannot take): refused, and the
+    // first match still not told it failed.
+    let long = "p".repeat(200);
+    let unusable = succeeded("fm-reused", &[("ticket-long", &[long.as_str()])]);
+    let (status, answer, _) = s.post_sns(&sign(notification("msg-unusable", &unusable))).await;
+    assert_eq!(status, 422, "{answer}");
+    s.wait_ticket("ticket-long", "failed", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered = s.delivered();
+    assert_eq!(delivered.len(), 1, "no match.failed for the first match: {delivered:?}");
 }

@@ -498,7 +498,19 @@ impl SnsDoor {
             let failure = Failure::new(match_id, FailureCode::InvalidRequest, refused.message.clone());
             let service = self.service.clone();
             self.background.spawn(async move {
-                let _ = service.announce(SOURCE, &Outcome::Failed(failure)).await;
+                // A match recorded under the id stands (placed, failed or under way): its listeners
+                // must not hear that it failed because a later event naming it was unusable.
+                match service.status(&failure.match_id).await {
+                    Ok(None) => {
+                        let _ = service.announce(SOURCE, &Outcome::Failed(failure)).await;
+                    }
+                    Ok(Some(_)) => {
+                        tracing::warn!(match_id = %failure.match_id, "refused event names a recorded match; that match stands and is not told");
+                    }
+                    Err(error) => {
+                        tracing::warn!(match_id = %failure.match_id, %error, "refused event not announced: cannot tell whether its match id is recorded");
+                    }
+                }
             });
         }
         refused
