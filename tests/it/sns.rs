@@ -752,6 +752,24 @@ async fn sns_a_match_the_bridge_refuses_is_failed_on_its_tickets_and_announced()
     assert!(s.stack.emulator_sessions().await.is_empty(), "refused, not placed");
 }
 
+/// A ticket record the bridge cannot read is a store error no retry fixes: 500 `STORE_ERROR`, as
+/// on every other route, not 503 "retry", which would have pollers retry for good.
+#[tokio::test]
+async fn sns_an_unreadable_ticket_answers_500_store_error() {
+    let s = SnsStack::start(&[]).await;
+    let mut redis =
+        redis::Client::open(s.stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("gameye-bridge:ticket:{t-garbled}")
+        .arg("not json")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (status, answer) = s.stack.get("/v1/tickets/t-garbled").await;
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(answer["error"]["code"], "STORE_ERROR", "{answer}");
+}
+
 /// FlexMatch makes its match ids, so one reused for other players is a bug upstream: refused
 /// (409, which SNS does not retry), the first match untouched and not told it failed, and the
 /// refused event's new tickets failed with the reason; a ticket of the first match keeps its match.

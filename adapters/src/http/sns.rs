@@ -80,6 +80,7 @@ fn api_error(error: SnsError) -> ApiError {
         SnsErrorKind::Forbidden => StatusCode::FORBIDDEN,
         SnsErrorKind::Conflict => StatusCode::CONFLICT,
         SnsErrorKind::Unavailable if error.code == "STORE_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        SnsErrorKind::Unavailable if error.code == "STORE_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
         SnsErrorKind::Unavailable => StatusCode::BAD_GATEWAY,
     };
     ApiError::new(status, error.code, error.message)

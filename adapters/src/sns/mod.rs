@@ -116,6 +116,15 @@ impl SnsError {
     }
 
     fn store(error: StoreError) -> Self {
+        if !error.transient {
+            // Retrying cannot help (a record the bridge cannot read): not "unavailable, retry".
+            tracing::error!(%error, "state store error that a retry cannot fix");
+            return Self::new(
+                SnsErrorKind::Unavailable,
+                "STORE_ERROR",
+                "the bridge's state store holds data it cannot use or refused the operation; see the bridge's log",
+            );
+        }
         tracing::error!(%error, "state store unavailable");
         Self::new(
             SnsErrorKind::Unavailable,
