@@ -8,7 +8,7 @@ use gameye_emulator::{DEFAULT_TOKEN, World};
 use serde_json::{Value, json};
 
 use crate::harness::{BridgeProcess, NatsServer, RedisServer};
-use crate::stack::{Stack, start_bridge, world};
+use crate::stack::{Stack, match_with, start_bridge, world};
 
 async fn metrics_of(bridge: &BridgeProcess) -> String {
     reqwest::get(format!("{}/metrics", bridge.base_url)).await.unwrap().text().await.unwrap()
@@ -141,6 +141,32 @@ async fn stack_with_nats(interval: &str) -> (Stack, NatsServer, async_nats::Clie
     let ended = client.subscribe("gameye.session.ended.>").await.unwrap();
     client.flush().await.unwrap();
     (stack, nats, client, ended)
+}
+
+/// The reconciler lists a session while its create's answer is still on the way and adopts it
+/// (no record yet, and it cannot know the match's players). The placement then finds a record
+/// there: its players still get their seats, or backfill could fill the session and turn their
+/// joins away.
+#[tokio::test]
+async fn a_session_adopted_while_its_create_answers_still_seats_the_matchs_players() {
+    let stack = Stack::start_with(&[("BRIDGE_RECONCILER__INTERVAL", "200ms")]).await;
+    stack.set_faults(json!([{"operation": "session-run", "delay_ms": 2000, "after": true}])).await;
+    let mut body = match_with("m-adopted-early", &[&[("eu-west-1", 20)], &[("eu-west-1", 30)]]);
+    body["max_players"] = json!(2);
+    let (status, assignment) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{assignment}");
+    let id = assignment["session_id"].as_str().unwrap().to_owned();
+    assert!(metric(&stack.bridge, ADOPTED).await >= 1.0, "not adopted meanwhile:\n{}", stack.bridge.logs());
+    let (status, seats) = bridge_session(&stack, &id).await;
+    assert_eq!(status, 200, "{seats}");
+    let reserved: Vec<&Value> = seats["reservations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["players"].as_array().unwrap())
+        .collect();
+    assert_eq!(reserved, [&json!("p0"), &json!("p1")], "{seats}");
+    assert_eq!(seats["open_seats"], 0, "{seats}");
 }
 
 /// A session started by a bridge from before the deployment label is missing from the filtered

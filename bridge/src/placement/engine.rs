@@ -10,6 +10,7 @@ use crate::ports::{
     Claim, ClaimOutcome, Clock, Completion, DeliveryError, Lease, Outcome, OutcomeSink, Owed,
     PlacementRecord, PlacementState, SessionApi, StateStore, StoreError,
 };
+use crate::seats::SeatError;
 use crate::{FailureCode, MatchIdConflict, ValidatedMatch, session_id};
 
 /// The engine did not take the match on. Nothing was promised to anyone and nothing changed.
@@ -505,14 +506,20 @@ where
         };
         let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
         let (written, created) = self.store.finish_placement(completion, seats).await;
+        let mut found_a_record = false;
         let seats_to_write_again = match (&outcome, created) {
             (Outcome::Placed(_), Some(Err(error))) if error.transient => true,
             (Outcome::Placed(assignment), Some(created)) => {
+                found_a_record = matches!(created, Ok(Err(SeatError::AlreadyExists)));
                 self.seats_recorded(assignment, created);
                 false
             }
             _ => false,
         };
+        if found_a_record && let Outcome::Placed(assignment) = &outcome {
+            // Boxed: rarely run, it need not enlarge every placement's future.
+            Box::pin(self.seat_in_existing_record(assignment)).await;
+        }
         let written = match written {
             Ok(written) => written,
             // Boxed: rarely run, it need not enlarge every placement's future.

@@ -249,6 +249,45 @@ where
         }
     }
 
+    /// The match was placed on a session that already had a seat record: the reconciler listed the
+    /// session while its create's answer was on the way (or lost, and a later attempt found the
+    /// session with 409) and adopted it, without the match's players. They get the seats the
+    /// placement would have reserved them, or backfill could fill the session and turn their
+    /// joins away. Players already joined or holding a seat there (the record was this match's
+    /// own, written by another attempt) are left as they are.
+    pub(super) async fn seat_in_existing_record(&self, assignment: &Assignment) {
+        let now = self.clock.now();
+        let seats = match self.store.get_session(assignment.session_id, now).await {
+            Ok(Some(seats)) => seats,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %error, "cannot read the session's seats to reserve the match's players");
+                self.seat_write_failed();
+                return;
+            }
+        };
+        let unseated: Vec<String> =
+            assignment.players.iter().filter(|player| !seats.holds(player)).cloned().collect();
+        if unseated.is_empty() || seats.status == SessionStatus::Ended {
+            return;
+        }
+        let ttl = self.settings.seats.match_reservation_ttl;
+        match self.store.reserve_seats(assignment.session_id, &unseated, ttl, now).await {
+            Ok(Ok(_)) => {
+                tracing::info!(match_id = %assignment.match_id, session_id = %assignment.session_id, players = unseated.len(), "the match's players reserved in the session's adopted record");
+                self.backfill_cache.forget(&assignment.image);
+            }
+            Ok(Err(refused)) => {
+                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %refused, "cannot reserve the match's players in the session's existing record");
+                self.seat_write_failed();
+            }
+            Err(error) => {
+                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %error, "cannot reserve the match's players in the session's existing record");
+                self.seat_write_failed();
+            }
+        }
+    }
+
     /// [`Engine::record_seats`] for a duplicate of a placed match, unless the session's Gameye TTL
     /// has run out (then it cannot be running, and an ended record may have expired already: a late
     /// duplicate must not bring a dead session back as a backfill target).
