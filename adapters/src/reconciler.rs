@@ -400,9 +400,26 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
         // carries its writer's: with skew, an absence counts one scan late or, as before, one scan
         // early (harmless: an end takes two absences and Gameye confirming the session gone).
         let listing_began = crate::store::whole_millis(OffsetDateTime::now_utc());
-        let listing = tokio::select! {
-            listing = self.lister.list(listing_pace) => listing,
-            _ = stop.cancelled() => return None,
+        // A long listing (paced, a large account's takes up to `request_timeout / max_busy`) must
+        // not outlive the lease, or another instance takes it meanwhile, this scan stops at its
+        // first step, and with two instances taking turns no scan ever completes: the lease is
+        // renewed every interval while the listing is read.
+        let lister = self.lister.clone();
+        let list = lister.list(listing_pace);
+        tokio::pin!(list);
+        let interval = self.config.interval.max(Duration::from_millis(1));
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let listing = loop {
+            tokio::select! {
+                listing = &mut list => break listing,
+                _ = stop.cancelled() => return None,
+                _ = renewals.tick() => {
+                    if !self.keep_lease().await {
+                        self.metrics.scan("lease_lost");
+                        return None;
+                    }
+                }
+            }
         };
         self.last_listing_failed = listing.is_err();
         let mut listed = match listing {
@@ -767,6 +784,38 @@ mod tests {
         assert_eq!(scan(&mut r).await.unwrap().ended, vec![id]);
         let seats = store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().unwrap();
         assert_eq!(seats.status, SessionStatus::Ended);
+    }
+
+    /// Two instances, and a listing longer than the lease (three intervals): the one listing
+    /// renews its lease meanwhile, so it completes its scan. Before, the lease lapsed mid-listing,
+    /// the other instance took it, and each then stopped the other's scan at its first step.
+    #[tokio::test]
+    async fn a_listing_longer_than_the_lease_keeps_it_and_completes() {
+        let store = MemoryStore::new();
+        let id = Uuid::new_v4();
+        let stop = CancellationToken::new();
+        let instances: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|owner| {
+                let mut r = reconciler(store.clone(), Arc::new(Mutex::new(Ok(Vec::new()))));
+                r.config.owner = owner.to_owned();
+                r.config.interval = Duration::from_millis(20);
+                r.lister = SessionLister::new(move |_| async move {
+                    tokio::time::sleep(Duration::from_millis(90)).await;
+                    Ok(vec![listed(id, true)])
+                });
+                tokio::spawn(r.run(stop.clone()))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no scan completed: the orphan was never adopted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        for instance in instances {
+            instance.await.unwrap();
+        }
     }
 
     #[tokio::test]
