@@ -272,20 +272,17 @@ where
             return;
         }
         let ttl = self.settings.seats.match_reservation_ttl;
-        match self.store.reserve_seats(assignment.session_id, &unseated, ttl, now).await {
+        let error = match self.store.reserve_seats(assignment.session_id, &unseated, ttl, now).await {
             Ok(Ok(_)) => {
                 tracing::info!(match_id = %assignment.match_id, session_id = %assignment.session_id, players = unseated.len(), "the match's players reserved in the session's adopted record");
                 self.backfill_cache.forget(&assignment.image);
+                return;
             }
-            Ok(Err(refused)) => {
-                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %refused, "cannot reserve the match's players in the session's existing record");
-                self.seat_write_failed();
-            }
-            Err(error) => {
-                tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %error, "cannot reserve the match's players in the session's existing record");
-                self.seat_write_failed();
-            }
-        }
+            Ok(Err(refused)) => refused.to_string(),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(match_id = %assignment.match_id, session_id = %assignment.session_id, %error, "cannot reserve the match's players in the session's existing record");
+        self.seat_write_failed();
     }
 
     /// [`Engine::record_seats`] for a duplicate of a placed match, unless the session's Gameye TTL
