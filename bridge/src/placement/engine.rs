@@ -417,10 +417,13 @@ where
         let claim = self.new_claim(source, request);
         let progress = match self.claim(&claim).await? {
             Accepted::Owned(job) => {
+                // Not held across the placement: only a waiter needs it.
+                drop(claim);
                 let (outcome, outcome_json) = self.finish_rendered(job).await?;
                 return Ok(Answer { progress: Progress::Done(outcome), outcome_json });
             }
-            Accepted::Known(Progress::Pending { .. }) => self.wait_for(&claim).await?,
+            // Boxed: a duplicate's path, it need not enlarge every placement's future.
+            Accepted::Known(Progress::Pending { .. }) => Box::pin(self.wait_for(&claim)).await?,
             Accepted::Known(done) => done,
         };
         Ok(Answer { progress, outcome_json: None })
