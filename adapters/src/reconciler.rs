@@ -799,15 +799,15 @@ mod tests {
             .map(|owner| {
                 let mut r = reconciler(store.clone(), Arc::new(Mutex::new(Ok(Vec::new()))));
                 r.config.owner = owner.to_owned();
-                r.config.interval = Duration::from_millis(20);
+                r.config.interval = Duration::from_millis(50);
                 r.lister = SessionLister::new(move |_| async move {
-                    tokio::time::sleep(Duration::from_millis(90)).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok(vec![listed(id, true)])
                 });
                 tokio::spawn(r.run(stop.clone()))
             })
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while store.get_session(id, OffsetDateTime::now_utc()).await.unwrap().is_none() {
             assert!(Instant::now() < deadline, "no scan completed: the orphan was never adopted");
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -120,12 +120,12 @@ struct NakamaErrorBody {
     code: Option<i64>,
 }
 
-/// [`OutcomeSink`] for Nakama placements (source `nakama`).
 /// Reads a match's players from its placement record (`Err`: the store cannot say now). Given by
 /// `main`, so the sink need not know the store.
 pub type MatchPlayers =
     Arc<dyn Fn(String) -> bridge::placement::BoxFuture<'static, Result<Vec<String>, String>> + Send + Sync>;
 
+/// [`OutcomeSink`] for Nakama placements (source `nakama`).
 pub struct NakamaRpcSink {
     client: reqwest::Client,
     url: reqwest::Url,
