@@ -265,7 +265,7 @@ where
             env: &request.env,
             args: &request.args,
             labels,
-            ttl: request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl),
+            ttl: self.session_ttl(request),
             answer_within,
         }
     }

@@ -293,7 +293,7 @@ where
             return self.store.defer_announcement(owed, due).await.map(|()| OwedResult::NotYet);
         }
         let age: Duration = (now - record.accepted_at).try_into().unwrap_or_default();
-        let session_ttl = record.request.ttl.map_or(self.settings.default_ttl, |ttl| ttl.as_duration());
+        let session_ttl = self.session_ttl(&record.request);
         if age > session_ttl {
             tracing::error!(%match_id, source = %record.source, ?age, "giving up an announcement older than its session's TTL");
             return self.store.announced(owed).await.map(|()| OwedResult::GivenUp);
@@ -666,8 +666,12 @@ where
     /// lives would let a new match under the same id be handed that session (the 409 path adopts
     /// whatever runs under the session id).
     fn keep_for(&self, request: &crate::MatchRequest) -> Duration {
-        let session_ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
-        self.settings.keep_for.max(session_ttl.min(LONGEST_KEEP))
+        self.settings.keep_for.max(self.session_ttl(request).min(LONGEST_KEEP))
+    }
+
+    /// How long the match's Gameye session may run: the request's `ttl`, else `gameye.ttl`.
+    pub(super) fn session_ttl(&self, request: &crate::MatchRequest) -> Duration {
+        request.ttl.map_or(self.settings.default_ttl, |ttl| ttl.as_duration())
     }
 
     /// Waits for a pending placement owned elsewhere (`claim` was answered `Held`); takes it over
@@ -677,37 +681,32 @@ where
         let give_up = self.clock.now() + self.settings.deadline;
         let mut pause = Duration::from_millis(20);
         loop {
-            let Some(record) = self.store.get(&claim.match_id).await? else {
+            let now = self.clock.now();
+            let (to_claim, mut lease_until) = match self.store.get(&claim.match_id).await? {
                 // Gone while its owner was at work (Redis lost it): claimed again as this send was
                 // first, so that it is placed and recorded rather than answered "pending" for good.
                 // Its session id is the match's own, so any session the owner started is found.
-                let again = Claim { owner: self.claim_owner(), now: self.clock.now(), ..claim.clone() };
-                match self.claim(&again).await? {
+                None => (Some(Claim { owner: self.claim_owner(), now, ..claim.clone() }), now),
+                Some(record) => match record.state {
+                    PlacementState::Placed { assignment } => {
+                        return Ok(Progress::Done(Outcome::Placed(assignment)));
+                    }
+                    PlacementState::Failed { failure } => {
+                        return Ok(Progress::Done(Outcome::Failed(failure)));
+                    }
+                    // Its owner's lease ran out: taken over.
+                    PlacementState::Pending { lease_until, .. } if lease_until <= now => {
+                        (Some(self.takeover_claim(record)), lease_until)
+                    }
+                    PlacementState::Pending { lease_until, .. } => (None, lease_until),
+                },
+            };
+            if let Some(to_claim) = to_claim {
+                match self.claim(&to_claim).await? {
                     Accepted::Owned(job) => return self.finish(job).await.map(Progress::Done),
                     Accepted::Known(Progress::Done(outcome)) => return Ok(Progress::Done(outcome)),
                     // Claimed by another meanwhile: waited for like the first owner.
-                    Accepted::Known(Progress::Pending { lease_until }) => {
-                        if self.clock.now() >= give_up {
-                            return Ok(Progress::Pending { lease_until });
-                        }
-                        self.clock.sleep(pause).await;
-                        continue;
-                    }
-                }
-            };
-            let lease_until = match record.state {
-                PlacementState::Placed { assignment } => {
-                    return Ok(Progress::Done(Outcome::Placed(assignment)));
-                }
-                PlacementState::Failed { failure } => return Ok(Progress::Done(Outcome::Failed(failure))),
-                PlacementState::Pending { lease_until, .. } => lease_until,
-            };
-            let now = self.clock.now();
-            if lease_until <= now {
-                match self.claim(&self.takeover_claim(record)).await? {
-                    Accepted::Owned(job) => return self.finish(job).await.map(Progress::Done),
-                    Accepted::Known(Progress::Done(outcome)) => return Ok(Progress::Done(outcome)),
-                    Accepted::Known(Progress::Pending { .. }) => {}
+                    Accepted::Known(Progress::Pending { lease_until: held }) => lease_until = held,
                 }
             }
             if now >= give_up {

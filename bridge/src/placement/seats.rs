@@ -208,7 +208,7 @@ where
             ports: &assignment.ports,
             placed_at: assignment.placed_at,
         };
-        let ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
+        let ttl = self.session_ttl(request);
         let new = NewSession {
             session_id: assignment.session_id,
             capacity: seats.match_capacity(&assignment.image, request),
@@ -289,7 +289,7 @@ where
     /// has run out (then it cannot be running, and an ended record may have expired already: a late
     /// duplicate must not bring a dead session back as a backfill target).
     pub(super) async fn record_missing_seats(&self, request: &MatchRequest, assignment: &Assignment) {
-        let ttl = request.ttl.map(|ttl| ttl.as_duration()).unwrap_or(self.settings.default_ttl);
+        let ttl = self.session_ttl(request);
         let ends_by =
             time::Duration::try_from(ttl).ok().and_then(|ttl| assignment.placed_at.checked_add(ttl));
         if ends_by.is_none_or(|ends_by| self.clock.now() < ends_by) {
