@@ -299,22 +299,12 @@ pub fn match_id_conflict(conflict: &MatchIdConflict) -> ApiError {
 }
 
 pub fn store_unavailable(error: StoreError) -> ApiError {
-    if !error.transient {
-        // Retrying cannot help (a record the bridge cannot read, a command Redis refuses): not
-        // "unavailable, retry", which would have the caller retry forever.
-        tracing::error!(%error, "state store error that a retry cannot fix");
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "STORE_ERROR",
-            "the bridge's state store holds data it cannot use or refused the operation; see the bridge's log",
-        );
-    }
-    tracing::error!(%error, "state store unavailable");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "STORE_UNAVAILABLE",
-        "the bridge's state store is unavailable; retry",
-    )
+    // A store error no retry fixes is not "unavailable, retry", which would have the caller retry
+    // forever.
+    let status =
+        if error.transient { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let (code, message) = crate::store::store_error_answer(&error);
+    ApiError::new(status, code, message)
 }
 
 fn percent_encode_segment(segment: &str) -> String {

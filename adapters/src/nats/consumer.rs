@@ -247,9 +247,7 @@ impl MatchConsumer {
             }
             Verdict::Retry { match_id, error } if !last => {
                 tracing::info!(match_id = match_id.as_deref().unwrap_or(""), delivered, reason = %error.message, "NAK: will be redelivered");
-                if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await {
-                    tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
-                }
+                nak_after(message, self.settings.nak_delay).await;
                 self.metrics.handled("found", "nak");
             }
             Verdict::Retry { match_id, error } | Verdict::Dead { match_id, error } => {
@@ -302,10 +300,16 @@ impl MatchConsumer {
     /// The dead letter could not be published: the message comes back after `nats.nak_delay`, and
     /// its redelivery ends the same way and tries the letter again, rather than vanish untraced.
     async fn nak_for_dead_letter(&self, message: &jetstream::Message) {
-        if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await {
-            tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
-        }
+        nak_after(message, self.settings.nak_delay).await;
         self.metrics.handled("found", "nak");
+    }
+}
+
+/// Hands `message` back for redelivery after `delay`. A NAK that is not sent only delays the
+/// redelivery (to `ack_wait`).
+pub(super) async fn nak_after(message: &jetstream::Message, delay: Duration) {
+    if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+        tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
     }
 }
 

@@ -42,7 +42,7 @@ impl LatencyListener {
                     tracing::warn!(%error, "latency report not stored");
                     (
                         "error",
-                        json!({"error": {"code": "STORE_UNAVAILABLE", "message": "the bridge's state store is unavailable; retry"}}),
+                        json!({"error": {"code": "STORE_UNAVAILABLE", "message": crate::store::STORE_UNAVAILABLE_MESSAGE}}),
                     )
                 }
             },

@@ -95,7 +95,7 @@ impl MatchResponder {
                 let failure = Failure::new(
                     &match_id,
                     FailureCode::UpstreamUnavailable,
-                    "the bridge's state store is unavailable; retry",
+                    crate::store::STORE_UNAVAILABLE_MESSAGE,
                 );
                 ("error", match_id, to_json(&failure))
             }

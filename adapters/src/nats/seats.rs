@@ -103,7 +103,7 @@ impl ErrorDetail {
     }
 
     fn store_unavailable() -> Self {
-        Self::new("STORE_UNAVAILABLE", "the bridge's state store is unavailable; retry", true)
+        Self::new("STORE_UNAVAILABLE", crate::store::STORE_UNAVAILABLE_MESSAGE, true)
     }
 
     /// The codes of the HTTP door's answers to the same refusals.
@@ -591,9 +591,7 @@ impl SeatConsumer {
             }
             Verdict::Retry { session_id, error, .. } if !last => {
                 tracing::info!(session_id = ?session_id, delivered, reason = %error.message, "NAK: will be redelivered");
-                if let Err(nak_error) = message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await {
-                    tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
-                }
+                super::consumer::nak_after(message, self.settings.nak_delay).await;
                 self.metrics.handled(kind, "nak");
             }
             Verdict::Retry { session_id, error, applied } | Verdict::Dead { session_id, error, applied } => {
@@ -623,11 +621,7 @@ impl SeatConsumer {
                     self.metrics.handled(kind, "dead");
                 } else {
                     // Redelivered, to end the same way and try the letter again.
-                    if let Err(nak_error) =
-                        message.ack_with(AckKind::Nak(Some(self.settings.nak_delay))).await
-                    {
-                        tracing::warn!(error = %nak_error, "NAK not sent; JetStream redelivers after ack_wait");
-                    }
+                    super::consumer::nak_after(message, self.settings.nak_delay).await;
                     self.metrics.handled(kind, "nak");
                 }
             }

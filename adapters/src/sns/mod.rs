@@ -116,21 +116,8 @@ impl SnsError {
     }
 
     fn store(error: StoreError) -> Self {
-        if !error.transient {
-            // Retrying cannot help (a record the bridge cannot read): not "unavailable, retry".
-            tracing::error!(%error, "state store error that a retry cannot fix");
-            return Self::new(
-                SnsErrorKind::Unavailable,
-                "STORE_ERROR",
-                "the bridge's state store holds data it cannot use or refused the operation; see the bridge's log",
-            );
-        }
-        tracing::error!(%error, "state store unavailable");
-        Self::new(
-            SnsErrorKind::Unavailable,
-            "STORE_UNAVAILABLE",
-            "the bridge's state store is unavailable; retry",
-        )
+        let (code, message) = crate::store::store_error_answer(&error);
+        Self::new(SnsErrorKind::Unavailable, code, message)
     }
 }
 
@@ -606,7 +593,7 @@ impl SnsDoor {
                 SnsError::new(
                     SnsErrorKind::Unavailable,
                     "STORE_UNAVAILABLE",
-                    "the bridge's state store is unavailable; retry",
+                    crate::store::STORE_UNAVAILABLE_MESSAGE,
                 )
             })?;
             match record.map(|r| r.state) {

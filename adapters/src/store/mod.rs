@@ -50,6 +50,25 @@ pub use bridge::seats::{
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
+/// What a door tells its caller when the state store is down or slow (a retry may help).
+pub const STORE_UNAVAILABLE_MESSAGE: &str = "the bridge's state store is unavailable; retry";
+/// What a door tells its caller of a store error no retry fixes (a record the bridge cannot read,
+/// a command Redis refuses).
+pub const STORE_ERROR_MESSAGE: &str =
+    "the bridge's state store holds data it cannot use or refused the operation; see the bridge's log";
+
+/// The error code and message a door answers for `error` (`STORE_UNAVAILABLE`: retry;
+/// `STORE_ERROR`: a retry cannot help), logged here once.
+pub fn store_error_answer(error: &StoreError) -> (&'static str, &'static str) {
+    if error.transient {
+        tracing::error!(%error, "state store unavailable");
+        ("STORE_UNAVAILABLE", STORE_UNAVAILABLE_MESSAGE)
+    } else {
+        tracing::error!(%error, "state store error that a retry cannot fix");
+        ("STORE_ERROR", STORE_ERROR_MESSAGE)
+    }
+}
+
 /// The bridge's state store: in memory (one instance) or in Redis (shared). A closed enum rather
 /// than a trait object, because the store traits have `async` methods and the set of stores is fixed.
 #[derive(Debug, Clone)]
