@@ -482,19 +482,38 @@ pub struct DeliveryError {
 // ---------------------------------------------------------------------------------------------
 // What doors remember (the SNS door: message ids seen, matchmaking tickets' statuses)
 
+/// Where a delivery stands in a [`DeliveryLog`] when it is claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not recorded: it is now (held for the claim's time), act on it.
+    First,
+    /// Claimed by another copy that has not finished ([`DeliveryLog::keep_delivery`]) yet: it may
+    /// still fail, or its processor may have died (the hold then runs out).
+    InProgress,
+    /// Acted on already.
+    Done,
+}
+
+impl Delivery {
+    pub fn is_first(self) -> bool {
+        self == Self::First
+    }
+}
+
 /// Deliveries a door has already acted on, so an at-least-once source's redelivery has no second
 /// effect. Object-safe, so a door can hold it without naming the store.
 pub trait DeliveryLog: Send + Sync + 'static {
-    /// Records `key` for `keep_for`; `true` when it was not recorded already (act on it), `false`
-    /// for a duplicate. Atomic: of two concurrent calls with one key, exactly one gets `true`.
+    /// Claims `key` for `hold`: [`Delivery::First`] when it was not recorded (it is now, as in
+    /// progress), else where the earlier claim stands. Atomic: of two concurrent calls with one
+    /// key, exactly one gets `First`.
     fn first_delivery<'a>(
         &'a self,
         key: &'a str,
-        keep_for: Duration,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>>;
+        hold: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Delivery, StoreError>> + Send + 'a>>;
 
-    /// Records `key` for `keep_for` whether or not it was recorded (extends a short first hold
-    /// once the delivery has been acted on).
+    /// Records `key` as done for `keep_for`, whether or not it was recorded (once the delivery
+    /// has been acted on).
     fn keep_delivery<'a>(
         &'a self,
         key: &'a str,

@@ -620,20 +620,24 @@ async fn sns_a_bridge_killed_right_after_its_200_still_gets_the_match_placed() {
 // dropped bridge process is being stopped (the drop blocks one thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_delivery_log_and_ticket_store_behave_alike_in_memory_and_redis() {
-    use adapters::store::{DeliveryLog, StateStore, TicketState, TicketStatus, TicketStore};
+    use adapters::store::{Delivery, DeliveryLog, StateStore, TicketState, TicketStatus, TicketStore};
     let redis = crate::harness::RedisServer::start();
     for store in [StateStore::memory(), StateStore::redis(&redis.url(), "sns-test").await.unwrap()] {
         let kind = store.kind();
-        assert!(store.first_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap(), "{kind}");
-        assert!(!store.first_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap(), "{kind}");
+        let claim = |key: &'static str, hold: Duration| {
+            let store = store.clone();
+            async move { store.first_delivery(key, hold).await.unwrap() }
+        };
+        assert_eq!(claim("sns:m-1", Duration::from_secs(60)).await, Delivery::First, "{kind}");
+        assert_eq!(claim("sns:m-1", Duration::from_secs(60)).await, Delivery::InProgress, "{kind}");
         store.forget_delivery("sns:m-1").await.unwrap();
-        assert!(store.first_delivery("sns:m-1", Duration::from_millis(150)).await.unwrap(), "{kind}");
+        assert_eq!(claim("sns:m-1", Duration::from_millis(150)).await, Delivery::First, "{kind}");
         store.keep_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!store.first_delivery("sns:m-1", Duration::from_secs(60)).await.unwrap(), "{kind}: kept");
-        assert!(store.first_delivery("sns:{m}-2", Duration::from_millis(100)).await.unwrap(), "{kind}");
+        assert_eq!(claim("sns:m-1", Duration::from_secs(60)).await, Delivery::Done, "{kind}: kept");
+        assert_eq!(claim("sns:{m}-2", Duration::from_millis(100)).await, Delivery::First, "{kind}");
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(store.first_delivery("sns:{m}-2", Duration::from_secs(1)).await.unwrap(), "{kind}: expired");
+        assert_eq!(claim("sns:{m}-2", Duration::from_secs(1)).await, Delivery::First, "{kind}: expired");
 
         let status = TicketStatus {
             ticket_id: "t{1}".into(),

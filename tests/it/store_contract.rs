@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
-    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, LatencyStore, Lease,
-    Outcome, Owed, PlacementState, PlacementStore, SeatStore, StateStore as _, StoreError, TicketState,
-    TicketStatus, TicketStore,
+    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, Delivery, DeliveryLog, LatencyStore,
+    Lease, Outcome, Owed, PlacementState, PlacementStore, SeatStore, StateStore as _, StoreError,
+    TicketState, TicketStatus, TicketStore,
 };
 use bridge::seats::{JsonText, NewSession, SeatError, SessionInfo, SessionStatus};
 use bridge::{Assignment, Failure, FailureCode, MatchRequest, Player, Port, PortProtocol};
@@ -802,15 +802,31 @@ async fn concurrent_first_deliveries_have_exactly_one_winner(fx: Fixture) {
             tokio::spawn(async move { store.first_delivery(key, Duration::from_secs(60)).await.unwrap() })
         })
         .collect();
-    let firsts: Vec<bool> = futures::future::try_join_all(tasks).await.unwrap();
-    assert_eq!(firsts.iter().filter(|first| **first).count(), 1, "{firsts:?}");
-    assert!(
+    let claims: Vec<Delivery> = futures::future::try_join_all(tasks).await.unwrap();
+    assert_eq!(claims.iter().filter(|claim| claim.is_first()).count(), 1, "{claims:?}");
+    assert!(claims.iter().all(|claim| matches!(claim, Delivery::First | Delivery::InProgress)), "{claims:?}");
+    assert_eq!(
         fx.store.first_delivery("sns:{ab}:cd", Duration::from_secs(60)).await.unwrap(),
+        Delivery::First,
         "another door's key"
     );
     fx.store.forget_delivery(key).await.unwrap();
-    assert!(fx.store.first_delivery(key, Duration::from_secs(60)).await.unwrap(), "forgotten: first again");
-    assert!(!fx.store.first_delivery("sns:{ab}:cd", Duration::from_secs(60)).await.unwrap(), "still kept");
+    assert_eq!(
+        fx.store.first_delivery(key, Duration::from_secs(60)).await.unwrap(),
+        Delivery::First,
+        "forgotten: first again"
+    );
+    fx.store.keep_delivery(key, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        fx.store.first_delivery(key, Duration::from_secs(60)).await.unwrap(),
+        Delivery::Done,
+        "kept: done"
+    );
+    assert_eq!(
+        fx.store.first_delivery("sns:{ab}:cd", Duration::from_secs(60)).await.unwrap(),
+        Delivery::InProgress,
+        "still held"
+    );
 }
 
 async fn concurrent_claims_have_exactly_one_owner(fx: Fixture) {

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{ApiError, ApiTokens, ErrorBody, auth};
-use crate::sns::{Receipt, SnsDoor, SnsError, SnsErrorKind, TicketView};
+use crate::sns::{IN_PROGRESS, Receipt, SnsDoor, SnsError, SnsErrorKind, TicketView};
 
 /// The SNS routes: the webhook outside token authentication (SNS cannot send a token; every
 /// message is verified instead), ticket polling behind it.
@@ -38,7 +38,8 @@ pub fn sns_router(door: Arc<SnsDoor>, tokens: ApiTokens) -> Router {
         (status = 409, description = "MATCH_ID_CONFLICT: a MatchmakingSucceeded whose matchId the bridge knows as another match (a bug upstream); nothing placed, its unmatched tickets recorded failed", body = ErrorBody),
         (status = 422, description = "The event does not make a valid match", body = ErrorBody),
         (status = 502, description = "The signing certificate could not be fetched or the confirmation failed; SNS retries", body = ErrorBody),
-        (status = 503, description = "The state store is unavailable; SNS retries", body = ErrorBody),
+        (status = 500, description = "STORE_ERROR: the state store refused a write no retry fixes", body = ErrorBody),
+        (status = 503, description = "The state store is unavailable, or IN_PROGRESS: another copy of this MessageId is being processed; SNS retries", body = ErrorBody),
     )
 )]
 pub async fn receive(
@@ -79,7 +80,9 @@ fn api_error(error: SnsError) -> ApiError {
         SnsErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
         SnsErrorKind::Forbidden => StatusCode::FORBIDDEN,
         SnsErrorKind::Conflict => StatusCode::CONFLICT,
-        SnsErrorKind::Unavailable if error.code == "STORE_UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        SnsErrorKind::Unavailable if error.code == "STORE_UNAVAILABLE" || error.code == IN_PROGRESS => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         SnsErrorKind::Unavailable if error.code == "STORE_ERROR" => StatusCode::INTERNAL_SERVER_ERROR,
         SnsErrorKind::Unavailable => StatusCode::BAD_GATEWAY,
     };

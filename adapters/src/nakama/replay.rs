@@ -16,7 +16,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::ports::{DeliveryLog, StoreError};
+use bridge::ports::{Delivery, DeliveryLog, StoreError};
 use sha2::{Digest, Sha256};
 
 use super::SignedRequest;
@@ -60,12 +60,12 @@ impl ReplayGuard {
     /// accepts the signature any more.
     pub async fn claim(&self, signed: &SignedRequest, now: i64) -> Result<Claimed, StoreError> {
         let applying = key(APPLYING_PREFIX, signed);
-        if !self.seen.first_delivery(&applying, APPLYING_HOLD).await? {
+        if !self.seen.first_delivery(&applying, APPLYING_HOLD).await?.is_first() {
             return Ok(Claimed::InFlight);
         }
         match self.seen.first_delivery(&key(KEY_PREFIX, signed), keep_for(signed, now)).await {
-            Ok(true) => Ok(Claimed::First),
-            Ok(false) => {
+            Ok(Delivery::First) => Ok(Claimed::First),
+            Ok(Delivery::InProgress | Delivery::Done) => {
                 self.forget(&applying).await;
                 Ok(Claimed::Replay)
             }

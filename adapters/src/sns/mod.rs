@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bridge::placement::{Accepted, PlaceError, PlacementService, Progress};
 use bridge::ports::{
-    DeliveryLog, Outcome, PlacementState, StoreError, TicketState, TicketStatus, TicketStore,
+    Delivery, DeliveryLog, Outcome, PlacementState, StoreError, TicketState, TicketStatus, TicketStore,
 };
 use bridge::{Assignment, Failure, FailureCode, FailureDetail, MatchIdConflict};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -49,6 +49,9 @@ pub const SOURCE: &str = "sns";
 /// answer after 15 s and retries after that, so a crash mid-processing does not make the retry
 /// look like a duplicate.
 const IN_PROGRESS_FOR: Duration = Duration::from_secs(15);
+
+/// The code a copy of a message that is being processed is answered with (503).
+pub const IN_PROGRESS: &str = "IN_PROGRESS";
 
 /// The door's settings (built from `[sns]` by the wiring).
 #[derive(Debug, Clone)]
@@ -328,8 +331,20 @@ impl SnsDoor {
         }
         let verified = self.verifier.verify(message, (self.now)()).await?;
         let key = format!("sns:{}", verified.message().message_id);
-        if !self.deliveries.first_delivery(&key, IN_PROGRESS_FOR).await.map_err(SnsError::store)? {
-            return Ok(Receipt::Duplicate { message_id: verified.message().message_id.clone() });
+        match self.deliveries.first_delivery(&key, IN_PROGRESS_FOR).await.map_err(SnsError::store)? {
+            Delivery::First => {}
+            Delivery::Done => {
+                return Ok(Receipt::Duplicate { message_id: verified.message().message_id.clone() });
+            }
+            // The copy being processed may still fail, or its instance may have died: a 5xx has
+            // SNS retry, and the retry finds it done or the hold run out.
+            Delivery::InProgress => {
+                return Err(SnsError::new(
+                    SnsErrorKind::Unavailable,
+                    IN_PROGRESS,
+                    "this MessageId is being processed; a retry is answered once that has finished",
+                ));
+            }
         }
         match self.act(&verified).await {
             Ok(receipt) => {

@@ -407,6 +407,7 @@ impl PlacementService for RecordingService {
 struct TestDoor {
     door: SnsDoor,
     service: Arc<RecordingService>,
+    store: Arc<MemoryStore>,
     _pinned: tempfile::TempDir,
 }
 
@@ -435,12 +436,12 @@ fn test_door(auto_confirm: bool, policy: UrlPolicy) -> TestDoor {
         config,
         service.clone(),
         store.clone(),
-        store,
+        store.clone(),
         TaskTracker::new(),
         SnsMetrics::default(),
     )
     .with_verifier(verifier);
-    TestDoor { door, service, _pinned: pinned }
+    TestDoor { door, service, store, _pinned: pinned }
 }
 
 #[tokio::test]
@@ -464,6 +465,27 @@ async fn a_signed_matchmaking_succeeded_becomes_one_accepted_match_request() {
     assert_eq!((ticket.status.as_str(), ticket.match_id.as_deref()), ("placing", Some("match-1")));
 
     // The same message again: answered, nothing done again.
+    let receipt = t.door.receive(Some("Notification"), &body).await.unwrap();
+    assert_eq!(receipt, Receipt::Duplicate { message_id: "msg-1".into() });
+    assert_eq!(t.service.accepted.lock().unwrap().len(), 1);
+    t.door.wait_background().await;
+}
+
+#[tokio::test]
+async fn a_copy_of_a_message_still_being_processed_is_retried_not_answered_as_a_duplicate() {
+    let t = test_door(true, UrlPolicy::Aws);
+    let body = sign(notification("msg-1", &succeeded("match-1", &[("t-1", &["alice"])])));
+    // Another instance claimed the message and has not finished with it (or died doing it).
+    let claimed = t.store.first_delivery("sns:msg-1", Duration::from_millis(200)).await.unwrap();
+    assert_eq!(claimed, Delivery::First);
+    let refused = t.door.receive(Some("Notification"), &body).await.unwrap_err();
+    assert_eq!((refused.kind, refused.code), (SnsErrorKind::Unavailable, IN_PROGRESS));
+    assert!(t.service.accepted.lock().unwrap().is_empty(), "nothing done by the copy");
+
+    // Its hold ran out: SNS's next retry is processed, and a copy after that is a duplicate.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let receipt = t.door.receive(Some("Notification"), &body).await.unwrap();
+    assert_eq!(receipt, Receipt::Accepted { match_id: "match-1".into() });
     let receipt = t.door.receive(Some("Notification"), &body).await.unwrap();
     assert_eq!(receipt, Receipt::Duplicate { message_id: "msg-1".into() });
     assert_eq!(t.service.accepted.lock().unwrap().len(), 1);

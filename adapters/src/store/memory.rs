@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::{Swept, from_millis, lease_until_millis, to_millis};
 use bridge::MatchIdConflict;
 use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
+    Claim, ClaimOutcome, CooldownStore, Delivery, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StateStore, StoreError, TicketStatus, TicketStore,
 };
 
@@ -52,8 +52,8 @@ struct Inner {
     latencies: Swept<String, Expiring<BTreeMap<String, u32>>>,
     /// Location → end of its cool-down.
     cooldowns: Swept<String, Instant>,
-    /// Delivery keys a door acted on (`DeliveryLog`) → when they are forgotten.
-    deliveries: Swept<String, Instant>,
+    /// Delivery keys a door claimed (`DeliveryLog`) → whether it is done, until when.
+    deliveries: Swept<String, Expiring<Delivery>>,
     tickets: Swept<String, Expiring<TicketStatus>>,
 }
 
@@ -98,7 +98,7 @@ impl Inner {
         self.placements.sweep(|entry| !entry.live(now));
         self.latencies.sweep(|entry| !entry.live(now));
         self.cooldowns.sweep(|until| *until <= now);
-        self.deliveries.sweep(|until| *until <= now);
+        self.deliveries.sweep(|entry| !entry.live(now));
         self.tickets.sweep(|entry| !entry.live(now));
     }
 
@@ -319,17 +319,18 @@ impl DeliveryLog for MemoryStore {
     fn first_delivery<'a>(
         &'a self,
         key: &'a str,
-        keep_for: Duration,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        hold: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Delivery, StoreError>> + Send + 'a>> {
         Box::pin(async move {
             let now = Instant::now();
             let mut inner = self.lock();
             inner.wrote(now);
-            if inner.deliveries.get(key).is_some_and(|until| *until > now) {
-                return Ok(false);
+            if let Some(entry) = inner.deliveries.get(key).filter(|entry| entry.live(now)) {
+                return Ok(entry.value);
             }
-            inner.deliveries.insert(key.to_owned(), deadline(now, keep_for));
-            Ok(true)
+            let entry = Expiring { value: Delivery::InProgress, expires_at: deadline(now, hold) };
+            inner.deliveries.insert(key.to_owned(), entry);
+            Ok(Delivery::First)
         })
     }
 
@@ -342,7 +343,8 @@ impl DeliveryLog for MemoryStore {
             let now = Instant::now();
             let mut inner = self.lock();
             inner.wrote(now);
-            inner.deliveries.insert(key.to_owned(), deadline(now, keep_for));
+            let entry = Expiring { value: Delivery::Done, expires_at: deadline(now, keep_for) };
+            inner.deliveries.insert(key.to_owned(), entry);
             Ok(())
         })
     }

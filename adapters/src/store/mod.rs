@@ -40,7 +40,7 @@ pub use bridge::ports::{
     PlayerSyncClaim, PlayerSyncStore, RecordedPage, SeatChange, SeatStore, SessionsPage,
 };
 pub use bridge::ports::{
-    Claim, ClaimOutcome, CooldownStore, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
+    Claim, ClaimOutcome, CooldownStore, Delivery, DeliveryLog, LatencyStore, Lease, Outcome, PlacementRecord,
     PlacementState, PlacementStore, StoreError, TicketState, TicketStatus, TicketStore,
 };
 pub use bridge::seats::{
@@ -228,11 +228,11 @@ impl DeliveryLog for StateStore {
     fn first_delivery<'a>(
         &'a self,
         key: &'a str,
-        keep_for: Duration,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        hold: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Delivery, StoreError>> + Send + 'a>> {
         match self {
-            Self::Memory(store) => store.first_delivery(key, keep_for),
-            Self::Redis(store) => store.first_delivery(key, keep_for),
+            Self::Memory(store) => store.first_delivery(key, hold),
+            Self::Redis(store) => store.first_delivery(key, hold),
         }
     }
 

@@ -66,9 +66,9 @@ use super::redis_record::{self, Stored};
 use super::{duration_millis, from_millis, lease_until_millis, push_percent_encoded, to_millis};
 use bridge::MatchIdConflict;
 use bridge::ports::{
-    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, DeliveryLog, Finished, LatencyStore,
-    Lease, Outcome, Owed, PlacementRecord, PlacementState, PlacementStore, StateStore, StoreError,
-    TicketStatus, TicketStore, finish_concurrently,
+    AnnouncementStore, Claim, ClaimOutcome, Completion, CooldownStore, Delivery, DeliveryLog, Finished,
+    LatencyStore, Lease, Outcome, Owed, PlacementRecord, PlacementState, PlacementStore, StateStore,
+    StoreError, TicketStatus, TicketStore, finish_concurrently,
 };
 use bridge::seats::{NewSession, SeatResult, SessionSeats};
 
@@ -1005,26 +1005,36 @@ impl CooldownStore for RedisStore {
     }
 }
 
+/// The values of a delivery record: claimed and in progress, or acted on. Earlier versions wrote
+/// `1` for both; it reads as done, as it did then.
+const DELIVERY_IN_PROGRESS: &str = "p";
+const DELIVERY_DONE: &str = "d";
+
 impl DeliveryLog for RedisStore {
     fn first_delivery<'a>(
         &'a self,
         key: &'a str,
-        keep_for: Duration,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>> {
+        hold: Duration,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Delivery, StoreError>> + Send + 'a>> {
         let mut connection = self.connection();
         let key = self.keys.delivery(key);
-        let ms = duration_millis(keep_for).max(1);
+        let ms = duration_millis(hold).max(1);
         Box::pin(bounded("first_delivery", async move {
-            // SET NX answers OK when it wrote, nil when the key existed.
-            let written: Option<String> = redis::cmd("SET")
+            // SET NX GET answers nil when it wrote, and the value it left when the key existed.
+            let earlier: Option<String> = redis::cmd("SET")
                 .arg(key)
-                .arg(1)
+                .arg(DELIVERY_IN_PROGRESS)
                 .arg("NX")
                 .arg("PX")
                 .arg(ms)
+                .arg("GET")
                 .query_async(&mut connection)
                 .await?;
-            Ok(written.is_some())
+            Ok(match earlier.as_deref() {
+                None => Delivery::First,
+                Some(DELIVERY_IN_PROGRESS) => Delivery::InProgress,
+                Some(_) => Delivery::Done,
+            })
         }))
     }
 
@@ -1037,7 +1047,7 @@ impl DeliveryLog for RedisStore {
         let key = self.keys.delivery(key);
         let ms = duration_millis(keep_for).max(1);
         Box::pin(bounded("keep_delivery", async move {
-            redis::cmd("SET").arg(key).arg(1).arg("PX").arg(ms).exec_async(&mut connection).await
+            redis::cmd("SET").arg(key).arg(DELIVERY_DONE).arg("PX").arg(ms).exec_async(&mut connection).await
         }))
     }
 
