@@ -44,6 +44,29 @@ async fn chooses_the_location_by_latency_table_and_objective() {
     assert_eq!(assignment["latency_cap_exceeded"], true, "95 ms is above the 60 ms cap of a new match");
 }
 
+/// A match without `requested_at` is as old as the bridge has known it: asked again once the cap
+/// relaxed, it is placed (its age would otherwise stay zero, and it would fail for good).
+#[tokio::test]
+async fn without_requested_at_the_caps_relax_from_when_the_match_was_first_accepted() {
+    let stack = Stack::start_with(&[
+        ("BRIDGE_PLACEMENT__ON_CAP_EXCEEDED", "fail"),
+        ("BRIDGE_PLACEMENT__CAPS", "[{after_s = 0, max_ms = 60}, {after_s = 1, max_ms = 100}]"),
+    ])
+    .await;
+    let body = match_with("m-ageing", &[&[("eu-west-1", 90)]]);
+    let (status, failed) = stack.post_match(&body).await;
+    assert_eq!(
+        (&failed["error"]["code"], &failed["error"]["retryable"]),
+        (&json!("NO_LOCATION"), &json!(true)),
+        "{status} {failed}"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (status, placed) = stack.post_match(&body).await;
+    assert_eq!(status, 200, "{placed}");
+    assert_eq!(placed["location"], "eu-west-1");
+    assert!(placed.get("latency_cap_exceeded").is_none(), "within the relaxed cap: {placed}");
+}
+
 #[tokio::test]
 async fn mean_objective_and_default_order_without_latencies() {
     let stack =

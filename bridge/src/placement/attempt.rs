@@ -45,10 +45,10 @@ where
         let image = request.image.clone().unwrap_or_else(|| self.settings.default_image.clone());
         let latencies = self.player_latencies(request).await;
         let requested = request.locations.as_deref().map(|l| self.settings.aliases.map_locations(l));
-        let age = request
-            .requested_at
-            .map(|at| (started - at).try_into().unwrap_or_default())
-            .unwrap_or(Duration::ZERO);
+        // Without `requested_at`, the match is as old as the bridge has known it: the caps still
+        // relax for a match that is retried.
+        let age =
+            (started - request.requested_at.unwrap_or(record.accepted_at)).try_into().unwrap_or_default();
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_min)
             .with_max_delay(self.settings.retry_max)

@@ -19,8 +19,8 @@ pub struct RegionInput<'a> {
     /// One map per player, Gameye location id → latency in ms (already alias-mapped, see
     /// [`super::LocationAliases::map_latencies`]). Player order does not matter.
     pub player_latencies: &'a [BTreeMap<String, u32>],
-    /// How long ago matchmaking started (`requested_at`); zero when unknown or in the future
-    /// (see [`crate::ValidatedMatch::age`]).
+    /// How long ago matchmaking started (`requested_at`, else since the bridge accepted the
+    /// match); zero when in the future.
     pub match_age: Duration,
 }
 
@@ -41,8 +41,29 @@ pub struct RegionInput<'a> {
 ///   cap is left.
 ///
 /// The result depends only on the sets given, not on the order of `available` or of the players.
+///
+/// A failure that only the cool-downs caused (every location the players could use is cooling
+/// down, the others are ruled out or beyond the cap) is [`NoLocation::AllCoolingDown`]: asking
+/// again when the cool-downs end may succeed.
 pub fn choose_region(input: RegionInput<'_>, policy: &RegionPolicy) -> Result<RegionChoice, NoLocation> {
     let candidates = candidate_locations(input.available, input.requested, input.cooling)?;
+    match rank(candidates, &input, policy) {
+        Err(reason) if !reason.is_transient() && !input.cooling.is_empty() => {
+            let without_cool_downs = candidate_locations(input.available, input.requested, &HashSet::new())?;
+            match rank(without_cool_downs, &input, policy) {
+                Ok(_) => Err(NoLocation::AllCoolingDown),
+                Err(_) => Err(reason),
+            }
+        }
+        ranked => ranked,
+    }
+}
+
+fn rank(
+    candidates: Vec<String>,
+    input: &RegionInput<'_>,
+    policy: &RegionPolicy,
+) -> Result<RegionChoice, NoLocation> {
     let preference = Positions::of(&policy.preference_order);
     let constraining: Vec<&BTreeMap<String, u32>> =
         input.player_latencies.iter().filter(|latencies| !latencies.is_empty()).collect();

@@ -191,6 +191,36 @@ fn requested_and_cooling_locations_narrow_the_ranking() {
     assert_eq!(order(&choice), ["us"]);
 }
 
+/// Cool-downs end: when they alone leave nothing the players can use, the match may be placed
+/// later (`NO_CAPACITY`, retryable), where a location nobody can use would stay so.
+#[test]
+fn a_failure_the_cool_downs_alone_cause_says_every_location_is_cooling_down() {
+    let available = names(&["eu", "de", "us"]);
+    let cooling: HashSet<String> = names(&["eu", "de"]).into_iter().collect();
+    let eu_only = [player(&[("eu", 30), ("de", 35)])];
+    let fail_mode = RegionPolicy { on_cap_exceeded: CapExceeded::Fail, ..RegionPolicy::default() };
+    let input = |players| RegionInput {
+        available: &available,
+        requested: None,
+        cooling: &cooling,
+        player_latencies: players,
+        match_age: Duration::from_secs(45),
+    };
+    // `us` is ruled out (nobody reported it): only the cooling locations were usable.
+    assert_eq!(choose_region(input(&eu_only), &RegionPolicy::default()), Err(NoLocation::AllCoolingDown));
+    // `us` beyond the loosest cap, in fail mode.
+    let us_far = [player(&[("eu", 30), ("de", 35), ("us", 250)])];
+    assert_eq!(choose_region(input(&us_far), &fail_mode), Err(NoLocation::AllCoolingDown));
+    // Nothing usable even without the cool-downs: the reason stands.
+    let elsewhere = [player(&[("ap", 30)])];
+    assert_eq!(choose_region(input(&elsewhere), &RegionPolicy::default()), Err(NoLocation::MissingLatency));
+    let all_far = [player(&[("eu", 230), ("de", 235), ("us", 250)])];
+    assert!(matches!(
+        choose_region(input(&all_far), &fail_mode),
+        Err(NoLocation::AboveCap { relaxes_later: false, .. })
+    ));
+}
+
 #[test]
 fn aliases_map_reported_names_before_choosing() {
     let aliases: LocationAliases = [("frankfurt", "eu-central-1"), ("dublin", "eu-west-1")]
