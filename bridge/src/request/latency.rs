@@ -50,7 +50,8 @@ impl Visitor<'_> for LatencyVisitor {
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<WireLatency, E> {
         let rounded_up = value.ceil();
-        if value.is_finite() && (0.0..=f64::from(MAX_LATENCY_MS)).contains(&rounded_up) {
+        // The value itself must be non-negative: -0.5 rounds up to -0.0, which the range holds.
+        if value.is_finite() && value >= 0.0 && rounded_up <= f64::from(MAX_LATENCY_MS) {
             // In range and integral, so the cast is exact.
             Ok(WireLatency(rounded_up as u32))
         } else {

@@ -66,10 +66,11 @@ fn float_latencies_are_rounded_up_and_integer_ttls_are_seconds() {
 
 #[test]
 fn type_errors_name_the_nested_field() {
-    let cases: [(&str, Value, &str); 9] = [
+    let cases: [(&str, Value, &str); 10] = [
         ("/match_id", json!(5), "match_id"),
         ("/players/1/id", json!(7), "players[1].id"),
         ("/players/1/latencies/eu-west-1", json!(-1), "players[1].latencies.eu-west-1"),
+        ("/players/1/latencies/eu-west-1", json!(-0.5), "players[1].latencies.eu-west-1"),
         ("/players/1/latencies/eu-west-1", json!("41"), "players[1].latencies.eu-west-1"),
         ("/players/0/latencies/us-east-1", json!(60000.5), "players[0].latencies.us-east-1"),
         ("/max_players", json!(-3), "max_players"),
