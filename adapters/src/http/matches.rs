@@ -92,26 +92,7 @@ pub async fn place_match(
         let answer = place_detached(&state.service, &state.background, SOURCE, request).await?;
         return Ok(answer_response(&match_id, answer, progress_response));
     }
-    // The claim and the start of its placement run in a task of their own, like `wait=true`'s: a
-    // caller hanging up while the claim is in flight must not leave a claim that nobody places
-    // until its lease runs out.
-    let (service, background) = (state.service.clone(), state.background.clone());
-    let accepted = run_detached(&state.background, "accepting a placement", async move {
-        Ok(match service.accept(SOURCE, request).await.map_err(place_error)? {
-            Accepted::Owned(job) => {
-                background.spawn(service.clone().finish_and_announce(SOURCE.to_owned(), job));
-                None
-            }
-            Accepted::Known(Progress::Done(outcome)) => {
-                // A duplicate of a finished match re-publishes it (DESIGN §3.1), as with
-                // `wait=true`, so a lost announcement is made good by sending again.
-                announce_in_background(&service, &background, SOURCE, &outcome);
-                Some(Progress::Done(outcome))
-            }
-            Accepted::Known(pending) => Some(pending),
-        })
-    })
-    .await?;
+    let accepted = accept_detached(&state.service, &state.background, SOURCE, request).await?;
     Ok(match accepted {
         None => pending_response(&match_id),
         Some(progress) => progress_response(&match_id, progress),
@@ -165,6 +146,35 @@ pub(super) async fn place_detached(
             announce_in_background(&service, &announcements, source, outcome);
         }
         Ok(answer)
+    })
+    .await
+}
+
+/// Claims the match and starts its placement in the background without waiting for it (`wait=false`):
+/// `None` when this call placed it, else where a known match stands. The claim runs in a task of
+/// its own, like `place_detached`'s: a caller hanging up while the claim is in flight must not
+/// leave a claim that nobody places until its lease runs out.
+pub(super) async fn accept_detached(
+    service: &Arc<dyn PlacementService>,
+    background: &TaskTracker,
+    source: &'static str,
+    request: ValidatedMatch,
+) -> Result<Option<Progress>, ApiError> {
+    let (service, tasks) = (service.clone(), background.clone());
+    run_detached(background, "accepting a placement", async move {
+        Ok(match service.accept(source, request).await.map_err(place_error)? {
+            Accepted::Owned(job) => {
+                tasks.spawn(service.clone().finish_and_announce(source.to_owned(), job));
+                None
+            }
+            Accepted::Known(Progress::Done(outcome)) => {
+                // A duplicate of a finished match re-publishes it (DESIGN §3.1), as with
+                // `wait=true`, so a lost announcement is made good by sending again.
+                announce_in_background(&service, &tasks, source, &outcome);
+                Some(Progress::Done(outcome))
+            }
+            Accepted::Known(pending) => Some(pending),
+        })
     })
     .await
 }

@@ -14,15 +14,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bridge::Assignment;
-use bridge::placement::{Accepted, PlacementService, Progress, SeatService, SeatServiceError};
+use bridge::placement::{PlacementService, Progress, SeatService, SeatServiceError};
 use bridge::ports::Outcome;
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
 use utoipa::{IntoParams, ToSchema};
 
 use super::matches::{
-    MATCH_ID_CONFLICT, announce_in_background, answer_response, failure_response, invalid_request,
-    match_id_conflict, place_detached, place_error, run_detached, store_unavailable,
+    MATCH_ID_CONFLICT, accept_detached, answer_response, failure_response, invalid_request,
+    match_id_conflict, place_detached, run_detached, store_unavailable,
 };
 use super::{ApiError, ApiTokens, ErrorBody, auth};
 use crate::nakama::{
@@ -231,18 +231,10 @@ async fn place(
         let answer = place_detached(&door.service, &door.background, SOURCE, request).await?;
         return Ok(answer_response(match_id, answer, progress_response));
     }
-    match door.service.accept(SOURCE, request).await.map_err(place_error)? {
-        Accepted::Owned(job) => {
-            door.background.spawn(door.service.clone().finish_and_announce(SOURCE.to_owned(), job));
-            Ok(pending_response(match_id))
-        }
-        Accepted::Known(Progress::Done(outcome)) => {
-            // A retried call of a finished match: announce again, so a lost push is made good.
-            announce_in_background(&door.service, &door.background, SOURCE, &outcome);
-            Ok(progress_response(match_id, Progress::Done(outcome)))
-        }
-        Accepted::Known(pending) => Ok(progress_response(match_id, pending)),
-    }
+    Ok(match accept_detached(&door.service, &door.background, SOURCE, request).await? {
+        None => pending_response(match_id),
+        Some(progress) => progress_response(match_id, progress),
+    })
 }
 
 fn progress_response(match_id: &str, progress: Progress) -> Response {
