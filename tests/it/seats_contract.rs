@@ -6,7 +6,7 @@
 //! reservation expiry is exact; record expiry (`keep_for`) runs on the stores' own clocks.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use adapters::store::{MemoryStore, RedisStore, StateStore};
 use bridge::ports::{
@@ -1104,6 +1104,35 @@ async fn keys_and_ttls(url: &str) -> BTreeMap<String, i64> {
         ttls.insert(key, ttl);
     }
     ttls
+}
+
+/// A seat change that refreshes the indexes gives them the same long horizon a creation does: an
+/// index recreated by a short session's refresh must not expire under longer sessions it lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_index_refreshed_by_a_seat_change_keeps_the_long_horizon() {
+    let fx = Fixture::redis().await;
+    let client = ::redis::Client::open(fx.redis.as_ref().unwrap().url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let indexes = ["it-seats:{seats}:sessions", "it-seats:seats-image:{game}"];
+    let keep = Duration::from_millis(1_500);
+    fx.store.create_session(&fx.new_session(1, 8, &[]), keep).await.unwrap().unwrap();
+    // The indexes vanish (their last entries removed, a restart without persistence).
+    let () = ::redis::cmd("DEL").arg(&indexes[..]).query_async(&mut connection).await.unwrap();
+
+    // Changes keep the record alive; once it could outlive its index entries, one refreshes them.
+    let started = Instant::now();
+    for player in ["p0", "p1", "p2", "p3", "p4", "p5", "p6"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fx.join(1, &[player], started.elapsed().as_millis() as i64).await.unwrap();
+        let exists: i64 = ::redis::cmd("EXISTS").arg(indexes[1]).query_async(&mut connection).await.unwrap();
+        if exists == 1 {
+            break;
+        }
+    }
+    for index in indexes {
+        let ttl: i64 = ::redis::cmd("PTTL").arg(index).query_async(&mut connection).await.unwrap();
+        assert!(ttl > 30 * 24 * 3600 * 1000, "{index} expires in {ttl} ms");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

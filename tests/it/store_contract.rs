@@ -1226,6 +1226,43 @@ async fn redis_a_claim_whose_index_write_fails_is_not_owned_silently() {
     assert_eq!(score, Some(t0 + 10_000), "indexed at the holder's lease");
 }
 
+/// Redis at its memory limit (`noeviction`, the default policy) refuses writes until keys expire
+/// or the limit is raised: a failure that passes, as a dead Redis is, not one that answers
+/// "a retry cannot help" and gives up owed work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_is_a_transient_failure() {
+    let fx = Fixture::redis().await;
+    fx.own(&fx.claim("m-0", "alpha", 0)).await; // the claim script is loaded: EVALSHA runs below
+    let mut connection = raw_connection(&fx.redis.as_ref().unwrap().url()).await;
+    let () = ::redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"][..])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+
+    let errors: Vec<StoreError> = vec![
+        fx.store.claim(&fx.claim("m-1", "alpha", 0)).await.unwrap_err(),
+        fx.store
+            .put_latencies("p1", &BTreeMap::from([("eu-west-1".to_owned(), 20)]), KEEP)
+            .await
+            .unwrap_err(),
+        fx.store.first_delivery("sns:m-1", KEEP).await.unwrap_err(),
+        fx.store.cool_down("eu-west-1", KEEP).await.unwrap_err(),
+    ];
+    for error in &errors {
+        assert!(error.transient, "out of memory passes: {error}");
+        assert!(error.to_string().contains("OOM"), "{error}");
+    }
+
+    let () = ::redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"][..])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    fx.own(&fx.claim("m-1", "alpha", 0)).await;
+    assert_eq!(fx.store.first_delivery("sns:m-1", KEEP).await.unwrap(), Delivery::First);
+}
+
 /// Retries `call` until it succeeds or `within` passes.
 async fn eventually<T, F: AsyncFnMut() -> Result<T, StoreError>>(within: Duration, mut call: F) -> T {
     let deadline = Instant::now() + within;

@@ -161,6 +161,8 @@ pub(super) fn queue_index_add(
     zadd.arg(score).arg(member);
     pipe.add_command(zadd);
     let Some(expire_ms) = expire_ms else { return };
+    // Refreshes as well as the hot paths: one horizon for every index (see `IndexExpiries`).
+    let expire_ms = expire_ms.max(INDEX_TTL_FLOOR_MS);
     for condition in ["NX", "GT"] {
         let mut pexpire = redis::Cmd::with_capacity(4, index.len() + 32);
         pexpire.arg("PEXPIRE").arg(index).arg(expire_ms).arg(condition);
@@ -1220,9 +1222,23 @@ pub(super) fn store_error(operation: &str, error: &RedisError) -> StoreError {
                         | ServerErrorKind::TryAgain
                         | ServerErrorKind::ClusterDown
                 )
-        );
+        )
+        || refused_for_now(error);
     let message = format!("redis {operation}: {error}");
     if transient { StoreError::transient(message) } else { StoreError::permanent(message) }
+}
+
+/// Refusals that clear up by themselves, which redis-rs has no kind for: out of memory under
+/// `noeviction` (until keys expire), another client's slow script, too few replicas, a failing
+/// snapshot disk, and too many clients. A pipeline's error carries no code, so its text is read.
+fn refused_for_now(error: &RedisError) -> bool {
+    const CODES: [&str; 4] = ["OOM", "BUSY", "NOREPLICAS", "MISCONF"];
+    if error.code().is_some_and(|code| CODES.contains(&code)) {
+        return true;
+    }
+    let text = error.to_string();
+    text.contains("max number of clients reached")
+        || CODES.iter().any(|code| text.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| word == *code))
 }
 
 pub(super) fn err(operation: &'static str) -> impl Fn(RedisError) -> StoreError {
