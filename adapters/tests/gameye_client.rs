@@ -312,6 +312,70 @@ async fn location_cache_makes_one_request_for_concurrent_misses_and_forgets_on_i
     assert_eq!(calls(), 2, "invalidation forces a fresh request");
 }
 
+/// A session API whose Gameye calls for available locations are counted.
+fn counted_api(
+    emulator: &RunningEmulator,
+    cache_for: Duration,
+) -> (GameyeSessionApi, impl Fn() -> u64 + use<>) {
+    use prometheus_client::registry::Registry;
+    let mut registry = Registry::default();
+    let metrics = GameyeMetrics::register(&mut registry);
+    let config = GameyeClientConfig {
+        base_url: emulator.url(),
+        token: Secret::new(DEFAULT_TOKEN),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        pool_max_idle: 8,
+    };
+    let api = GameyeSessionApi::new(GameyeClient::new(&config, Some(metrics)).unwrap(), cache_for);
+    let calls = move || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("gameye_calls_total{") && l.contains("get-available-locations"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    (api, calls)
+}
+
+/// Without caching (`locations_cache = "0s"`), calls that queue behind a fetch share its answer,
+/// a failure included, rather than fetching one after another; and a fetch that an invalidation
+/// overtook is not kept.
+#[tokio::test]
+async fn location_calls_queued_behind_a_fetch_share_it_and_an_invalidation_overtakes_it() {
+    use bridge::ports::SessionApi;
+
+    let emulator = emulator().await;
+    let (api, calls) = counted_api(&emulator, Duration::ZERO);
+    let slow = json!({"operation": "get-available-locations", "delay_ms": 300, "probability": 1.0});
+    set_faults(&emulator, json!([slow])).await;
+    let answers = futures::future::join_all((0..20).map(|_| api.available_locations("demo-game"))).await;
+    assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|l| l.len() == 5)), "{answers:?}");
+    assert_eq!(calls(), 1, "nineteen calls shared the first one's fetch");
+    api.available_locations("demo-game").await.unwrap();
+    assert_eq!(calls(), 2, "not cached");
+
+    let failing =
+        json!({"operation": "get-available-locations", "delay_ms": 300, "status": 503, "probability": 1.0});
+    set_faults(&emulator, json!([failing])).await;
+    let answers = futures::future::join_all((0..20).map(|_| api.available_locations("demo-game"))).await;
+    assert!(answers.iter().all(Result::is_err), "{answers:?}");
+    assert_eq!(calls(), 3, "a failed fetch is shared too");
+
+    let (api, calls) = counted_api(&emulator, Duration::from_secs(60));
+    set_faults(&emulator, json!([slow])).await;
+    let (fetched, ()) = tokio::join!(api.available_locations("demo-game"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        api.invalidate_locations("demo-game");
+    });
+    fetched.unwrap();
+    api.available_locations("demo-game").await.unwrap();
+    assert_eq!(calls(), 2, "the answer fetched across the invalidation was not kept");
+    api.available_locations("demo-game").await.unwrap();
+    assert_eq!(calls(), 2, "the next one is");
+}
+
 #[tokio::test]
 async fn a_large_listing_arrives_whole_through_the_paced_streaming_decoder() {
     let mut world = World::default();

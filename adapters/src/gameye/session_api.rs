@@ -33,28 +33,51 @@ impl GameyeSessionApi {
 impl SessionApi for GameyeSessionApi {
     async fn available_locations(&self, image: &str) -> Result<Vec<AvailableLocation>, SessionApiError> {
         let entry = self.locations.entry(image);
-        if let Some(fresh) = entry.fresh(self.locations.ttl) {
-            return Ok(fresh);
-        }
+        let seen = {
+            let state = entry.state();
+            if let Some(fresh) = state.fresh(self.locations.ttl) {
+                return Ok(fresh);
+            }
+            (state.fetches, state.invalidations)
+        };
         let _only_fetcher = entry.fetching.lock().await;
-        // Whoever held the lock before us may have just fetched it.
-        if let Some(fresh) = entry.fresh(self.locations.ttl) {
-            return Ok(fresh);
+        let invalidations = {
+            let state = entry.state();
+            // A fetch finished while this call queued behind it: its answer (or its error) is
+            // shared, whatever the TTL, unless the cache was invalidated since this call began.
+            if state.fetches != seen.0
+                && state.invalidations == seen.1
+                && let Some(last) = &state.last
+            {
+                return last.clone();
+            }
+            state.invalidations
+        };
+        let fetched: Result<Vec<AvailableLocation>, SessionApiError> =
+            self.client.available_locations(image).await.map_err(port_error).map(|locations| {
+                locations
+                    .into_iter()
+                    .map(|location| AvailableLocation { id: location.id, ping_ips: location.ips })
+                    .collect()
+            });
+        let mut state = entry.state();
+        state.fetches += 1;
+        state.last = Some(fetched.clone());
+        // Fetched before an invalidation that came while it was in flight (a 404 or 420 elsewhere):
+        // answered, not kept.
+        if let Ok(locations) = &fetched
+            && state.invalidations == invalidations
+        {
+            state.cached = Some((Instant::now(), locations.clone()));
         }
-        let locations: Vec<AvailableLocation> = self
-            .client
-            .available_locations(image)
-            .await
-            .map_err(port_error)?
-            .into_iter()
-            .map(|location| AvailableLocation { id: location.id, ping_ips: location.ips })
-            .collect();
-        *entry.value.lock().expect("location cache poisoned") = Some((Instant::now(), locations.clone()));
-        Ok(locations)
+        fetched
     }
 
     fn invalidate_locations(&self, image: &str) {
-        *self.locations.entry(image).value.lock().expect("location cache poisoned") = None;
+        let entry = self.locations.entry(image);
+        let mut state = entry.state();
+        state.cached = None;
+        state.invalidations += 1;
     }
 
     async fn create_session(&self, spec: &SessionSpec<'_>) -> Result<StartedSession, SessionApiError> {
@@ -132,9 +155,20 @@ struct LocationCache {
 
 #[derive(Debug, Default)]
 struct CacheEntry {
-    value: Mutex<Option<(Instant, Vec<AvailableLocation>)>>,
+    state: Mutex<EntryState>,
     /// Held while fetching, so concurrent misses for one image make one request.
     fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct EntryState {
+    /// The answer reused for the TTL, and when it was fetched.
+    cached: Option<(Instant, Vec<AvailableLocation>)>,
+    /// Fetches finished, and the last one's result, for the calls that queued behind it.
+    fetches: u64,
+    last: Option<Result<Vec<AvailableLocation>, SessionApiError>>,
+    /// Invalidations so far: a fetch that one overtook is not kept.
+    invalidations: u64,
 }
 
 impl LocationCache {
@@ -144,8 +178,14 @@ impl LocationCache {
 }
 
 impl CacheEntry {
+    fn state(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        self.state.lock().expect("location cache poisoned")
+    }
+}
+
+impl EntryState {
     fn fresh(&self, ttl: Duration) -> Option<Vec<AvailableLocation>> {
-        match &*self.value.lock().expect("location cache poisoned") {
+        match &self.cached {
             Some((fetched, locations)) if fetched.elapsed() < ttl => Some(locations.clone()),
             _ => None,
         }
