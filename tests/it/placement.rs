@@ -1045,6 +1045,14 @@ async fn openapi_document_lists_every_route() {
         assert!(event["properties"][field].is_object(), "NakamaEvent.{field}: {event}");
     }
     assert_eq!(doc["components"]["schemas"]["EventsBody"]["oneOf"].as_array().map(Vec::len), Some(3));
+    // A placing route's 422 and 503 come as a recorded Failure or as an ErrorBody: both shapes.
+    for (path, status) in [("/v1/matches", "422"), ("/v1/matches", "503"), ("/v1/nakama/matched", "503")] {
+        let body = &doc["paths"][path]["post"]["responses"][status]["content"]["application/json"]["schema"];
+        assert_eq!(body["$ref"], "#/components/schemas/FailureOrError", "{path} {status}: {body}");
+    }
+    let shapes = &doc["components"]["schemas"]["FailureOrError"]["oneOf"];
+    let refs: Vec<&str> = shapes.as_array().unwrap().iter().filter_map(|s| s["$ref"].as_str()).collect();
+    assert_eq!(refs, ["#/components/schemas/Failure", "#/components/schemas/ErrorBody"], "{shapes}");
     // Every documented route exists (answers something other than the unknown-route 404).
     for (method, path) in routes {
         let concrete = path

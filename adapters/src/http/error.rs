@@ -43,6 +43,17 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// The two shapes a placing route's error comes in, for the OpenAPI document: a `Failure` (the
+/// match was tried and its failure recorded: `{match_id, error: {code, message, retryable}}`) or
+/// an `ErrorBody` (the request was refused, or the state store failed, before any outcome).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // describes answers; never built
+pub enum FailureOrError {
+    Failure(bridge::Failure),
+    Error(ErrorBody),
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable, e.g. `INVALID_REQUEST`, `UNAUTHORIZED`, `NOT_FOUND`.

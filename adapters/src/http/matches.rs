@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio_util::task::TaskTracker;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ErrorBody};
+use super::{ApiError, ErrorBody, FailureOrError};
 
 /// The source name HTTP placements carry (it is part of the session id).
 pub const SOURCE: &str = "http";
@@ -74,9 +74,9 @@ pub struct MatchStatus {
         (status = 404, description = "Gameye does not know the image, tag or location", body = Failure),
         (status = 409, description = "MATCH_ID_CONFLICT: the match_id was first requested with another match (other players, image, env, …; latencies and requested_at may differ); the message names what differs. Nothing changed", body = ErrorBody),
         (status = 413, description = "Body larger than http.body_limit", body = ErrorBody),
-        (status = 422, description = "Invalid request (naming the field), or no location fits", body = ErrorBody),
+        (status = 422, description = "Invalid request, naming the field (an ErrorBody); or no location fits, or Gameye refused the session as invalid (a Failure)", body = FailureOrError),
         (status = 502, description = "Gameye refused the bridge's token or kept failing", body = Failure),
-        (status = 503, description = "No capacity in any eligible location, or the state store is down", body = Failure),
+        (status = 503, description = "No capacity in any eligible location (a Failure), or the state store is down (an ErrorBody)", body = FailureOrError),
         (status = 504, description = "The placement deadline passed", body = Failure),
     ),
     security(("bearer" = []))

@@ -38,7 +38,7 @@ use tracing::Instrument;
 use crate::lanes::Lanes;
 
 pub use auth::ApiTokens;
-pub use error::{ApiError, ErrorBody, ErrorDetail, REQUEST_ID_HEADER, render_errors};
+pub use error::{ApiError, ErrorBody, ErrorDetail, FailureOrError, REQUEST_ID_HEADER, render_errors};
 pub use health::{GameyeTarget, Health, ReadinessCheck};
 pub use matches::{MatchesState, failure_response, failure_status};
 pub use nakama::{NakamaAuth, NakamaDoor, nakama_router};

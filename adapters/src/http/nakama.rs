@@ -24,7 +24,7 @@ use super::matches::{
     MATCH_ID_CONFLICT, accept_detached, answer_response, failure_response, invalid_request,
     match_id_conflict, place_detached, run_detached, store_unavailable,
 };
-use super::{ApiError, ApiTokens, ErrorBody, auth};
+use super::{ApiError, ApiTokens, ErrorBody, FailureOrError, auth};
 use crate::nakama::{
     Claimed, EventsAccepted, HookRules, LeavePlan, NakamaEvent, NakamaMetrics, RecentMatchUsers, ReplayGuard,
     SIGNATURE_HEADER, SOURCE, SeatsReleased, SignatureVerifier, SignedRequest, TIMESTAMP_HEADER,
@@ -193,9 +193,9 @@ struct HookLatency {
         (status = 402, description = "Gameye quota exceeded", body = bridge::Failure),
         (status = 409, description = "MATCH_ID_CONFLICT: the match id (the envelope's, or derived from the tickets) was first requested with another match; the message names what differs. Nothing changed", body = ErrorBody),
         (status = 413, description = "Body larger than http.body_limit", body = ErrorBody),
-        (status = 422, description = "Malformed entries (naming the field), or no location fits", body = ErrorBody),
+        (status = 422, description = "Malformed entries, naming the field (an ErrorBody); or no location fits (a Failure)", body = FailureOrError),
         (status = 502, description = "Gameye refused the bridge's token or kept failing", body = bridge::Failure),
-        (status = 503, description = "No capacity, or the state store is down", body = bridge::Failure),
+        (status = 503, description = "No capacity (a Failure), or the state store is down (an ErrorBody)", body = FailureOrError),
         (status = 504, description = "The placement deadline passed", body = bridge::Failure),
     ),
     security(("bearer" = []), ("nakama_signature" = []))

@@ -24,7 +24,7 @@ use super::matches::{
     MatchesState, answer_response, invalid_request, match_id_conflict, place_detached, progress_response,
     store_unavailable,
 };
-use super::{ApiError, ErrorBody};
+use super::{ApiError, ErrorBody, FailureOrError};
 
 /// A reservation: seats held for players who have not joined yet.
 #[derive(Debug, Serialize, ToSchema)]
@@ -385,11 +385,11 @@ pub async fn end_session(
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 402, description = "create_if_none: Gameye quota exceeded", body = bridge::Failure),
-        (status = 404, description = "NO_SEATS: no eligible session has enough open seats (an ErrorBody); with create_if_none, Gameye does not know the image, tag or location (a Failure)", body = ErrorBody),
+        (status = 404, description = "NO_SEATS: no eligible session has enough open seats (an ErrorBody); with create_if_none, Gameye does not know the image, tag or location (a Failure)", body = FailureOrError),
         (status = 409, description = "MATCH_ID_CONFLICT: create_if_none with a request_id whose match (backfill-<request_id>) was first requested with another body; nothing changed", body = ErrorBody),
-        (status = 422, description = "Invalid request (naming the field); with create_if_none, no location fits (a Failure)", body = ErrorBody),
+        (status = 422, description = "Invalid request (naming the field); with create_if_none, no location fits (a Failure)", body = FailureOrError),
         (status = 502, description = "create_if_none: Gameye refused the bridge's token or kept failing", body = bridge::Failure),
-        (status = 503, description = "State store unavailable; with create_if_none, no capacity in any eligible location (a Failure)", body = ErrorBody),
+        (status = 503, description = "State store unavailable; with create_if_none, no capacity in any eligible location (a Failure)", body = FailureOrError),
         (status = 504, description = "create_if_none: not placed within placement.deadline", body = bridge::Failure),
     ),
     security(("bearer" = []))
