@@ -639,6 +639,47 @@ async fn a_create_whose_answer_is_lost_at_the_deadline_is_placed_on_the_session_
     assert_eq!(stack.emulator_sessions().await.len(), 1);
 }
 
+/// A create whose answer was lost started the session beyond the cap; the next round no longer
+/// ranks that location (it is cooling down now) and its create elsewhere meets 409: the match is
+/// placed on the session the lost create started, still flagged beyond the cap.
+#[tokio::test]
+async fn a_session_found_by_409_where_a_lost_create_went_keeps_its_latency_cap_flag() {
+    let stack = Stack::start().await;
+    stack
+        .set_faults(json!([
+            {"operation": "session-run", "location": "eu-west-1", "status": 420},
+            {"operation": "session-run", "location": "eu-central-1", "status": 503, "after": true, "delay_ms": 1500},
+        ]))
+        .await;
+    // eu-west-1 within the 60 ms cap; eu-central-1 and us-east-1 beyond it.
+    let body = match_with("m-lost-beyond", &[&[("eu-west-1", 20), ("eu-central-1", 90), ("us-east-1", 95)]]);
+    let placing = tokio::spawn({
+        let (http, url) = (stack.http.clone(), stack.url("/v1/matches"));
+        async move {
+            let response = http.post(url).bearer_auth(API_TOKEN).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    });
+    // While eu-central-1's answer is held back, another instance cools eu-central-1 down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut redis =
+        ::redis::Client::open(stack.redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = ::redis::cmd("SET")
+        .arg("gameye-bridge:cooldown:{eu-central-1}")
+        .arg(1)
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    let (status, assignment) = placing.await.unwrap();
+    assert_eq!(status, 200, "{assignment}");
+    assert_eq!(assignment["location"], "eu-central-1", "where the lost create started it: {assignment}");
+    assert_eq!(assignment["latency_cap_exceeded"], true, "90 ms is beyond the 60 ms cap: {assignment}");
+    assert_eq!(stack.emulator_sessions().await.len(), 1);
+}
+
 #[tokio::test]
 async fn a_gameye_call_slower_than_the_deadline_is_cut_off_at_the_deadline() {
     // The call would outlast the lease (deadline + 5 s) under Gameye's own 10 s request timeout:

@@ -134,11 +134,20 @@ where
                                 // An earlier attempt of this very placement created it: use that session.
                                 match self.describe_by_deadline(record, deadline_at).await {
                                     Ok(existing) => {
+                                        // Started by an earlier round's create whose answer was lost,
+                                        // maybe at a location this round no longer ranks.
                                         let within_cap = choice
                                             .ranked()
                                             .iter()
                                             .find(|r| r.location == existing.location)
-                                            .is_none_or(|r| r.within_cap);
+                                            .map(|r| r.within_cap)
+                                            .or_else(|| {
+                                                unclear_creates
+                                                    .iter()
+                                                    .find(|(location, _)| *location == existing.location)
+                                                    .map(|&(_, within_cap)| within_cap)
+                                            })
+                                            .unwrap_or(true);
                                         return Outcome::Placed(self.assignment(
                                             record,
                                             &image,
