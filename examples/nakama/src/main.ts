@@ -119,6 +119,9 @@ function failureReason(code: string): string {
         case "INVALID_REQUEST":
             return "misconfigured";
         case "UPSTREAM_UNAVAILABLE":
+        case "STORE_UNAVAILABLE":
+        case "STORE_ERROR":
+        case "INTERNAL":
             return "unavailable";
         case "DEADLINE_EXCEEDED":
         case "TIMEOUT":
@@ -247,6 +250,16 @@ const matchmakerMatched: nkruntime.MatchmakerMatchedFunction = function (ctx, lo
     } else if (answer && answer.error && answer.match_id) {
         // The failure JSON of the placement (status mapped like POST /v1/matches).
         notifyFailed(nk, logger, answer as Failed, users);
+    } else if (response.code >= 500) {
+        // The bridge could not say (its state store down, say), and a claim it could not confirm may
+        // still be placed: as with a timeout, the push tells when configured, and the one claim to
+        // notify these players is left to it.
+        const code = answer && answer.error ? String(answer.error.code) : "HTTP_" + response.code;
+        const message = answer && answer.error ? String(answer.error.message) : "HTTP " + response.code;
+        logger.error("gameye-bridge: match %s not answered: %s: %s", matchId, code, message);
+        if (!config.push) {
+            notifyFailed(nk, logger, { match_id: matchId, error: { code: code, message: message, retryable: true } }, users);
+        }
     } else {
         // The bridge refused the call itself (401, 413, 422 …): a setup problem players cannot fix.
         const detail = answer && answer.error ? answer.error.code + ": " + answer.error.message : "HTTP " + response.code;

@@ -322,6 +322,73 @@ test("a wrong secret is refused by the bridge and reported, not placed", () => {
   assert.equal(loaded.nk.recorded.notifications[0].subject, "gameye_failed");
 });
 
+/** A private redis-server on a free port, nothing persisted; null when redis-server is missing. */
+async function startRedis() {
+  if (spawnSync("redis-server", ["--version"]).status !== 0) {
+    return null;
+  }
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await until("redis-server listening", () => new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.end(() => resolve(true)));
+    socket.on("error", () => resolve(false));
+  }));
+  return { child, url: `redis://127.0.0.1:${port}` };
+}
+
+async function until(what, check) {
+  const deadline = Date.now() + 30_000;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+test("a bridge that cannot answer (its store down: 503) is treated like a timeout", async (t) => {
+  const redis = await startRedis();
+  if (!redis) {
+    t.skip("redis-server not found");
+    return;
+  }
+  const port = await freePort();
+  const stored = spawn(bridgeBinary, ["serve", "--listen", `127.0.0.1:${port}`], {
+    env: {
+      PATH: process.env.PATH,
+      BRIDGE_REDIS__URL: redis.url,
+      BRIDGE_GAMEYE__EMULATE: "true",
+      BRIDGE_NAKAMA__HMAC_SECRET: HMAC_SECRET,
+      BRIDGE_LOG__LEVEL: "error",
+    },
+    stdio: "ignore",
+  });
+  try {
+    const url = `http://127.0.0.1:${port}`;
+    await until("the bridge on Redis", () => fetch(`${url}/healthz`).then((r) => r.ok, () => false));
+    const exited = new Promise((resolve) => redis.child.once("exit", resolve));
+    redis.child.kill("SIGKILL");
+    await exited;
+
+    // With the push configured, the push tells the players (the claim may have been written).
+    const pushed = loadModule(moduleEnv({ GAMEYE_BRIDGE_URL: url }));
+    pushed.registered.matched({ ...SYSTEM_CTX, env: pushed.env }, pushed.logger, pushed.nk, [matchedEntry("user-7", {})]);
+    assert.equal(pushed.nk.recorded.requests[0].response.code, 503, pushed.nk.recorded.requests[0].response.body);
+    assert.equal(pushed.nk.recorded.notifications.length, 0, pushed.nk.recorded.logs.join("\n"));
+
+    // Without it, the players hear of a failure worth retrying, not of a misconfiguration.
+    const unpushed = loadModule(moduleEnv({ GAMEYE_BRIDGE_URL: url, GAMEYE_BRIDGE_PUSH: "false" }));
+    unpushed.registered.matched({ ...SYSTEM_CTX, env: unpushed.env }, unpushed.logger, unpushed.nk, [matchedEntry("user-8", {})]);
+    const [notification] = unpushed.nk.recorded.notifications;
+    assert.ok(notification, unpushed.nk.recorded.logs.join("\n"));
+    assert.equal(notification.subject, "gameye_failed");
+    assert.equal(notification.content.code, "STORE_UNAVAILABLE", JSON.stringify(notification.content));
+    assert.equal(notification.content.reason, "unavailable");
+    assert.equal(notification.content.retryable, true);
+  } finally {
+    stored.kill("SIGKILL");
+    redis.child.kill("SIGKILL");
+  }
+});
+
 test("players cannot call the result RPC", () => {
   const loaded = loadModule(moduleEnv());
   const payload = JSON.stringify({ status: "placed", match_id: "fake", session_id: "x", host: "198.51.100.1", ports: [], users: ["victim"] });
