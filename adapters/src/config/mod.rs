@@ -754,6 +754,9 @@ fn bridge_env(env: &[(String, String)]) -> EnvProvider {
     let mut dict = Dict::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if kubernetes_service_link(rest) {
+            continue;
+        }
         let key = rest.to_ascii_lowercase().replace("__", ".");
         if key.is_empty() || key.split('.').any(str::is_empty) {
             continue;
@@ -763,6 +766,24 @@ fn bridge_env(env: &[(String, String)]) -> EnvProvider {
         insert_path(&mut dict, &path, parsed);
     }
     EnvProvider { name: "BRIDGE_* environment variables", dict }
+}
+
+/// Whether `BRIDGE_<rest>` is one of the variables Kubernetes gives every pod for a Service named
+/// `bridge` or `bridge-…` (`BRIDGE_SERVICE_HOST`, `BRIDGE_PORT_8080_TCP_ADDR`, …). Every setting's
+/// name has a `__`, so these can never be one; read as settings they stopped the bridge at start.
+/// Any other name without `__` is still an error (a misspelt setting).
+fn kubernetes_service_link(rest: &str) -> bool {
+    if rest.contains("__") {
+        return false;
+    }
+    let words: Vec<&str> = rest.split('_').collect();
+    words.windows(2).any(|pair| pair == ["SERVICE", "HOST"] || pair == ["SERVICE", "PORT"])
+        || words.last() == Some(&"PORT")
+        || words.windows(3).any(|triple| {
+            triple[0] == "PORT"
+                && triple[1].bytes().all(|b| b.is_ascii_digit())
+                && matches!(triple[2], "TCP" | "UDP" | "SCTP")
+        })
 }
 
 fn insert_path(dict: &mut Dict, path: &[&str], value: Value) {

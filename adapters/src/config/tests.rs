@@ -56,6 +56,29 @@ fn unknown_bridge_variable_is_named() {
     assert!(error.contains("BRIDGE_HTTP__LISTN"), "{error}");
 }
 
+/// A Kubernetes Service named `bridge` (or `bridge-redis`, …) gives every pod `BRIDGE_PORT=tcp://…`
+/// and the like: not settings, and no reason to refuse to start. A misspelt setting still is.
+#[test]
+fn kubernetes_service_link_variables_are_not_settings() {
+    let links = [
+        ("BRIDGE_SERVICE_HOST", "10.0.0.7"),
+        ("BRIDGE_SERVICE_PORT", "8080"),
+        ("BRIDGE_SERVICE_PORT_HTTP", "8080"),
+        ("BRIDGE_PORT", "tcp://10.0.0.7:8080"),
+        ("BRIDGE_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+        ("BRIDGE_PORT_8080_TCP_PROTO", "tcp"),
+        ("BRIDGE_PORT_8080_TCP_PORT", "8080"),
+        ("BRIDGE_PORT_8080_TCP_ADDR", "10.0.0.7"),
+        ("BRIDGE_REDIS_SERVICE_HOST", "10.0.0.8"),
+        ("BRIDGE_REDIS_PORT_6379_TCP_ADDR", "10.0.0.8"),
+        ("BRIDGE_HTTP__LISTEN", "127.0.0.1:9000"),
+    ];
+    let settings = load(&links).unwrap();
+    assert_eq!(settings.http.listen.port(), 9000);
+    let error = load(&[("BRIDGE_HTTP_LISTEN", "127.0.0.1:1")]).unwrap_err().to_string();
+    assert!(error.contains("BRIDGE_HTTP_LISTEN"), "{error}");
+}
+
 #[test]
 fn bridge_variables_are_typed() {
     let settings = load(&[
