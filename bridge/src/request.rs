@@ -73,6 +73,21 @@ pub struct MatchRequest {
     pub requested_at: Option<OffsetDateTime>,
 }
 
+impl MatchRequest {
+    /// Takes `resend`'s latencies and `requested_at`: a resend of the same match (everything else
+    /// equal, see [`MatchIdConflict::between`]) may carry fresher figures than the first send.
+    pub fn take_figures_of(&mut self, resend: &MatchRequest) {
+        for player in &mut self.players {
+            if let Some(fresh) = resend.players.iter().find(|p| p.id == player.id) {
+                player.latencies.clone_from(&fresh.latencies);
+            }
+        }
+        if resend.requested_at.is_some() {
+            self.requested_at = resend.requested_at;
+        }
+    }
+}
+
 // `env` may hold secrets: Debug shows its keys only, so a logged request cannot leak them.
 impl std::fmt::Debug for MatchRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

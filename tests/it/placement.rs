@@ -67,6 +67,23 @@ async fn without_requested_at_the_caps_relax_from_when_the_match_was_first_accep
     assert!(placed.get("latency_cap_exceeded").is_none(), "within the relaxed cap: {placed}");
 }
 
+/// A resend of a match whose placement failed retryably is placed with the resend's latencies, not
+/// the first send's (the same match: latencies may differ).
+#[tokio::test]
+async fn a_resend_after_a_retryable_failure_is_placed_with_its_own_latencies() {
+    let stack = Stack::start_with(&[("BRIDGE_PLACEMENT__ON_CAP_EXCEEDED", "fail")]).await;
+    let (status, failed) = stack.post_match(&match_with("m-fresh", &[&[("eu-west-1", 90)]])).await;
+    assert_eq!(
+        (&failed["error"]["code"], &failed["error"]["retryable"]),
+        (&json!("NO_LOCATION"), &json!(true)),
+        "90 ms is beyond a new match's 60 ms cap: {status} {failed}"
+    );
+    let (status, placed) = stack.post_match(&match_with("m-fresh", &[&[("eu-central-1", 25)]])).await;
+    assert_eq!(status, 200, "{placed}");
+    assert_eq!(placed["location"], "eu-central-1", "{placed}");
+    assert_eq!(placed["latency_ms"], json!({"p0": 25}));
+}
+
 #[tokio::test]
 async fn mean_objective_and_default_order_without_latencies() {
     let stack =

@@ -451,7 +451,11 @@ where
 
     async fn claim(&self, claim: &Claim) -> Result<Accepted, PlaceError> {
         Ok(match self.store.claim(claim).await? {
-            ClaimOutcome::Owned { record, lease, taken_over } => {
+            ClaimOutcome::Owned { mut record, lease, taken_over } => {
+                if taken_over {
+                    // The stored request is the first send's: place with the figures this one has.
+                    record.request.take_figures_of(&claim.request);
+                }
                 Accepted::Owned(Job { record, lease, taken_over })
             }
             ClaimOutcome::Placed(assignment) => {
