@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::config::{GameyeBackend, LogFormat, Settings};
-use adapters::gameye::{GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSessionApi};
+use adapters::gameye::{ErrorClass, GameyeClient, GameyeClientConfig, GameyeMetrics, GameyeSessionApi};
 use adapters::http::{self, ApiTokens, GameyeTarget, Health, MatchesState, OpsState, ReadinessCheck};
 use adapters::lanes::Lanes;
 use adapters::nakama::{
@@ -163,7 +163,8 @@ fn init_tracing(settings: &Settings) {
 async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
     let backend = settings.gameye_backend();
     let emulated = backend == GameyeBackend::Emulated;
-    // Every line logged while serving carries `gameye_backend`, so nobody mistakes the emulator for Gameye.
+    // The lines this task logs (starting, stopping) carry `gameye_backend`, so nobody mistakes the
+    // emulator for Gameye; spawned tasks run outside the span (the warning, /readyz and a metric say it too).
     let span =
         tracing::info_span!("gameye_bridge", gameye_backend = if emulated { "emulator" } else { "remote" });
     let _entered = span.enter();
@@ -342,7 +343,17 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
     let gameye_check = ReadinessCheck::new("gameye", move || {
         let client = probe_client.clone();
         let image = probe_image.clone();
-        async move { client.available_locations(&image).await.map(|_| ()).map_err(|e| e.to_string()) }
+        async move {
+            match client.available_locations(&image).await {
+                Ok(_) => Ok(()),
+                // Gameye answered and took the token: an image the account lacks (matches usually
+                // name their own) or a rate limit does not make the bridge unable to serve.
+                Err(error) if matches!(error.class(), ErrorClass::NotFound | ErrorClass::NoCapacity) => {
+                    Ok(())
+                }
+                Err(error) => Err(error.to_string()),
+            }
+        }
     });
     let mut checks = vec![gameye_check];
     if let StateStore::Redis(_) = &store {

@@ -124,6 +124,20 @@ async fn serve_against_a_remote_gameye_reports_it_and_notices_a_bad_token() {
     assert!(!bridge.logs().contains("EMBEDDED GAMEYE EMULATOR"));
     drop(bridge);
 
+    // Matches name their own images: one the account lacks as the default is no reason to be unready.
+    let bridge = BridgeProcess::start(
+        &[
+            ("GAMEYE_API_URL", &url),
+            ("GAMEYE_API_TOKEN", gameye_emulator::DEFAULT_TOKEN),
+            ("GAMEYE_API_IMAGE", "an-image-this-account-lacks"),
+        ],
+        None,
+    )
+    .await;
+    let response = reqwest::get(format!("{}/readyz", bridge.base_url)).await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    drop(bridge);
+
     let bridge =
         BridgeProcess::start(&[("GAMEYE_API_URL", &url), ("GAMEYE_API_TOKEN", "wrong-token")], None).await;
     let response = reqwest::get(format!("{}/readyz", bridge.base_url)).await.unwrap();
