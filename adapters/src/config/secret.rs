@@ -85,11 +85,22 @@ impl<'de> Deserialize<'de> for ServiceUrl {
     }
 }
 
-/// Hides the password of a URL such as `redis://user:pass@host:6379`.
+/// Hides the password of a URL such as `redis://user:pass@host:6379`, and the values of its query
+/// (`redis+unix:///run/redis.sock?pass=…`, a webhook's `?token=…`): the keys stay, to be told apart.
 pub fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url.trim()) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
+        Ok(mut parsed) if parsed.password().is_some() || parsed.query().is_some() => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("redacted"));
+            }
+            if parsed.query().is_some() {
+                let keys: Vec<String> = parsed.query_pairs().map(|(key, _)| key.into_owned()).collect();
+                let mut query = parsed.query_pairs_mut();
+                query.clear();
+                for key in keys {
+                    query.append_pair(&key, "redacted");
+                }
+            }
             parsed.to_string()
         }
         Ok(_) => url.to_owned(),
@@ -117,5 +128,14 @@ mod tests {
         assert_eq!(redact_url("redis://user:pw@127.0.0.1:6379/0"), "redis://user:redacted@127.0.0.1:6379/0");
         assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(redact_url(""), "");
+        // Passwords in the query, as redis-rs reads them (`pass`), and tokens in webhook URLs.
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?pass=hunter2&db=2"),
+            "redis+unix:///run/redis.sock?pass=redacted&db=redacted"
+        );
+        assert_eq!(
+            redact_url("https://u:pw@hooks.example.com/x?token=s3cret"),
+            "https://u:redacted@hooks.example.com/x?token=redacted"
+        );
     }
 }
