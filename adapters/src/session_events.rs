@@ -249,7 +249,10 @@ impl<S: EndAnnouncementStore> EndAnnouncer<S> {
             tracing::debug!(%session_id, sink = %failure.sink, error = %failure.message, "session end not announced");
         }
         let retry_in = (age / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
-        self.store.defer_end_announcement(session_id, now + retry_in).await?;
+        // The last try at the give-up age at the latest: the ended record is kept only a little
+        // beyond it, and a try after its expiry would never reach the sinks.
+        let last_try = end.ended_at + self.settings.give_up_after;
+        self.store.defer_end_announcement(session_id, (now + retry_in).min(last_try)).await?;
         Ok(EndAnnounced::Retry)
     }
 

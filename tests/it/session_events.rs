@@ -435,6 +435,67 @@ async fn the_outbox_announces_only_what_the_ended_record_still_owes() {
     assert_eq!(store.owed_end_announcements().await.unwrap(), 0);
 }
 
+/// A sink that is down (fails, and may come back).
+struct Down;
+
+impl bridge::ports::SessionEvents for Down {
+    fn name(&self) -> &'static str {
+        "down"
+    }
+
+    fn session_ended<'a>(
+        &'a self,
+        _session: &'a bridge::seats::SessionSeats,
+        _end: &'a bridge::seats::SessionEnd,
+    ) -> bridge::placement::BoxFuture<'a, Result<(), bridge::ports::DeliveryError>> {
+        Box::pin(async move {
+            Err(bridge::ports::DeliveryError { sink: "down".into(), message: "503".into(), permanent: false })
+        })
+    }
+}
+
+/// Retries of an end grow 5 minutes apart, and the ended record is kept only a little beyond the
+/// give-up age: the last retry is due at that age at the latest, so it still reads the record and
+/// tries the sinks, rather than finding it expired.
+#[tokio::test]
+async fn the_last_retry_of_an_end_comes_before_its_record_expires() {
+    use adapters::session_events::{
+        EndAnnounced, EndAnnouncementMetrics, EndAnnouncer, EndAnnouncerSettings,
+    };
+    use adapters::store::{EndAnnouncementStore, RedisStore, SeatStore, StateStore};
+    use bridge::ports::SessionEvents;
+    use bridge::seats::EndReason;
+
+    let redis = RedisServer::start();
+    let store = StateStore::Redis(RedisStore::connect(&redis.url(), "it-ends").await.unwrap());
+    let settings =
+        EndAnnouncerSettings { deadline: Duration::from_secs(1), give_up_after: Duration::from_secs(3600) };
+    let sinks: Vec<Arc<dyn SessionEvents>> = vec![Arc::new(Down)];
+    let announcer = EndAnnouncer::new(store.clone(), sinks, settings, EndAnnouncementMetrics::default());
+    let ended_at = OffsetDateTime::now_utc();
+    let session_id = uuid::Uuid::from_u128(7);
+    let new = running_session(session_id, &[], ended_at);
+    store.create_session(&new, Duration::from_secs(600)).await.unwrap().unwrap();
+    let owing = settings.owing();
+    store.end_session(session_id, owing.ending(EndReason::Gone), ended_at).await.unwrap().unwrap();
+
+    // 58 minutes on, still failing: a quarter of its age would be 5 more minutes, past the hour.
+    let later = ended_at + Duration::from_secs(3480);
+    assert_eq!(announcer.announce(session_id, later).await, EndAnnounced::Retry);
+    let hold = Duration::from_secs(5);
+    let due_at_the_hour = ended_at + Duration::from_secs(3600);
+    assert!(
+        store
+            .claim_end_announcements(due_at_the_hour - Duration::from_secs(1), 10, hold)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.claim_end_announcements(due_at_the_hour, 10, hold).await.unwrap(), [session_id]);
+    // That last try is the last: it gives up.
+    assert_eq!(announcer.announce(session_id, due_at_the_hour).await, EndAnnounced::GivenUp);
+}
+
 /// A running demo-game session in eu-west-1 with `players` reserved, as a placement records it.
 fn running_session(
     session_id: uuid::Uuid,
