@@ -294,10 +294,12 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
     });
     let end_outbox =
         end_announcer.clone().map(|announcer| tokio::spawn(announcer.run(stop_background.clone())));
+    let stop_recovering = CancellationToken::new();
     let recovery = tokio::spawn(run_recovery(
         engine.clone(),
         settings.placement.recovery_interval,
         placement_metrics,
+        stop_recovering.clone(),
         stop_background.clone(),
     ));
     // Ending a session through the API announces it like the reconciler does (one event per end).
@@ -417,12 +419,14 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
         tracing::warn!(%addr, "no http.tokens configured: the API is open, so it listens on loopback only");
     }
     tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "gameye-bridge listening");
-    // The signal also stops NATS pulling at once, while HTTP drains.
+    // The signal also stops NATS pulling and recovery taking placements over at once, while HTTP
+    // drains.
     let signal = {
-        let stop_nats = stop_nats.clone();
+        let (stop_nats, stop_recovering) = (stop_nats.clone(), stop_recovering.clone());
         async move {
             shutdown_signal().await;
             stop_nats.cancel();
+            stop_recovering.cancel();
         }
     };
     let grace = settings.http.shutdown_grace;
@@ -441,7 +445,11 @@ async fn serve(settings: Settings, lanes: usize) -> anyhow::Result<()> {
             "background placements still running at exit; another instance's recovery finishes them"
         );
     }
-    let _ = recovery.await;
+    // A round under way finishes, within the grace; cut short, its placements are left to another
+    // instance's recovery, as at a crash.
+    if tokio::time::timeout(settings.http.shutdown_grace, recovery).await.is_err() {
+        tracing::warn!("a recovery round still running at exit; another instance's recovery finishes it");
+    }
     if let Some(announcer) = &end_announcer {
         announcer.close(settings.http.shutdown_grace).await;
     }

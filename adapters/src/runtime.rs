@@ -153,13 +153,16 @@ impl PlacementObserver for PlacementMetrics {
 /// Owed announcements taken per outbox round (announced concurrently).
 const OWED_PER_ROUND: usize = 100;
 
-/// Finishes placements whose owner died (their lease expired), and announces outcomes still owed
-/// to sinks, every `interval`, until `stop`. Two loops, so that a sink that is down (each retry
-/// round waits up to a deadline on it) does not hold up recovery.
+/// Finishes placements whose owner died (their lease expired) every `interval` until
+/// `stop_recovering`, and announces outcomes still owed to sinks until `stop`. Two loops, so that a
+/// sink that is down (each retry round waits up to a deadline on it) does not hold up recovery. A
+/// stopping instance stops taking placements over at once (`stop_recovering`, at the signal): each
+/// is up to a placement deadline of work that would hold its shutdown up.
 pub async fn run_recovery<A, S, C>(
     engine: Arc<Engine<A, S, C>>,
     interval: Duration,
     metrics: Arc<PlacementMetrics>,
+    stop_recovering: CancellationToken,
     stop: CancellationToken,
 ) where
     A: SessionApi,
@@ -169,7 +172,7 @@ pub async fn run_recovery<A, S, C>(
     let recover = async {
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop_recovering.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
             match engine.recover(100).await {
