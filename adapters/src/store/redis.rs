@@ -253,8 +253,8 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to `url` (`redis://[user:password@]host:port[/db]`; not `rediss://`: redis-rs is
     /// built without TLS) and writes every key under `prefix` (non-empty, no `{` or `}`). Fails if
-    /// Redis cannot be reached now; once
-    /// connected, the store reconnects by itself whenever the connection is lost.
+    /// Redis cannot be reached now; once connected, the store reconnects by itself whenever the
+    /// connection is lost.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         Self::connect_lanes(url, prefix, &[]).await
     }
