@@ -273,20 +273,9 @@ fn token_is_not_in_debug_output() {
 #[tokio::test]
 async fn location_cache_makes_one_request_for_concurrent_misses_and_forgets_on_invalidate() {
     use bridge::ports::SessionApi;
-    use prometheus_client::registry::Registry;
 
     let emulator = emulator().await;
-    let mut registry = Registry::default();
-    let metrics = GameyeMetrics::register(&mut registry);
-    let config = GameyeClientConfig {
-        base_url: emulator.url(),
-        token: Secret::new(DEFAULT_TOKEN),
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(5),
-        pool_max_idle: 8,
-    };
-    let api =
-        GameyeSessionApi::new(GameyeClient::new(&config, Some(metrics)).unwrap(), Duration::from_secs(60));
+    let (api, calls) = counted_api(&emulator, Duration::from_secs(60));
     // A slow answer keeps all twenty callers waiting on the same fetch.
     set_faults(
         &emulator,
@@ -295,15 +284,6 @@ async fn location_cache_makes_one_request_for_concurrent_misses_and_forgets_on_i
     .await;
     let answers = futures::future::join_all((0..20).map(|_| api.available_locations("demo-game"))).await;
     assert!(answers.iter().all(|a| a.as_ref().is_ok_and(|l| l.len() == 5)));
-    let calls = || {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        text.lines()
-            .find(|l| l.starts_with("gameye_calls_total{") && l.contains("get-available-locations"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     assert_eq!(calls(), 1, "one request in flight per image");
     api.available_locations("demo-game").await.unwrap();
     assert_eq!(calls(), 1, "served from the cache");

@@ -473,25 +473,7 @@ async fn wait_false_answers_202_and_places_in_the_background() {
 async fn a_wait_false_hook_that_hangs_up_mid_claim_still_has_its_match_placed() {
     let stack = Stack::start().await;
     let body = json!({"match_id": "nk-hangup", "entries": [go_entry("w-1", "hang-1", json!({}))]});
-    stack.redis.freeze();
-    let started = std::time::Instant::now();
-    let gave_up = stack
-        .http
-        .post(stack.url("/v1/nakama/matched?wait=false"))
-        .bearer_auth(API_TOKEN)
-        .json(&body)
-        .timeout(Duration::from_millis(200))
-        .send()
-        .await;
-    // Thawed well within the bridge's 1 s wait for a Redis answer, so the claim itself succeeds.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stack.redis.thaw();
-    assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
-
-    let placed = stack.wait_placed("nk-hangup", Duration::from_secs(30)).await;
-    let took = started.elapsed();
-    assert_eq!(placed["status"], "placed", "{placed}");
-    assert!(took < Duration::from_secs(5), "placed {took:?} after the hook: {}", stack.bridge.logs());
+    stack.assert_placed_after_a_hang_up_mid_claim("/v1/nakama/matched?wait=false", &body, "nk-hangup").await;
 }
 
 #[tokio::test]

@@ -56,6 +56,30 @@ impl Stack {
         emulator_sessions(&self.emulator).await
     }
 
+    /// Posts `body` to `path` while Redis is frozen and hangs up after 200 ms, mid-claim; thaws Redis
+    /// well within the bridge's 1 s wait for its answer (so the claim itself succeeds), then asserts
+    /// that `match_id` is placed at once, not left to recovery 25 s on.
+    pub async fn assert_placed_after_a_hang_up_mid_claim(&self, path: &str, body: &Value, match_id: &str) {
+        self.redis.freeze();
+        let started = std::time::Instant::now();
+        let gave_up = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(API_TOKEN)
+            .json(body)
+            .timeout(Duration::from_millis(200))
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.redis.thaw();
+        assert!(gave_up.as_ref().is_err_and(reqwest::Error::is_timeout), "{gave_up:?}");
+
+        let placed = self.wait_placed(match_id, Duration::from_secs(30)).await;
+        let took = started.elapsed();
+        assert_eq!(placed["status"], "placed", "{placed}");
+        assert!(took < Duration::from_secs(5), "placed {took:?} after the request: {}", self.bridge.logs());
+    }
+
     /// Polls `GET /v1/matches/{id}` until it is no longer pending.
     pub async fn wait_placed(&self, match_id: &str, within: Duration) -> Value {
         let deadline = std::time::Instant::now() + within;
