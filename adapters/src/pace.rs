@@ -5,10 +5,7 @@
 //! record — on the same cores, Redis and Gameye connection that placements use. Done in one go it
 //! shows up as a burst in the placements' latency. A [`Pacer`] spreads it instead: after each
 //! `slice` of wall-clock time spent working it rests long enough that work takes at most `busy` of
-//! the time. Wall-clock, not CPU time: waiting for Redis or Gameye is load there too. Except single
-//! look-ups at Gameye ([`Pacer::waiting`]): one describe per ended or adopted session is no burst
-//! there, and counted as work it would rest nine times its round trip after each, ending only a
-//! few sessions a second at a real Gameye's latency.
+//! the time. Wall-clock, not CPU time: waiting for Redis or Gameye is load there too.
 //!
 //! Its blocking work (decoding a listing) can also run at the idle CPU priority ([`spawn_blocking`]):
 //! resting spreads the work out, but a slice still takes a core from whatever request wanted it.
@@ -112,14 +109,6 @@ impl Pacer {
             // Long loops without a rest still let the tasks sharing this worker thread run.
             None => tokio::task::yield_now().await,
         }
-    }
-
-    /// Awaits `wait`, a look-up at another service, without counting its time as work.
-    pub async fn waiting<T>(&mut self, wait: impl Future<Output = T>) -> T {
-        let started = Instant::now();
-        let answer = wait.await;
-        self.since += started.elapsed();
-        answer
     }
 
     pub fn breathe_blocking(&mut self) {
@@ -234,20 +223,6 @@ mod tests {
             let answer = spawn_blocking(pace, || -> u8 { panic!("decoding failed") }).await;
             assert!(answer.is_err(), "idle_priority {idle_priority}: {answer:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn waiting_on_another_service_is_not_work() {
-        let pace = Pace { busy: 0.1, slice: Duration::from_millis(60), idle_priority: false };
-        let mut pacer = Pacer::new(pace);
-        for _ in 0..3 {
-            pacer.waiting(tokio::time::sleep(Duration::from_millis(50))).await;
-            pacer.breathe().await;
-        }
-        assert_eq!(pacer.rested(), Duration::ZERO, "150 ms of waiting, no work");
-        spin(Duration::from_millis(70));
-        pacer.breathe().await;
-        assert!(pacer.rested() >= Duration::from_millis(500), "work still rests: {:?}", pacer.rested());
     }
 
     #[tokio::test]

@@ -457,15 +457,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
                     if !self.step(&mut pacer).await {
                         return None;
                     }
-                    self.compare(
-                        record,
-                        &mut listed,
-                        &mut to_mark_running,
-                        &mut report,
-                        listing_began,
-                        &mut pacer,
-                    )
-                    .await;
+                    self.compare(record, &mut listed, &mut to_mark_running, &mut report, listing_began).await;
                 }
             }
             if !self.mark_running(&mut to_mark_running, &mut pacer, &mut report, now).await {
@@ -508,7 +500,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
                     continue;
                 }
             }
-            let players = match pacer.waiting(self.lister.players(id)).await {
+            let players = match self.lister.players(id).await {
                 Ok(players) => players,
                 Err(error) => {
                     tracing::warn!(session_id = %id, %error, "cannot read the orphan's players; next scan tries again");
@@ -561,7 +553,6 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
         to_mark_running: &mut Vec<Uuid>,
         report: &mut ScanReport,
         listing_began: OffsetDateTime,
-        pacer: &mut Pacer,
     ) {
         let id = record.session_id;
         if let Some(session) = listed.remove(&id) {
@@ -590,7 +581,7 @@ impl<S: SeatStore + LeaseStore + PlayerSyncStore + EndAnnouncementStore> Reconci
             tracing::debug!(session_id = %id, "session missing from Gameye's list once");
             return;
         }
-        match pacer.waiting(self.lister.still_runs(id)).await {
+        match self.lister.still_runs(id).await {
             Ok(false) => {}
             Ok(true) => {
                 // Not in the filtered listing, yet running: most likely started before sessions
