@@ -84,6 +84,24 @@ impl Case {
         }
     }
 
+    /// Which rule leaves no location, if one does (without the cool-down rule for lasting failures).
+    fn expected_error(&self) -> Option<&'static str> {
+        let candidates = self.candidates();
+        let scored: Vec<&String> = candidates.iter().filter(|l| self.score(l).is_some()).collect();
+        let fail_mode = self.policy.on_cap_exceeded == CapExceeded::Fail;
+        if candidates.is_empty() {
+            Some("no candidates")
+        } else if !self.has_latency_data() {
+            None
+        } else if scored.is_empty() {
+            Some("missing latency")
+        } else if fail_mode && !scored.iter().any(|l| self.within_cap(l, self.age_s)) {
+            Some("above cap")
+        } else {
+            None
+        }
+    }
+
     /// The objective as a key to minimise.
     fn objective_key(&self, location: &str) -> (u64, u64) {
         let (worst, total) = self.score(location).expect("scored");
@@ -153,19 +171,19 @@ proptest! {
     fn answers_exactly_when_the_rules_leave_a_location(case in case()) {
         let candidates = case.candidates();
         let scored: Vec<&String> = candidates.iter().filter(|l| case.score(l).is_some()).collect();
-        let fail_mode = case.policy.on_cap_exceeded == CapExceeded::Fail;
-        let expected_error = if candidates.is_empty() {
-            Some("no candidates")
-        } else if !case.has_latency_data() {
-            None
-        } else if scored.is_empty() {
-            Some("missing latency")
-        } else if fail_mode && !scored.iter().any(|l| case.within_cap(l, case.age_s)) {
-            Some("above cap")
-        } else {
-            None
+        let mut expected_error = case.expected_error();
+        // A lasting failure that only the cool-downs cause says so (they end).
+        let lasting = match expected_error {
+            Some("missing latency") => true,
+            Some("above cap") => case.cap_at(u64::MAX) <= case.cap_at(case.age_s),
+            _ => false,
         };
+        let uncooled = Case { cooling: HashSet::new(), ..case.clone() };
+        if lasting && uncooled.expected_error().is_none() {
+            expected_error = Some("cooling");
+        }
         match (case.choose(), expected_error) {
+            (Err(NoLocation::AllCoolingDown), Some("cooling")) => {}
             (Ok(_), None) => {}
             (Err(NoLocation::MissingLatency), Some("missing latency")) => {}
             (Err(NoLocation::AboveCap { cap_ms, best_worst_ms, .. }), Some("above cap")) => {
