@@ -229,20 +229,13 @@ impl MatchConsumer {
         delivered: i64,
         sequence: u64,
     ) {
-        let final_ack = |kind: AckKind| async move {
-            // Double ack: the server confirms, so a lost ack shows up here instead of as a surprise redelivery.
-            if let Err(error) = message.double_ack_with(kind).await {
-                tracing::warn!(%error, "acknowledgement not confirmed; JetStream may redeliver (answered from the record)");
-                self.metrics.handled("found", "ack_error");
-            }
-        };
         match verdict {
             Verdict::Ack => {
-                final_ack(AckKind::Ack).await;
+                self.final_ack(message, AckKind::Ack).await;
                 self.metrics.handled("found", "acked");
             }
             Verdict::Term { result } => {
-                final_ack(AckKind::Term).await;
+                self.final_ack(message, AckKind::Term).await;
                 self.metrics.handled("found", result);
             }
             Verdict::Retry { match_id, error } if !last => {
@@ -252,21 +245,13 @@ impl MatchConsumer {
             }
             Verdict::Retry { match_id, error } | Verdict::Dead { match_id, error } => {
                 tracing::warn!(match_id = match_id.as_deref().unwrap_or(""), delivered, reason = %error.message, "giving up on a match: dead letter");
-                if self.dead_letter(message, match_id, error, delivered, sequence, last).await {
-                    final_ack(AckKind::Term).await;
-                    self.metrics.handled("found", "dead");
-                } else {
-                    self.nak_for_dead_letter(message).await;
-                }
+                let sent = self.dead_letter(message, match_id, error, delivered, sequence, last).await;
+                self.term_once_dead_lettered(message, sent, "dead").await;
             }
             Verdict::Conflict { match_id, error } => {
                 // The engine logged what differs; a redelivery would be refused the same way.
-                if self.dead_letter(message, Some(match_id), error, delivered, sequence, last).await {
-                    final_ack(AckKind::Term).await;
-                    self.metrics.handled("found", "conflict");
-                } else {
-                    self.nak_for_dead_letter(message).await;
-                }
+                let sent = self.dead_letter(message, Some(match_id), error, delivered, sequence, last).await;
+                self.term_once_dead_lettered(message, sent, "conflict").await;
             }
             Verdict::Aborted => {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -297,11 +282,26 @@ impl MatchConsumer {
         dead_letter_sent(last, || self.sink.publish_dead(&dead)).await
     }
 
-    /// The dead letter could not be published: the message comes back after `nats.nak_delay`, and
-    /// its redelivery ends the same way and tries the letter again, rather than vanish untraced.
-    async fn nak_for_dead_letter(&self, message: &jetstream::Message) {
-        nak_after(message, self.settings.nak_delay).await;
-        self.metrics.handled("found", "nak");
+    /// Double ack: the server confirms, so a lost ack shows up here instead of as a surprise
+    /// redelivery.
+    async fn final_ack(&self, message: &jetstream::Message, kind: AckKind) {
+        if let Err(error) = message.double_ack_with(kind).await {
+            tracing::warn!(%error, "acknowledgement not confirmed; JetStream may redeliver (answered from the record)");
+            self.metrics.handled("found", "ack_error");
+        }
+    }
+
+    /// Terminates a message given up on once its dead letter is `sent` (counted as `result`). If the
+    /// letter could not be published, the message comes back after `nats.nak_delay`, and its
+    /// redelivery ends the same way and tries the letter again, rather than vanish untraced.
+    async fn term_once_dead_lettered(&self, message: &jetstream::Message, sent: bool, result: &'static str) {
+        if sent {
+            self.final_ack(message, AckKind::Term).await;
+            self.metrics.handled("found", result);
+        } else {
+            nak_after(message, self.settings.nak_delay).await;
+            self.metrics.handled("found", "nak");
+        }
     }
 }
 

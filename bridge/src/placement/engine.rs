@@ -513,11 +513,10 @@ where
         };
         let seats = new_session.as_ref().map(|(new, keep_for)| (new, *keep_for));
         let (written, created) = self.store.finish_placement(completion, seats).await;
-        let mut found_a_record = false;
+        let found_a_record = matches!(created, Some(Ok(Err(SeatError::AlreadyExists))));
         let seats_to_write_again = match (&outcome, created) {
             (Outcome::Placed(_), Some(Err(error))) if error.transient => true,
             (Outcome::Placed(assignment), Some(created)) => {
-                found_a_record = matches!(created, Ok(Err(SeatError::AlreadyExists)));
                 self.seats_recorded(assignment, created);
                 false
             }
